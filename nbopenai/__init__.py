@@ -1,0 +1,108 @@
+"""nbopenai: the OpenAI Responses API as a first-class citizen of Jupyter.
+
+In a notebook::
+
+    %load_ext nbopenai
+    %%ask
+    What is a p-value, in one paragraph?
+
+From Python (no IPython needed)::
+
+    import nbopenai
+    session = nbopenai.Session(local=True)      # offline demo server; or Session() with OPENAI_API_KEY
+    print(session.ask("My name is Ada.").text)
+
+Importing this package loads neither IPython, ipywidgets nor pandas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._answer import Answer, Usage
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceeded,
+    ConfigurationError,
+    ConnectionError,
+    ContextLengthExceeded,
+    NbOpenAIError,
+    RateLimitError,
+    SchemaError,
+    ServerError,
+    StreamError,
+    TimeoutError,
+    UsageError,
+)
+from ._session import Session, current_session, use_session
+from ._settings import Secret, Settings, Timeouts
+from ._tokens import count_tokens
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "Answer",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceeded",
+    "ConfigurationError",
+    "ConnectionError",
+    "ContextLengthExceeded",
+    "NbOpenAIError",
+    "RateLimitError",
+    "SchemaError",
+    "Secret",
+    "ServerError",
+    "Session",
+    "Settings",
+    "StreamError",
+    "TimeoutError",
+    "Timeouts",
+    "Usage",
+    "UsageError",
+    "__version__",
+    "ask",
+    "count_tokens",
+    "current_session",
+    "extract",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+    "usage",
+    "use_session",
+]
+
+
+def ask(prompt: str, *, session: Session | None = None, **options: Any) -> Answer:
+    """Ask ``prompt`` in the current session (see ``Session.ask`` for options)."""
+    return (session or current_session()).ask(prompt, **options)
+
+
+def extract(model: Any, texts: Any, *, session: Session | None = None, **options: Any):
+    """Extract ``model`` (a Pydantic class) from one text or many; returns a DataFrame.
+
+    See ``nbopenai._extract.extract`` for the options.
+    """
+    from ._extract import extract as _extract
+
+    return _extract(session or current_session(), model, texts, **options)
+
+
+def usage(*, session: Session | None = None, all_sessions: bool = False, **filters: Any):
+    """The usage ledger as a DataFrame (this session unless ``all_sessions=True``)."""
+    return (session or current_session()).usage(all_sessions=all_sessions, **filters)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbopenai``: register ``%%ask``, ``%ask``, ``%%extract`` and ``%nbopenai``."""
+    from .ipython import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .ipython import unload_ipython_extension as _unload
+
+    _unload(ipython)

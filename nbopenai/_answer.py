@@ -1,0 +1,109 @@
+"""What a turn produces: the ``Answer`` value and its token ``Usage``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Usage", "Answer"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one response (reasoning tokens are part of ``output``, as the API bills them)."""
+
+    input: int = 0
+    cached: int = 0
+    output: int = 0
+    reasoning: int = 0
+    estimated: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+    @classmethod
+    def from_api(cls, usage: Any) -> "Usage":
+        """From an SDK ``ResponseUsage`` (or a dict of the same shape, or ``None``)."""
+        if usage is None:
+            return cls()
+        if not isinstance(usage, dict):
+            usage = usage.model_dump()
+        details_in = usage.get("input_tokens_details") or {}
+        details_out = usage.get("output_tokens_details") or {}
+        return cls(
+            input=usage.get("input_tokens") or 0,
+            cached=details_in.get("cached_tokens") or 0,
+            output=usage.get("output_tokens") or 0,
+            reasoning=details_out.get("reasoning_tokens") or 0,
+        )
+
+
+def _format_seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f} s"
+
+
+@dataclass
+class Answer:
+    """One answer from the model, with where it came from and what it cost.
+
+    ``status`` is ``completed``, ``incomplete`` (cut short, e.g. by ``max_output_tokens``),
+    ``failed`` (the stream broke; ``text`` is what arrived), ``interrupted`` (you pressed stop),
+    or ``queued``/``in_progress``/``cancelled`` for a background job.
+    """
+
+    text: str
+    model: str
+    thread: str | None = None
+    response_id: str | None = None
+    status: str = "completed"
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    cost_usd: float | None = None
+    cost_note: str | None = None
+    error: str | None = None
+    turn: int | None = None
+    cell_id: str | None = None
+    notice: str | None = None
+    output: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def partial(self) -> bool:
+        return self.status in {"incomplete", "failed", "interrupted"}
+
+    def footer(self) -> str:
+        """One line: model, tokens in/out (cached, reasoning), latency, first token, cost."""
+        u = self.usage
+        approx = "~" if u.estimated else ""
+        cost = f"${self.cost_usd:.6f}" if self.cost_usd is not None else "cost n/a"
+        parts = [
+            self.model,
+            f"{approx}{u.input:,} in ({u.cached:,} cached) / {approx}{u.output:,} out ({u.reasoning:,} reasoning)",
+            f"{_format_seconds(self.latency_s)} (first token {_format_seconds(self.ttft_s)})",
+            cost,
+        ]
+        if self.thread:
+            parts.append(f"thread {self.thread}" + (f" turn {self.turn}" if self.turn else ""))
+        return " · ".join(parts)
+
+    def status_line(self) -> str | None:
+        """Why the text is partial, if it is."""
+        if self.status == "completed":
+            return None
+        reason = f": {self.error}" if self.error else ""
+        return f"[{self.status}{reason}]"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_markdown_(self) -> str:
+        lines = [self.text]
+        if status := self.status_line():
+            lines.append(f"\n*{status}*")
+        lines.append(f"\n<sub>{self.footer()}</sub>")
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        plain = self.text + (f"\n{status}" if (status := self.status_line()) else "") + f"\n-- {self.footer()}"
+        return {"text/markdown": self._repr_markdown_(), "text/plain": plain}

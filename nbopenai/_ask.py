@@ -1,0 +1,315 @@
+"""One conversational turn: build the request, stream it, keep the thread and ledger honest.
+
+The display is not our business here: a *sink* receives the updates (the widget, the stdout
+printer, or nothing). Rules kept by this module:
+
+- A turn that fails (error, ``response.failed``, interruption) never moves its thread.
+- ``instructions`` are sent on every turn (a ``previous_response_id`` chain does not carry them).
+- Every attempt that reached the server lands in the ledger, once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._answer import Answer, Usage
+from ._conversation import Plan, Thread, Turn
+from ._errors import NbOpenAIError, StreamError, UsageError, translate
+from ._retry import reached_server
+from ._streaming import StreamState, TextDelta
+from ._tokens import count_tokens
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["AskOptions", "AskSink", "PreparedAsk", "prepare", "run", "REASONING_EFFORTS"]
+
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    """Per-call options; ``None`` means "the session's setting"."""
+
+    thread: str = "default"
+    new: bool = False
+    model: str | None = None
+    instructions: str | None = None
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    reasoning: str | None = None
+    stream: bool = True
+    store: bool | None = None
+    cell_id: str | None = None
+    content: tuple[dict, ...] = ()  # extra input parts (images) after the prompt text
+    tools: tuple[dict, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reasoning is not None and self.reasoning not in REASONING_EFFORTS:
+            raise UsageError(f"reasoning must be one of {', '.join(REASONING_EFFORTS)}, not {self.reasoning!r}")
+        if self.max_output_tokens is not None and self.max_output_tokens < 16:
+            raise UsageError("max_output_tokens must be at least 16 (the API's minimum)")
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise UsageError("temperature must be between 0 and 2")
+
+
+class AskSink(Protocol):
+    """Receives a turn's progress; every method is optional in spirit (see ``NullSink``)."""
+
+    def started(self, model: str, thread: str, notice: str | None) -> None: ...
+    def text(self, delta: str, state: StreamState) -> None: ...
+    def finished(self, answer: Answer) -> None: ...
+
+
+class NullSink:
+    def started(self, model: str, thread: str, notice: str | None) -> None:
+        pass
+
+    def text(self, delta: str, state: StreamState) -> None:
+        pass
+
+    def finished(self, answer: Answer) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class PreparedAsk:
+    """A turn ready to send: the exact request, where it goes in its thread, its input estimate."""
+
+    prompt: str
+    thread: Thread
+    plan: Plan
+    params: dict[str, Any]
+    estimated_input_tokens: int
+    options: AskOptions
+
+    @property
+    def model(self) -> str:
+        return self.params["model"]
+
+
+def _user_item(prompt: str, content: Sequence[dict]) -> dict:
+    if not content:
+        return {"role": "user", "content": prompt}
+    return {"role": "user", "content": [{"type": "input_text", "text": prompt}, *content]}
+
+
+def prepare(session: "Session", prompt: str, options: AskOptions) -> PreparedAsk:
+    """Build the exact request for ``prompt`` (nothing is sent; ``--dry-run`` shows this)."""
+    if not prompt.strip():
+        raise UsageError("The prompt is empty: write a question in the cell (or after %ask).")
+    settings = session.settings
+    store = settings.store if options.store is None else options.store
+    thread = session.threads.new(options.thread, store=store) if options.new else session.threads.get(options.thread)
+    if thread.store != store:
+        raise UsageError(
+            f"thread {thread.name!r} was started with store={thread.store}; use --new or another -t to switch"
+        )
+    plan = thread.plan(options.cell_id)
+    user_item = _user_item(prompt, options.content)
+    params: dict[str, Any] = {
+        "model": options.model or settings.model,
+        "input": [*plan.replay, user_item],
+        "store": store,
+    }
+    if plan.previous_response_id:
+        params["previous_response_id"] = plan.previous_response_id
+    optional = {
+        "instructions": options.instructions if options.instructions is not None else settings.instructions,
+        "temperature": options.temperature if options.temperature is not None else settings.temperature,
+        "max_output_tokens": options.max_output_tokens or settings.max_output_tokens,
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if effort := options.reasoning or settings.reasoning_effort:
+        params["reasoning"] = {"effort": effort}
+    if options.tools:
+        params["tools"] = list(options.tools)
+    params.update(options.extra)
+    # The chain's earlier turns are billed as input again: estimate from what the thread holds.
+    kept = thread.turns[: plan.base]
+    history = (kept[-1].input_tokens + kept[-1].output_tokens) if (kept and store) else 0
+    replay_text = " ".join(str(item.get("content", "")) for item in plan.replay)
+    estimate = history + count_tokens(f"{params.get('instructions') or ''} {replay_text} {prompt}", params["model"])
+    return PreparedAsk(prompt, thread, plan, params, estimate, options)
+
+
+def _clock() -> float:
+    return time.perf_counter()
+
+
+def _output_items(response: Any) -> tuple[dict, ...]:
+    if response is None:
+        return ()
+    items = response.output if not isinstance(response, dict) else response.get("output", [])
+    return tuple(item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item for item in items or ())
+
+
+def _response_text(response: Any) -> str:
+    if response is None:
+        return ""
+    if hasattr(response, "output_text"):
+        return response.output_text
+    return "".join(
+        part.get("text", "")
+        for item in response.get("output", [])
+        if item.get("type") == "message"
+        for part in item.get("content", [])
+        if part.get("type") == "output_text"
+    )
+
+
+def _estimated_usage(prepared: PreparedAsk, text: str) -> Usage:
+    return Usage(
+        input=prepared.estimated_input_tokens,
+        output=count_tokens(text, prepared.model),
+        estimated=True,
+    )
+
+
+class _Attempts:
+    """Counts attempts and records those that reached the server but failed."""
+
+    def __init__(self, session: "Session", prepared: PreparedAsk, kind: str) -> None:
+        self.session, self.prepared, self.kind, self.count = session, prepared, kind, 0
+
+    def __call__(self, exc: BaseException, attempt: int, will_retry: bool) -> None:
+        self.count = attempt
+        if reached_server(exc):
+            self.session.record(
+                kind=self.kind,
+                model=self.prepared.model,
+                status="rate_limited" if getattr(exc, "status_code", None) == 429 else "error",
+                thread=self.prepared.thread.name,
+                cell_id=self.prepared.options.cell_id,
+                attempt=attempt,
+                error=translate(exc).message,
+            )
+
+
+def run(session: "Session", prepared: PreparedAsk, sink: AskSink | None = None) -> Answer:
+    """Send ``prepared``, feed ``sink``, commit the turn on success and return the ``Answer``.
+
+    Raises an ``NbOpenAIError`` subclass on failure (``StreamError`` carries the partial text, and
+    ``sink.finished`` has already seen the partial answer). ``KeyboardInterrupt`` is re-raised after
+    the partial answer was delivered to ``sink`` and recorded.
+    """
+    sink = sink or NullSink()
+    session.check_budget(prepared.model, prepared.estimated_input_tokens)
+    thread_name = prepared.thread.name
+    sink.started(prepared.model, thread_name, prepared.plan.notice(thread_name))
+    attempts = _Attempts(session, prepared, "ask")
+    state = StreamState()
+    started = _clock()
+    stream_wanted = prepared.options.stream
+    try:
+        result = session.retry.call(
+            lambda: session.client.responses.create(**prepared.params, stream=stream_wanted),
+            on_failure=attempts,
+        )
+    except Exception as exc:
+        raise translate(exc, attempts=attempts.count) from None
+    if not stream_wanted:
+        state.handle({"type": "response.created", "response": result})
+        state.handle({"type": "response.output_text.delta", "delta": _response_text(result)}, _clock())
+        state.handle({"type": f"response.{result.status}", "response": result})
+        if state.status == "streaming":  # e.g. a status we do not know: treat as complete
+            state.final, state.status = result, result.status
+        sink.text(state.text, state)
+    else:
+        try:
+            with result as stream:
+                for event in stream:
+                    for update in state.handle(event, _clock()):
+                        if isinstance(update, TextDelta):
+                            sink.text(update.delta, state)
+        except KeyboardInterrupt:
+            return _finish(session, prepared, state, started, sink, interrupted=True, attempt=attempts.count + 1)
+        except Exception as exc:  # the nested `error` event, a dropped connection, a read timeout
+            error = translate(exc, partial_text=state.text)
+            state.fail(error.message, getattr(error, "code", None))
+            _finish(session, prepared, state, started, sink, error=error, attempt=attempts.count + 1)
+            raise error from None
+    answer = _finish(session, prepared, state, started, sink, attempt=attempts.count + 1)
+    if answer.status == "failed":
+        raise StreamError(
+            f"The response failed mid-stream: {state.error}", code=state.error_code, partial_text=state.text
+        )
+    return answer
+
+
+def _finish(
+    session: "Session",
+    prepared: PreparedAsk,
+    state: StreamState,
+    started: float,
+    sink: AskSink,
+    *,
+    interrupted: bool = False,
+    error: NbOpenAIError | None = None,
+    attempt: int = 1,
+) -> Answer:
+    ended = _clock()
+    response = state.final
+    status = "interrupted" if interrupted else ("failed" if error else state.status)
+    if status == "streaming":  # the stream ended without an end event
+        status, state.error = "failed", "the stream ended before the response completed"
+    usage_obj = getattr(response, "usage", None) if response is not None else None
+    usage = Usage.from_api(usage_obj) if usage_obj is not None else _estimated_usage(prepared, state.text)
+    model = (getattr(response, "model", None) or state.model or prepared.model) if response is not None else prepared.model
+    thread = prepared.thread
+    turn_number = None
+    # A failed or interrupted turn never moves the thread; an incomplete one is a real, stored
+    # response the model can continue from, so it does.
+    if status in ("completed", "incomplete") and response is not None:
+        turn = Turn(
+            prompt=prepared.prompt,
+            answer=state.text,
+            response_id=state.response_id,
+            model=model,
+            status=status,
+            cell_id=prepared.options.cell_id,
+            input_items=(prepared.params["input"][-1],),
+            output_items=({"role": "assistant", "content": state.text},) if state.text else (),
+            input_tokens=usage.input,
+            cached_tokens=usage.cached,
+            output_tokens=usage.output,
+        )
+        turn_number = thread.commit(prepared.plan, turn)
+    record = session.record(
+        kind="ask",
+        model=model,
+        status=status,
+        thread=thread.name,
+        cell_id=prepared.options.cell_id,
+        response_id=state.response_id,
+        usage=usage,
+        latency_s=ended - started,
+        ttft_s=(state.first_text_at - started) if state.first_text_at is not None else None,
+        attempt=attempt,
+        error=("interrupted by the user" if interrupted else state.error),
+    )
+    answer = Answer(
+        text=state.text,
+        model=model,
+        thread=thread.name,
+        response_id=state.response_id,
+        status=status,
+        usage=usage,
+        latency_s=ended - started,
+        ttft_s=(state.first_text_at - started) if state.first_text_at is not None else None,
+        cost_usd=record.cost_usd if record else None,
+        cost_note=session.prices.missing_price_note(model) if record and record.cost_usd is None else None,
+        error="interrupted by the user" if interrupted else state.error,
+        turn=turn_number,
+        cell_id=prepared.options.cell_id,
+        notice=prepared.plan.notice(thread.name) if turn_number else None,
+        output=list(_output_items(response)),
+    )
+    sink.finished(answer)
+    if interrupted:
+        raise KeyboardInterrupt
+    return answer

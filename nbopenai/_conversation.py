@@ -1,0 +1,153 @@
+"""Threads of turns, keyed to the notebook cells that asked them.
+
+With ``store=True`` a thread is a chain of server-side responses: each turn sends only its new
+input plus ``previous_response_id`` of the thread's head. With ``store=False`` nothing is kept on
+the server, so the thread keeps every item and re-sends them.
+
+Re-running a cell is an edit, not an append: the thread rewinds to the turn before that cell's
+last turn and the new answer replaces it (later turns are dropped, as editing a message does in a
+chat app). So *Run All* twice gives the same conversation, not a doubled one. Without a cell id
+(a terminal, a script) turns simply append.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Turn", "Thread", "ThreadStore", "Plan"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    prompt: str
+    answer: str
+    response_id: str | None
+    model: str
+    status: str
+    cell_id: str | None = None
+    input_items: tuple[dict, ...] = ()
+    output_items: tuple[dict, ...] = ()
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a new turn goes: after ``base`` turns, replacing ``replaced`` (1-based) if a re-run."""
+
+    base: int
+    replaced: int | None
+    dropped: int
+    total_before: int
+    previous_response_id: str | None
+    replay: tuple[dict, ...]
+
+    def notice(self, thread: str) -> str | None:
+        if self.replaced is None:
+            return None
+        later = f", {self.dropped} later turn{'s' if self.dropped != 1 else ''} dropped" if self.dropped else ""
+        return f"thread {thread}: re-ran turn {self.replaced} of {self.total_before}{later}"
+
+
+@dataclass
+class Thread:
+    name: str
+    store: bool = True
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def head(self) -> str | None:
+        """Response id the next turn chains to (``store=True``)."""
+        return self.turns[-1].response_id if self.turns else None
+
+    def plan(self, cell_id: str | None) -> Plan:
+        """Where a turn asked from ``cell_id`` belongs; does not change the thread."""
+        base, replaced = len(self.turns), None
+        if cell_id is not None:
+            for index in range(len(self.turns) - 1, -1, -1):
+                if self.turns[index].cell_id == cell_id:
+                    base, replaced = index, index + 1
+                    break
+        kept = self.turns[:base]
+        replay: tuple[dict, ...] = ()
+        if not self.store:
+            replay = tuple(item for turn in kept for item in (*turn.input_items, *turn.output_items))
+        return Plan(
+            base=base,
+            replaced=replaced,
+            dropped=len(self.turns) - base - (1 if replaced else 0),
+            total_before=len(self.turns),
+            previous_response_id=kept[-1].response_id if (kept and self.store) else None,
+            replay=replay,
+        )
+
+    def commit(self, plan: Plan, turn: Turn) -> int:
+        """Apply ``plan`` with its finished ``turn``; returns the turn's 1-based number."""
+        self.turns[plan.base :] = [turn]
+        return len(self.turns)
+
+    def clear(self) -> None:
+        self.turns.clear()
+
+
+class ThreadStore:
+    """A session's named threads (``default`` exists from the start)."""
+
+    def __init__(self, store: bool = True) -> None:
+        self._store = store
+        self._threads: dict[str, Thread] = {}
+
+    def get(self, name: str = "default") -> Thread:
+        if name not in self._threads:
+            self._threads[name] = Thread(name=name, store=self._store)
+        return self._threads[name]
+
+    def new(self, name: str = "default", *, store: bool | None = None) -> Thread:
+        self._threads[name] = Thread(name=name, store=self._store if store is None else store)
+        return self._threads[name]
+
+    def reset(self, name: str | None = None) -> None:
+        if name is None:
+            self._threads.clear()
+        else:
+            self._threads.pop(name, None)
+
+    def names(self) -> list[str]:
+        return list(self._threads)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._threads
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "thread": t.name,
+                "turns": len(t.turns),
+                "store": t.store,
+                "head": t.head,
+                "input_tokens": sum(x.input_tokens for x in t.turns),
+                "output_tokens": sum(x.output_tokens for x in t.turns),
+            }
+            for t in self._threads.values()
+        ]
+
+    def history_rows(self, name: str = "default") -> list[dict[str, Any]]:
+        return [
+            {
+                "turn": number,
+                "cell": turn.cell_id,
+                "prompt": turn.prompt,
+                "answer": turn.answer,
+                "response_id": turn.response_id,
+                "status": turn.status,
+                "model": turn.model,
+                "input_tokens": turn.input_tokens,
+                "cached_tokens": turn.cached_tokens,
+                "output_tokens": turn.output_tokens,
+            }
+            for number, turn in enumerate(self.get(name).turns, start=1)
+        ]

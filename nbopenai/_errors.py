@@ -1,0 +1,189 @@
+"""The exception tree of nbopenai.
+
+Every failure the core can report is one of these; the IPython layer turns each into one short
+message (what happened, what to do) without an SDK traceback. All carry ``message`` and ``hint``.
+
+    NbOpenAIError
+     ├── ConfigurationError        no API key and no base URL, a bad setting
+     ├── UsageError                 bad arguments to a magic or an API function
+     ├── BudgetExceeded             the session's cost or token cap would be passed
+     ├── SchemaError                a Pydantic model unfit for strict structured output
+     └── APIError                   the API (or the network) failed; has ``status`` and ``request_id``
+          ├── AuthenticationError   401 / 403
+          ├── RateLimitError        429, after every retry
+          ├── BadRequestError       400 / 404 / 422
+          │    └── ContextLengthExceeded
+          ├── ServerError           5xx, after every retry
+          ├── TimeoutError          connect / read / write / pool timeout, after every retry
+          ├── ConnectionError       could not reach the server, after every retry
+          └── StreamError           the response failed mid-stream (``error`` event, ``response.failed``)
+
+A response that ends ``incomplete`` is not an error: the answer carries ``status="incomplete"``.
+None of these subclass ``BaseException`` directly, so ``except Exception`` catches them all.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "NbOpenAIError",
+    "ConfigurationError",
+    "UsageError",
+    "BudgetExceeded",
+    "SchemaError",
+    "APIError",
+    "AuthenticationError",
+    "RateLimitError",
+    "BadRequestError",
+    "ContextLengthExceeded",
+    "ServerError",
+    "TimeoutError",
+    "ConnectionError",
+    "StreamError",
+    "redact",
+    "translate",
+]
+
+# Anything shaped like an OpenAI key (sk-..., sk-proj-..., sess-...) or a bearer token.
+_KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|sess-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-\.]{6,})")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every known secret and anything shaped like an API key replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERN.sub("***", text)
+
+
+class NbOpenAIError(Exception):
+    """Base class. ``message`` says what happened, ``hint`` what to do about it."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = redact(message)
+        if hint is not None:
+            self.hint = hint
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class ConfigurationError(NbOpenAIError):
+    hint = (
+        "Set OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible endpoint), "
+        "or run `%nbopenai local` / `nbopenai.Session(local=True)` for the offline demo server."
+    )
+
+
+class UsageError(NbOpenAIError):
+    pass
+
+
+class BudgetExceeded(NbOpenAIError):
+    hint = "Raise the budget (`%config AskMagics.budget_usd = ...` or `Session(budget_usd=...)`) or start a new session."
+
+
+class SchemaError(NbOpenAIError):
+    hint = "Change the Pydantic model as listed; nothing was sent."
+
+
+class APIError(NbOpenAIError):
+    hint = "Try again later; if it persists, check https://status.openai.com."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.request_id = request_id
+        self.code = code
+        # Text that had streamed before the failure (kept on screen, marked partial).
+        self.partial_text = partial_text
+
+
+class AuthenticationError(APIError):
+    hint = "Check OPENAI_API_KEY (and OPENAI_BASE_URL): the server did not accept the key."
+
+
+class RateLimitError(APIError):
+    hint = "Rate limited even after retries: wait a minute, lower --concurrency, or raise the retry count."
+
+
+class BadRequestError(APIError):
+    hint = "The request was refused as invalid; check the model name and options (try --dry-run)."
+
+
+class ContextLengthExceeded(BadRequestError):
+    hint = "The thread is longer than the model's context window: run `%nbopenai compact` or start fresh with --new."
+
+
+class ServerError(APIError):
+    hint = "The server failed even after retries; try again in a moment."
+
+
+class TimeoutError(APIError):  # noqa: A001 - deliberately mirrors the builtin's name inside our namespace
+    hint = "The server took too long; raise the timeout (`%config AskMagics.read_timeout = 120`) or try again."
+
+
+class ConnectionError(APIError):  # noqa: A001
+    hint = "Could not reach the server; check OPENAI_BASE_URL and your network (or run `%nbopenai local`)."
+
+
+class StreamError(APIError):
+    """The response failed after it started; ``partial_text`` is what arrived before."""
+
+    hint = "The answer stopped part-way; the thread is unchanged, so re-run the cell to try again."
+
+
+def translate(exc: BaseException, *, attempts: int = 1, partial_text: str = "") -> NbOpenAIError:
+    """Turn an SDK/network exception into one of ours, with the key scrubbed from every word."""
+    error = _translate(exc, attempts)
+    if isinstance(error, APIError) and partial_text:
+        error.partial_text = partial_text
+    return error
+
+
+def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
+    import openai  # the SDK is a core dependency; imported here to keep this module's top light
+
+    if isinstance(exc, NbOpenAIError):
+        return exc
+    tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
+    if isinstance(exc, openai.APITimeoutError):
+        return TimeoutError(f"The request timed out{tries}.")
+    if isinstance(exc, openai.APIConnectionError):
+        return ConnectionError(f"Could not connect to the API{tries} ({type(exc.__cause__ or exc).__name__}).")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        code = detail.get("code") or getattr(exc, "code", None)
+        server_says = detail.get("message") or exc.message
+        fields = {"status": status, "request_id": exc.request_id, "code": code}
+        text = f"{server_says} (HTTP {status}{tries})"
+        if code == "context_length_exceeded":
+            return ContextLengthExceeded(f"The input is longer than the model's context window: {text}", **fields)
+        if status in (401, 403):
+            return AuthenticationError(f"The API refused the credentials: {text}", **fields)
+        if status == 429:
+            return RateLimitError(f"Rate limited: {text}", **fields)
+        if status >= 500:
+            return ServerError(f"The API failed: {text}", **fields)
+        return BadRequestError(f"The API rejected the request: {text}", **fields)
+    if isinstance(exc, openai.APIError):  # raised mid-stream from the nested `error` event
+        code = getattr(exc, "code", None)
+        if code == "context_length_exceeded":
+            return ContextLengthExceeded(f"The input is longer than the model's context window: {exc.message}", code=code)
+        return StreamError(f"The response failed mid-stream: {exc.message}", code=code)
+    return NbOpenAIError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,31 @@
+"""Structured extraction: Pydantic results as DataFrames, from one text or a whole column.
+
+``extract(session, Model, texts, **options)`` is the whole API (``nbopenai.extract`` without the
+session); the pieces, each usable alone:
+
+- ``_lint`` / ``_format``: the strict schema, linted and fixed once, before anything is sent;
+- ``_inputs``: a text, a list, a dict or a Series to texts plus the index the frame keeps;
+- ``_runner``: the bounded, adaptive, retrying async runner on the session's loop;
+- ``_rows``: one row's outcome, and how a response becomes one (``ok``, ``refusal``, ...);
+- ``_frame``: results to a DataFrame with typed, flattened columns;
+- ``_cache``: validated answers by content address, and batch records;
+- ``_batch``: the Batch API path (JSONL out, JSONL back, same frame);
+- ``_progress``: snapshots and the text bar (the widget lives in ``nbopenai.widgets``).
+"""
+
+from ._api import ExtractOptions, ExtractPlan, extract
+from ._format import StrictFormat, strict_format
+from ._lint import Finding, LintReport, lint_schema
+from ._progress import Snapshot
+
+__all__ = [
+    "ExtractOptions",
+    "ExtractPlan",
+    "Finding",
+    "LintReport",
+    "Snapshot",
+    "StrictFormat",
+    "extract",
+    "lint_schema",
+    "strict_format",
+]

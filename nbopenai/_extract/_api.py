@@ -1,0 +1,401 @@
+"""``extract``: validate the model once, reuse what is known, run the rest, return a frame that lines up.
+
+The steps, in order, all before the first request: the options are checked, the strict schema is
+built and linted (``SchemaError`` if it cannot be sent), the inputs are normalised, rows already
+answered are taken from a previous frame (``retry_failed``) or the cache, and the budget is
+checked. Then the remaining rows run live (``_runner``) or through the Batch API (``_batch``), and
+the results become one DataFrame (``_frame``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .._errors import UsageError
+from .._retry import RetryPolicy
+from ._cache import cache_key, store_for
+from ._format import StrictFormat, strict_format
+from ._frame import Column, build_frame, columns_for, source_positions, splice
+from ._inputs import Inputs, as_inputs
+from ._progress import choose_view
+from ._rows import RowResult
+from ._runner import LedgerBuffer, Request, Runner, Tally, drive
+
+if TYPE_CHECKING:
+    import pandas
+
+    from .._session import Session
+
+__all__ = ["ExtractOptions", "ExtractPlan", "Prepared", "extract", "prepare", "DEFAULT_INSTRUCTIONS"]
+
+DEFAULT_INSTRUCTIONS = (
+    "Extract the requested information from the user's text into the given JSON schema. "
+    "Use only what the text says; use null where the schema allows it and the text is silent."
+)
+DEFAULT_MANY_INSTRUCTIONS = (
+    "Extract every item of the requested kind that the user's text mentions, in order, into the given "
+    "JSON schema (an empty list when there is none). Use only what the text says; use null where the "
+    "schema allows it and the text is silent."
+)
+_REASONING = ("minimal", "low", "medium", "high")
+_MAX_TICKS_PER_S = 10.0
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Options of one extraction (``None`` means "the session's setting").
+
+    Parameters
+    ----------
+    instructions
+        What to do with each text; default: extract the schema's fields from it.
+    many
+        Each text holds a list of objects: one frame row per object, indexed (source, item).
+    model
+        The LLM to ask (not the Pydantic class); default the session's model.
+    concurrency
+        Requests in flight at most (halved while 429s arrive); default the session's.
+    max_attempts
+        Attempts per request on 429, 5xx, timeouts and connection errors; default the session's.
+    validation_retries
+        Re-asks of an answer that fails Pydantic validation, with the error shown to the model.
+    cache
+        Reuse validated answers of earlier runs for the same (model, schema, instructions, text).
+    retry_failed
+        A frame from an earlier run: its ``ok`` rows are kept, the others run again. ``True``: the
+        cache decides (every row without a cached ``ok`` answer runs).
+    progress
+        ``True`` (widget in Jupyter, text elsewhere), ``False``, or a callable taking a ``Snapshot``.
+    batch
+        Send the rows through the Batch API (half price, results within 24 h).
+    wait
+        With ``batch``: block with progress until the batch ends (default) or return a ``BatchJob``.
+    dry_run
+        Send nothing; return an ``ExtractPlan`` showing the schema, the first request and counts.
+    temperature, max_output_tokens, reasoning
+        Passed on to every request.
+    """
+
+    instructions: str | None = None
+    many: bool = False
+    model: str | None = None
+    concurrency: int | None = None
+    max_attempts: int | None = None
+    validation_retries: int = 1
+    cache: bool = True
+    retry_failed: Any = None
+    progress: Any = True
+    batch: bool = False
+    wait: bool = True
+    dry_run: bool = False
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    reasoning: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and self.concurrency < 1:
+            raise UsageError("concurrency must be at least 1")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise UsageError("max_attempts must be at least 1")
+        if self.validation_retries < 0:
+            raise UsageError("validation_retries must be 0 or more")
+        if self.reasoning is not None and self.reasoning not in _REASONING:
+            raise UsageError(f"reasoning must be one of {', '.join(_REASONING)}, not {self.reasoning!r}")
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise UsageError("temperature must be between 0 and 2")
+        if self.max_output_tokens is not None and self.max_output_tokens < 16:
+            raise UsageError("max_output_tokens must be at least 16 (the API's minimum)")
+        if self.retry_failed is True and not self.cache:
+            raise UsageError("retry_failed=True relies on the cache; pass the earlier frame instead, or keep cache on")
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> "ExtractOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown extract option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**options)
+
+
+@dataclass
+class Prepared:
+    """An extraction ready to run: format, columns, inputs, row keys, the shared request."""
+
+    fmt: StrictFormat
+    columns: tuple[Column, ...]
+    inputs: Inputs
+    keys: list[str]
+    model: str
+    instructions: str
+    params: dict[str, Any]
+    options: ExtractOptions
+    results: list[RowResult] = field(default_factory=list)
+    reused: Any = None  # the earlier frame whose ok rows are kept
+
+    @property
+    def todo(self) -> list[int]:
+        return [i for i, r in enumerate(self.results) if r.status == "pending"]
+
+    def attrs(self, session: "Session", totals: dict[str, Any], *, interrupted: bool = False, **more: Any) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "schema": self.fmt.model.__name__,
+            "schema_hash": self.fmt.schema_hash,
+            "instructions": self.instructions,
+            "many": self.fmt.many,
+            "fixes": [str(f) for f in self.fmt.fixes],
+            "totals": totals,
+            "interrupted": interrupted,
+            "session_id": session.session_id,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **more,
+        }
+
+    def frame(self, attrs: dict[str, Any]) -> "pandas.DataFrame":
+        frame = build_frame(self.fmt, self.columns, self.results, self.inputs.index, attrs)
+        if self.reused is not None:
+            previous, keep = self.reused
+            frame = splice(frame, source_positions(frame, self.fmt.many), previous, source_positions(previous, self.fmt.many), keep)
+        return frame
+
+
+def _params(session: "Session", fmt: StrictFormat, model: str, instructions: str, options: ExtractOptions) -> dict[str, Any]:
+    settings = session.settings
+    params: dict[str, Any] = {
+        "model": model,
+        "instructions": instructions,
+        "text": {"format": fmt.text_format},
+        "store": settings.store,
+    }
+    temperature = options.temperature if options.temperature is not None else settings.temperature
+    if temperature is not None:
+        params["temperature"] = temperature
+    if max_tokens := options.max_output_tokens or settings.max_output_tokens:
+        params["max_output_tokens"] = max_tokens
+    if effort := options.reasoning or settings.reasoning_effort:
+        params["reasoning"] = {"effort": effort}
+    return params
+
+
+def _reuse_previous(prepared: Prepared, previous: Any) -> None:
+    """Mark the rows an earlier frame answered ``ok`` as done; they are spliced back in at the end."""
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(previous, pd.DataFrame) or "_status" not in previous.columns:
+        raise UsageError("retry_failed takes a frame returned by an earlier extract (or True to use the cache)")
+    fmt = prepared.fmt
+    if previous.attrs.get("schema_hash") != fmt.schema_hash or bool(previous.attrs.get("many")) != fmt.many:
+        raise UsageError("retry_failed: that frame was extracted with another schema (or --many setting); run without it")
+    positions = source_positions(previous, fmt.many)
+    sources = int(positions.max()) + 1 if len(positions) else 0
+    if sources != len(prepared.inputs):
+        raise UsageError(f"retry_failed: that frame has {sources} input rows, these inputs have {len(prepared.inputs)}")
+    ok = previous["_status"].to_numpy() == "ok"
+    keep = set(np.unique(positions[ok]).tolist())
+    for position in keep:
+        prepared.results[position] = RowResult(status="ok", from_cache=True)
+    prepared.reused = (previous, keep)
+
+
+def _use_cache(session: "Session", prepared: Prepared) -> int:
+    """Fill rows whose answer is cached; returns how many."""
+    todo = prepared.todo
+    found = store_for(session).get_many([prepared.keys[i] for i in todo])
+    hits = 0
+    for position in todo:
+        entry = found.get(prepared.keys[position])
+        if entry is None:
+            continue
+        text, response_id = entry
+        try:
+            value = prepared.fmt.parse(text)
+        except ValueError:  # ValidationError: the model's validators changed since; ask again
+            continue
+        prepared.results[position] = RowResult(status="ok", value=value, text=text, response_id=response_id, from_cache=True)
+        hits += 1
+    return hits
+
+
+def prepare(session: "Session", schema: Any, texts: Any, options: ExtractOptions) -> Prepared:
+    """Everything up to the first request; raises ``SchemaError``/``UsageError`` before spending."""
+    fmt = strict_format(schema, many=options.many)
+    inputs = as_inputs(texts)
+    model = options.model or session.settings.model
+    instructions = options.instructions or (DEFAULT_MANY_INSTRUCTIONS if options.many else DEFAULT_INSTRUCTIONS)
+    keys = [cache_key(model, fmt.schema_hash, instructions, text) if text is not None else "" for text in inputs.texts]
+    prepared = Prepared(fmt, columns_for(fmt), inputs, keys, model, instructions, _params(session, fmt, model, instructions, options), options)
+    prepared.results = [
+        RowResult() if text is not None else RowResult(status="error", error="no text: the input value is missing")
+        for text in inputs.texts
+    ]
+    if options.retry_failed is not None and options.retry_failed is not True and options.retry_failed is not False:
+        _reuse_previous(prepared, options.retry_failed)
+    return prepared
+
+
+def _estimate_input_tokens(prepared: Prepared, positions: list[int]) -> int:
+    from .._tokens import count_tokens
+
+    shared = count_tokens(prepared.instructions + json.dumps(prepared.fmt.schema), prepared.model)
+    return sum(shared + count_tokens(prepared.inputs.texts[i] or "", prepared.model) for i in positions)
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    """What an extraction would send (``dry_run=True``); nothing was sent."""
+
+    schema: str
+    model: str
+    rows: int
+    to_send: int
+    cached: int
+    reused: int
+    missing: int
+    estimated_input_tokens: int
+    fixes: tuple[str, ...]
+    request: dict[str, Any] | None
+
+    def _summary(self) -> str:
+        return (
+            f"{self.schema} with {self.model}: {self.rows:,} rows, {self.to_send:,} to send "
+            f"({self.cached:,} cached, {self.reused:,} kept from the earlier frame, {self.missing:,} missing), "
+            f"~{self.estimated_input_tokens:,} input tokens"
+        )
+
+    def __repr__(self) -> str:
+        fixes = "".join(f"\n  fix: {fix}" for fix in self.fixes)
+        request = json.dumps(self.request, indent=2, ensure_ascii=False) if self.request else "(nothing to send)"
+        return f"dry run: {self._summary()}{fixes}\nfirst request:\n{request}"
+
+    def _repr_markdown_(self) -> str:
+        fixes = "".join(f"\n- fix: {fix}" for fix in self.fixes)
+        request = json.dumps(self.request, indent=2, ensure_ascii=False) if self.request else "(nothing to send)"
+        return f"**dry run** — {self._summary()}{fixes}\n\nFirst request:\n\n```json\n{request}\n```"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": repr(self), "text/markdown": self._repr_markdown_()}
+
+
+def _dry_run(prepared: Prepared, cached: int) -> ExtractPlan:
+    todo = prepared.todo
+    reused = len(prepared.reused[1]) if prepared.reused else 0
+    first = {**prepared.params, "input": prepared.inputs.texts[todo[0]]} if todo else None
+    return ExtractPlan(
+        schema=prepared.fmt.model.__name__,
+        model=prepared.model,
+        rows=len(prepared.results),
+        to_send=len(todo),
+        cached=cached,
+        reused=reused,
+        missing=sum(1 for t in prepared.inputs.texts if t is None),
+        estimated_input_tokens=_estimate_input_tokens(prepared, todo),
+        fixes=tuple(str(f) for f in prepared.fmt.fixes),
+        request=first,
+    )
+
+
+def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> bool:
+    """Run the pending rows; returns True when interrupted. Finished rows are final either way."""
+    options, settings = prepared.options, session.settings
+    concurrency = options.concurrency or settings.concurrency
+    retry = RetryPolicy(attempts=options.max_attempts or settings.max_attempts, base=settings.backoff_base, cap=settings.backoff_max)
+    request = Request(prepared.params, prepared.model, options.validation_retries, retry)
+    ledger = LedgerBuffer(session)
+    runner = Runner(session, prepared.fmt, request, prepared.inputs.texts, prepared.results, tally, ledger, concurrency)
+    tally.limit = concurrency
+    view = choose_view(options.progress)
+    interval = 1.0 / min(settings.update_rate, _MAX_TICKS_PER_S)
+
+    def tick() -> None:
+        ledger.flush()
+        view.update(tally.snapshot())
+
+    interrupted = False
+    try:
+        drive(session, runner.run(prepared.todo), tick, interval)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        ledger.flush()
+        try:
+            view.close(tally.snapshot(finished=True))
+        except KeyboardInterrupt:  # a callback that stops at the end: everything has ended anyway
+            pass
+    return interrupted
+
+
+def _tally_for(prepared: Prepared, cached: int, label: str = "extract") -> Tally:
+    tally = Tally(total=len(prepared.results), label=label)
+    for result in prepared.results:
+        if result.status != "pending":
+            tally.finish(result)
+    tally.cached = cached + (len(prepared.reused[1]) if prepared.reused else 0)
+    return tally
+
+
+def _save_answers(session: "Session", prepared: Prepared) -> None:
+    rows = [
+        (prepared.keys[i], r.text, r.response_id)
+        for i, r in enumerate(prepared.results)
+        if r.status == "ok" and not r.from_cache and r.text is not None
+    ]
+    if rows:
+        store_for(session).put_many(rows)
+
+
+def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> Any:
+    """Extract ``schema`` (a Pydantic class) from each text; returns a DataFrame aligned to the input.
+
+    Parameters
+    ----------
+    session
+        The session whose client, loop, ledger and cache are used.
+    schema
+        A Pydantic model class (``RootModel`` too). Checked against the strict-schema rules first:
+        ``SchemaError`` names every field that cannot be sent, before anything is spent.
+    texts
+        One text, a list or dict of texts, a pandas Series, or a one-column DataFrame.
+    **options
+        See ``ExtractOptions``: ``instructions``, ``many``, ``model``, ``concurrency``,
+        ``max_attempts``, ``validation_retries``, ``cache``, ``retry_failed``, ``progress``,
+        ``batch``, ``wait``, ``dry_run``, ``temperature``, ``max_output_tokens``, ``reasoning``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input (``many``: per item, indexed (source, item)), the model's fields as
+        columns (nested ones dotted), and ``_status``, ``_error``, ``_attempts``, token, cost,
+        ``_response_id``, ``_latency_s`` and ``_from_cache`` columns; ``df.attrs`` holds the
+        provenance and totals. Interrupted (the stop button), it is the partial frame with
+        ``attrs["interrupted"] = True`` and unfinished rows ``cancelled``. ``dry_run`` returns an
+        ``ExtractPlan``; ``batch`` with ``wait=False`` a ``BatchJob``.
+
+    Examples
+    --------
+    >>> class Person(pydantic.BaseModel):          # doctest: +SKIP
+    ...     name: str
+    ...     age: int | None
+    >>> df = extract(session, Person, ["Ada, 36.", "Alan Turing was 41."])  # doctest: +SKIP
+    """
+    opts = ExtractOptions.from_kwargs(options)
+    prepared = prepare(session, schema, texts, opts)
+    cached = _use_cache(session, prepared) if opts.cache else 0
+    if opts.dry_run:
+        return _dry_run(prepared, cached)
+    todo = prepared.todo
+    settings = session.settings
+    if todo and (settings.budget_usd is not None or settings.budget_tokens is not None):
+        session.check_budget(prepared.model, _estimate_input_tokens(prepared, todo))
+    if opts.batch:
+        from ._batch import submit
+
+        return submit(session, prepared, cached=cached)
+    tally = _tally_for(prepared, cached)
+    interrupted = _run_live(session, prepared, tally) if todo else False
+    if opts.cache:
+        _save_answers(session, prepared)
+    return prepared.frame(prepared.attrs(session, tally.totals(), interrupted=interrupted))

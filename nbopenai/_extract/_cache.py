@@ -1,0 +1,161 @@
+"""What extraction remembers between runs: answers that validated, and the batch jobs it started.
+
+The cache is content-addressed: a row's key is the SHA-256 of (model, schema hash, instructions,
+input text), so re-running a cell pays only for rows whose text, schema, model or instructions
+changed. Only ``ok`` answers are kept (their JSON and response id); anything that failed is asked
+again. Batch records keep enough (batch ids, row keys, the index) for a restarted kernel to collect
+the results.
+
+It lives in SQLite next to the usage ledger (``extract.sqlite3``), or in memory when the ledger is
+``":memory:"``. Like the ledger, a broken disk never breaks an extraction: it warns and carries on
+without the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._session import Session
+    from .._settings import Settings
+
+__all__ = ["ExtractStore", "cache_key", "store_for", "store_path"]
+
+_CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)",
+)
+
+
+def cache_key(model: str, schema_hash: str, instructions: str | None, text: str) -> str:
+    """The content address of one row's answer."""
+    payload = json.dumps([model, schema_hash, instructions or "", text], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def store_path(settings: "Settings") -> str:
+    ledger = settings.resolved_ledger_path
+    return ":memory:" if ledger == ":memory:" else str(Path(ledger).expanduser().parent / "extract.sqlite3")
+
+
+class ExtractStore:
+    """The answer cache and the batch records, in one SQLite database.
+
+    Parameters
+    ----------
+    path
+        The SQLite file (created on first use) or ``":memory:"``.
+    """
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._warned = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    def _run(self, operation, fallback):
+        with self._lock:
+            try:
+                return operation(self._connection())
+            except (sqlite3.Error, OSError) as exc:
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(f"the extraction cache at {self.path} is unusable ({exc}); carrying on without it", RuntimeWarning, stacklevel=4)
+                return fallback
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """The cached ``(answer JSON, response id)`` of each key that has one."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[str, str | None]]:
+            found = {}
+            unique = list(dict.fromkeys(keys))
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, text, response_id in conn.execute(f"SELECT key, text, response_id FROM answers WHERE key IN ({marks})", chunk):
+                    found[key] = (text, response_id)
+            return found
+
+        return self._run(read, {}) if keys else {}
+
+    def put_many(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
+        """Store ``(key, answer JSON, response id)`` rows in one transaction."""
+        now = time.time()
+        values = [(key, text, response_id, now) for key, text, response_id in rows]
+        if not values:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO answers (key, text, response_id, created) VALUES (?, ?, ?, ?)", values)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        self._run(write, None)
+
+    def clear(self) -> None:
+        """Forget every cached answer (batch records stay)."""
+        self._run(lambda conn: conn.execute("DELETE FROM answers"), None)
+
+    def __len__(self) -> int:
+        return self._run(lambda conn: conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0], 0)
+
+    def save_batch(self, job_id: str, record: dict[str, Any]) -> None:
+        text = json.dumps(record)
+        self._run(lambda conn: conn.execute("INSERT OR REPLACE INTO batch_jobs (id, created, record) VALUES (?, ?, ?)", (job_id, time.time(), text)), None)
+
+    def load_batch(self, job_id: str) -> dict[str, Any] | None:
+        row = self._run(lambda conn: conn.execute("SELECT record FROM batch_jobs WHERE id = ?", (job_id,)).fetchone(), None)
+        return json.loads(row[0]) if row else None
+
+    def batch_records(self) -> list[dict[str, Any]]:
+        """Every saved batch job, newest first."""
+        rows = self._run(lambda conn: conn.execute("SELECT record FROM batch_jobs ORDER BY created DESC").fetchall(), [])
+        return [json.loads(text) for (text,) in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def store_for(session: "Session") -> ExtractStore:
+    """The session's store: ``session.extract_store`` when the session provides one, else one kept on it.
+
+    The store must outlive one call (an in-memory cache is useless otherwise) but belongs to the
+    session, not to this module: no module-level state.
+    """
+    provided = getattr(type(session), "extract_store", None)
+    if provided is not None:
+        return session.extract_store  # type: ignore[attr-defined]
+    path = store_path(session.settings)
+    store = session.__dict__.get("_extract_store")
+    if store is None or store.path != path:
+        store = session.__dict__["_extract_store"] = ExtractStore(path)
+    return store

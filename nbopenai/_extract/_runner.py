@@ -1,0 +1,394 @@
+"""The live runner: every row's request on the session's loop, bounded and adaptive, never losing a row.
+
+- ``concurrency`` workers take rows in order; an ``AdaptiveLimit`` decides how many may be in
+  flight. It starts at ``concurrency``, halves on a 429 (once per wave: the other 429s of requests
+  sent before the cut do not cut again) and grows by one per ``limit`` successes back up (AIMD).
+- 429, 5xx, timeouts and connection errors are retried per row with the session's full-jitter
+  backoff, honouring ``Retry-After``; a row waiting to retry gives its slot up meanwhile.
+- An answer that fails validation is re-asked (``validation_retries`` times at most) with the
+  Pydantic error appended; each re-ask has its own retry budget.
+- Every attempt that reached the server is a ledger row, usage included. Records are built on the
+  loop and written from the caller's thread between progress ticks, so SQLite never stalls the loop.
+- Results live in ``RowResult`` objects created by the caller: if the run is interrupted, what
+  finished is already there.
+
+``drive`` runs the coroutine on ``session.loop`` and, while waiting, ticks the progress view and
+flushes the ledger from the calling thread. ``KeyboardInterrupt`` (Jupyter's stop button) cancels
+the run, waits for it to unwind, and re-raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._answer import Usage
+from .._errors import translate
+from .._retry import RetryPolicy, reached_server
+from ._progress import Snapshot
+from ._rows import RowResult, classify
+
+if TYPE_CHECKING:
+    from .._session import Session
+    from .._usage import UsageRecord
+    from ._format import StrictFormat
+
+__all__ = ["AdaptiveLimit", "Tally", "Runner", "drive"]
+
+_UNWIND_TIMEOUT_S = 30.0
+
+
+class AdaptiveLimit:
+    """At most ``limit`` holders at once; ``limit`` halves on a rate limit and creeps back up (AIMD).
+
+    Parameters
+    ----------
+    maximum
+        The ceiling, and the starting limit.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        if maximum < 1:
+            raise ValueError("maximum must be at least 1")
+        self.maximum = maximum
+        self.limit = maximum
+        self.in_flight = 0
+        self.epoch = 0  # bumped by every cut; a 429 on a request sent before the cut is old news
+        self._successes = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the epoch to pass to ``rate_limited``."""
+        while self.in_flight >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if not waiter.done():
+                    self._waiters.remove(waiter)
+                self._wake()  # a wake-up meant for us must not be lost
+                raise
+        self.in_flight += 1
+        return self.epoch
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def rate_limited(self, epoch: int) -> None:
+        if epoch == self.epoch:
+            self.limit = max(1, self.limit // 2)
+            self.epoch += 1
+            self._successes = 0
+
+    def succeeded(self) -> None:
+        if self.limit < self.maximum:
+            self._successes += 1
+            if self._successes >= self.limit:
+                self.limit += 1
+                self._successes = 0
+                self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+@dataclass
+class Tally:
+    """Live counters, written on the loop and read by the progress view (plain ints: no lock needed)."""
+
+    total: int
+    ok: int = 0
+    failed: int = 0
+    retrying: int = 0
+    cached: int = 0
+    requests: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    limit: int = 0
+    label: str = "extract"
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    def finish(self, result: RowResult) -> None:
+        if result.status == "ok":
+            self.ok += 1
+        else:
+            self.failed += 1
+
+    def snapshot(self, *, finished: bool = False) -> Snapshot:
+        return Snapshot(
+            total=self.total,
+            done=self.done,
+            ok=self.ok,
+            failed=self.failed,
+            retrying=self.retrying,
+            cached=self.cached,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+            elapsed_s=time.perf_counter() - self.started,
+            limit=self.limit,
+            finished=finished,
+            label=self.label,
+        )
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "rows": self.total,
+            "ok": self.ok,
+            "failed": self.failed,
+            "cached": self.cached,
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 10),
+            "elapsed_s": round(time.perf_counter() - self.started, 3),
+        }
+
+
+class LedgerBuffer:
+    """Usage records made on the loop, written to the ledger from the caller's thread."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self._pending: collections.deque[UsageRecord] = collections.deque()
+
+    def add(self, record: "UsageRecord") -> None:
+        self._pending.append(record)
+
+    def flush(self) -> None:
+        ledger = self.session.ledger
+        batch = []
+        while True:
+            try:
+                batch.append(self._pending.popleft())
+            except IndexError:
+                break
+        if not batch:
+            return
+        record_many = getattr(ledger, "record_many", None)
+        if record_many is not None:
+            record_many(batch)
+        else:
+            for record in batch:
+                ledger.record(record)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What every row's request shares (``input`` is added per row)."""
+
+    params: dict[str, Any]
+    model: str
+    validation_retries: int
+    retry: RetryPolicy
+
+
+class Runner:
+    """Runs rows against the Responses API on the session's loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        session: "Session",
+        fmt: "StrictFormat",
+        request: Request,
+        texts: Sequence[str | None],
+        results: list[RowResult],
+        tally: Tally,
+        ledger: LedgerBuffer,
+        concurrency: int,
+    ) -> None:
+        from .._usage import UsageRecord
+
+        self.session = session
+        self.fmt = fmt
+        self.request = request
+        self.texts = texts
+        self.results = results
+        self.tally = tally
+        self.ledger = ledger
+        self.concurrency = concurrency
+        self.limit = AdaptiveLimit(concurrency)
+        self._record_type = UsageRecord
+        self._prices = session.prices
+        self._session_id = session.session_id
+
+    async def run(self, positions: Sequence[int]) -> None:
+        """Run every row in ``positions``; returns when all have ended (or raises when cancelled)."""
+        if not positions:
+            return
+        client = self.session.async_client
+        rows = iter(positions)
+
+        async def worker() -> None:
+            for position in rows:
+                await self._row(client, position)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(positions)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def _record(self, *, status: str, started_wall: float, latency: float, attempt: int, model: str,
+                usage: Usage | None = None, cost: float | None = None, response_id: str | None = None,
+                error: str | None = None) -> None:
+        usage = usage or Usage()
+        self.ledger.add(
+            self._record_type(
+                time=started_wall,
+                session_id=self._session_id,
+                kind="extract",
+                model=model,
+                status=status,
+                response_id=response_id,
+                input_tokens=usage.input,
+                cached_tokens=usage.cached,
+                output_tokens=usage.output,
+                reasoning_tokens=usage.reasoning,
+                total_tokens=usage.total,
+                latency_s=latency,
+                cost_usd=cost,
+                attempt=attempt,
+                error=error,
+            )
+        )
+
+    async def _row(self, client: Any, position: int) -> None:
+        text = self.texts[position]
+        result = self.results[position]
+        request, tally, limit = self.request, self.tally, self.limit
+        row_started = time.perf_counter()
+        input_: Any = text
+        tries = 0  # attempts at the current question; a re-ask starts a fresh retry budget
+        reasks = 0
+        while True:
+            tries += 1
+            result.attempts += 1
+            epoch = await limit.acquire()
+            tally.limit = limit.limit
+            started, started_wall = time.perf_counter(), time.time()
+            try:
+                tally.requests += 1
+                response = await client.responses.create(**request.params, input=input_)
+            except asyncio.CancelledError:
+                limit.release()
+                self._record(status="cancelled", started_wall=started_wall, latency=time.perf_counter() - started,
+                             attempt=result.attempts, model=request.model, error="interrupted by the user")
+                raise
+            except Exception as exc:
+                limit.release()
+                latency = time.perf_counter() - started
+                rate_limited = getattr(exc, "status_code", None) == 429
+                if rate_limited:
+                    limit.rate_limited(epoch)
+                    tally.limit = limit.limit
+                if reached_server(exc):
+                    self._record(status="rate_limited" if rate_limited else "error", started_wall=started_wall,
+                                 latency=latency, attempt=result.attempts, model=request.model,
+                                 error=translate(exc).message)
+                wait = request.retry.delay(tries, exc)
+                if wait is None:
+                    result.status = "error"
+                    result.error = translate(exc, attempts=tries).message
+                    result.latency_s = time.perf_counter() - row_started
+                    tally.finish(result)
+                    return
+                tally.retrying += 1
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    tally.retrying -= 1
+                continue
+            limit.release()
+            limit.succeeded()
+            latency = time.perf_counter() - started
+            model = getattr(response, "model", None) or request.model
+            usage = Usage.from_api(getattr(response, "usage", None))
+            cost = self._prices.cost(model, usage.input, usage.cached, usage.output)
+            result.add_usage(usage, cost)
+            result.response_id = response.id
+            tally.input_tokens += usage.input
+            tally.cached_tokens += usage.cached
+            tally.output_tokens += usage.output
+            tally.cost_usd += cost or 0.0
+            outcome = classify(response, self.fmt.parse)
+            self._record(status=response.status or "completed", started_wall=started_wall, latency=latency,
+                         attempt=result.attempts, model=model, usage=usage, cost=cost, response_id=response.id,
+                         error=outcome.error)
+            if outcome.status == "invalid" and reasks < request.validation_retries:
+                reasks += 1
+                tries = 0
+                input_ = reask(text or "", outcome.text, outcome.error)
+                continue
+            result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
+            result.latency_s = time.perf_counter() - row_started
+            tally.finish(result)
+            return
+
+
+def reask(text: str, answer: str | None, error: str | None) -> list[dict[str, str]]:
+    """The input of a re-ask: the text, the rejected answer, and what was wrong with it."""
+    items = [{"role": "user", "content": text}]
+    if answer:
+        items.append({"role": "assistant", "content": answer})
+    items.append({
+        "role": "user",
+        "content": f"That answer did not validate ({error}). Reply again with JSON that fixes it.",
+    })
+    return items
+
+
+def drive(
+    session: "Session",
+    coro: Coroutine[Any, Any, Any],
+    tick: Callable[[], None],
+    interval: float,
+) -> Any:
+    """Run ``coro`` on ``session.loop``, calling ``tick()`` every ``interval`` seconds from this thread.
+
+    Like ``LoopThread.run`` on ``KeyboardInterrupt``: cancel, wait for the coroutine to unwind (so its
+    finished rows are final), re-raise. ``tick`` may raise ``KeyboardInterrupt`` itself (a progress
+    callback that wants to stop), with the same effect.
+    """
+    unwound = threading.Event()
+
+    async def tracked() -> Any:
+        try:
+            return await coro
+        finally:
+            unwound.set()
+
+    future = session.loop.submit(tracked())
+    try:
+        while True:
+            try:
+                return future.result(timeout=interval)
+            except concurrent.futures.TimeoutError:
+                tick()
+    except KeyboardInterrupt:
+        future.cancel()
+        unwound.wait(timeout=_UNWIND_TIMEOUT_S)
+        raise
+

@@ -1,0 +1,83 @@
+"""Prompt building: ``{name}`` interpolation from a namespace, in one pass.
+
+Rules (chosen so that code and JSON in prompts survive, and no value can smuggle in another):
+
+- ``{name}`` where ``name`` is a plain identifier present in the namespace is replaced by the
+  value's text; a pandas DataFrame/Series becomes a compact Markdown preview bounded in tokens.
+- Anything else in braces (``{x.y}``, ``{0}``, ``{"a": 1}``, an unknown name) stays literal.
+- ``{{`` and ``}}`` are escapes for ``{`` and ``}``.
+- One pass: inserted text is never scanned again, so a value containing ``{secret}`` stays
+  literally ``{secret}``. No attribute access, indexing or evaluation ever happens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._tokens import count_tokens
+
+__all__ = ["interpolate", "preview", "PREVIEW_TOKEN_BUDGET"]
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PREVIEW_TOKEN_BUDGET = 1500
+_CELL_CHARS = 60
+
+
+def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
+    """``template`` with ``{name}`` replaced from ``namespace`` (see the module docstring)."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        name = match.group(1)
+        if name not in namespace:
+            return token
+        return preview(namespace[name])
+
+    return _TOKEN.sub(replace, template)
+
+
+def _is_pandas(value: Any, kind: str) -> bool:
+    cls = type(value)
+    return cls.__name__ == kind and cls.__module__.startswith("pandas")
+
+
+def _cell(value: Any) -> str:
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+
+
+def _markdown_table(frame: Any, rows: int) -> str:
+    sample = frame.head(rows)
+    header = ["", *map(_cell, sample.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in zip(sample.index, sample.itertuples(index=False)):
+        lines.append("| " + " | ".join([_cell(index), *map(_cell, row)]) + " |")
+    return "\n".join(lines)
+
+
+def _frame_preview(frame: Any, budget: int) -> str:
+    schema = ", ".join(f"{_cell(c)}: {t}" for c, t in frame.dtypes.items())
+    head = f"DataFrame with {len(frame):,} rows × {frame.shape[1]} columns ({schema})"
+    rows = min(len(frame), 20)
+    while True:
+        text = f"{head}\n\n{_markdown_table(frame, rows)}" if rows else head
+        if rows < len(frame):
+            text += f"\n\n({len(frame) - rows:,} more rows not shown)"
+        if rows == 0 or count_tokens(text) <= budget:
+            return text
+        rows //= 2
+
+
+def preview(value: Any, budget: int = PREVIEW_TOKEN_BUDGET) -> str:
+    """The text a value contributes to a prompt (DataFrames and Series as bounded previews)."""
+    if _is_pandas(value, "DataFrame"):
+        return _frame_preview(value, budget)
+    if _is_pandas(value, "Series"):
+        return _frame_preview(value.to_frame(name=value.name if value.name is not None else "value"), budget)
+    return str(value)

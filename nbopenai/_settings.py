@@ -1,0 +1,160 @@
+"""Frozen settings: what a session needs to know, as plain values.
+
+The IPython layer builds these from traitlets; scripts build them directly or from the environment.
+The core never reaches back into IPython for configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Secret", "Timeouts", "Settings", "default_data_dir"]
+
+LOCAL_MODEL = "nbopenai-local"
+DEFAULT_MODEL = "gpt-4.1-mini"
+
+
+class Secret:
+    """An API key that never shows itself: ``repr``/``str`` give ``sk-...abcd`` at most."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def masked(self) -> str:
+        v = self._value
+        if len(v) < 12:
+            return "***"
+        prefix = "sk-" if v.startswith("sk-") else ""
+        return f"{prefix}...{v[-4:]}"
+
+    def __repr__(self) -> str:
+        return f"Secret({self.masked!r})"
+
+    __str__ = masked.fget  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self):  # never pickled into a saved object with its value
+        raise TypeError("Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds allowed for each phase of a request (``None`` means no limit)."""
+
+    connect: float | None = 5.0
+    read: float | None = 120.0
+    write: float | None = 30.0
+    pool: float | None = 10.0
+
+
+def default_data_dir() -> Path:
+    """Per-user data folder: ``$NBOPENAI_HOME``, else the platform's user data directory."""
+    if env := os.environ.get("NBOPENAI_HOME"):
+        return Path(env).expanduser()
+    if os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif os.uname().sysname == "Darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "nbopenai"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a session. Build with ``Settings.from_env(**overrides)``.
+
+    Parameters
+    ----------
+    api_key, base_url
+        Credentials and endpoint; default from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.
+    model, instructions, temperature, max_output_tokens, reasoning_effort
+        Request defaults; every call can override them.
+    store
+        ``True`` chains turns on the server with ``previous_response_id``; ``False`` keeps the
+        conversation items client-side and re-sends them (for organisations that cannot store).
+    timeouts, max_attempts, backoff_base, backoff_max
+        Network policy: granular timeouts, attempts per request (1 = no retry), full-jitter backoff.
+    ledger_path
+        SQLite file of the usage ledger, or ``":memory:"``; default ``<data dir>/usage.sqlite3``.
+    prices_path
+        A JSON price table that overrides/extends the shipped one.
+    budget_usd, budget_tokens
+        Optional per-session caps; a call that would pass one is refused before sending.
+    concurrency
+        Parallel requests for extraction.
+    update_rate
+        Live display refreshes per second at most.
+    """
+
+    api_key: Secret | None = None
+    base_url: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    model: str = DEFAULT_MODEL
+    instructions: str | None = None
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    reasoning_effort: str | None = None
+    store: bool = True
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+    ledger_path: str | None = None
+    prices_path: str | None = None
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    concurrency: int = 16
+    update_rate: float = 20.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):
+            object.__setattr__(self, "api_key", Secret(self.api_key))
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.update_rate <= 0:
+            raise ValueError("update_rate must be positive")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Settings from ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and ``NBOPENAI_MODEL``; ``overrides`` win."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        if key := env.get("OPENAI_API_KEY"):
+            values["api_key"] = Secret(key)
+        if url := env.get("OPENAI_BASE_URL"):
+            values["base_url"] = url
+        if org := env.get("OPENAI_ORG_ID"):
+            values["organization"] = org
+        if project := env.get("OPENAI_PROJECT_ID"):
+            values["project"] = project
+        if model := env.get("NBOPENAI_MODEL"):
+            values["model"] = model
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def resolved_ledger_path(self) -> str:
+        if self.ledger_path:
+            return self.ledger_path
+        return str(default_data_dir() / "usage.sqlite3")

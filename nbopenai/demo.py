@@ -1,0 +1,68 @@
+"""``python -m nbopenai.demo``: run a notebook top to bottom in a real kernel and keep the result.
+
+By default the run is offline: the kernel gets no ``OPENAI_API_KEY``, so the notebook's setup cell
+starts the bundled demo server (``%nbopenai local``). Pass ``--real`` to keep your key and use the
+real API. The executed notebook is written to ``out/`` and its answers are printed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "run_notebook"]
+
+
+def run_notebook(source: Path, target: Path, *, real: bool = False, timeout: int = 300) -> Path:
+    """Execute ``source`` in a fresh ``python3`` kernel and save it to ``target``."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(source, as_version=4)
+    env = dict(os.environ)
+    if not real:
+        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            env.pop(name, None)
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(source.parent)}},
+    )
+    client.execute(env=env)  # passed on to the kernel manager: the child's environment only
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, target)
+    return target
+
+
+def _answers(notebook_path: Path) -> list[str]:
+    notebook = json.loads(notebook_path.read_text())
+    texts = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/markdown" in data:
+                texts.append("".join(data["text/markdown"]))
+    return texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbopenai.demo", description=__doc__)
+    parser.add_argument("notebook", nargs="?", default="notebooks/quickstart.ipynb", type=Path)
+    parser.add_argument("--out", default=Path("out"), type=Path, help="folder for the executed notebook")
+    parser.add_argument("--real", action="store_true", help="use OPENAI_API_KEY and the real API")
+    args = parser.parse_args(argv)
+    if not args.notebook.exists():
+        parser.error(f"{args.notebook} not found (run from the repository root, or pass a path)")
+    target = run_notebook(args.notebook, args.out / args.notebook.name, real=args.real)
+    for text in _answers(target):
+        print(text.strip(), end="\n\n")
+    print(f"Executed notebook written to {target} (open it in JupyterLab: jupyter lab {target})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

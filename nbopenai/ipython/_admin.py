@@ -1,0 +1,117 @@
+"""The subcommands of ``%nbopenai``: one small function each, ``(magics, args) -> value to show``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._errors import UsageError
+
+if TYPE_CHECKING:
+    from ._magics import AskMagics
+
+__all__ = ["COMMANDS", "HELP"]
+
+HELP = """\
+nbopenai: the OpenAI Responses API in IPython.
+
+  %%ask [options]        the cell is the prompt; the answer streams in, then stays as Markdown
+  %ask [options] PROMPT  the same, prompt on the line
+  %nbopenai COMMAND      status, local, threads, history [-t NAME], reset [-t NAME | --all],
+                         jobs, cancel JOB, usage [--summary] [--plot] [--all] [--since] [--model] [--thread], help
+
+Options of %%ask: -m MODEL, -t THREAD, --new, -s INSTRUCTIONS, --temperature, --max-output-tokens,
+--reasoning, --no-stream, --background, --format {markdown,text,code,json}, --dry-run, -o NAME.
+`%%ask?` shows them all with examples; `%config AskMagics` lists the settings.
+The API key comes from OPENAI_API_KEY only; `%nbopenai local` needs none (offline demo server)."""
+
+
+def _help(m: "AskMagics", args: argparse.Namespace) -> None:
+    print(HELP)
+
+
+def _status(m: "AskMagics", args: argparse.Namespace) -> None:
+    s = m.session.settings
+    server = m.session.local_server
+    threads = ", ".join(f"{r['thread']} ({r['turns']} turns)" for r in m.session.threads.summary_rows()) or "none yet"
+    running = sum(1 for job in m.session.jobs if not job.done())
+    t = s.timeouts
+    lines = [
+        f"nbopenai session {m.session.session_id}",
+        f"  model       {s.model}",
+        f"  endpoint    {s.base_url or 'https://api.openai.com/v1'}" + (" (offline demo server)" if server else ""),
+        f"  API key     {s.api_key.masked if s.api_key else 'not set'}",
+        f"  store       {s.store}",
+        f"  threads     {threads}",
+        f"  jobs        {len(m.session.jobs)} ({running} running)",
+        f"  network     connect {t.connect} s, read {t.read} s, {s.max_attempts} attempts",
+        f"  ledger      {s.resolved_ledger_path}",
+    ]
+    print("\n".join(lines))
+
+
+def _local(m: "AskMagics", args: argparse.Namespace) -> None:
+    url = m.session.use_local()
+    # Keep the traits in step with the session (they show in `%config AskMagics`).
+    m.base_url, m.model = m.session.settings.base_url, m.session.settings.model
+    print(f"Using the offline demo server at {url} (model {m.model}): no key needed, nothing leaves this machine.")
+
+
+def _threads(m: "AskMagics", args: argparse.Namespace) -> Any:
+    import pandas as pd
+
+    columns = ["thread", "turns", "store", "head", "input_tokens", "output_tokens"]
+    return pd.DataFrame(m.session.threads.summary_rows(), columns=columns)
+
+
+def _history(m: "AskMagics", args: argparse.Namespace) -> Any:
+    return m.session.history(args.thread or "default")
+
+
+def _reset(m: "AskMagics", args: argparse.Namespace) -> None:
+    thread = None if args.all else (args.thread or "default")
+    m.session.reset(thread)
+    print("Forgot every thread." if thread is None else f"Forgot thread {thread}.")
+
+
+def _jobs(m: "AskMagics", args: argparse.Namespace) -> Any:
+    import pandas as pd
+
+    columns = ["job", "status", "thread", "model", "response_id", "prompt", "submitted"]
+    return pd.DataFrame([job.row() for job in m.session.jobs], columns=columns)
+
+
+def _cancel(m: "AskMagics", args: argparse.Namespace) -> None:
+    if not args.job:
+        raise UsageError("which job? `%nbopenai cancel job-1` (`%nbopenai jobs` lists them)")
+    job = next((job for job in m.session.jobs if args.job in (job.id, job.response_id)), None)
+    if job is None:
+        raise UsageError(f"no job {args.job!r}; `%nbopenai jobs` lists them")
+    job.cancel()
+    print(f"Asked the server to cancel {job.id}.")
+
+
+def _usage(m: "AskMagics", args: argparse.Namespace) -> Any:
+    session = m.session
+    filters = {name: value for name, value in [("since", args.since), ("model", args.model), ("thread", args.thread)] if value}
+    if not args.all:
+        filters["session_id"] = session.session_id
+    if args.plot:
+        return session.ledger.plot(**filters)
+    if args.summary:
+        return session.ledger.summary(**filters)
+    return session.ledger.to_dataframe(**filters)
+
+
+COMMANDS: dict[str, Callable[["AskMagics", argparse.Namespace], Any]] = {
+    "cancel": _cancel,
+    "help": _help,
+    "history": _history,
+    "jobs": _jobs,
+    "local": _local,
+    "reset": _reset,
+    "status": _status,
+    "threads": _threads,
+    "usage": _usage,
+}

@@ -1,0 +1,103 @@
+"""Options shared by the asking magics, declared once with ``IPython.core.magic_arguments``.
+
+``@ask_arguments`` adds the common options to a magic (as ``script_args`` does for ``%%script``);
+``parse_ask`` parses a magic line and returns the prompt that follows the options verbatim;
+``ask_options`` turns parsed options into the core's ``AskOptions`` keywords.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, parse_argstring
+from IPython.utils.process import arg_split
+
+from .._ask import REASONING_EFFORTS
+
+__all__ = ["FORMATS", "ask_arguments", "ask_options", "parse_ask", "text"]
+
+FORMATS = ("markdown", "text", "code", "json")
+
+
+def text(value: str) -> str:
+    """An option value with one pair of surrounding quotes removed.
+
+    IPython splits magic lines without removing quotes (``-s "Be brief."`` arrives as
+    ``'"Be brief."'``), so string options unquote themselves.
+    """
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def ask_arguments(func: Callable) -> Callable:
+    """Add the options every asking magic shares (model, thread, instructions, display...)."""
+    options = [
+        argument("-m", "--model", type=text, help="Model for this turn (default: %%config AskMagics.model)."),
+        argument("-t", "--thread", type=text, default="default", metavar="NAME",
+                 help="Conversation thread to continue (default: 'default')."),
+        argument("--new", action="store_true", help="Start the thread afresh (forget its earlier turns)."),
+        argument("-s", "--system", type=text, metavar="TEXT",
+                 help="Instructions (system prompt) for this turn; quote it."),
+        argument("--temperature", type=float, help="Sampling temperature, 0 to 2."),
+        argument("--max-output-tokens", type=int, metavar="N", help="Cap on output tokens (at least 16)."),
+        argument("--reasoning", choices=REASONING_EFFORTS, help="Reasoning effort (reasoning models only)."),
+        argument("--no-stream", action="store_true", help="Wait for the whole answer instead of streaming it."),
+        argument("--background", action="store_true",
+                 help="Submit as a background job and return at once; the view fills in when done."),
+        argument("--format", choices=FORMATS, default="markdown",
+                 help="How to show the answer: markdown (default), text, code (fenced code only), json (pretty)."),
+        argument("--dry-run", action="store_true",
+                 help="Show the exact request and its token count; send nothing."),
+        argument("-o", "--out", type=text, metavar="NAME",
+                 help="Also bind the Answer to this variable (the DryRun with --dry-run)."),
+    ]
+    for option in reversed(options):  # decorators apply bottom-up; keep the help in this order
+        func = option(func)
+    return func
+
+
+def _rest_of_line(line: str, consumed: list[str]) -> str:
+    """``line`` after the tokens the options consumed, verbatim (spacing and quotes kept)."""
+    position = 0
+    for token in consumed:
+        position = line.index(token, position) + len(token)
+    rest = line[position:].strip()
+    if rest == "--" or rest.startswith("-- "):  # "--" ends the options; it is not part of the prompt
+        rest = rest[2:].strip()
+    return rest
+
+
+def parse_ask(magic: Callable, line: str) -> tuple[argparse.Namespace, str]:
+    """Parse ``line`` with ``magic``'s arguments; return them and the prompt text after the options.
+
+    The prompt is everything from the first word that is not an option, exactly as typed: a
+    prompt may contain quotes, apostrophes or ``-5`` without confusing the parser (``--`` ends
+    the options explicitly).
+    """
+    # partial=True splits leniently (an unbalanced quote belongs to the prompt, not an error)
+    args, unknown = parse_argstring(magic, line, partial=True)
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+
+    tokens = arg_split(line, strict=False)
+    prompt = _rest_of_line(line, tokens[: len(tokens) - len(args.prompt)])
+    return args, prompt
+
+
+def ask_options(args: argparse.Namespace, *, cell_id: str | None) -> dict[str, Any]:
+    """The core's ``AskOptions`` keywords for parsed ``args``."""
+    return {
+        "thread": args.thread,
+        "new": args.new,
+        "model": args.model,
+        "instructions": args.system,
+        "temperature": args.temperature,
+        "max_output_tokens": args.max_output_tokens,
+        "reasoning": args.reasoning,
+        "stream": not args.no_stream,
+        "cell_id": cell_id,
+    }

@@ -1,0 +1,274 @@
+"""``AskMagics``: ``%%ask`` / ``%ask`` and ``%nbopenai``, thin over one ``Session``.
+
+The magics parse, call the core, and display; conversation state lives in the session, and the
+only thing kept here is execution context: the id of the cell now running (from IPython's
+``pre_run_cell`` event), which keys each turn to the cell that asked it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
+from importlib.util import find_spec
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, observe, validate
+
+from .._ask import REASONING_EFFORTS
+from .._printer import StdoutSink
+from .._prompt import interpolate
+from . import _admin
+from ._args import ask_arguments, ask_options, parse_ask, text
+from ._errors import reported
+from ._render import DryRun, answer_bundle
+
+if TYPE_CHECKING:
+    from .._ask import AskSink
+    from .._jobs import Job
+    from .._session import Session
+
+__all__ = ["AskMagics"]
+
+
+def _from_session(name: str, read: Any) -> Any:
+    """A dynamic trait default: the session's current setting (env, ``Session(...)`` arguments)."""
+    return default(name)(lambda self: read(self.session.settings))
+
+
+@magics_class
+class AskMagics(Magics):
+    """Ask the OpenAI Responses API from IPython: ``%%ask``, ``%ask`` and ``%nbopenai``.
+
+    Every setting below is a trait: ``%config AskMagics.model = "gpt-4.1"`` in a notebook, or
+    ``c.AskMagics.model = "gpt-4.1"`` in ``ipython_config.py``. Unset ones follow the session
+    (``OPENAI_BASE_URL``, ``NBOPENAI_MODEL``...). The API key is never a trait: it is read from
+    ``OPENAI_API_KEY`` only, so it cannot end up in a config file or a notebook.
+    """
+
+    model = Unicode(help="Model used when %%ask gets no -m.").tag(config=True)
+    instructions = Unicode(None, allow_none=True, help="Instructions sent on every turn (-s overrides).").tag(config=True)
+    temperature = Float(None, allow_none=True, help="Sampling temperature, 0 to 2 (None: the model's).").tag(config=True)
+    max_output_tokens = Int(None, allow_none=True, help="Cap on output tokens per answer (None: no cap).").tag(config=True)
+    reasoning_effort = Enum(REASONING_EFFORTS, None, allow_none=True, help="Reasoning effort for reasoning models.").tag(config=True)
+    store = Bool(help="True chains turns on the server (previous_response_id); False re-sends them.").tag(config=True)
+    update_rate = Float(help="Live view refreshes per second at most.").tag(config=True)
+    connect_timeout = Float(None, allow_none=True, help="Seconds to connect (None: no limit).").tag(config=True)
+    read_timeout = Float(None, allow_none=True, help="Seconds to wait for each chunk of the answer.").tag(config=True)
+    max_attempts = Int(help="Attempts per request, retries included (1: no retry).").tag(config=True)
+    budget_usd = Float(None, allow_none=True, help="Refuse asks once this session spent this much.").tag(config=True)
+    budget_tokens = Int(None, allow_none=True, help="Refuse asks once this session used this many tokens.").tag(config=True)
+    ledger_path = Unicode(None, allow_none=True, help="SQLite file of the usage ledger (':memory:' for none).").tag(config=True)
+    base_url = Unicode(None, allow_none=True, help="API base URL (an OpenAI-compatible server).").tag(config=True)
+    widgets = Enum(("auto", "on", "off"), "auto", help="Live widget view: auto (in a kernel), on, off (stdout).").tag(config=True)
+
+    _model = _from_session("model", lambda s: s.model)
+    _instructions = _from_session("instructions", lambda s: s.instructions)
+    _temperature = _from_session("temperature", lambda s: s.temperature)
+    _max_output_tokens = _from_session("max_output_tokens", lambda s: s.max_output_tokens)
+    _reasoning_effort = _from_session("reasoning_effort", lambda s: s.reasoning_effort)
+    _store = _from_session("store", lambda s: s.store)
+    _update_rate = _from_session("update_rate", lambda s: s.update_rate)
+    _connect_timeout = _from_session("connect_timeout", lambda s: s.timeouts.connect)
+    _read_timeout = _from_session("read_timeout", lambda s: s.timeouts.read)
+    _max_attempts = _from_session("max_attempts", lambda s: s.max_attempts)
+    _budget_usd = _from_session("budget_usd", lambda s: s.budget_usd)
+    _budget_tokens = _from_session("budget_tokens", lambda s: s.budget_tokens)
+    _ledger_path = _from_session("ledger_path", lambda s: s.ledger_path)
+    _base_url = _from_session("base_url", lambda s: s.base_url)
+
+    def __init__(self, shell: Any = None, session: "Session | None" = None, **kwargs: Any) -> None:
+        if session is None:
+            from .._session import Session
+
+            session = Session()
+        # Set before traitlets loads the config: configured values are pushed into the session.
+        self.session = session
+        self.cell_id: str | None = None  # the cell now running, if the front-end said
+        self._asks_in_cell = 0
+        super().__init__(shell=shell, **kwargs)
+
+    # ---- configuration: validated here, applied to the session ------------------------------
+
+    @validate("temperature")
+    def _check_temperature(self, proposal: Any) -> Any:
+        if proposal.value is not None and not 0 <= proposal.value <= 2:
+            raise TraitError("temperature must be between 0 and 2")
+        return proposal.value
+
+    @validate("max_output_tokens")
+    def _check_max_output_tokens(self, proposal: Any) -> Any:
+        if proposal.value is not None and proposal.value < 16:
+            raise TraitError("max_output_tokens must be at least 16 (the API's minimum)")
+        return proposal.value
+
+    @validate("update_rate", "connect_timeout", "read_timeout", "budget_usd", "budget_tokens")
+    def _check_positive(self, proposal: Any) -> Any:
+        if proposal.value is not None and proposal.value <= 0:
+            raise TraitError(f"{proposal.trait.name} must be positive")
+        return proposal.value
+
+    @validate("max_attempts")
+    def _check_attempts(self, proposal: Any) -> Any:
+        if proposal.value < 1:
+            raise TraitError("max_attempts must be at least 1 (1 means no retry)")
+        return proposal.value
+
+    @observe(
+        "model", "instructions", "temperature", "max_output_tokens", "reasoning_effort", "store", "update_rate",
+        "max_attempts", "budget_usd", "budget_tokens", "ledger_path", "base_url",
+    )
+    def _push_setting(self, change: Any) -> None:
+        self.session.configure(**{change["name"]: change["new"]})
+
+    @observe("connect_timeout", "read_timeout")
+    def _push_timeout(self, change: Any) -> None:
+        phase = change["name"].removesuffix("_timeout")
+        timeouts = dataclasses.replace(self.session.settings.timeouts, **{phase: change["new"]})
+        self.session.configure(timeouts=timeouts)
+
+    # ---- execution context ------------------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        """IPython event: remember which cell runs (JupyterLab's ``cellId``; ``None`` elsewhere)."""
+        self.cell_id = getattr(info, "cell_id", None)
+        self._asks_in_cell = 0
+
+    def post_run_cell(self, result: Any) -> None:
+        self.cell_id = None
+
+    def _cell_key(self, *, consume: bool = True) -> str | None:
+        """The key of the next turn: the cell id, suffixed for a second ask in the same cell."""
+        if self.cell_id is None:
+            return None
+        number = self._asks_in_cell + 1
+        if consume:
+            self._asks_in_cell = number
+        return self.cell_id if number == 1 else f"{self.cell_id}#{number}"
+
+    # ---- the magics -------------------------------------------------------------------------
+
+    @no_var_expand
+    @magic_arguments()
+    @ask_arguments
+    @argument("prompt", nargs=argparse.REMAINDER, help="%%ask: nothing (the cell is the prompt). %ask: the prompt.")
+    @line_cell_magic
+    def ask(self, line: str, cell: str | None = None) -> None:
+        """Ask the model; the answer streams into the output, then stays as Markdown.
+
+        The cell body is the prompt (for ``%ask``, the rest of the line). ``{name}`` inserts the
+        value of a variable (a DataFrame as a compact preview); ``{{`` and ``}}`` are literal
+        braces; anything else in braces stays as typed. Turns chain in a thread: re-running a
+        cell replaces its turn (later turns are dropped) instead of appending a new one.
+
+        Examples
+        --------
+        ::
+
+            %%ask
+            Explain a p-value in one paragraph.
+
+            %%ask -t stats --model gpt-4.1 -s "Answer in French."
+            Summarise {df}. What stands out?
+
+            %ask --new What is a Bloom filter?
+            %%ask --dry-run -o request
+            Show me the request, send nothing.
+
+            %%ask --format json -o result
+            List three primes as a JSON array.
+        """
+        args, rest = parse_ask(self.ask, line)
+        if cell is not None and rest:
+            raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
+        prompt = interpolate(rest if cell is None else cell, self.shell.user_ns)
+        options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
+        with reported(self._key()):
+            if args.dry_run:
+                result: Any = DryRun(self.session.prepare(prompt, **options), self.session.settings.base_url)
+                display(result)
+            elif args.background:
+                result = self._submit(prompt, args.format, options)
+            else:
+                with self._live_view(args.format) as view:
+                    result = self.session.ask(prompt, sink=view, **options)
+        if args.out:
+            self.shell.user_ns[args.out] = result
+
+    @magic_arguments()
+    @argument("command", nargs="?", default="help", choices=sorted(_admin.COMMANDS), help="What to do (default: help).")
+    @argument("job", nargs="?", help="cancel: the job id (from `%%nbopenai jobs`).")
+    @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset: the thread (default 'default'); usage: filter.")
+    @argument("--all", action="store_true", help="reset: every thread; usage: every kernel's calls, not just this one's.")
+    @argument("--summary", action="store_true", help="usage: totals per model and thread.")
+    @argument("--plot", action="store_true", help="usage: cumulative tokens and cost over time (needs matplotlib).")
+    @argument("--since", type=text, help="usage: calls since a duration ago (30m, 2d) or an ISO date.")
+    @argument("--model", type=text, help="usage: only this model's calls.")
+    @line_magic
+    def nbopenai(self, line: str) -> Any:
+        """Look after nbopenai: threads, history, reset, status, local, jobs, cancel, usage, help.
+
+        Examples
+        --------
+        ::
+
+            %nbopenai status                 # model, endpoint, masked key, threads
+            %nbopenai local                  # start the offline demo server and use it
+            %nbopenai threads                # one row per thread
+            %nbopenai history -t stats       # a thread's turns as a DataFrame
+            %nbopenai reset -t stats         # forget a thread (--all: every thread)
+            %nbopenai jobs                   # background jobs
+            %nbopenai cancel job-1
+            %nbopenai usage --summary --since 1d
+        """
+        args = parse_argstring(self.nbopenai, line)
+        with reported(self._key()):
+            return _admin.COMMANDS[args.command](self, args)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _key(self) -> str | None:
+        key = self.session.settings.api_key
+        return key.reveal() if key is not None else None
+
+    def _use_widgets(self) -> bool:
+        if self.widgets != "auto":
+            return self.widgets == "on"
+        return getattr(self.shell, "kernel", None) is not None and find_spec("ipywidgets") is not None
+
+    def _live_view(self, fmt: str, *, background: bool = False) -> AbstractContextManager["AskSink"]:
+        """The widget view in a notebook; plain text on stdout in a terminal."""
+        if not self._use_widgets():
+            return nullcontext(StdoutSink())
+        from ..widgets import AnswerView
+
+        render = partial(answer_bundle, fmt=fmt)
+        return AnswerView(render=render, rate=self.session.settings.update_rate, close_widget=not background)
+
+    def _submit(self, prompt: str, fmt: str, options: dict[str, Any]) -> "Job":
+        """``--background``: submit, show "queued", fill the view in when the job ends."""
+        view = self._live_view(fmt, background=True)
+        if isinstance(view, nullcontext):
+            job = self.session.submit(prompt, **options)
+            print(f"Submitted {job.id} ({job.status}); `%nbopenai jobs` lists it, `-o NAME` keeps the Job.")
+            return job
+        view.queued(options["model"] or self.session.settings.model, options["thread"])
+
+        def done(job: "Job") -> None:
+            if job.answer is not None:
+                view.finished(job.answer)
+            else:
+                view.discard(f"{job.id}: {job.status} ({job.error.message if job.error else 'no answer'})")
+
+        try:
+            job = self.session.submit(prompt, on_done=done, **options)
+        except BaseException:
+            view.discard()
+            raise
+        view.queued(job.model, job.thread, job.id)
+        return job

@@ -1,0 +1,116 @@
+"""Static renderings: the mime bundle a finished answer leaves in the notebook, and ``DryRun``.
+
+Every bundle has ``text/markdown`` and ``text/plain``, so a saved notebook shows the answer in
+nbviewer, GitHub and VS Code with no widget state. ``--format`` chooses how the body is shown:
+
+- ``markdown``: the answer as Markdown (the front-end highlights its code blocks);
+- ``text``: verbatim, in a plain fenced block (nothing interpreted as Markdown);
+- ``code``: only the answer's fenced code blocks (the whole answer fenced if it has none);
+- ``json``: pretty-printed JSON (``application/json`` too) if the answer parses, else Markdown
+  with a note saying it did not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._answer import Answer
+    from .._ask import PreparedAsk
+
+__all__ = ["DryRun", "answer_bundle", "fenced"]
+
+_FENCED_BLOCK = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M)
+_BACKTICKS = re.compile(r"`+")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def fenced(body: str, lang: str = "") -> str:
+    """``body`` in a code fence longer than any backtick run inside it."""
+    longest = max((len(run) for run in _BACKTICKS.findall(body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{body.rstrip(chr(10))}\n{fence}"
+
+
+def _code_blocks(text: str) -> list[tuple[str, str]]:
+    return [(m.group("lang"), m.group("body")) for m in _FENCED_BLOCK.finditer(text)]
+
+
+def _as_code(text: str) -> tuple[str, str, dict[str, Any]]:
+    blocks = _code_blocks(text) or [("", text)]
+    markdown = "\n\n".join(fenced(body, lang) for lang, body in blocks)
+    return markdown, "\n\n".join(body.rstrip("\n") for _, body in blocks), {}
+
+
+def _as_json(text: str) -> tuple[str, str, dict[str, Any]]:
+    blocks = _code_blocks(text)
+    candidate = blocks[0][1] if blocks else text
+    try:
+        value = json.loads(candidate)
+    except ValueError as error:
+        return f"{text}\n\n*(--format json: the answer is not valid JSON: {error})*", text, {}
+    pretty = json.dumps(value, indent=2, ensure_ascii=False)
+    return fenced(pretty, "json"), pretty, {"application/json": value if isinstance(value, (dict, list)) else {"value": value}}
+
+
+_FORMATS = {
+    "markdown": lambda text: (text, text, {}),
+    "text": lambda text: (fenced(text, "text"), text, {}),
+    "code": _as_code,
+    "json": _as_json,
+}
+
+
+def answer_bundle(answer: "Answer", fmt: str = "markdown") -> dict[str, Any]:
+    """The static mime bundle for ``answer`` (text/markdown + text/plain, and JSON for ``json``).
+
+    It carries the one-line re-run notice, the partial mark and the footer too.
+    """
+    markdown, plain, extra = _FORMATS[fmt](answer.text)
+    status, footer = answer.status_line(), answer.footer()
+    md = [f"*{answer.notice}*" if answer.notice else "", markdown, f"*{status}*" if status else "", f"<sub>{footer}</sub>"]
+    txt = [f"({answer.notice})" if answer.notice else "", plain, status or "", f"-- {footer}"]
+    return {
+        "text/markdown": "\n\n".join(part for part in md if part),
+        "text/plain": "\n".join(part for part in txt if part),
+        **extra,
+    }
+
+
+class DryRun:
+    """What ``--dry-run`` shows: the exact request, where it would go, its input token count.
+
+    Attributes
+    ----------
+    params
+        The request body, exactly as it would be sent (no credentials are ever part of it).
+    url
+        The endpoint it would be posted to.
+    estimated_input_tokens
+        tiktoken's count (offline), including the earlier turns a ``previous_response_id`` bills.
+    """
+
+    def __init__(self, prepared: "PreparedAsk", base_url: str | None) -> None:
+        self.params = prepared.params
+        self.url = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/responses"
+        self.estimated_input_tokens = prepared.estimated_input_tokens
+        self.notice = prepared.plan.notice(prepared.thread.name)
+        self._stream = prepared.options.stream
+
+    def _summary(self) -> str:
+        notice = f"; {self.notice}" if self.notice else ""
+        return f"POST {self.url} · ~{self.estimated_input_tokens:,} input tokens (tiktoken) · nothing sent{notice}"
+
+    def _json(self) -> str:
+        return json.dumps({**self.params, "stream": self._stream}, indent=2, ensure_ascii=False, default=str)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {
+            "text/markdown": f"**Dry run**: {self._summary()}\n\n{fenced(self._json(), 'json')}",
+            "text/plain": f"Dry run: {self._summary()}\n{self._json()}",
+        }
+
+    def __repr__(self) -> str:
+        return f"<DryRun {self._summary()}>"

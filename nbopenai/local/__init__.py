@@ -1,0 +1,40 @@
+"""An offline, OpenAI-Responses-API-compatible HTTP server with a deterministic demo model.
+
+For the quickstart, tests, benchmarks and Binder: no key, no internet. The real ``openai`` SDK talks
+to it unchanged (strict response validation included)::
+
+    from openai import OpenAI
+    from nbopenai.local import start
+
+    with start() as server:
+        client = OpenAI(api_key="local", base_url=server.base_url)
+        print(client.responses.create(model="nbopenai-local", input="My name is Ada.").output_text)
+        server.inject("rate_limit", retry_after=0.5)  # the next POST /v1/responses answers 429
+
+Or from a shell: ``python -m nbopenai.local --port 8787`` (prints the base URL, serves until killed).
+The demo model's rules are in ``nbopenai.local._demo``; fault kinds in ``nbopenai.local._faults``.
+"""
+
+from ._demo import MARKER
+from ._faults import FAULT_KINDS
+from ._items import render_context
+from ._remote import RemoteServer, SubprocessServer, start_subprocess
+from ._responses import generate
+from ._server import LocalServer, start
+from ._state import DEMO_MODEL, Config, RecordedRequest, State
+
+__all__ = [
+    "DEMO_MODEL",
+    "FAULT_KINDS",
+    "MARKER",
+    "Config",
+    "LocalServer",
+    "RecordedRequest",
+    "RemoteServer",
+    "State",
+    "SubprocessServer",
+    "generate",
+    "render_context",
+    "start",
+    "start_subprocess",
+]

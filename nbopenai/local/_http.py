@@ -1,0 +1,357 @@
+"""The HTTP layer: a keep-alive ``ThreadingHTTPServer``, routing, faults, JSON and SSE replies.
+
+Every answer carries an ``x-request-id``; every error is in OpenAI's envelope. Streams use chunked
+transfer encoding so the connection stays open for the client's pool afterwards. A client that
+goes away mid-answer costs the server nothing but that connection.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import secrets
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from . import _chat, _routes
+from ._errors import ApiError, error_body
+from ._faults import Fault, http_error_for, parse_fault_header, unauthorized_error
+from ._responses import DROP, Event
+from ._routes import Reply, Request, Route
+from ._state import RecordedRequest, State
+
+__all__ = ["LocalHTTPServer", "route_table"]
+
+# Route modules written separately add themselves here: each exposes ``ROUTES`` (see _routes.route).
+# ``_batches`` (``/v1/files``, ``/v1/batches``) is optional: the server runs without it.
+EXTENSION_MODULES = ("nbopenai.local._batches",)
+
+ADMIN_PREFIX = "/_nbopenai/"
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+_FLUSH_BYTES = 64 * 1024
+
+
+def route_table() -> list[Route]:
+    routes = [*_routes.ROUTES, *_chat.ROUTES]
+    for name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        routes.extend(getattr(module, "ROUTES", []))
+    return routes
+
+
+class _Aborted(Exception):
+    """The connection was cut on purpose (the ``drop`` fault) or by the client."""
+
+
+class LocalHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256  # benchmarks open many connections at once
+
+    def __init__(self, address: tuple[str, int], state: State, admin: Any) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.state = state
+        self.admin = admin  # callable(method, name, body) -> (status, json) for the /_nbopenai routes
+        self.routes = route_table()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Close idle keep-alive connections too, so no handler thread outlives ``stop``."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], _DISCONNECTS + (_Aborted, OSError)):
+            return
+        traceback.print_exc()
+
+
+def _sse_bytes(event: Event) -> bytes:
+    data = event.data if isinstance(event.data, str) else json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+    head = f"event: {event.name}\n" if event.name else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nbopenai-local"
+    sys_version = ""
+    wbufsize = _FLUSH_BYTES  # buffered: a stream of small events goes out in few packets
+    server: LocalHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests and notebooks do not want a line per request
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except _DISCONNECTS + (_Aborted,):
+            self.close_connection = True
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_DELETE = do_PUT = do_PATCH = do_GET
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own errors (bad request line, header too long) in OpenAI's envelope too.
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self._send_json(code, error_body(message or phrase, "invalid_request_error"), "req_" + secrets.token_hex(16))
+
+    def _dispatch(self) -> None:
+        request_id = "req_" + secrets.token_hex(16)
+        started = time.monotonic()
+        state = self.server.state
+        split = urlsplit(self.path)
+        path = split.path.rstrip("/") or "/"
+        query = dict(parse_qsl(split.query))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            raw = self._read_body(state.config.max_body_bytes)
+        except ApiError as error:
+            self.close_connection = True
+            state.record(RecordedRequest(self.command, path, headers, None, int(headers.get("content-length", 0) or 0), started))
+            self._send_error(error, request_id)
+            return
+        if path.startswith(ADMIN_PREFIX):
+            self._admin(path[len(ADMIN_PREFIX) :], raw, request_id)
+            return
+        fault: Fault | None = None
+        try:
+            body = self._parse_json(raw, headers)
+            if headers.get("x-nbopenai-fault"):
+                try:
+                    fault = parse_fault_header(headers["x-nbopenai-fault"])
+                except ValueError as error:
+                    raise ApiError(400, str(error), param="x-nbopenai-fault") from None
+            else:
+                config = state.config
+                fault = state.faults.take(self.command, path, rate=config.fault_rate, kinds=tuple(config.fault_kinds))
+        except ApiError as error:
+            state.record(RecordedRequest(self.command, path, headers, None, len(raw), started))
+            self._send_error(error, request_id)
+            return
+        state.record(RecordedRequest(self.command, path, headers, body, len(raw), started, fault.kind if fault else None))
+        try:
+            self._before_first_byte(path, headers, body, fault)
+            reply = self._route(path, query, headers, body, raw, fault)
+        except ApiError as error:
+            self._send_error(error, request_id)
+            return
+        except (_Aborted,) + _DISCONNECTS:
+            raise
+        except Exception:
+            # A bug in a route: answer 500 in the API's shape rather than dropping the connection.
+            traceback.print_exc()
+            self._send_error(ApiError(500, "The offline server failed on this request (see its stderr).", type="server_error"), request_id)
+            return
+        self._send_reply(reply, request_id, started)
+
+    def _before_first_byte(self, path: str, headers: dict[str, str], body: Any, fault: Fault | None) -> None:
+        config = self.server.state.config
+        if config.latency > 0:
+            time.sleep(config.latency)
+        if config.require_api_key is not None:
+            if headers.get("authorization", "") != f"Bearer {config.require_api_key}":
+                raise unauthorized_error()
+        if fault is None:
+            return
+        if fault.kind == "slow":
+            time.sleep(float(fault.get("delay", 5.0)))
+        streaming = isinstance(body, dict) and body.get("stream") is True
+        if fault.kind == "drop" and not streaming:
+            self._abort()
+        error = http_error_for(fault, streaming)
+        if error is not None:
+            raise error
+
+    def _route(self, path: str, query: dict[str, str], headers: dict[str, str], body: Any, raw: bytes, fault: Fault | None) -> Reply:
+        allowed = []
+        for route in self.server.routes:
+            match = route.pattern.match(path)
+            if match is None:
+                continue
+            if route.method != self.command:
+                allowed.append(route.method)
+                continue
+            request = Request(self.command, path, match.groupdict(), query, headers, body, raw, self.server.state, fault)
+            return route.handler(request)
+        if allowed:
+            raise ApiError(405, f"Method {self.command} is not allowed on {path} (use {', '.join(sorted(set(allowed)))}).")
+        raise ApiError(404, f"Invalid URL ({self.command} {path})", code="unknown_url")
+
+    def _read_body(self, limit: int) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            return self._read_chunked(limit)
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            raise ApiError(400, "Invalid Content-Length header.") from None
+        if length > limit:
+            # Read and discard a moderately oversized body so the connection stays in sync.
+            if length <= 4 * limit:
+                self._discard(length)
+            raise ApiError(413, f"Request body too large: {length} bytes; the limit is {limit} bytes.", code="request_too_large")
+        return self.rfile.read(length) if length else b""
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 20))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts, total = [], 0
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                raise ApiError(413, f"Request body too large: over {limit} bytes.", code="request_too_large")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+
+    @staticmethod
+    def _parse_json(raw: bytes, headers: dict[str, str]) -> Any:
+        content_type = headers.get("content-type", "")
+        if not raw or ("json" not in content_type and content_type and not raw.lstrip()[:1] in (b"{", b"[")):
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ApiError(
+                400,
+                f"We could not parse the JSON body of your request ({error}). The body must be valid JSON.",
+            ) from None
+
+    def _admin(self, name: str, raw: bytes, request_id: str) -> None:
+        try:
+            body = self._parse_json(raw, {"content-type": "application/json"}) or {}
+            status, payload = self.server.admin(self.command, name, body)
+        except ApiError as error:
+            self._send_error(error, request_id)
+            return
+        except (TypeError, ValueError) as error:
+            self._send_error(ApiError(400, str(error)), request_id)
+            return
+        self._send_json(status, payload, request_id)
+
+    def _common_headers(self, request_id: str, started: float | None = None) -> None:
+        self.send_header("x-request-id", request_id)
+        self.send_header("openai-version", "2020-10-01")
+        if started is not None:
+            self.send_header("openai-processing-ms", str(int((time.monotonic() - started) * 1000)))
+
+    def _send_json(self, status: int, payload: Any, request_id: str, headers: dict[str, str] | None = None, started: float | None = None) -> None:
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self._common_headers(request_id, started)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _send_error(self, error: ApiError, request_id: str) -> None:
+        self._send_json(error.status, error.body(), request_id, error.headers)
+
+    def _send_reply(self, reply: Reply, request_id: str, started: float) -> None:
+        if reply.events is not None:
+            self._send_events(reply, request_id, started)
+        elif reply.content is not None:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.content)))
+            self._common_headers(request_id, started)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(reply.content)
+            self.wfile.flush()
+        else:
+            self._send_json(reply.status, reply.json, request_id, reply.headers, started)
+
+    def _send_events(self, reply: Reply, request_id: str, started: float) -> None:
+        events = reply.events
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self._common_headers(request_id, started)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            state = self.server.state
+            for event in events:
+                if event is DROP:
+                    self._abort()
+                delay = state.config.chunk_delay if event.delta else 0.0
+                if delay > 0:
+                    self.wfile.flush()
+                    time.sleep(delay)
+                data = _sse_bytes(event)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+    def _abort(self) -> None:
+        """Cut the connection now (RST), as a crashed proxy would, and stop handling this request."""
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        raise _Aborted()

@@ -1,0 +1,396 @@
+"""Responses: from a request body to a finished Response object, and to the events that stream it.
+
+``prepare`` resolves the thread (``previous_response_id`` or ``conversation``) and counts the input;
+``run_model`` asks the demo model and applies ``max_output_tokens``; ``response_object`` shapes the
+result like the API's; ``stream_events`` yields the real event sequence with ``sequence_number`` on
+every event. ``generate`` does all of it at once for a finished, stored response (batches reuse it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .. import _tokens
+from . import _demo
+from ._errors import ApiError, not_found
+from ._faults import Fault, context_length_error, server_error_message
+from ._items import expand_compactions, message_text, normalize_input, render_context
+from ._schema_fill import fill_schema
+from ._state import Config, State, StoredResponse, new_id
+
+__all__ = ["Turn", "Output", "prepare", "run_model", "response_object", "stream_events", "generate", "DROP", "Event"]
+
+_EFFORT_TOKENS = {"none": 0, "minimal": 8, "low": 16, "medium": 32, "high": 64, "xhigh": 128, "max": 256}
+_CHUNK = re.compile(r"\S+\s*|\s+")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event: ``event: <name>`` (omitted when None) and ``data: <json>``."""
+
+    name: str | None
+    data: Any
+    delta: bool = False  # the writer waits ``chunk_delay`` before each delta
+
+
+DROP = object()  # yielded by a stream to have the connection cut right there
+
+
+@dataclass
+class Turn:
+    """One request, resolved: who said what before, and how many tokens that is."""
+
+    body: dict[str, Any]
+    model: str
+    instructions: str | None
+    history: list[dict[str, Any]]
+    new_items: list[dict[str, Any]]
+    rendered: str
+    input_tokens: int
+    cached_tokens: int
+    conversation_id: str | None = None
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return self.history + self.new_items
+
+
+@dataclass
+class Output:
+    items: list[dict[str, Any]]
+    deltas: list[tuple[int, str]]  # (output index, piece) in streaming order
+    output_tokens: int
+    reasoning_tokens: int = 0
+    incomplete: bool = False
+
+    @property
+    def status(self) -> str:
+        return "incomplete" if self.incomplete else "completed"
+
+
+def split_deltas(text: str, chunk_size: int | None) -> list[str]:
+    """Word-sized pieces (each word with its trailing space), or ``chunk_size`` characters each."""
+    if chunk_size:
+        return [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)] or [""]
+    return _CHUNK.findall(text) or [""]
+
+
+def is_reasoning_model(model: str) -> bool:
+    name = model.lower()
+    return name.startswith("o") or name.startswith("gpt-5")
+
+
+def _instructions(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, list):
+        return " ".join(message_text(item) for item in normalize_input(value)) or None
+    raise ApiError(400, "Invalid type for 'instructions': expected a string.", param="instructions", code="invalid_type")
+
+
+def _conversation_id(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return value["id"]
+    raise ApiError(400, "Invalid type for 'conversation': expected a string or an object with 'id'.", param="conversation", code="invalid_type")
+
+
+def prepare(body: Any, state: State, *, need_model: bool = True) -> Turn:
+    """Validate a create-response body and resolve the thread it continues."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    model = body.get("model")
+    if need_model and not isinstance(model, str) or model == "":
+        raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    model = model or _demo_model()
+    previous_id = body.get("previous_response_id")
+    conversation_id = _conversation_id(body.get("conversation"))
+    if previous_id and conversation_id:
+        raise ApiError(400, "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. Use one.", param="conversation", code="mutually_exclusive_parameters")
+    instructions = _instructions(body.get("instructions"))
+    new_items = normalize_input(body.get("input"))
+    history: list[dict[str, Any]] = []
+    prefix = ""
+    with state.lock:
+        if previous_id:
+            previous = state.responses.get(previous_id)
+            if previous is None:
+                raise ApiError(400, f"Previous response with id '{previous_id}' not found.", param="previous_response_id", code="previous_response_not_found")
+            history, prefix = previous.chain_items, previous.rendered
+        elif conversation_id:
+            conversation = state.conversations.get(conversation_id)
+            if conversation is None:
+                raise not_found("Conversation", conversation_id, param="conversation")
+            history, prefix = list(conversation.items), conversation.rendered
+        window = state.config.context_window
+    rendered = render_context(instructions, history + new_items)
+    input_tokens = _tokens.count_tokens(rendered, model)
+    if input_tokens > window and body.get("truncation") == "auto":
+        # Like the API's "auto" truncation: drop the oldest items of the thread until it fits.
+        while history and input_tokens > window:
+            history = history[1:]
+            prefix = ""
+            rendered = render_context(instructions, history + new_items)
+            input_tokens = _tokens.count_tokens(rendered, model)
+    if input_tokens > window:
+        raise context_length_error(input_tokens, window)
+    cached = _tokens.count_tokens(prefix, model) if prefix and rendered.startswith(prefix) else 0
+    return Turn(body, model, instructions, history, new_items, rendered, input_tokens, min(cached, input_tokens), conversation_id)
+
+
+def _demo_model() -> str:
+    from ._state import DEMO_MODEL
+
+    return DEMO_MODEL
+
+
+def _text_format(body: dict[str, Any]) -> dict[str, Any]:
+    text = body.get("text") or {}
+    return (text.get("format") if isinstance(text, dict) else None) or {"type": "text"}
+
+
+def _structured_text(turn: Turn, reply_text: str, items: list[dict[str, Any]]) -> str | None:
+    fmt = _text_format(turn.body)
+    if fmt.get("type") == "json_schema":
+        outputs = [str(i.get("output")) for i in _demo.tool_outputs(items)]
+        source = " ".join([_demo.prompt_text(items), *outputs]).strip()
+        every_user_text = "\n".join(message_text(i) for i in items if i.get("type") == "message" and i.get("role") == "user")
+        schema = fmt.get("schema") or {"type": "object", "properties": {}}
+        return json.dumps(fill_schema(schema, source, fallback_text=every_user_text), ensure_ascii=False)
+    if fmt.get("type") == "json_object":
+        prompt = _demo.prompt_text(items)
+        return json.dumps({"answer": reply_text, "prompt_words": len(prompt.split()), "model": "nbopenai offline demo model"}, ensure_ascii=False)
+    return None
+
+
+def _reasoning_tokens(turn: Turn) -> int:
+    if not is_reasoning_model(turn.model):
+        return 0
+    effort = (turn.body.get("reasoning") or {}).get("effort") or "medium"
+    return _EFFORT_TOKENS.get(effort, 32)
+
+
+def _truncate(text: str, tokens: int, model: str) -> str:
+    encoding = _tokens.encoding_for_model(model)
+    return encoding.decode(encoding.encode_ordinary(text)[: max(tokens, 0)])
+
+
+def run_model(turn: Turn, config: Config, fault: Fault | None = None) -> Output:
+    """The demo model's output items for a turn, with max_output_tokens and ``incomplete`` applied."""
+    items = expand_compactions(turn.items)
+    reply = _demo.reply(
+        turn.instructions,
+        items,
+        tools=turn.body.get("tools") or [],
+        tool_choice=turn.body.get("tool_choice", "auto"),
+        answer_words=config.answer_tokens,
+    )
+    reasoning = _reasoning_tokens(turn)
+    if reply.calls:
+        calls = []
+        for call in reply.calls:
+            calls.append({"id": new_id("fc"), "type": "function_call", "status": "completed", "call_id": new_id("call"), "name": call.name, "arguments": call.arguments})
+        deltas = [(index, piece) for index, call in enumerate(calls) for piece in split_deltas(call["arguments"], config.chunk_size or 8)]
+        tokens = sum(_tokens.count_tokens(call["arguments"], turn.model) for call in calls)
+        return Output(calls, deltas, tokens + reasoning, reasoning)
+    text = _structured_text(turn, reply.text, items) or reply.text
+    visible = _tokens.count_tokens(text, turn.model)
+    budget = turn.body.get("max_output_tokens")
+    incomplete = False
+    if budget is not None and visible + reasoning > budget:
+        text, incomplete = _truncate(text, budget - reasoning, turn.model), True
+    if fault is not None and fault.kind == "incomplete":
+        keep = fault.get("tokens")
+        text, incomplete = _truncate(text, int(keep) if keep is not None else max(1, visible // 2), turn.model), True
+    visible = _tokens.count_tokens(text, turn.model)
+    message = {
+        "id": new_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "status": "incomplete" if incomplete else "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
+    deltas = [(0, piece) for piece in split_deltas(text, config.chunk_size)]
+    return Output([message], deltas, visible + reasoning, reasoning, incomplete)
+
+
+def usage(turn: Turn, output: Output) -> dict[str, Any]:
+    return {
+        "input_tokens": turn.input_tokens,
+        "input_tokens_details": {"cached_tokens": turn.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": output.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": output.reasoning_tokens},
+        "total_tokens": turn.input_tokens + output.output_tokens,
+    }
+
+
+def _echo_tools(tools: Any) -> list[dict[str, Any]]:
+    echoed = []
+    for tool in tools or []:
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            tool = {"description": None, "parameters": None, "strict": True, **tool}
+        echoed.append(tool)
+    return echoed
+
+
+def response_object(
+    turn: Turn,
+    *,
+    id: str,
+    created_at: int,
+    status: str,
+    output: list[dict[str, Any]] | None = None,
+    usage: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Response as the API shapes it (``usage`` is left out until the response has finished)."""
+    body = turn.body
+    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else None
+    if reasoning is None and is_reasoning_model(turn.model):
+        reasoning = {"effort": "medium", "summary": None}
+    response: dict[str, Any] = {
+        "id": id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "background": bool(body.get("background")),
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "error": error,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": turn.instructions,
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "model": turn.model,
+        "output": list(output or []),
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": reasoning or {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": body.get("store", True) is not False,
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": _text_format(body), "verbosity": (body.get("text") or {}).get("verbosity") or "medium"},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": _echo_tools(body.get("tools")),
+        "top_logprobs": body.get("top_logprobs") or 0,
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation") or "disabled",
+        "metadata": body.get("metadata") or {},
+        "conversation": {"id": turn.conversation_id} if turn.conversation_id else None,
+    }
+    if usage is not None:
+        response["usage"] = usage
+    return response
+
+
+def finished_response(turn: Turn, output: Output, *, id: str, created_at: int) -> dict[str, Any]:
+    return response_object(turn, id=id, created_at=created_at, status=output.status, output=output.items, usage=usage(turn, output))
+
+
+def remember(state: State, turn: Turn, response: dict[str, Any]) -> StoredResponse:
+    """Store a response (when ``store`` is not false) and extend its conversation."""
+    stored = StoredResponse(response, turn.new_items, turn.items)
+    stored.rendered = render_context(turn.instructions, stored.chain_items)
+    with state.lock:
+        if response.get("store", True):
+            existing = state.responses.get(response["id"])
+            if existing is not None:
+                stored.cancel = existing.cancel
+            state.responses[response["id"]] = stored
+        if turn.conversation_id and response["status"] in ("completed", "incomplete"):
+            conversation = state.conversations.get(turn.conversation_id)
+            if conversation is not None:
+                conversation.items.extend(turn.new_items + list(response["output"]))
+                conversation.rendered = stored.rendered
+    return stored
+
+
+def generate(body: dict[str, Any], state: State) -> dict[str, Any]:
+    """A finished Response (with usage) for a create-response body; stored unless ``store`` is false.
+
+    No faults, latency or streaming: this is the model alone, for the batch worker and tests.
+    """
+    turn = prepare(body, state)
+    output = run_model(turn, state.config)
+    response = finished_response(turn, output, id=new_id("resp"), created_at=int(time.time()))
+    remember(state, turn, response)
+    return response
+
+
+def _error_event(fault: Fault, sequence_number: int) -> dict[str, Any]:
+    message = fault.get("message") or server_error_message()
+    if fault.kind == "midstream_error_flat":
+        return {"type": "error", "code": "server_error", "message": message, "param": None, "sequence_number": sequence_number}
+    # The shape the real service sends (the SDK raises openai.APIError on it).
+    error = {"type": "server_error", "code": "server_error", "message": message, "param": None}
+    return {"type": "error", "error": error, "sequence_number": sequence_number}
+
+
+def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None, *, id: str, created_at: int) -> Iterator[Any]:
+    """The events of one streamed response, ending with completed, incomplete or failed (or a DROP)."""
+    counter = iter(range(1 << 62))
+    final = finished_response(turn, output, id=id, created_at=created_at)
+    stop_after = None
+    if fault is not None and fault.kind in ("midstream_error", "midstream_error_flat", "drop"):
+        stop_after = max(0, int(fault.get("after", 3)))
+    first_status = "queued" if turn.body.get("background") else "in_progress"
+    snapshot = response_object(turn, id=id, created_at=created_at, status=first_status)
+
+    def event(kind: str, is_delta: bool = False, /, **fields: Any) -> Event:
+        return Event(kind, {"type": kind, "sequence_number": next(counter), **fields}, is_delta)
+
+    remember(state, turn, snapshot)
+    finished = False
+    try:
+        yield event("response.created", response=snapshot)
+        yield event("response.in_progress", response={**snapshot, "status": "in_progress"})
+        sent = 0
+        for index, item in enumerate(output.items):
+            pieces = [piece for at, piece in output.deltas if at == index]
+            is_message = item["type"] == "message"
+            if is_message:
+                yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []})
+                empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                yield event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=empty)
+            else:
+                yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "arguments": ""})
+            for piece in pieces:
+                if stop_after is not None and sent >= stop_after:
+                    failed = _fail(state, turn, snapshot, fault)
+                    finished = True
+                    if fault.kind == "drop":
+                        yield DROP
+                        return
+                    yield Event("error", _error_event(fault, next(counter)))
+                    yield event("response.failed", response=failed)
+                    return
+                sent += 1
+                if is_message:
+                    yield event("response.output_text.delta", True, item_id=item["id"], output_index=index, content_index=0, delta=piece, logprobs=[])
+                else:
+                    yield event("response.function_call_arguments.delta", True, item_id=item["id"], output_index=index, delta=piece)
+            if is_message:
+                part = item["content"][0]
+                yield event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=part["text"], logprobs=[])
+                yield event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)
+            else:
+                yield event("response.function_call_arguments.done", item_id=item["id"], output_index=index, name=item["name"], arguments=item["arguments"])
+            yield event("response.output_item.done", output_index=index, item=item)
+        # Stored before the last event goes out, so a client chaining on it at once finds it.
+        remember(state, turn, final)
+        finished = True
+        yield event(f"response.{final['status']}", response=final)
+    finally:
+        if not finished:
+            remember(state, turn, final)
+
+
+def _fail(state: State, turn: Turn, snapshot: dict[str, Any], fault: Fault) -> dict[str, Any]:
+    message = fault.get("message") or server_error_message()
+    failed = {**snapshot, "status": "failed", "error": {"code": "server_error", "message": message}}
+    remember(state, turn, failed)
+    return failed

@@ -1,0 +1,147 @@
+"""What the local server remembers: its settings, stored responses, conversations, recorded requests.
+
+One ``State`` per server; every field is guarded by ``State.lock`` because the HTTP server answers
+each connection on its own thread and background responses finish on worker threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._faults import FaultQueue
+
+__all__ = ["Config", "RecordedRequest", "State", "StoredResponse", "new_id"]
+
+DEMO_MODEL = "nbopenai-local"
+
+
+@dataclass
+class Config:
+    """Behaviour of the server that tests and benchmarks change live with ``configure``."""
+
+    latency: float = 0.0  # seconds before the first byte of every model route
+    chunk_delay: float = 0.0  # seconds between streamed deltas
+    chunk_size: int | None = None  # characters per text delta; None streams word by word
+    seed: int = 0
+    fault_rate: float = 0.0  # probability that a model request draws a random fault
+    fault_kinds: tuple[str, ...] = ("rate_limit", "server_error")
+    answer_tokens: int | None = None  # every answer becomes this many words long (benchmarks)
+    require_api_key: str | None = None
+    context_window: int = 128_000
+    max_body_bytes: int = 32 * 1024 * 1024
+    background_delay: float = 0.0  # seconds a background response stays queued
+
+    def update(self, **changes: Any) -> None:
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        for name, value in changes.items():
+            if name == "fault_kinds" and value is not None:
+                value = tuple(value)
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["fault_kinds"] = list(self.fault_kinds)
+        return data
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server received it, for tests that check what a client sent."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lowercase names
+    body: Any  # parsed JSON, or None when the body was empty or not JSON
+    raw_size: int
+    received_at: float  # time.monotonic() in the server's process
+    fault: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StoredResponse:
+    """A response plus what the demo model saw, so later turns can chain onto it."""
+
+    response: dict[str, Any]
+    input_items: list[dict[str, Any]]  # the items this request added (for input_items listing)
+    context_items: list[dict[str, Any]]  # history + new items, without instructions
+    rendered: str = ""  # the rendered input + output: the prefix a follow-up turn reuses
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def chain_items(self) -> list[dict[str, Any]]:
+        """What a follow-up turn inherits: everything seen plus everything produced."""
+        return self.context_items + list(self.response.get("output") or [])
+
+
+@dataclass
+class Conversation:
+    id: str
+    created_at: int
+    metadata: dict[str, str]
+    items: list[dict[str, Any]] = field(default_factory=list)
+    rendered: str = ""  # the thread as of its last response: the prefix the next turn reuses
+
+    def resource(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "conversation", "created_at": self.created_at, "metadata": self.metadata}
+
+
+class State:
+    """Everything a server holds; ``reset`` returns it to a fresh start."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.lock = threading.RLock()
+        self.config = config or Config()
+        self._initial_config = dataclasses.replace(self.config)
+        self.responses: dict[str, StoredResponse] = {}
+        self.conversations: dict[str, Conversation] = {}
+        self.requests: list[RecordedRequest] = []
+        self.faults = FaultQueue(seed=self.config.seed)
+        # Other route modules (files, batches) keep their own tables here, keyed by module name.
+        self.extensions: dict[str, Any] = {}
+
+    def record(self, request: RecordedRequest) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+    def clear_requests(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    def configure(self, **changes: Any) -> None:
+        with self.lock:
+            self.config.update(**changes)
+            if "seed" in changes:
+                self.faults.reseed(self.config.seed)
+
+    def reset(self) -> None:
+        with self.lock:
+            for stored in self.responses.values():
+                stored.cancel.set()
+            self.config = dataclasses.replace(self._initial_config)
+            self.responses.clear()
+            self.conversations.clear()
+            self.requests.clear()
+            self.extensions.clear()
+            self.faults = FaultQueue(seed=self.config.seed)
+
+    def new_conversation(self, metadata: dict[str, str] | None, items: list[dict[str, Any]]) -> Conversation:
+        conversation = Conversation(new_id("conv"), int(time.time()), dict(metadata or {}), list(items))
+        with self.lock:
+            self.conversations[conversation.id] = conversation
+        return conversation
+
+
+def new_id(prefix: str) -> str:
+    """An id shaped like the API's (``resp_`` + 48 hex digits)."""
+    return f"{prefix}_{secrets.token_hex(24)}"

@@ -1,0 +1,176 @@
+"""Shared fixtures. Every test gets a clean environment; the rest are opt-in by name.
+
+``local_server``
+    The offline Responses API server (``nbopenai.local``), started once per test session and
+    ``reset()`` before each test: no responses, requests, faults or settings carried over.
+    ``local_server.requests`` lists what a test's client sent.
+``session``
+    A fresh ``nbopenai.Session`` on ``local_server``: model ``nbopenai-local``, in-memory ledger.
+``shell``
+    A ``TestShell`` (an ``InteractiveShell`` whose ``run_cell`` raises the cell's error, so a failing
+    cell fails the test), with nothing loaded.
+``ip``
+    ``shell`` after ``%load_ext nbopenai`` against ``local_server`` (and retries with tiny backoff);
+    unloaded, namespace and ``%config`` cleared afterwards. ``ip.magics_manager.registry["AskMagics"]``
+    is the magics object, ``.session`` its session.
+``recording_comm``
+    Widgets get comms that record their messages instead of needing a front-end (as ipywidgets'
+    own tests do): ``recording_comm.comms`` in creation order, ``recording_comm.messages`` all sent data.
+
+Autouse: ``OPENAI_*`` and ``NBOPENAI_MODEL`` are removed from the environment and ``NBOPENAI_HOME``
+points at a fresh temporary folder, so no test sees a real key or writes to the user's ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import pytest
+
+SECRET_KEY = "sk-test-" + "S3cr3tN0tRealKey" * 2  # tests that want a key set it and assert it never shows
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    for name in list(os.environ):
+        if name.startswith("OPENAI_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("NBOPENAI_MODEL", raising=False)
+    monkeypatch.setenv("NBOPENAI_HOME", str(tmp_path_factory.mktemp("nbopenai-home")))
+
+
+# ---- the offline server and sessions on it ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _local_server_once():
+    from nbopenai.local import start
+
+    server = start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_server(_local_server_once):
+    """The session's offline server, reset (requests, faults, settings) for this test."""
+    _local_server_once.reset()
+    yield _local_server_once
+    _local_server_once.reset()
+
+
+@pytest.fixture
+def session(local_server):
+    """A fresh ``Session`` on ``local_server`` with an in-memory ledger."""
+    import nbopenai
+
+    with nbopenai.Session(base_url=local_server.base_url, model="nbopenai-local", ledger_path=":memory:") as s:
+        yield s
+
+
+# ---- IPython -----------------------------------------------------------------------------------
+
+
+def _test_shell_class():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class TestShell(InteractiveShell):
+        """``run_cell`` raises the cell's error (after IPython has shown it, as a user would see it)."""
+
+        def run_cell(self, *args: Any, **kwargs: Any):
+            result = super().run_cell(*args, **kwargs)
+            result.raise_error()
+            return result
+
+    return InteractiveShell, TestShell
+
+
+@pytest.fixture(scope="session")
+def _shell_once():
+    from traitlets.config import Config
+
+    InteractiveShell, TestShell = _test_shell_class()
+    if InteractiveShell.initialized():  # another kind of shell from an earlier test: replace it
+        InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = TestShell.instance(config=config, colors="nocolor")
+    yield shell
+    TestShell.clear_instance()
+
+
+@pytest.fixture
+def shell(_shell_once):
+    """The test shell with a clean namespace and no nbopenai configuration."""
+    yield _shell_once
+    _shell_once.config.pop("AskMagics", None)
+    _shell_once.reset(new_session=False)
+
+
+@pytest.fixture
+def ip(shell, local_server, monkeypatch: pytest.MonkeyPatch):
+    """``shell`` with ``%load_ext nbopenai`` pointed at ``local_server``."""
+    monkeypatch.setenv("OPENAI_BASE_URL", local_server.base_url)
+    monkeypatch.setenv("NBOPENAI_MODEL", "nbopenai-local")
+    shell.run_cell("%load_ext nbopenai")
+    magics = shell.magics_manager.registry["AskMagics"]
+    magics.session.configure(backoff_base=0.001, backoff_max=0.01)
+    yield shell
+    shell.run_cell("%unload_ext nbopenai")
+
+
+# ---- widgets -----------------------------------------------------------------------------------
+
+
+class RecordingComm:
+    """A comm that keeps what it is sent (model: ipywidgets' ``tests/utils.py`` ``DummyComm``)."""
+
+    kernel = "recording"  # widgets send only when their comm has a kernel
+
+    def __init__(self, target_name: str = "", data: Any = None, metadata: Any = None, buffers: Any = None,
+                 comm_id: str | None = None, **kwargs: Any) -> None:
+        self.comm_id = comm_id or uuid.uuid4().hex
+        self.target_name = target_name
+        self.open_data = data
+        self.messages: list[Any] = []
+        self.closed = False
+
+    def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        self.messages.append(data)
+
+    def close(self, data: Any = None, metadata: Any = None, buffers: Any = None, deleting: bool = False) -> None:
+        self.closed = True
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_msg(self, callback: Any) -> None:
+        pass
+
+    def on_close(self, callback: Any) -> None:
+        pass
+
+
+class CommRecorder:
+    def __init__(self) -> None:
+        self.comms: list[RecordingComm] = []
+
+    def create(self, **kwargs: Any) -> RecordingComm:
+        comm = RecordingComm(**kwargs)
+        self.comms.append(comm)
+        return comm
+
+    @property
+    def messages(self) -> list[Any]:
+        return [message for comm in self.comms for message in comm.messages]
+
+
+@pytest.fixture
+def recording_comm(monkeypatch: pytest.MonkeyPatch) -> CommRecorder:
+    import comm
+
+    recorder = CommRecorder()
+    monkeypatch.setattr(comm, "create_comm", recorder.create)
+    return recorder

@@ -1,0 +1,170 @@
+"""The client layer: one pool per session, honoured timeouts, our retry policy, clear config errors.
+
+Real SDK, real HTTP, the package's own server on 127.0.0.1.
+"""
+
+import random
+import subprocess
+import sys
+import time
+
+import openai
+import pytest
+
+import nbopenai
+from nbopenai import Session, Settings, Timeouts
+from nbopenai._retry import RetryPolicy, is_retryable
+from nbopenai.local import start
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start() as srv:
+        yield srv
+
+
+@pytest.fixture
+def fresh(server):
+    server.reset()
+    return server
+
+
+def make(server, **overrides):
+    overrides.setdefault("ledger_path", ":memory:")
+    overrides.setdefault("backoff_base", 0.01)
+    return Session(Settings(base_url=server.base_url, model="nbopenai-local"), **overrides)
+
+
+def test_import_loads_neither_ipython_widgets_nor_pandas():
+    code = "import sys, nbopenai; print(sorted(m for m in ('IPython','ipywidgets','pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_all_is_complete_and_importable():
+    public = {name for name in dir(nbopenai) if not name.startswith("_")}
+    modules = {"local", "demo"}  # subpackages that appear once imported
+    assert public - modules - {"annotations"} <= set(nbopenai.__all__) | {"Any"}
+    for name in nbopenai.__all__:
+        assert hasattr(nbopenai, name), name
+
+
+def test_one_client_pair_per_session_reused_across_calls(fresh):
+    session = make(fresh)
+    first = session.client
+    session.ask("hello")
+    session.ask("again")
+    assert session.client is first
+    assert session.async_client is session.async_client
+    assert first.max_retries == 0  # retries are ours, so every attempt is visible
+
+
+def test_granular_timeouts_reach_the_sdk_and_its_http_client(fresh):
+    session = make(fresh, timeouts=Timeouts(connect=1.5, read=7.0, write=3.0, pool=2.0))
+    timeout = session.client.timeout
+    assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (1.5, 7.0, 3.0, 2.0)
+    assert session.async_client.timeout.read == 7.0
+
+
+def test_read_timeout_fires_at_the_configured_value_against_a_slow_server(fresh):
+    fast_timeout = make(fresh, timeouts=Timeouts(read=0.3), max_attempts=1)
+    fresh.inject("slow", delay=1.5)
+    began = time.perf_counter()
+    with pytest.raises(nbopenai.TimeoutError) as caught:
+        fast_timeout.ask("are you there?", stream=False)
+    elapsed = time.perf_counter() - began
+    assert elapsed >= 0.3  # not before the configured read timeout
+    assert "timed out" in caught.value.message
+    # The same delay under a longer read timeout succeeds: the value, not a default, decided.
+    patient = make(fresh, timeouts=Timeouts(read=5.0), max_attempts=1)
+    fresh.inject("slow", delay=0.5)
+    assert patient.ask("are you there?", stream=False).status == "completed"
+
+
+def test_429_with_retry_after_is_retried_after_that_delay_not_before(fresh):
+    session = make(fresh)
+    fresh.inject("rate_limit", retry_after=0.6)
+    answer = session.ask("hello")
+    assert answer.status == "completed"
+    first, second = [r for r in fresh.requests if r.path == "/v1/responses"]
+    assert first.fault == "rate_limit" and second.fault is None
+    assert second.received_at - first.received_at >= 0.6
+    rows = session.usage()
+    assert sorted(rows["status"]) == ["completed", "rate_limited"]
+
+
+def test_retry_after_ms_wins_over_retry_after(fresh):
+    session = make(fresh)
+    fresh.inject("rate_limit", retry_after=30, retry_after_ms=50)
+    assert session.ask("hello").status == "completed"
+
+
+def test_401_is_not_retried(fresh):
+    session = make(fresh)
+    fresh.inject("unauthorized", count=3)
+    with pytest.raises(nbopenai.AuthenticationError) as caught:
+        session.ask("hello")
+    assert len(fresh.requests) == 1
+    assert "OPENAI_API_KEY" in caught.value.hint
+
+
+@pytest.mark.parametrize("kind, error", [("bad_request", nbopenai.BadRequestError),
+                                         ("context_length_exceeded", nbopenai.ContextLengthExceeded)])
+def test_400s_are_not_retried(fresh, kind, error):
+    session = make(fresh)
+    fresh.inject(kind, count=3)
+    with pytest.raises(error):
+        session.ask("hello")
+    assert len(fresh.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["server_error", "unavailable"])
+def test_5xx_is_retried_up_to_the_configured_attempts(fresh, kind):
+    session = make(fresh, max_attempts=3)
+    fresh.inject(kind, count=5)
+    with pytest.raises(nbopenai.ServerError) as caught:
+        session.ask("hello")
+    assert len(fresh.requests) == 3
+    assert "after 3 attempts" in caught.value.message
+    assert len(session.usage()) == 3  # each attempt that reached the server is in the ledger
+
+
+def test_dropped_connection_is_retried_then_succeeds(fresh):
+    session = make(fresh, max_attempts=2)
+    fresh.inject("drop")
+    assert session.ask("hello", stream=False).status == "completed"
+    assert len(fresh.requests) == 2
+
+
+def test_full_jitter_stays_within_the_exponential_envelope():
+    policy = RetryPolicy(attempts=10, base=0.5, cap=4.0, rng=random.Random(1))
+    error = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    for attempt in range(1, 9):
+        delays = [policy.delay(attempt, error) for _ in range(200)]
+        ceiling = min(4.0, 0.5 * 2 ** (attempt - 1))
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8  # full jitter uses the whole range
+    assert policy.delay(10, error) is None
+    assert is_retryable(error)
+
+
+def test_no_key_and_no_base_url_says_how_to_fix_it():
+    session = Session(Settings(), ledger_path=":memory:")
+    with pytest.raises(nbopenai.ConfigurationError) as caught:
+        session.ask("hello")
+    text = str(caught.value)
+    assert "OPENAI_API_KEY" in text and "%nbopenai local" in text
+
+
+def test_environment_provides_key_and_base_url_and_the_key_never_shows():
+    key = "sk-test-abcdefghijklmnopqrstuvwxyz0123"
+    settings = Settings.from_env({"OPENAI_API_KEY": key, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert settings.base_url == "http://127.0.0.1:9/v1"
+    assert settings.api_key.reveal() == key
+    assert key not in repr(settings) and key not in repr(Session(settings, ledger_path=":memory:"))
+    assert "0123" in repr(settings)
+
+
+def test_explicit_base_url_wins_over_the_environment():
+    settings = Settings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, base_url="http://127.0.0.1:8/v1")
+    assert settings.base_url == "http://127.0.0.1:8/v1"

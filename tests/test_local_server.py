@@ -1,0 +1,670 @@
+"""The offline server, driven by the real openai SDK over real HTTP to 127.0.0.1 (strict validation)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import http.client
+import json
+import socket
+import time
+from typing import Literal, Optional
+
+import httpx2
+import jsonschema
+import openai
+import pytest
+from openai import OpenAI
+from openai.lib._parsing._responses import type_to_text_format_param
+from pydantic import BaseModel
+
+from nbopenai._tokens import count_tokens
+from nbopenai.local import MARKER, LocalServer, RemoteServer, generate, render_context, start, start_subprocess
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh(server):
+    server.reset()
+    yield
+
+
+@pytest.fixture
+def client(server):
+    with OpenAI(api_key="local", base_url=server.base_url, _strict_response_validation=True, max_retries=0, timeout=10) as sdk:
+        yield sdk
+
+
+def _raw(server, method, path, **kwargs):
+    with httpx2.Client(base_url=server.url, timeout=10) as http:
+        return http.request(method, path, **kwargs)
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+def test_create_plain_text_answer(client):
+    raw = client.responses.with_raw_response.create(model="nbopenai-local", input="Hello there. How are you today?")
+    response = raw.parse()
+    assert raw.headers["x-request-id"].startswith("req_")
+    assert response.status == "completed"
+    assert response.model == "nbopenai-local"
+    assert response.output_text.startswith(MARKER)
+    assert "Hello there." in response.output_text
+    usage = response.usage
+    assert usage.input_tokens == count_tokens("user: Hello there. How are you today?\n")
+    assert usage.output_tokens == count_tokens(response.output_text)
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usage.input_tokens_details.cached_tokens == 0
+    assert usage.input_tokens_details.cache_write_tokens == 0
+    assert usage.output_tokens_details.reasoning_tokens == 0
+
+
+def test_any_model_name_is_echoed_and_reasoning_models_report_reasoning_tokens(client):
+    response = client.responses.create(model="gpt-5-mini", input="hi", reasoning={"effort": "low"})
+    assert response.model == "gpt-5-mini"
+    assert response.usage.output_tokens_details.reasoning_tokens > 0
+    assert response.usage.output_tokens == count_tokens(response.output_text) + response.usage.output_tokens_details.reasoning_tokens
+
+
+def test_stream_event_sequence(client):
+    events = list(client.responses.create(model="nbopenai-local", input="Tell me something nice.", stream=True))
+    types = [e.type for e in events]
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+    assert types[4 : 4 + len(deltas)] == ["response.output_text.delta"] * len(deltas)
+    assert types[4 + len(deltas) :] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert len(deltas) > 5
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert all(d.logprobs == [] for d in deltas)
+    final = events[-1].response
+    assert "".join(d.delta for d in deltas) == final.output_text == events[-4].text
+    assert events[-4].logprobs == []
+    assert final.output[0].content[0].logprobs == []
+    assert final.usage.input_tokens_details.cache_write_tokens == 0
+    assert events[0].response.status == "in_progress" and events[0].response.usage is None
+
+
+def test_raw_sse_framing_and_keep_alive(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    body = json.dumps({"model": "nbopenai-local", "input": "one two three", "stream": True})
+    connection.request("POST", "/v1/responses", body=body, headers={"Content-Type": "application/json"})
+    reply = connection.getresponse()
+    assert reply.getheader("Content-Type").startswith("text/event-stream")
+    assert reply.getheader("Transfer-Encoding") == "chunked"
+    assert reply.getheader("x-request-id").startswith("req_")
+    blocks = reply.read().decode().strip().split("\n\n")
+    for block in blocks:
+        event_line, data_line = block.split("\n")
+        assert event_line == "event: " + json.loads(data_line[len("data: ") :])["type"]
+    # The same connection serves the next request: keep-alive after a chunked stream.
+    connection.request("GET", "/v1/models")
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
+def test_stream_helper_final_response(client):
+    with client.responses.stream(model="nbopenai-local", input="Stream me a reply.") as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert final.output_text == text
+    assert final.status == "completed"
+
+
+def test_chunk_size_and_long_answers(server, client):
+    events = list(client.responses.create(model="nbopenai-local", input="go [[words:200]]", stream=True))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) == 200
+    assert len("".join(deltas).split()) == 200
+    server.configure(chunk_size=4)
+    events = list(client.responses.create(model="nbopenai-local", input="go [[words:50]]", stream=True))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert all(len(d) <= 4 for d in deltas) and len(deltas) > 50
+
+
+def test_chunk_delay_spaces_out_deltas(server, client):
+    server.configure(chunk_delay=0.01)
+    started = time.monotonic()
+    events = list(client.responses.create(model="nbopenai-local", input="[[words:20]]", stream=True))
+    assert len([e for e in events if e.type == "response.output_text.delta"]) == 20
+    assert time.monotonic() - started >= 0.19
+
+
+def test_answer_tokens_setting_makes_long_answers(server, client):
+    server.configure(answer_tokens=300)
+    response = client.responses.create(model="nbopenai-local", input="hi")
+    assert len(response.output_text.split()) == 300
+
+
+def test_previous_response_chain_recall_usage_and_caching(client):
+    first = client.responses.create(model="nbopenai-local", input="My name is Ada.")
+    assert "your name is Ada" in first.output_text
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    second = client.responses.create(model="nbopenai-local", input="What is my name?", previous_response_id=first.id)
+    assert "Your name is Ada." in second.output_text
+    assert second.previous_response_id == first.id
+    prefix = f"user: My name is Ada.\nassistant: {first.output_text}\n"
+    assert second.usage.input_tokens == count_tokens(prefix + "user: What is my name?\n")
+    thread = [
+        {"type": "message", "role": "user", "content": "My name is Ada."},
+        {"type": "message", "role": "assistant", "content": first.output_text},
+        {"type": "message", "role": "user", "content": "What is my name?"},
+    ]
+    assert second.usage.input_tokens == count_tokens(render_context(None, thread))
+    # The previous response's whole input and output is the reused (cached) prefix.
+    assert second.usage.input_tokens_details.cached_tokens == count_tokens(prefix) > 0
+    third = client.responses.create(model="nbopenai-local", input="The capital of Ruritania is Strelsau.", previous_response_id=second.id)
+    fourth = client.responses.create(model="nbopenai-local", input="What is the capital of Ruritania?", previous_response_id=third.id)
+    assert "The capital of Ruritania is Strelsau." in fourth.output_text
+    assert "turn 4" in fourth.output_text
+
+
+def test_instructions_are_not_inherited_and_break_the_cached_prefix(client):
+    first = client.responses.create(model="nbopenai-local", input="My name is Ada.", instructions="Be brief.")
+    same = client.responses.create(model="nbopenai-local", input="Hi", instructions="Be brief.", previous_response_id=first.id)
+    prefix = f"developer: Be brief.\nuser: My name is Ada.\nassistant: {first.output_text}\n"
+    assert same.usage.input_tokens == count_tokens(prefix + "user: Hi\n")
+    assert same.usage.input_tokens_details.cached_tokens == count_tokens(prefix)
+    dropped = client.responses.create(model="nbopenai-local", input="What is my name?", previous_response_id=first.id)
+    assert dropped.instructions is None and "Your name is Ada." in dropped.output_text
+    assert dropped.usage.input_tokens == count_tokens(f"user: My name is Ada.\nassistant: {first.output_text}\nuser: What is my name?\n")
+    assert dropped.usage.input_tokens_details.cached_tokens == 0  # the prefix changed at its first line
+
+
+def test_unknown_or_unstored_previous_response(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="nbopenai-local", input="hi", previous_response_id="resp_nope")
+    assert caught.value.code == "previous_response_not_found"
+    assert caught.value.param == "previous_response_id"
+    unstored = client.responses.create(model="nbopenai-local", input="hi", store=False)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="nbopenai-local", input="hi", previous_response_id=unstored.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+
+
+def test_instructions_are_visible_in_the_answer(client):
+    response = client.responses.create(model="nbopenai-local", input="Hello", instructions="Answer like a pirate.")
+    assert response.output_text.startswith("Arr")
+    assert "Answer like a pirate." in response.output_text
+    assert response.usage.input_tokens == count_tokens("developer: Answer like a pirate.\nuser: Hello\n")
+
+
+def test_word_count_and_code_answers(client):
+    counted = client.responses.create(model="nbopenai-local", input="Count the words in: the quick brown fox jumps")
+    assert "That text has 5 words." in counted.output_text
+    code = client.responses.create(model="nbopenai-local", input="Write a Python function that reverses a string.")
+    assert "```python\ndef " in code.output_text
+
+
+def test_images_are_counted(client):
+    pixel = "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
+    content = [
+        {"type": "input_text", "text": "What is in these pictures?"},
+        {"type": "input_image", "image_url": pixel},
+        {"type": "input_image", "image_url": "https://example.com/cat.png"},
+    ]
+    response = client.responses.create(model="nbopenai-local", input=[{"role": "user", "content": content}])
+    assert "I received 2 images." in response.output_text
+
+
+def test_max_output_tokens_gives_incomplete(client):
+    response = client.responses.create(model="nbopenai-local", input="Tell me a story.", max_output_tokens=16)
+    assert response.status == "incomplete"
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.usage.output_tokens == 16
+    events = list(client.responses.create(model="nbopenai-local", input="Tell me a story.", max_output_tokens=16, stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    assert "response.completed" not in [e.type for e in events]
+
+
+def test_retrieve_input_items_and_delete(client):
+    created = client.responses.create(model="nbopenai-local", input=[{"role": "user", "content": "first"}, {"role": "user", "content": "second"}])
+    assert client.responses.retrieve(created.id).output_text == created.output_text
+    items = list(client.responses.input_items.list(created.id, order="asc"))
+    assert [i.content[0].text for i in items] == ["first", "second"]
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+
+
+def test_background_goes_queued_to_completed(client):
+    created = client.responses.create(model="nbopenai-local", input="Take your time.", background=True)
+    assert created.status == "queued" and created.background is True
+    deadline = time.monotonic() + 10
+    seen = {created.status}
+    while time.monotonic() < deadline:
+        current = client.responses.retrieve(created.id)
+        seen.add(current.status)
+        if current.status == "completed":
+            break
+        time.sleep(0.01)
+    assert current.status == "completed"
+    assert current.output_text.startswith(MARKER)
+    assert current.usage.output_tokens > 0
+
+
+def test_background_cancel(server, client):
+    server.configure(background_delay=30)
+    created = client.responses.create(model="nbopenai-local", input="Never mind.", background=True)
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    done = client.responses.create(model="nbopenai-local", input="hi")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(done.id)
+
+
+def test_conversations(client):
+    conversation = client.conversations.create(metadata={"topic": "demo"})
+    assert conversation.object == "conversation" and conversation.metadata == {"topic": "demo"}
+    first = client.responses.create(model="nbopenai-local", input="My name is Grace.", conversation=conversation.id)
+    assert first.conversation.id == conversation.id
+    second = client.responses.create(model="nbopenai-local", input="What is my name?", conversation={"id": conversation.id})
+    assert "Your name is Grace." in second.output_text
+    assert second.usage.input_tokens_details.cached_tokens > 0
+    items = list(client.conversations.items.list(conversation.id, order="asc"))
+    assert [i.type for i in items] == ["message"] * 4
+    assert [i.role for i in items] == ["user", "assistant", "user", "assistant"]
+    assert client.conversations.retrieve(conversation.id).id == conversation.id
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="nbopenai-local", input="x", conversation=conversation.id, previous_response_id=first.id)
+
+
+def test_input_token_count(client):
+    first = client.responses.create(model="nbopenai-local", input="My name is Ada.")
+    counted = client.responses.input_tokens.count(model="nbopenai-local", input="What is my name?", previous_response_id=first.id)
+    real = client.responses.create(model="nbopenai-local", input="What is my name?", previous_response_id=first.id)
+    assert counted.input_tokens == real.usage.input_tokens
+
+
+def test_compact_then_continue(client):
+    first = client.responses.create(model="nbopenai-local", input="My name is Ada. My favourite colour is teal.")
+    compacted = client.responses.compact(model="nbopenai-local", previous_response_id=first.id)
+    assert compacted.object == "response.compaction"
+    assert [item.type for item in compacted.output] == ["compaction"]
+    assert compacted.usage.input_tokens > 0
+    follow_up = [item.model_dump(exclude_none=True) for item in compacted.output]
+    follow_up.append({"role": "user", "content": "What is my name? What is my favourite colour?"})
+    answer = client.responses.create(model="nbopenai-local", input=follow_up)
+    assert "Your name is Ada." in answer.output_text and "Your favourite colour is teal." in answer.output_text
+    chained = client.responses.create(model="nbopenai-local", input="What is my name?", previous_response_id=compacted.id)
+    assert "Your name is Ada." in chained.output_text
+
+
+def test_models_list(client):
+    ids = [m.id for m in client.models.list()]
+    assert "nbopenai-local" in ids
+
+
+def test_generate_for_batches(server):
+    response = generate({"model": "nbopenai-local", "input": "My name is Ada."}, server.state)
+    assert response["status"] == "completed" and response["usage"]["input_tokens"] > 0
+    assert response["id"] in server.state.responses
+
+
+# --- structured output ----------------------------------------------------------------------------
+
+
+class Role(str, enum.Enum):
+    engineer = "engineer"
+    manager = "manager"
+    data_scientist = "data_scientist"
+
+
+class Address(BaseModel):
+    city: str
+    country: Optional[str]
+
+
+class Person(BaseModel):
+    name: str
+    email: Optional[str]
+    age: int
+    role: Role
+    born: dt.date
+    address: Address
+    nickname: Optional[str]
+    active: bool
+
+
+class Team(BaseModel):
+    team_name: str
+    priority: Literal["low", "high"]
+    members: list[Person]
+    tags: list[str]
+
+
+TEAM_TEXT = """Team name: Apollo. Priority is high.
+Ada Lovelace is an engineer aged 36, born 10 December 1815, email ada@example.com, lives in London, England. She is active.
+Grace Hopper is a manager, 85 years old, born 1906-12-09, in Arlington. She is not active.
+"""
+
+
+def test_parse_structured_output(client):
+    parsed = client.responses.parse(model="nbopenai-local", input=TEAM_TEXT, text_format=Team)
+    team = parsed.output_parsed
+    schema = type_to_text_format_param(Team)["schema"]
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(json.loads(parsed.output_text))
+    assert team.team_name == "Apollo" and team.priority == "high"
+    assert [m.name for m in team.members] == ["Ada Lovelace", "Grace Hopper"]
+    ada, grace = team.members
+    assert (ada.age, ada.role, ada.born, ada.email, ada.active) == (36, Role.engineer, dt.date(1815, 12, 10), "ada@example.com", True)
+    assert ada.address.city == "London"
+    assert ada.nickname is None
+    assert (grace.age, grace.role, grace.born, grace.email, grace.active) == (85, Role.manager, dt.date(1906, 12, 9), None, False)
+
+
+def test_structured_output_streams_and_json_object(client):
+    with client.responses.stream(model="nbopenai-local", input="Grace Hopper, manager, 85", text_format=Person) as stream:
+        final = stream.get_final_response()
+    assert final.output_parsed.name == "Grace Hopper"
+    response = client.responses.create(model="nbopenai-local", input="hello json", text={"format": {"type": "json_object"}})
+    assert json.loads(response.output_text)["answer"].startswith(MARKER)
+
+
+# --- function tools -------------------------------------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"], "additionalProperties": False},
+    "strict": True,
+}
+TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def test_parallel_function_calls_then_outputs(client):
+    calls = client.responses.create(model="nbopenai-local", input="Use get_weather for Paris in fahrenheit and get_time for Tokyo.", tools=[WEATHER, TIME])
+    assert [item.type for item in calls.output] == ["function_call", "function_call"]
+    weather, clock = calls.output
+    assert (weather.name, json.loads(weather.arguments)) == ("get_weather", {"city": "Paris", "unit": "fahrenheit"})
+    assert (clock.name, json.loads(clock.arguments)) == ("get_time", {"city": "Tokyo"})
+    assert weather.call_id.startswith("call_") and calls.output_text == ""
+    outputs = [
+        {"type": "function_call_output", "call_id": weather.call_id, "output": "sunny, 75F"},
+        {"type": "function_call_output", "call_id": clock.call_id, "output": "09:00"},
+    ]
+    answer = client.responses.create(model="nbopenai-local", input=outputs, previous_response_id=calls.id, tools=[WEATHER, TIME])
+    assert "get_weather returned: sunny, 75F" in answer.output_text
+    assert "get_time returned: 09:00" in answer.output_text
+
+
+def test_streamed_function_call_events(client):
+    events = list(client.responses.create(model="nbopenai-local", input="use get_weather for Paris", tools=[WEATHER], stream=True))
+    types = [e.type for e in events]
+    assert types[2] == "response.output_item.added" and events[2].item.type == "function_call"
+    assert "response.function_call_arguments.delta" in types
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments)["city"] == "Paris"
+    assert "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta") == done.arguments
+    assert types[-2:] == ["response.output_item.done", "response.completed"]
+
+
+def test_no_tool_named_means_text(client):
+    response = client.responses.create(model="nbopenai-local", input="Just say hi.", tools=[WEATHER])
+    assert response.output[0].type == "message"
+
+
+# --- chat completions -----------------------------------------------------------------------------
+
+
+def test_chat_completions_plain_and_stream(client):
+    completion = client.chat.completions.create(model="nbopenai-local", messages=[{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "My name is Ada."}])
+    text = completion.choices[0].message.content
+    assert MARKER in text and completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == count_tokens("developer: Be a pirate.\nuser: My name is Ada.\n")
+    chunks = list(client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": "My name is Ada."}], stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed.startswith(MARKER)
+    assert chunks[-1].usage.completion_tokens == count_tokens(streamed)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["parameters"]}}]
+    called = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "get_weather for Oslo"}], tools=tools)
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert json.loads(called.choices[0].message.tool_calls[0].function.arguments)["city"] == "Oslo"
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+def test_rate_limit_with_retry_after_headers(server, client):
+    server.inject("rate_limit", retry_after=2, retry_after_ms=1500)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.responses.create(model="nbopenai-local", input="hi")
+    assert caught.value.status_code == 429
+    assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.response.headers["retry-after"] == "2"
+    assert caught.value.response.headers["retry-after-ms"] == "1500"
+    assert caught.value.request_id.startswith("req_")
+    assert [r.fault for r in server.requests] == ["rate_limit"]
+
+
+def test_sdk_retries_through_injected_faults(server):
+    server.inject("rate_limit", retry_after=None, retry_after_ms=10)
+    server.inject("server_error")
+    with OpenAI(api_key="local", base_url=server.base_url, _strict_response_validation=True, max_retries=2) as sdk:
+        response = sdk.responses.create(model="nbopenai-local", input="hi")
+    assert response.status == "completed"
+    assert [r.fault for r in server.requests] == ["rate_limit", "server_error", None]
+    assert [r.body["input"] for r in server.requests] == ["hi"] * 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "status"),
+    [
+        ("server_error", openai.InternalServerError, 500),
+        ("unavailable", openai.InternalServerError, 503),
+        ("unauthorized", openai.AuthenticationError, 401),
+        ("context_length_exceeded", openai.BadRequestError, 400),
+        ("bad_request", openai.BadRequestError, 400),
+        ("midstream_error", openai.InternalServerError, 500),
+    ],
+)
+def test_status_faults(server, client, kind, error, status):
+    server.inject(kind)
+    with pytest.raises(error) as caught:
+        client.responses.create(model="nbopenai-local", input="hi")
+    assert caught.value.status_code == status
+    assert set(caught.value.body) == {"message", "type", "param", "code"}
+    if kind == "context_length_exceeded":
+        assert (caught.value.code, caught.value.param) == ("context_length_exceeded", "input")
+    if kind == "unauthorized":
+        assert caught.value.code == "invalid_api_key"
+    assert client.responses.create(model="nbopenai-local", input="hi").status == "completed"
+
+
+def test_fault_count_and_path(server, client):
+    server.inject("server_error", count=2)
+    server.inject("bad_request", path="/v1/chat/completions")
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            client.responses.create(model="nbopenai-local", input="hi")
+    client.responses.create(model="nbopenai-local", input="hi")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_fault_from_request_header(server, client):
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.responses.create(model="nbopenai-local", input="hi", extra_headers={"x-nbopenai-fault": "rate_limit;retry_after=7"})
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert server.requests[-1].fault == "rate_limit"
+    assert server.requests[-1].headers["x-nbopenai-fault"] == "rate_limit;retry_after=7"
+
+
+def test_midstream_error_nested_raises_while_iterating(server, client):
+    server.inject("midstream_error", after=3)
+    stream = client.responses.create(model="nbopenai-local", input="Tell me a story.", stream=True)
+    seen = []
+    with pytest.raises(openai.APIError) as caught:
+        for event in stream:
+            seen.append(event.type)
+    assert seen.count("response.output_text.delta") == 3
+    assert caught.value.body["code"] == "server_error"
+    assert not isinstance(caught.value, openai.APIStatusError)
+
+
+def test_midstream_error_flat_is_yielded_then_failed(server, client):
+    server.inject("midstream_error_flat", after=2)
+    events = list(client.responses.create(model="nbopenai-local", input="Tell me a story.", stream=True))
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    assert events[-2].code == "server_error" and events[-2].message
+    assert events[-1].response.status == "failed" and events[-1].response.error.code == "server_error"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_drop_mid_stream_and_before_body(server, client):
+    server.inject("drop", after=2)
+    with pytest.raises(openai.APIConnectionError):
+        for _ in client.responses.create(model="nbopenai-local", input="Tell me a story.", stream=True):
+            pass
+    server.inject("drop")
+    with pytest.raises(openai.APIConnectionError):
+        client.responses.create(model="nbopenai-local", input="hi")
+    assert client.responses.create(model="nbopenai-local", input="still here?").status == "completed"
+
+
+def test_slow_fault_times_out_the_client(server, client):
+    server.inject("slow", delay=0.5)
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        client.with_options(timeout=0.1).responses.create(model="nbopenai-local", input="hi")
+    assert time.monotonic() - started >= 0.1
+
+
+def test_incomplete_fault(server, client):
+    server.inject("incomplete", tokens=5)
+    response = client.responses.create(model="nbopenai-local", input="Tell me a story.")
+    assert response.status == "incomplete" and response.usage.output_tokens == 5
+
+
+def test_latency_is_a_lower_bound(server, client):
+    server.configure(latency=0.2)
+    started = time.monotonic()
+    client.responses.create(model="nbopenai-local", input="hi")
+    assert time.monotonic() - started >= 0.2
+
+
+def test_require_api_key(server):
+    server.configure(require_api_key="sekret")
+    with OpenAI(api_key="wrong", base_url=server.base_url, max_retries=0) as sdk:
+        with pytest.raises(openai.AuthenticationError):
+            sdk.responses.create(model="nbopenai-local", input="hi")
+    with OpenAI(api_key="sekret", base_url=server.base_url, max_retries=0) as sdk:
+        assert sdk.responses.create(model="nbopenai-local", input="hi").status == "completed"
+
+
+def test_natural_context_length_exceeded(server, client):
+    server.configure(context_window=20)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="nbopenai-local", input="word " * 50)
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_random_faults_are_deterministic_for_a_seed(server, client):
+    def run() -> list[str | None]:
+        server.reset()
+        server.configure(fault_rate=0.5, fault_kinds=["server_error", "rate_limit"], seed=7)
+        for _ in range(12):
+            try:
+                client.responses.create(model="nbopenai-local", input="hi")
+            except openai.APIStatusError:
+                pass
+        return [r.fault for r in server.requests]
+
+    first = run()
+    assert first == run()
+    assert {"server_error", "rate_limit", None} <= set(first)
+
+
+# --- HTTP robustness ------------------------------------------------------------------------------
+
+
+def test_malformed_json(server):
+    reply = _raw(server, "POST", "/v1/responses", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400
+    assert reply.headers["x-request-id"].startswith("req_")
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and set(error) == {"message", "type", "param", "code"}
+
+
+def test_oversize_body(server):
+    server.configure(max_body_bytes=1000)
+    reply = _raw(server, "POST", "/v1/responses", json={"model": "nbopenai-local", "input": "x" * 5000})
+    assert reply.status_code == 413
+    assert reply.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_route_and_missing_model(server):
+    reply = _raw(server, "GET", "/v1/nothing-here")
+    assert reply.status_code == 404 and reply.json()["error"]["message"]
+    reply = _raw(server, "POST", "/v1/responses", json={"input": "hi"})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "model"
+
+
+def test_client_disconnect_mid_stream_then_server_still_serves(server, client):
+    server.configure(chunk_delay=0.005)
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        body = json.dumps({"model": "nbopenai-local", "input": "[[words:2000]]", "stream": True}).encode()
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        sock.close()
+    server.configure(chunk_delay=0.0)
+    assert client.responses.create(model="nbopenai-local", input="still alive?").status == "completed"
+
+
+def test_refuses_non_loopback_host():
+    with pytest.raises(ValueError, match="allow_remote"):
+        LocalServer(host="0.0.0.0")
+    with pytest.raises(ValueError):
+        start(host="192.0.2.1")
+
+
+def test_recorded_requests(server, client):
+    client.responses.create(model="nbopenai-local", input="record me", extra_headers={"X-Custom": "yes"})
+    (recorded,) = server.requests
+    assert (recorded.method, recorded.path, recorded.body["input"]) == ("POST", "/v1/responses", "record me")
+    assert recorded.headers["x-custom"] == "yes" and recorded.raw_size > 0 and recorded.fault is None
+    server.clear_requests()
+    assert server.requests == []
+
+
+def test_remote_control_over_admin_routes(server, client):
+    remote = RemoteServer(server.base_url)
+    remote.configure(chunk_size=3)
+    remote.inject("unavailable")
+    with pytest.raises(openai.InternalServerError):
+        client.responses.create(model="nbopenai-local", input="hi")
+    assert [r.fault for r in remote.requests] == ["unavailable"]
+    assert remote.config["chunk_size"] == 3
+    remote.reset()
+    assert remote.requests == [] and server.config.chunk_size is None
+    with pytest.raises(ValueError):
+        remote.inject("no_such_fault")
+
+
+def test_subprocess_server():
+    with start_subprocess(chunk_size=5) as child:
+        assert child.base_url.startswith("http://127.0.0.1:")
+        with OpenAI(api_key="local", base_url=child.base_url, _strict_response_validation=True, max_retries=0) as sdk:
+            events = list(sdk.responses.create(model="nbopenai-local", input="hello from the parent", stream=True))
+            assert all(len(e.delta) <= 5 for e in events if e.type == "response.output_text.delta")
+            child.inject("rate_limit")
+            with pytest.raises(openai.RateLimitError):
+                sdk.responses.create(model="nbopenai-local", input="hi")
+        assert [r.fault for r in child.requests] == [None, "rate_limit"]
+    assert child.process.poll() is not None
