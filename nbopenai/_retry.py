@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import openai
-
 __all__ = ["RetryPolicy", "is_retryable", "retry_after", "reached_server"]
 
 T = TypeVar("T")
@@ -28,12 +26,20 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_HONOURED_RETRY_AFTER = 120.0
 
 
+# The SDK is imported inside the functions: `import nbopenai` stays fast (the SDK's types take
+# ~0.4 s to import) and nothing here runs before a request has already loaded it.
+
+
 def _status(exc: BaseException) -> int | None:
+    import openai
+
     return exc.status_code if isinstance(exc, openai.APIStatusError) else None
 
 
 def is_retryable(exc: BaseException) -> bool:
     """True for connection errors, timeouts, 408, 409, 429 and 5xx."""
+    import openai
+
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     status = _status(exc)
@@ -42,11 +48,15 @@ def is_retryable(exc: BaseException) -> bool:
 
 def reached_server(exc: BaseException) -> bool:
     """True when the server answered (so the attempt belongs in the ledger)."""
+    import openai
+
     return isinstance(exc, openai.APIStatusError)
 
 
 def retry_after(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait (``retry-after-ms``, then ``retry-after``), if any."""
+    import openai
+
     if not isinstance(exc, openai.APIStatusError):
         return None
     headers = exc.response.headers

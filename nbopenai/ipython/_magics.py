@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from importlib.util import find_spec
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
     from .._session import Session
 
 __all__ = ["AskMagics"]
+
+
+def _trim(cell: str) -> str:
+    """The cell without its leading blank lines and trailing whitespace (indentation kept)."""
+    return re.sub(r"\A(?:[ \t]*\n)+", "", cell).rstrip()
 
 
 def _from_session(name: str, read: Any) -> Any:
@@ -156,7 +162,7 @@ class AskMagics(Magics):
     @no_var_expand
     @magic_arguments()
     @ask_arguments
-    @argument("prompt", nargs=argparse.REMAINDER, help="%%ask: nothing (the cell is the prompt). %ask: the prompt.")
+    @argument("prompt", nargs=argparse.REMAINDER, help="%%%%ask: nothing (the cell is the prompt). %%ask: the prompt.")
     @line_cell_magic
     def ask(self, line: str, cell: str | None = None) -> None:
         """Ask the model; the answer streams into the output, then stays as Markdown.
@@ -186,7 +192,7 @@ class AskMagics(Magics):
         args, rest = parse_ask(self.ask, line)
         if cell is not None and rest:
             raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
-        prompt = interpolate(rest if cell is None else cell, self.shell.user_ns)
+        prompt = interpolate(rest if cell is None else _trim(cell), self.shell.user_ns)
         options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
         with reported(self._key()):
             if args.dry_run:

@@ -6,7 +6,6 @@ Enough for peer tools (jupyter-ai, chatlab) to be benchmarked against the offlin
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Iterator
 

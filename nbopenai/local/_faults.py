@@ -68,7 +68,7 @@ class Fault:
         return self.params.get(name, default)
 
 
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
 
@@ -90,7 +90,7 @@ def _parse_value(text: str) -> Any:
 def parse_fault_header(value: str) -> Fault:
     """``"rate_limit;retry_after=2"`` -> ``Fault("rate_limit", {"retry_after": 2})``."""
     kind, *pairs = [part.strip() for part in value.split(";") if part.strip()] or [""]
-    _check_kind(kind)
+    check_kind(kind)
     params = {}
     for pair in pairs:
         name, _, text = pair.partition("=")
@@ -119,7 +119,7 @@ class FaultQueue:
             self._random = random.Random(seed)
 
     def inject(self, kind: str, count: int = 1, path: str = "/v1/responses", method: str | None = "POST", **params: Any) -> None:
-        _check_kind(kind)
+        check_kind(kind)
         if count < 1:
             raise ValueError("count must be at least 1")
         with self._lock:
@@ -145,7 +145,7 @@ class FaultQueue:
             if rate > 0 and kinds and (method, path) in MODEL_ROUTES:
                 if self._random.random() < rate:
                     kind = self._random.choice(sorted(kinds))
-                    _check_kind(kind)
+                    check_kind(kind)
                     return Fault(kind)
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .. import _tokens
@@ -20,7 +20,7 @@ from ._errors import ApiError, not_found
 from ._faults import Fault, context_length_error, server_error_message
 from ._items import expand_compactions, message_text, normalize_input, render_context
 from ._schema_fill import fill_schema
-from ._state import Config, State, StoredResponse, new_id
+from ._state import DEMO_MODEL, Config, State, StoredResponse, new_id
 
 __all__ = ["Turn", "Output", "prepare", "run_model", "response_object", "stream_events", "generate", "DROP", "Event"]
 
@@ -105,9 +105,10 @@ def prepare(body: Any, state: State, *, need_model: bool = True) -> Turn:
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     model = body.get("model")
-    if need_model and not isinstance(model, str) or model == "":
-        raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    model = model or _demo_model()
+    if not isinstance(model, str) or not model:
+        if need_model or model is not None:
+            raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+        model = DEMO_MODEL
     previous_id = body.get("previous_response_id")
     conversation_id = _conversation_id(body.get("conversation"))
     if previous_id and conversation_id:
@@ -141,12 +142,6 @@ def prepare(body: Any, state: State, *, need_model: bool = True) -> Turn:
         raise context_length_error(input_tokens, window)
     cached = _tokens.count_tokens(prefix, model) if prefix and rendered.startswith(prefix) else 0
     return Turn(body, model, instructions, history, new_items, rendered, input_tokens, min(cached, input_tokens), conversation_id)
-
-
-def _demo_model() -> str:
-    from ._state import DEMO_MODEL
-
-    return DEMO_MODEL
 
 
 def _text_format(body: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .. import _tokens
 from ._errors import ApiError, not_found
 from ._faults import Fault
 from ._items import encode_compaction, normalize_input, render_context
@@ -322,7 +321,3 @@ def list_models(request: Request) -> Reply:
 def retrieve_model(request: Request) -> Reply:
     return Reply(json=_model(request.params["id"]))
 
-
-def count_context_tokens(instructions: str | None, items: list[dict[str, Any]], model: str | None = None) -> int:
-    """Input tokens for a thread, exactly as the server counts them."""
-    return _tokens.count_tokens(render_context(instructions, items), model)

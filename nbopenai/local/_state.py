@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._faults import FaultQueue
+from ._faults import FaultQueue, check_kind
 
 __all__ = ["Config", "RecordedRequest", "State", "StoredResponse", "new_id"]
 
@@ -44,6 +44,8 @@ class Config:
         for name, value in changes.items():
             if name == "fault_kinds" and value is not None:
                 value = tuple(value)
+                for kind in value:
+                    check_kind(kind)
             setattr(self, name, value)
 
     def as_dict(self) -> dict[str, Any]:

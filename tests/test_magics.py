@@ -1,0 +1,488 @@
+"""``%%ask``, ``%ask`` and ``%nbopenai`` in a real IPython shell against the offline server.
+
+The shell's ``run_cell`` raises a failing cell's error (after IPython has shown it), so each test
+sees both what the user saw (captured output) and the typed failure. ``local_server.requests``
+is what went over the wire.
+"""
+
+from __future__ import annotations
+
+import _thread
+import io
+import subprocess
+import sys
+
+import pytest
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.utils.capture import capture_output
+
+import nbopenai
+from nbopenai.ipython._errors import TITLES
+
+from conftest import SECRET_KEY
+
+
+def asks(server) -> list[dict]:
+    return [r.body for r in server.requests if r.method == "POST" and r.path == "/v1/responses"]
+
+
+def magics_of(ip):
+    return ip.magics_manager.registry["AskMagics"]
+
+
+def turns(ip, thread: str = "default"):
+    return magics_of(ip).session.threads.get(thread).turns
+
+
+def run(ip, source: str, *, cell_id: str | None = None) -> str:
+    """Run a cell, return everything it printed (stdout, stderr, displays' text)."""
+    with capture_output() as captured:
+        ip.run_cell(source, cell_id=cell_id)
+    return captured.stdout + captured.stderr + "".join(o.data.get("text/plain", "") for o in captured.outputs)
+
+
+def user_texts(body: dict) -> str:
+    return " ".join(str(item.get("content")) for item in body["input"])
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def test_load_ext_registers_the_magics(ip):
+    magics = ip.magics_manager.magics
+    assert "ask" in magics["line"] and "ask" in magics["cell"] and "nbopenai" in magics["line"]
+    assert nbopenai.current_session() is magics_of(ip).session
+
+
+def test_unload_removes_the_magics_and_closes_the_session(ip):
+    session = magics_of(ip).session
+    ip.run_cell("%unload_ext nbopenai")
+    assert "ask" not in ip.magics_manager.magics["line"]
+    assert magics_of.__name__  # the registry entry is gone:
+    assert "AskMagics" not in ip.magics_manager.registry
+    assert session.loop._loop is None
+    ip.run_cell("%load_ext nbopenai")  # the fixture unloads again
+
+
+def test_loading_imports_neither_pandas_nor_ipywidgets():
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'nbopenai')\n"
+        "print('pandas' in sys.modules, 'ipywidgets' in sys.modules)\n"
+    )
+    env = {"PATH": "", "NBOPENAI_HOME": "/nonexistent", "PYTHONPATH": ":".join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split()[-2:] == ["False", "False"]
+
+
+def test_loading_without_a_key_fails_only_at_the_first_ask(shell, monkeypatch):
+    shell.run_cell("%load_ext nbopenai")  # no key, no base URL: loading still works
+    try:
+        with capture_output() as captured, pytest.raises(nbopenai.ConfigurationError):
+            shell.run_cell("%ask hello")
+        assert "OPENAI_API_KEY" in captured.stdout and "%nbopenai local" in captured.stdout
+        assert "Traceback" not in captured.stdout + captured.stderr
+    finally:
+        shell.run_cell("%unload_ext nbopenai")
+
+
+# ---- conversation state ----------------------------------------------------------------------
+
+
+def test_turns_chain_by_previous_response_id_with_instructions_every_turn(ip, local_server):
+    ip.run_cell('%config AskMagics.instructions = "Answer briefly."')
+    out = run(ip, "%%ask\nMy name is Ada.")
+    assert "Noted: your name is Ada." in out
+    out = run(ip, "%%ask\nWhat is my name?")
+    assert "Your name is Ada." in out
+
+    first, second = asks(local_server)
+    first_id = turns(ip)[0].response_id
+    assert "previous_response_id" not in first
+    assert second["previous_response_id"] == first_id
+    assert "My name is Ada" not in user_texts(second)  # the chain carries it, not the request
+    assert first["instructions"] == second["instructions"] == "Answer briefly."
+
+
+def test_rerunning_a_cell_rewinds_its_thread_and_says_so(ip, local_server):
+    run(ip, "%%ask\nMy name is Ada.", cell_id="c1")
+    run(ip, "%%ask\nI like tea.", cell_id="c2")
+    run(ip, "%%ask\nWhat is my name?", cell_id="c3")
+    first_id = turns(ip)[0].response_id
+
+    out = run(ip, "%%ask\nI like coffee.", cell_id="c2")
+
+    assert out.count("thread default: re-ran turn 2 of 3, 1 later turn dropped") == 1
+    assert asks(local_server)[-1]["previous_response_id"] == first_id
+    assert [t.prompt for t in turns(ip)] == ["My name is Ada.", "I like coffee."]
+
+
+def test_run_all_twice_gives_the_same_conversation(ip, local_server):
+    cells = [("a", "%%ask\nMy name is Ada."), ("b", "%%ask\nWhat is my name?")]
+    for _ in range(2):
+        for cell_id, source in cells:
+            run(ip, source, cell_id=cell_id)
+    assert [t.cell_id for t in turns(ip)] == ["a", "b"]
+    assert "previous_response_id" not in asks(local_server)[2]  # the second run started over
+
+
+def test_without_cell_ids_turns_append(ip, local_server):
+    for _ in range(3):
+        run(ip, "%ask What is my name?")
+    assert len(turns(ip)) == 3
+    ids = [t.response_id for t in turns(ip)]
+    assert [body.get("previous_response_id") for body in asks(local_server)] == [None, *ids[:2]]
+
+
+def test_two_asks_in_one_cell_are_two_turns_and_rerun_together(ip):
+    source = "%ask My name is Ada.\n%ask I like tea."
+    run(ip, source, cell_id="c1")
+    run(ip, source, cell_id="c1")
+    assert [t.prompt for t in turns(ip)] == ["My name is Ada.", "I like tea."]
+
+
+def test_named_threads_and_new(ip, local_server):
+    run(ip, "%%ask\nMy name is Ada.")
+    run(ip, "%%ask -t other\nWhat is my name?")
+    run(ip, "%%ask --new\nWhat is my name?")
+    _, other, fresh = asks(local_server)
+    assert "previous_response_id" not in other and "previous_response_id" not in fresh
+    assert len(turns(ip, "other")) == 1 and len(turns(ip)) == 1
+
+
+@pytest.mark.xfail(reason="core: ThreadStore keeps the store setting it was built with (Session.configure(store=) must reach it)")
+def test_store_false_keeps_items_client_side_and_resends_them(ip, local_server):
+    ip.run_cell("%config AskMagics.store = False")
+    run(ip, "%%ask\nMy name is Ada.")
+    out = run(ip, "%%ask\nWhat is my name?")
+    first, second = asks(local_server)
+    assert first["store"] is False and "previous_response_id" not in second
+    assert "My name is Ada." in user_texts(second)
+    assert "Your name is Ada." in out
+
+
+def test_store_false_for_a_new_thread(ip, local_server):
+    ip.run_cell("%config AskMagics.store = False")
+    run(ip, "%%ask --new -t private\nMy name is Ada.")
+    out = run(ip, "%%ask -t private\nWhat is my name?")
+    first, second = asks(local_server)
+    assert first["store"] is False and second["store"] is False
+    assert "previous_response_id" not in second
+    assert "My name is Ada." in user_texts(second)
+    assert "Your name is Ada." in out
+
+
+# ---- prompt building, options, values --------------------------------------------------------
+
+
+def test_line_prompt_is_the_rest_of_the_line_verbatim(ip, local_server):
+    run(ip, """%ask -t q what's  "-5" plus 'one'? -m x""")
+    body = asks(local_server)[0]
+    assert body["input"][-1]["content"] == """what's  "-5" plus 'one'? -m x"""
+    assert body["model"] == "nbopenai-local"
+    run(ip, '%ask say "hi')  # an unbalanced quote is part of the prompt, not an error
+    assert asks(local_server)[1]["input"][-1]["content"] == 'say "hi'
+
+
+def test_options_reach_the_request(ip, local_server):
+    run(ip, '%%ask -m other-model -s "Be terse." --temperature 0.5 --max-output-tokens 64 --reasoning low --no-stream\nHi')
+    body = asks(local_server)[0]
+    assert body["model"] == "other-model" and body["instructions"] == "Be terse."
+    assert body["temperature"] == 0.5 and body["max_output_tokens"] == 64
+    assert body["reasoning"] == {"effort": "low"} and not body.get("stream")
+
+
+def test_interpolation_is_one_pass_from_the_namespace(ip, local_server):
+    import pandas as pd
+
+    ip.user_ns.update(name="Ada", secret="{name}", df=pd.DataFrame({"a": [1, 2]}))
+    run(ip, "%%ask\nI am {name}; {secret}; {{name}}; {name.upper}; {missing}\n{df}")
+    text = asks(local_server)[0]["input"][-1]["content"]
+    assert text.startswith("I am Ada; {name}; {name}; {name.upper}; {missing}\n")
+    assert "DataFrame with 2 rows × 1 columns" in text
+
+
+def test_line_magic_does_not_let_ipython_expand_expressions(ip, local_server):
+    ip.user_ns["x"] = 2
+    run(ip, "%ask what is {x+1} and {x} and $x")
+    assert asks(local_server)[0]["input"][-1]["content"] == "what is {x+1} and 2 and $x"
+
+
+def test_out_binds_the_answer_which_renders_as_markdown(ip):
+    run(ip, "%%ask -o reply\nMy name is Ada.")
+    reply = ip.user_ns["reply"]
+    assert isinstance(reply, nbopenai.Answer) and reply.turn == 1
+    bundle = reply._repr_mimebundle_()
+    assert "Noted: your name is Ada." in bundle["text/markdown"] and "text/plain" in bundle
+
+
+def test_dry_run_shows_the_exact_request_and_sends_nothing(ip, local_server, monkeypatch):
+    run(ip, "%%ask\nMy name is Ada.")
+    out = run(ip, '%%ask --dry-run -o request -s "Be brief."\nWhat is my name?')
+    assert len(asks(local_server)) == 1
+    request = ip.user_ns["request"]
+    assert request.params["previous_response_id"] == turns(ip)[0].response_id
+    assert request.params["instructions"] == "Be brief." and request.estimated_input_tokens > 0
+    assert local_server.base_url in out and '"previous_response_id"' in out and "nothing sent" in out
+    assert SECRET_KEY not in out and "Authorization" not in out
+    assert len(turns(ip)) == 1
+
+
+def test_cell_magic_rejects_a_prompt_on_its_line(ip):
+    with pytest.raises(IPythonUsageError, match="takes its prompt from the cell"):
+        run(ip, "%%ask -t x oops\nHello")
+
+
+def test_bad_options_are_usage_errors(ip):
+    with pytest.raises(IPythonUsageError):
+        run(ip, "%%ask --reasoning extreme\nHi")
+    with pytest.raises(IPythonUsageError, match="unrecognized"):
+        run(ip, "%ask --bogus hi")
+    with pytest.raises(nbopenai.UsageError):
+        run(ip, "%%ask\n   ")
+
+
+def test_help_has_examples(ip):
+    with capture_output() as captured:
+        ip.run_cell("%%ask?")
+    assert "Examples" in captured.stdout and "--dry-run" in captured.stdout and "%(" not in captured.stdout
+    assert "Examples" in ip.magics_manager.magics["line"]["nbopenai"].__doc__
+
+
+@pytest.mark.parametrize("fmt, expected", [("json", '```json\n{\n  "a": 1\n}\n```'), ("text", "```text\n")])
+def test_formats(ip, local_server, fmt, expected):
+    from nbopenai.ipython._render import answer_bundle
+
+    answer = nbopenai.Answer(text='{"a": 1}', model="m")
+    assert expected in answer_bundle(answer, fmt)["text/markdown"]
+
+
+def test_code_format_keeps_only_the_code_blocks():
+    from nbopenai.ipython._render import answer_bundle
+
+    answer = nbopenai.Answer(text="Here:\n```python\nprint(1)\n```\nand\n```\nx = 2\n```\nDone.", model="m")
+    bundle = answer_bundle(answer, "code")
+    assert bundle["text/markdown"].startswith("```python\nprint(1)\n```\n\n```\nx = 2\n```")
+    assert "Here:" not in bundle["text/markdown"] and bundle["text/plain"].startswith("print(1)\n\nx = 2")
+
+
+def test_json_format_that_does_not_parse_says_so():
+    from nbopenai.ipython._render import answer_bundle
+
+    bundle = answer_bundle(nbopenai.Answer(text="not json", model="m"), "json")
+    assert "not valid JSON" in bundle["text/markdown"] and "application/json" not in bundle
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+
+def test_config_magic_changes_the_next_request(ip, local_server):
+    ip.run_cell('%config AskMagics.model = "gpt-4.1-mini"')
+    ip.run_cell("%config AskMagics.temperature = 0.25")
+    ip.run_cell("%config AskMagics.max_output_tokens = 100")
+    run(ip, "%ask Hi")
+    body = asks(local_server)[0]
+    assert (body["model"], body["temperature"], body["max_output_tokens"]) == ("gpt-4.1-mini", 0.25, 100)
+
+
+def test_ipython_config_file_settings_apply_at_load(shell, local_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", local_server.base_url)
+    shell.config.AskMagics.model = "configured-model"  # what `c.AskMagics.model = ...` in ipython_config.py does
+    shell.config.AskMagics.instructions = "From the config file."
+    shell.config.AskMagics.read_timeout = 33.0
+    shell.run_cell("%load_ext nbopenai")
+    try:
+        run(shell, "%ask Hi")
+        body = asks(local_server)[0]
+        assert body["model"] == "configured-model" and body["instructions"] == "From the config file."
+        assert magics_of(shell).session.settings.timeouts.read == 33.0
+    finally:
+        shell.run_cell("%unload_ext nbopenai")
+
+
+def test_trait_defaults_follow_the_session(ip, local_server):
+    magics = magics_of(ip)
+    assert magics.model == "nbopenai-local" and magics.base_url == local_server.base_url
+    assert magics.read_timeout == magics.session.settings.timeouts.read
+
+
+def test_invalid_config_is_refused_and_changes_nothing(ip):
+    magics = magics_of(ip)
+    with capture_output():
+        ip.run_cell("%config AskMagics.temperature = 3")
+        ip.run_cell("%config AskMagics.max_attempts = 0")
+    assert magics.session.settings.temperature is None and magics.session.settings.max_attempts >= 1
+
+
+# ---- %nbopenai ---------------------------------------------------------------------------------
+
+
+def test_admin_threads_history_reset(ip):
+    run(ip, "%ask My name is Ada.")
+    run(ip, "%ask -t other Hello")
+    with capture_output():
+        threads = ip.run_cell("%nbopenai threads").result
+        history = ip.run_cell("%nbopenai history").result
+    assert sorted(threads["thread"]) == ["default", "other"]
+    assert list(history.columns[:5]) == ["turn", "cell", "prompt", "answer", "response_id"]
+    assert history.loc[0, "prompt"] == "My name is Ada." and "input_tokens" in history.columns
+    assert run(ip, "%nbopenai reset -t other").strip() == "Forgot thread other."
+    assert "other" not in magics_of(ip).session.threads
+    run(ip, "%nbopenai reset --all")
+    assert magics_of(ip).session.threads.names() == []
+
+
+def test_status_masks_the_key(ip, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    ip.run_cell("%reload_ext nbopenai")
+    out = run(ip, "%nbopenai status")
+    assert f"sk-...{SECRET_KEY[-4:]}" in out and SECRET_KEY not in out
+    assert "nbopenai-local" in out
+
+
+def test_help_and_usage(ip):
+    assert "%%ask" in run(ip, "%nbopenai")
+    run(ip, "%ask Hi")
+    with capture_output():
+        rows = ip.run_cell("%nbopenai usage").result
+        summary = ip.run_cell("%nbopenai usage --summary --since 1h").result
+    assert list(rows["status"]) == ["completed"]
+    assert int(summary["calls"].sum()) == 1
+
+
+def test_local_starts_the_demo_server_for_this_session(ip, local_server):
+    out = run(ip, "%nbopenai local")
+    session = magics_of(ip).session
+    assert session.local_server is not None and session.local_server.base_url in out
+    run(ip, "%ask My name is Ada.")
+    assert asks(local_server) == [] and len(session.local_server.requests) == 1
+
+
+def test_background_job_returns_at_once_and_fills_in(ip, local_server):
+    out = run(ip, "%%ask --background -o job\nMy name is Ada.")
+    job = ip.user_ns["job"]
+    assert job.id in out
+    answer = job.wait(timeout=20)
+    assert answer.status == "completed" and "Ada" in answer.text
+    assert asks(local_server)[0]["background"] is True
+    with capture_output():
+        jobs = ip.run_cell("%nbopenai jobs").result
+    assert list(jobs["job"]) == [job.id]
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+ERROR_CASES = {
+    "unauthorized": ({}, {}, nbopenai.AuthenticationError),
+    "rate_limit": ({"retry_after": 0}, {"max_attempts": 1}, nbopenai.RateLimitError),
+    "bad_request": ({"message": "Unsupported parameter: 'x'."}, {}, nbopenai.BadRequestError),
+    "context_length_exceeded": ({}, {}, nbopenai.ContextLengthExceeded),
+    "slow": ({"delay": 1.0}, {"read_timeout": 0.2, "max_attempts": 1}, nbopenai.TimeoutError),
+    "drop": ({"after": 0}, {"max_attempts": 2}, nbopenai.ConnectionError),
+    "server_error": ({"count": 2}, {"max_attempts": 2}, nbopenai.ServerError),
+}
+
+
+@pytest.mark.parametrize("kind", list(ERROR_CASES))
+def test_each_failure_is_one_short_message_and_never_moves_the_thread(ip, local_server, monkeypatch, kind):
+    params, config, error = ERROR_CASES[kind]
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    ip.run_cell("%reload_ext nbopenai")
+    magics_of(ip).session.configure(backoff_base=0.001, backoff_max=0.01)
+    run(ip, "%ask My name is Ada.")
+    head = turns(ip)[-1].response_id
+    for name, value in config.items():
+        setattr(magics_of(ip), name, value)
+    count = params.pop("count", 1)
+    local_server.inject(kind, count=count, **params)
+
+    with capture_output() as captured, pytest.raises(error) as raised:
+        ip.run_cell("%ask What is my name?")
+
+    shown = captured.stdout + captured.stderr
+    title = next(t for cls, t in TITLES if isinstance(raised.value, cls))
+    assert shown.count(title) == 1, shown
+    assert "Traceback" not in shown and "site-packages" not in shown and len(shown.strip().splitlines()) <= 3
+    assert SECRET_KEY not in shown and SECRET_KEY not in str(raised.value)
+    assert turns(ip)[-1].response_id == head and len(turns(ip)) == 1
+    if kind == "server_error":
+        assert "after 2 attempts" in shown
+
+
+def test_mid_stream_failure_keeps_the_partial_text_marked_and_the_thread(ip, local_server):
+    run(ip, "%ask My name is Ada.")
+    head = turns(ip)[-1].response_id
+    local_server.inject("midstream_error", after=3)
+    with capture_output() as captured, pytest.raises(nbopenai.StreamError):
+        ip.run_cell("%ask What is my name?")
+    shown = captured.stdout
+    assert "(nbopenai offline demo" in shown  # the text that arrived stays
+    assert "[failed" in shown and shown.count("The answer failed mid-stream") == 1
+    assert turns(ip)[-1].response_id == head and len(turns(ip)) == 1
+    run(ip, "%ask What is my name?")
+    assert asks(local_server)[-1]["previous_response_id"] == head
+
+
+def test_incomplete_answer_is_kept_marked_partial(ip, local_server):
+    local_server.inject("incomplete")
+    out = run(ip, "%%ask -o reply\nMy name is Ada.")
+    assert "[incomplete" in out and ip.user_ns["reply"].partial
+
+
+class _InterruptingStdout(io.StringIO):
+    """Presses the stop button (SIGINT to the main thread) while the Nth delta is written."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.writes = after, 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes == self.after:
+            _thread.interrupt_main()
+        return super().write(text)
+
+
+def test_keyboard_interrupt_mid_stream_keeps_partial_text_and_thread(ip, local_server, monkeypatch):
+    run(ip, "%ask My name is Ada.")
+    session = magics_of(ip).session
+    head = turns(ip)[-1].response_id
+    stdout = _InterruptingStdout(after=4)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    with pytest.raises(KeyboardInterrupt):
+        ip.run_cell("%ask What is my name?")
+    monkeypatch.undo()
+    shown = stdout.getvalue()
+    assert "(nbopenai offline" in shown and "[interrupted" in shown
+    assert shown.count("KeyboardInterrupt") == 1 and "Traceback" not in shown
+    assert turns(ip)[-1].response_id == head and len(turns(ip)) == 1
+    statuses = list(session.usage()["status"])
+    assert statuses == ["completed", "interrupted"]
+
+
+# ---- the widget view through the magic ---------------------------------------------------------
+
+
+def test_notebook_view_streams_in_a_widget_then_leaves_static_markdown(ip, recording_comm):
+    ip.run_cell('%config AskMagics.widgets = "on"')
+    with capture_output() as captured:
+        ip.run_cell("%%ask\nMy name is Ada.", cell_id="c1")
+    first, *rest = captured.outputs
+    assert "application/vnd.jupyter.widget-view+json" in first.data
+    final = rest[-1].data
+    assert "Noted: your name is Ada." in final["text/markdown"] and "nbopenai-local" in final["text/markdown"]
+    assert "Noted: your name is Ada." in final["text/plain"]
+    assert "Noted" not in captured.stdout  # nothing went to stdout: the widget carried the stream
+    assert all(comm.closed for comm in recording_comm.comms)
+
+
+def test_notebook_view_is_removed_when_the_ask_fails_early(ip, local_server, recording_comm):
+    ip.run_cell('%config AskMagics.widgets = "on"')
+    local_server.inject("unauthorized")
+    with capture_output() as captured, pytest.raises(nbopenai.AuthenticationError):
+        ip.run_cell("%ask Hi")
+    assert captured.outputs[-1].data == {"text/plain": ""}
+    assert all(comm.closed for comm in recording_comm.comms)
