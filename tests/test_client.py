@@ -42,9 +42,14 @@ def test_import_loads_neither_ipython_widgets_nor_pandas():
 
 
 def test_all_is_complete_and_importable():
-    public = {name for name in dir(nbopenai) if not name.startswith("_")}
-    modules = {"local", "demo"}  # subpackages that appear once imported
-    assert public - modules - {"annotations"} <= set(nbopenai.__all__) | {"Any"}
+    import types
+
+    public = {
+        name
+        for name, value in vars(nbopenai).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)  # subpackages appear once imported
+    }
+    assert public - {"annotations", "Any"} == set(nbopenai.__all__)
     for name in nbopenai.__all__:
         assert hasattr(nbopenai, name), name
 

@@ -454,7 +454,7 @@ def test_rate_limit_with_retry_after_headers(server, client):
 
 def test_sdk_retries_through_injected_faults(server):
     server.inject("rate_limit", retry_after=None, retry_after_ms=10)
-    server.inject("server_error")
+    server.inject("server_error", retry_after_ms=10)
     with OpenAI(api_key="local", base_url=server.base_url, _strict_response_validation=True, max_retries=2) as sdk:
         response = sdk.responses.create(model="nbopenai-local", input="hi")
     assert response.status == "completed"

@@ -52,6 +52,14 @@ def test_load_ext_registers_the_magics(ip):
     magics = ip.magics_manager.magics
     assert "ask" in magics["line"] and "ask" in magics["cell"] and "nbopenai" in magics["line"]
     assert nbopenai.current_session() is magics_of(ip).session
+    extract = ip.magics_manager.registry.get("ExtractMagics")
+    if extract is not None:  # registered when its module imports, on the same session
+        assert extract.session is magics_of(ip).session and "extract" in magics["cell"]
+
+
+def test_a_question_mark_at_the_end_asks_instead_of_opening_help(ip, local_server):
+    run(ip, "%ask What is my name?")
+    assert asks(local_server)[0]["input"][-1]["content"] == "What is my name?"
 
 
 def test_unload_removes_the_magics_and_closes_the_session(ip):
@@ -187,9 +195,9 @@ def test_line_prompt_is_the_rest_of_the_line_verbatim(ip, local_server):
 
 
 def test_options_reach_the_request(ip, local_server):
-    run(ip, '%%ask -m other-model -s "Be terse." --temperature 0.5 --max-output-tokens 64 --reasoning low --no-stream\nHi')
+    run(ip, '%%ask -m gpt-4.1 -s "Be terse." --temperature 0.5 --max-output-tokens 64 --reasoning low --no-stream\nHi')
     body = asks(local_server)[0]
-    assert body["model"] == "other-model" and body["instructions"] == "Be terse."
+    assert body["model"] == "gpt-4.1" and body["instructions"] == "Be terse."
     assert body["temperature"] == 0.5 and body["max_output_tokens"] == 64
     assert body["reasoning"] == {"effort": "low"} and not body.get("stream")
 
@@ -289,14 +297,14 @@ def test_config_magic_changes_the_next_request(ip, local_server):
 
 def test_ipython_config_file_settings_apply_at_load(shell, local_server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", local_server.base_url)
-    shell.config.AskMagics.model = "configured-model"  # what `c.AskMagics.model = ...` in ipython_config.py does
+    shell.config.AskMagics.model = "gpt-4.1-nano"  # what `c.AskMagics.model = ...` in ipython_config.py does
     shell.config.AskMagics.instructions = "From the config file."
     shell.config.AskMagics.read_timeout = 33.0
     shell.run_cell("%load_ext nbopenai")
     try:
         run(shell, "%ask Hi")
         body = asks(local_server)[0]
-        assert body["model"] == "configured-model" and body["instructions"] == "From the config file."
+        assert body["model"] == "gpt-4.1-nano" and body["instructions"] == "From the config file."
         assert magics_of(shell).session.settings.timeouts.read == 33.0
     finally:
         shell.run_cell("%unload_ext nbopenai")
@@ -375,13 +383,13 @@ def test_background_job_returns_at_once_and_fills_in(ip, local_server):
 # ---- errors ------------------------------------------------------------------------------------
 
 
-ERROR_CASES = {
+ERROR_CASES = {  # fault kind: (its parameters, AskMagics settings, the error the user gets)
     "unauthorized": ({}, {}, nbopenai.AuthenticationError),
-    "rate_limit": ({"retry_after": 0}, {"max_attempts": 1}, nbopenai.RateLimitError),
+    "rate_limit": ({"retry_after": 0, "count": 2}, {"max_attempts": 2}, nbopenai.RateLimitError),
     "bad_request": ({"message": "Unsupported parameter: 'x'."}, {}, nbopenai.BadRequestError),
     "context_length_exceeded": ({}, {}, nbopenai.ContextLengthExceeded),
     "slow": ({"delay": 1.0}, {"read_timeout": 0.2, "max_attempts": 1}, nbopenai.TimeoutError),
-    "drop": ({"after": 0}, {"max_attempts": 2}, nbopenai.ConnectionError),
+    "drop": ({"count": 2}, {"max_attempts": 2}, nbopenai.ConnectionError),  # cut before any byte (--no-stream)
     "server_error": ({"count": 2}, {"max_attempts": 2}, nbopenai.ServerError),
 }
 
@@ -400,7 +408,7 @@ def test_each_failure_is_one_short_message_and_never_moves_the_thread(ip, local_
     local_server.inject(kind, count=count, **params)
 
     with capture_output() as captured, pytest.raises(error) as raised:
-        ip.run_cell("%ask What is my name?")
+        ip.run_cell("%ask --no-stream What is my name?")
 
     shown = captured.stdout + captured.stderr
     title = next(t for cls, t in TITLES if isinstance(raised.value, cls))
@@ -408,19 +416,23 @@ def test_each_failure_is_one_short_message_and_never_moves_the_thread(ip, local_
     assert "Traceback" not in shown and "site-packages" not in shown and len(shown.strip().splitlines()) <= 3
     assert SECRET_KEY not in shown and SECRET_KEY not in str(raised.value)
     assert turns(ip)[-1].response_id == head and len(turns(ip)) == 1
-    if kind == "server_error":
+    if config.get("max_attempts", 1) > 1:
         assert "after 2 attempts" in shown
 
 
-def test_mid_stream_failure_keeps_the_partial_text_marked_and_the_thread(ip, local_server):
+@pytest.mark.parametrize(
+    "kind, error",
+    [("midstream_error", nbopenai.StreamError), ("midstream_error_flat", nbopenai.StreamError), ("drop", nbopenai.ConnectionError)],
+)
+def test_mid_stream_failure_keeps_the_partial_text_marked_and_the_thread(ip, local_server, kind, error):
     run(ip, "%ask My name is Ada.")
     head = turns(ip)[-1].response_id
-    local_server.inject("midstream_error", after=3)
-    with capture_output() as captured, pytest.raises(nbopenai.StreamError):
+    local_server.inject(kind, after=3)
+    with capture_output() as captured, pytest.raises(error):
         ip.run_cell("%ask What is my name?")
     shown = captured.stdout
     assert "(nbopenai offline demo" in shown  # the text that arrived stays
-    assert "[failed" in shown and shown.count("The answer failed mid-stream") == 1
+    assert "[failed" in shown and shown.count("Traceback") == 0
     assert turns(ip)[-1].response_id == head and len(turns(ip)) == 1
     run(ip, "%ask What is my name?")
     assert asks(local_server)[-1]["previous_response_id"] == head
@@ -477,6 +489,17 @@ def test_notebook_view_streams_in_a_widget_then_leaves_static_markdown(ip, recor
     assert "Noted: your name is Ada." in final["text/plain"]
     assert "Noted" not in captured.stdout  # nothing went to stdout: the widget carried the stream
     assert all(comm.closed for comm in recording_comm.comms)
+
+
+def test_background_job_in_the_notebook_view_fills_in_when_done(ip, recording_comm):
+    ip.run_cell('%config AskMagics.widgets = "on"')
+    with capture_output() as captured:
+        ip.run_cell("%%ask --background -o job\nMy name is Ada.")
+        ip.user_ns["job"].wait(timeout=20)
+    first, *rest = captured.outputs
+    assert "application/vnd.jupyter.widget-view+json" in first.data
+    assert "Noted: your name is Ada." in rest[-1].data["text/markdown"]
+    assert not any(comm.closed for comm in recording_comm.comms)  # kept, filled in, as a fallback
 
 
 def test_notebook_view_is_removed_when_the_ask_fails_early(ip, local_server, recording_comm):

@@ -372,6 +372,8 @@ def drive(
     finished rows are final), re-raise. ``tick`` may raise ``KeyboardInterrupt`` itself (a progress
     callback that wants to stop), with the same effect.
     """
+    if session.loop.in_loop_thread():
+        raise RuntimeError("extract was called from the session's own event loop; call it from ordinary code")
     unwound = threading.Event()
 
     async def tracked() -> Any:

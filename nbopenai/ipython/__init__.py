@@ -24,6 +24,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """
     from .._session import Session, use_session
     from ._magics import AskMagics
+    from ._syntax import ask_lines_keep_question_marks
 
     session = Session()
     use_session(session)
@@ -37,11 +38,13 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.register_magics(ExtractMagics(ipython, session=session))
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     ipython.events.register("post_run_cell", magics.post_run_cell)
+    ipython.input_transformer_manager.line_transforms.append(ask_lines_keep_question_marks)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics and the event hooks, and close the session (its server, loop, ledger)."""
     from .._session import use_session
+    from ._syntax import ask_lines_keep_question_marks
 
     manager = ipython.magics_manager
     magics = manager.registry.pop("AskMagics", None)
@@ -49,6 +52,9 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
     ipython.events.unregister("post_run_cell", magics.post_run_cell)
+    transforms = ipython.input_transformer_manager.line_transforms
+    if ask_lines_keep_question_marks in transforms:
+        transforms.remove(ask_lines_keep_question_marks)
     for name in _EXTRA_MAGICS:
         extra = manager.registry.pop(name, None)
         if extra is not None:

@@ -27,7 +27,7 @@ __all__ = ["TITLES", "reported", "render_lines"]
 TITLES: tuple[tuple[type[e.NbOpenAIError], str], ...] = (
     (e.ConfigurationError, "nbopenai is not configured"),
     (e.AuthenticationError, "Authentication failed"),
-    (e.RateLimitError, "Rate limited"),
+    (e.RateLimitError, "Rate limit exceeded"),
     (e.ContextLengthExceeded, "Context length exceeded"),
     (e.BadRequestError, "Bad request"),
     (e.ServerError, "Server error"),

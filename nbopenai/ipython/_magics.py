@@ -47,6 +47,14 @@ def _from_session(name: str, read: Any) -> Any:
     return default(name)(lambda self: read(self.session.settings))
 
 
+# Traits that mirror a Settings field of the same name, and the two that live in Settings.timeouts.
+_SETTING_TRAITS = (
+    "model", "instructions", "temperature", "max_output_tokens", "reasoning_effort", "store", "update_rate",
+    "max_attempts", "budget_usd", "budget_tokens", "ledger_path", "base_url",
+)
+_SESSION_TRAITS = (*_SETTING_TRAITS, "connect_timeout", "read_timeout")
+
+
 @magics_class
 class AskMagics(Magics):
     """Ask the OpenAI Responses API from IPython: ``%%ask``, ``%ask`` and ``%nbopenai``.
@@ -97,6 +105,11 @@ class AskMagics(Magics):
         self.session = session
         self.cell_id: str | None = None  # the cell now running, if the front-end said
         self._asks_in_cell = 0
+        # Compute the session-derived defaults now: traitlets compares a configured value with the
+        # trait's *static* default when none was computed yet, and would silently skip pushing
+        # e.g. `store = False` (equal to Bool's static default) into the session.
+        for name in _SESSION_TRAITS:
+            getattr(self, name)
         super().__init__(shell=shell, **kwargs)
 
     # ---- configuration: validated here, applied to the session ------------------------------
@@ -125,10 +138,7 @@ class AskMagics(Magics):
             raise TraitError("max_attempts must be at least 1 (1 means no retry)")
         return proposal.value
 
-    @observe(
-        "model", "instructions", "temperature", "max_output_tokens", "reasoning_effort", "store", "update_rate",
-        "max_attempts", "budget_usd", "budget_tokens", "ledger_path", "base_url",
-    )
+    @observe(*_SETTING_TRAITS)
     def _push_setting(self, change: Any) -> None:
         self.session.configure(**{change["name"]: change["new"]})
 

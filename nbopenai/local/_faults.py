@@ -11,7 +11,7 @@ Kinds and their parameters (see ``FAULT_KINDS``):
 =========================  =====================================================================
 ``rate_limit``             429 ``rate_limit_exceeded``; ``retry_after`` s (default 1; None omits the
                            ``retry-after`` header), ``retry_after_ms`` (adds ``retry-after-ms``)
-``server_error``           500
+``server_error``           500 (any error kind also takes ``retry_after`` / ``retry_after_ms``)
 ``unavailable``            503
 ``midstream_error``        stream: ``after`` deltas (default 3), then the nested ``error`` event the
                            real service sends, then ``response.failed``; not streaming: 500
@@ -150,24 +150,38 @@ class FaultQueue:
         return None
 
 
+def _retry_headers(fault: Fault, default_seconds: float | None) -> dict[str, str]:
+    headers = {}
+    seconds = fault.get("retry_after", default_seconds)
+    if seconds is not None:
+        headers["retry-after"] = f"{float(seconds):g}"
+    if fault.get("retry_after_ms") is not None:
+        headers["retry-after-ms"] = f"{float(fault.get('retry_after_ms')):g}"
+    return headers
+
+
 def http_error_for(fault: Fault, streaming: bool) -> ApiError | None:
-    """The error a fault answers with before any body, or None when it acts later (or not at all)."""
+    """The error a fault answers with before any body, or None when it acts later (or not at all).
+
+    Every error kind accepts ``retry_after`` / ``retry_after_ms`` (only ``rate_limit`` sends one by
+    default), so tests can make the SDK's retries fast.
+    """
+    error = _error_for(fault, streaming)
+    if error is not None:
+        error.headers.update(_retry_headers(fault, 1.0 if fault.kind == "rate_limit" else None))
+    return error
+
+
+def _error_for(fault: Fault, streaming: bool) -> ApiError | None:
     kind = fault.kind
     if kind == "rate_limit":
-        headers = {}
-        retry_after = fault.get("retry_after", 1.0)
-        if retry_after is not None:
-            headers["retry-after"] = f"{float(retry_after):g}"
-        if fault.get("retry_after_ms") is not None:
-            headers["retry-after-ms"] = f"{float(fault.get('retry_after_ms')):g}"
-        headers["x-ratelimit-remaining-requests"] = "0"
-        wait = f"{float(retry_after or 0):g}s"
+        wait = f"{float(fault.get('retry_after', 1.0) or 0):g}s"
         return ApiError(
             429,
             f"Rate limit reached for nbopenai-local (offline demo fault). Please try again in {wait}.",
             type="requests",
             code="rate_limit_exceeded",
-            headers=headers,
+            headers={"x-ratelimit-remaining-requests": "0"},
         )
     if kind == "server_error" or (kind.startswith("midstream_error") and not streaming):
         return ApiError(500, _SERVER_ERROR_MESSAGE, type="server_error", code="server_error")

@@ -1,0 +1,156 @@
+"""The magics in a real Jupyter kernel (a subprocess) against the offline server in this process.
+
+nbclient runs a notebook the way "Run All" does and saves it: the file must hold the answers as
+static Markdown and no key. jupyter_client sends execute requests with ``metadata={"cellId": ...}``
+as JupyterLab does (nbclient sends none), to re-run a cell and watch its thread rewind.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import SECRET_KEY
+
+pytestmark = pytest.mark.kernel
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def kernel_env(local_server) -> dict[str, str]:
+    """The kernel's environment: the in-process server, a fake key that must never show, this checkout."""
+    env = dict(os.environ)  # NBOPENAI_HOME is already a fresh temporary folder
+    env.update(
+        OPENAI_BASE_URL=local_server.base_url,
+        OPENAI_API_KEY=SECRET_KEY,
+        NBOPENAI_MODEL="nbopenai-local",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    )
+    return env
+
+
+def _asks(server) -> list[dict]:
+    return [r.body for r in server.requests if r.path == "/v1/responses" and r.method == "POST"]
+
+
+def test_run_all_saves_static_answers_and_no_key(local_server, kernel_env, tmp_path):
+    from nbclient import NotebookClient
+
+    cell = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            cell("%load_ext nbopenai"),
+            cell("%%ask\nMy name is Ada."),
+            cell("%%ask -o reply\nWhat is my name?"),
+            cell("print(reply.turn, reply.status)"),
+        ]
+    )
+    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env=kernel_env
+    )
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nb, path)
+
+    saved = path.read_text()
+    assert SECRET_KEY not in saved
+    nb = nbformat.read(path, as_version=4)
+    outputs = [output for c in nb.cells for output in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    markdown = [o.data["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+    assert any("Noted: your name is Ada." in m for m in markdown)
+    assert any("Your name is Ada." in m and "nbopenai-local" in m for m in markdown)  # answer + footer
+    for c in nb.cells[1:3]:  # the live widget was replaced in place by the static bundle
+        assert all("application/vnd.jupyter.widget-view+json" not in o.get("data", {}) for o in c.outputs)
+    assert nb.cells[3].outputs[0].text.strip() == "2 completed"
+    first, second = _asks(local_server)
+    assert second["previous_response_id"] and "My name is Ada" not in str(second["input"])
+
+
+class Kernel:
+    """A kernel driven the way JupyterLab drives it: execute requests carry the cell's id."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(cwd))
+
+    def execute(self, code: str, cell_id: str | None = None) -> tuple[str, str]:
+        """Run ``code``; return the reply status and all text the front-end was sent."""
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": True}
+        msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
+        self.kc.shell_channel.send(msg)
+        texts = []
+        while True:
+            reply = self.kc.get_iopub_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                continue
+            kind, body = reply["msg_type"], reply["content"]
+            if kind == "stream":
+                texts.append(body["text"])
+            elif kind in ("display_data", "update_display_data", "execute_result"):
+                texts.append(body["data"].get("text/plain", ""))
+            elif kind == "error":
+                texts.append("\n".join(body["traceback"]))
+            elif kind == "status" and body["execution_state"] == "idle":
+                break
+        while True:
+            shell = self.kc.get_shell_msg(timeout=30)
+            if shell["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                return shell["content"]["status"], "".join(texts)
+
+    def history_ids(self) -> list[str]:
+        code = "import nbopenai; print([t['response_id'] for t in nbopenai.current_session().threads.history_rows()])"
+        return ast.literal_eval(self.execute(code)[1].strip())
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel(kernel_env, tmp_path):
+    k = Kernel(kernel_env, tmp_path)
+    yield k
+    k.close()
+
+
+def test_rerunning_a_cell_by_its_id_rewinds_the_thread(kernel, local_server):
+    assert kernel.execute("%load_ext nbopenai", "c0")[0] == "ok"
+    for cell_id, prompt in [("c1", "My name is Ada."), ("c2", "I like tea."), ("c3", "What is my name?")]:
+        assert kernel.execute(f"%%ask\n{prompt}", cell_id)[0] == "ok"
+    ids = kernel.history_ids()
+
+    status, shown = kernel.execute("%%ask\nI like coffee.", "c2")
+
+    assert status == "ok"
+    assert shown.count("thread default: re-ran turn 2 of 3, 1 later turn dropped") == 1
+    rerun = _asks(local_server)[-1]
+    assert rerun["previous_response_id"] == ids[0]
+    assert "I like coffee." in str(rerun["input"]) and "My name is Ada." not in str(rerun["input"])
+    assert kernel.history_ids()[:1] == ids[:1] and len(kernel.history_ids()) == 2
+    assert SECRET_KEY not in shown
+
+    # Without a cell id (nbclient, a console) turns append.
+    before = kernel.history_ids()
+    kernel.execute("%ask What is my name?")
+    kernel.execute("%ask What is my name?")
+    after = kernel.history_ids()
+    assert after[:2] == before and len(after) == 4
+    assert [body.get("previous_response_id") for body in _asks(local_server)[-2:]] == after[1:3]
+
+
+def test_a_failing_ask_fails_the_cell_with_one_short_error(kernel, local_server):
+    kernel.execute("%load_ext nbopenai")
+    local_server.inject("unauthorized")
+    status, shown = kernel.execute("%ask Hello")
+    assert status == "error"
+    assert "Authentication failed" in shown and "Traceback" not in shown and SECRET_KEY not in shown
