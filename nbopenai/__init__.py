@@ -65,6 +65,8 @@ __all__ = [
     "UsageError",
     "__version__",
     "ask",
+    "batch_jobs",
+    "collect_batch",
     "count_tokens",
     "current_session",
     "extract",
@@ -80,14 +82,30 @@ def ask(prompt: str, *, session: Session | None = None, **options: Any) -> Answe
     return (session or current_session()).ask(prompt, **options)
 
 
-def extract(model: Any, texts: Any, *, session: Session | None = None, **options: Any):
-    """Extract ``model`` (a Pydantic class) from one text or many; returns a DataFrame.
+def extract(schema: Any, texts: Any, /, *, session: Session | None = None, **options: Any):
+    """Extract ``schema`` (a Pydantic class) from one text or many; returns a DataFrame.
 
-    See ``nbopenai._extract.extract`` for the options.
+    One row per input, aligned to its index, with ``_status``/``_error``/token/cost columns.
+    Options: ``instructions``, ``many``, ``model``, ``concurrency``, ``max_attempts``,
+    ``validation_retries``, ``cache``, ``retry_failed``, ``progress``, ``batch``, ``wait``, ``dry_run``.
     """
     from ._extract import extract as _extract
 
-    return _extract(session or current_session(), model, texts, **options)
+    return _extract(session or current_session(), schema, texts, **options)
+
+
+def collect_batch(job_id: str, schema: Any, *, session: Session | None = None, **options: Any):
+    """Finish (or collect after a kernel restart) the batch extraction ``job_id``; returns its frame."""
+    from ._extract import collect_batch as _collect
+
+    return _collect(session or current_session(), job_id, schema, **options)
+
+
+def batch_jobs(*, session: Session | None = None):
+    """The batch extractions this data folder knows of (ids, status, parts)."""
+    from ._extract import batch_jobs as _jobs
+
+    return _jobs(session or current_session())
 
 
 def usage(*, session: Session | None = None, all_sessions: bool = False, **filters: Any):

@@ -22,6 +22,16 @@ class Usage:
     def total(self) -> int:
         return self.input + self.output
 
+    def __add__(self, other: "Usage") -> "Usage":
+        """The usage of two requests together (a tool loop's rounds); estimated if either was."""
+        return Usage(
+            input=self.input + other.input,
+            cached=self.cached + other.cached,
+            output=self.output + other.output,
+            reasoning=self.reasoning + other.reasoning,
+            estimated=self.estimated or other.estimated,
+        )
+
     @classmethod
     def from_api(cls, usage: Any) -> "Usage":
         """From an SDK ``ResponseUsage`` (or a dict of the same shape, or ``None``)."""
@@ -47,9 +57,13 @@ def _format_seconds(value: float | None) -> str:
 class Answer:
     """One answer from the model, with where it came from and what it cost.
 
-    ``status`` is ``completed``, ``incomplete`` (cut short, e.g. by ``max_output_tokens``),
-    ``failed`` (the stream broke; ``text`` is what arrived), ``interrupted`` (you pressed stop),
-    or ``queued``/``in_progress``/``cancelled`` for a background job.
+    ``status`` is ``completed``, ``incomplete`` (cut short, e.g. by ``max_output_tokens`` or a tool
+    loop's round cap), ``failed`` (the stream broke; ``text`` is what arrived), ``interrupted`` (you
+    pressed stop), or ``queued``/``in_progress``/``cancelled`` for a background job.
+
+    ``tool_calls`` lists the functions a tool loop ran (``name``, ``arguments``, ``output``,
+    ``error``, ``call_id``); ``usage`` and ``cost_usd`` then cover every request of the turn.
+    ``warning`` says when the thread is close to the model's context window.
     """
 
     text: str
@@ -67,6 +81,8 @@ class Answer:
     cell_id: str | None = None
     notice: str | None = None
     output: list[dict] = field(default_factory=list, repr=False)
+    tool_calls: list[dict] = field(default_factory=list, repr=False)
+    warning: str | None = None
 
     @property
     def partial(self) -> bool:
@@ -94,16 +110,63 @@ class Answer:
         reason = f": {self.error}" if self.error else ""
         return f"[{self.status}{reason}]"
 
+    def tool_calls_markdown(self) -> str:
+        """The tool calls as a collapsed ``<details>`` block ("" when there were none)."""
+        if not self.tool_calls:
+            return ""
+        count = len(self.tool_calls)
+        lines = [f"<details><summary>{count} tool call{'s' if count != 1 else ''}</summary>", ""]
+        for call in self.tool_calls:
+            mark = " ⚠" if call.get("error") else ""
+            lines += [f"- `{_call_signature(call)}`{mark} →", "", _indented_block(str(call.get("output", ""))), ""]
+        lines.append("</details>")
+        return "\n".join(lines)
+
+    def tool_calls_text(self) -> str:
+        """One line per tool call, for plain-text displays."""
+        return "\n".join(
+            f"[tool] {_call_signature(call)} -> {_one_line(str(call.get('output', '')))}" for call in self.tool_calls
+        )
+
     def __str__(self) -> str:
         return self.text
 
     def _repr_markdown_(self) -> str:
         lines = [self.text]
+        if details := self.tool_calls_markdown():
+            lines.append(f"\n{details}")
         if status := self.status_line():
             lines.append(f"\n*{status}*")
+        if self.warning:
+            lines.append(f"\n*⚠ {self.warning}*")
         lines.append(f"\n<sub>{self.footer()}</sub>")
         return "\n".join(lines)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        plain = self.text + (f"\n{status}" if (status := self.status_line()) else "") + f"\n-- {self.footer()}"
+        calls = f"{self.tool_calls_text()}\n" if self.tool_calls else ""
+        plain = calls + self.text + (f"\n{status}" if (status := self.status_line()) else "")
+        plain += (f"\n{self.warning}" if self.warning else "") + f"\n-- {self.footer()}"
         return {"text/markdown": self._repr_markdown_(), "text/plain": plain}
+
+
+_SHOWN_CHARS = 300
+
+
+def _one_line(text: str, limit: int = _SHOWN_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _call_signature(call: dict) -> str:
+    arguments = call.get("arguments")
+    if isinstance(arguments, dict):
+        shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+    else:
+        shown = str(arguments or "")
+    return _one_line(f"{call.get('name', '?')}({shown})", 120).replace("`", "'")
+
+
+def _indented_block(text: str) -> str:
+    """``text`` as an indented code block under a list item (a fence could be closed by the text)."""
+    shown = text if len(text) <= _SHOWN_CHARS * 4 else text[: _SHOWN_CHARS * 4] + "…"
+    return "\n".join("      " + line for line in (shown.splitlines() or [""]))

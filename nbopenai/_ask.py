@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._answer import Answer, Usage
 from ._conversation import Plan, Thread, Turn
-from ._errors import NbOpenAIError, StreamError, UsageError, translate
+from ._compact import near_limit_warning
+from ._prices import missing_price_note
+from ._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UsageError, translate
 from ._retry import reached_server
 from ._streaming import StreamState, TextDelta
 from ._tokens import count_tokens
@@ -25,7 +27,20 @@ from ._tokens import count_tokens
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["AskOptions", "AskSink", "PreparedAsk", "prepare", "run", "REASONING_EFFORTS"]
+__all__ = [
+    "AskOptions",
+    "AskSink",
+    "PreparedAsk",
+    "PriorRounds",
+    "Round",
+    "Sent",
+    "prepare",
+    "run",
+    "send",
+    "record_round",
+    "finish",
+    "REASONING_EFFORTS",
+]
 
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 
@@ -58,7 +73,11 @@ class AskOptions:
 
 
 class AskSink(Protocol):
-    """Receives a turn's progress; every method is optional in spirit (see ``NullSink``)."""
+    """Receives a turn's progress; every method is optional in spirit (see ``NullSink``).
+
+    A sink may also define ``tool_call(name, arguments, output)``: a tool loop calls it after each
+    function it ran (looked up with ``getattr``, so sinks without it keep working).
+    """
 
     def started(self, model: str, thread: str, notice: str | None) -> None: ...
     def text(self, delta: str, state: StreamState) -> None: ...
@@ -104,7 +123,11 @@ def prepare(session: "Session", prompt: str, options: AskOptions) -> PreparedAsk
         raise UsageError("The prompt is empty: write a question in the cell (or after %ask).")
     settings = session.settings
     store = settings.store if options.store is None else options.store
-    thread = session.threads.new(options.thread, store=store) if options.new else session.threads.get(options.thread)
+    # --new builds a detached thread: it replaces the old one only when its first turn succeeds,
+    # so a failed turn or a --dry-run leaves the conversation as it was.
+    thread = session.threads.fresh(options.thread, store=store) if options.new else session.threads.get(options.thread)
+    if thread.store != store and not thread.turns:  # nothing said yet: follow the current setting
+        thread.store = store
     if thread.store != store:
         raise UsageError(
             f"thread {thread.name!r} was started with store={thread.store}; use --new or another -t to switch"
@@ -128,6 +151,8 @@ def prepare(session: "Session", prompt: str, options: AskOptions) -> PreparedAsk
         params["reasoning"] = {"effort": effort}
     if options.tools:
         params["tools"] = list(options.tools)
+    if thread.truncation:  # set when compaction was unavailable for this thread (see _compact)
+        params["truncation"] = thread.truncation
     params.update(options.extra)
     # The chain's earlier turns are billed as input again: estimate from what the thread holds.
     kept = thread.turns[: plan.base]
@@ -141,7 +166,7 @@ def _clock() -> float:
     return time.perf_counter()
 
 
-def _output_items(response: Any) -> tuple[dict, ...]:
+def output_items(response: Any) -> tuple[dict, ...]:
     if response is None:
         return ()
     items = response.output if not isinstance(response, dict) else response.get("output", [])
@@ -199,19 +224,67 @@ def run(session: "Session", prepared: PreparedAsk, sink: AskSink | None = None) 
     """
     sink = sink or NullSink()
     session.check_budget(prepared.model, prepared.estimated_input_tokens)
-    thread_name = prepared.thread.name
-    sink.started(prepared.model, thread_name, prepared.plan.notice(thread_name))
-    attempts = _Attempts(session, prepared, "ask")
+    sink.started(prepared.model, prepared.thread.name, prepared.plan.notice(prepared.thread.name))
+    sent = send(session, prepared, prepared.params, sink)
+    return finish(session, prepared, sent.state, sent.started, sink, attempt=sent.attempt)
+
+
+@dataclass
+class Sent:
+    """One request whose stream ended normally: what arrived, when it started, which attempt it was."""
+
+    state: StreamState
+    started: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class PriorRounds:
+    """The earlier requests of a turn that took several (a tool loop), folded into its final answer."""
+
+    items: tuple[dict, ...] = ()  # the model's calls and our outputs, after the user's message
+    texts: tuple[str, ...] = ()
+    tool_calls: tuple[dict, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    started: float | None = None
+    first_text_at: float | None = None
+    stopped: str | None = None  # why the loop stopped early: the answer is then marked incomplete
+
+
+def _translated(exc: BaseException, prepared: PreparedAsk, **details: Any) -> NbOpenAIError:
+    error = translate(exc, **details)
+    if isinstance(error, ContextLengthExceeded):
+        error.name_thread(prepared.thread.name)
+    return error
+
+
+def send(
+    session: "Session",
+    prepared: PreparedAsk,
+    params: Mapping[str, Any],
+    sink: AskSink,
+    *,
+    kind: str = "ask",
+    prior: PriorRounds | None = None,
+) -> Sent:
+    """Send one request of ``prepared``'s turn (``params``, with retries) and stream it into ``sink``.
+
+    A failure or interruption is recorded and ``sink.finished`` gets the partial answer before the
+    error (or ``KeyboardInterrupt``) is raised; the thread never moves then.
+    """
+    attempts = _Attempts(session, prepared, kind)
     state = StreamState()
     started = _clock()
     stream_wanted = prepared.options.stream
     try:
         result = session.retry.call(
-            lambda: session.client.responses.create(**prepared.params, stream=stream_wanted),
+            lambda: session.client.responses.create(**params, stream=stream_wanted),
             on_failure=attempts,
         )
     except Exception as exc:
-        raise translate(exc, attempts=attempts.count) from None
+        raise _translated(exc, prepared, attempts=attempts.count) from None
+    ending = {"attempt": attempts.count + 1, "kind": kind, "prior": prior}
     if not stream_wanted:
         state.handle({"type": "response.created", "response": result})
         state.handle({"type": "response.output_text.delta", "delta": _response_text(result)}, _clock())
@@ -226,22 +299,69 @@ def run(session: "Session", prepared: PreparedAsk, sink: AskSink | None = None) 
                     for update in state.handle(event, _clock()):
                         if isinstance(update, TextDelta):
                             sink.text(update.delta, state)
-        except KeyboardInterrupt:
-            return _finish(session, prepared, state, started, sink, interrupted=True, attempt=attempts.count + 1)
+        except KeyboardInterrupt:  # finish delivers the partial answer, then re-raises
+            finish(session, prepared, state, started, sink, interrupted=True, **ending)
         except Exception as exc:  # the nested `error` event, a dropped connection, a read timeout
-            error = translate(exc, partial_text=state.text)
+            error = _translated(exc, prepared, partial_text=state.text)
             state.fail(error.message, getattr(error, "code", None))
-            _finish(session, prepared, state, started, sink, error=error, attempt=attempts.count + 1)
+            finish(session, prepared, state, started, sink, error=error, **ending)
             raise error from None
-    answer = _finish(session, prepared, state, started, sink, attempt=attempts.count + 1)
-    if answer.status == "failed":
+    if state.status in ("failed", "streaming"):  # response.failed, or a stream that stopped short
+        finish(session, prepared, state, started, sink, **ending)
         raise StreamError(
             f"The response failed mid-stream: {state.error}", code=state.error_code, partial_text=state.text
         )
-    return answer
+    return Sent(state, started, attempts.count + 1)
 
 
-def _finish(
+@dataclass(frozen=True)
+class Round:
+    """One request as the ledger got it: how it ended, its usage and the row written."""
+
+    status: str
+    usage: Usage
+    model: str
+    ended: float
+    cost_usd: float | None
+
+
+def record_round(
+    session: "Session",
+    prepared: PreparedAsk,
+    state: StreamState,
+    started: float,
+    *,
+    kind: str = "ask",
+    attempt: int = 1,
+    interrupted: bool = False,
+    error: NbOpenAIError | None = None,
+) -> Round:
+    """Write the ledger row of one request (exactly once) and say how it ended."""
+    ended = _clock()
+    response = state.final
+    status = "interrupted" if interrupted else ("failed" if error else state.status)
+    if status == "streaming":  # the stream ended without an end event
+        status, state.error = "failed", "the stream ended before the response completed"
+    usage_obj = getattr(response, "usage", None) if response is not None else None
+    usage = Usage.from_api(usage_obj) if usage_obj is not None else _estimated_usage(prepared, state.text)
+    model = (getattr(response, "model", None) or state.model or prepared.model) if response is not None else prepared.model
+    record = session.record(
+        kind=kind,
+        model=model,
+        status=status,
+        thread=prepared.thread.name,
+        cell_id=prepared.options.cell_id,
+        response_id=state.response_id,
+        usage=usage,
+        latency_s=ended - started,
+        ttft_s=(state.first_text_at - started) if state.first_text_at is not None else None,
+        attempt=attempt,
+        error=("interrupted by the user" if interrupted else state.error),
+    )
+    return Round(status, usage, model, ended, record.cost_usd if record else None)
+
+
+def finish(
     session: "Session",
     prepared: PreparedAsk,
     state: StreamState,
@@ -251,63 +371,59 @@ def _finish(
     interrupted: bool = False,
     error: NbOpenAIError | None = None,
     attempt: int = 1,
+    kind: str = "ask",
+    prior: PriorRounds | None = None,
 ) -> Answer:
-    ended = _clock()
-    response = state.final
-    status = "interrupted" if interrupted else ("failed" if error else state.status)
-    if status == "streaming":  # the stream ended without an end event
-        status, state.error = "failed", "the stream ended before the response completed"
-    usage_obj = getattr(response, "usage", None) if response is not None else None
-    usage = Usage.from_api(usage_obj) if usage_obj is not None else _estimated_usage(prepared, state.text)
-    model = (getattr(response, "model", None) or state.model or prepared.model) if response is not None else prepared.model
+    """Record the turn's last request, commit the turn when it succeeded, and hand ``sink`` the answer."""
+    done = record_round(
+        session, prepared, state, started, kind=kind, attempt=attempt, interrupted=interrupted, error=error
+    )
+    prior = prior or PriorRounds()
+    status, reason = done.status, ("interrupted by the user" if interrupted else state.error)
+    if prior.stopped and status == "completed":
+        status, reason = "incomplete", prior.stopped
+    text = "\n\n".join(part for part in (*prior.texts, state.text) if part)
     thread = prepared.thread
     turn_number = None
     # A failed or interrupted turn never moves the thread; an incomplete one is a real, stored
     # response the model can continue from, so it does.
-    if status in ("completed", "incomplete") and response is not None:
+    if done.status in ("completed", "incomplete") and state.final is not None:
         turn = Turn(
             prompt=prepared.prompt,
-            answer=state.text,
+            answer=text,
             response_id=state.response_id,
-            model=model,
+            model=done.model,
             status=status,
             cell_id=prepared.options.cell_id,
-            input_items=(prepared.params["input"][-1],),
+            input_items=(prepared.params["input"][-1], *prior.items),
             output_items=({"role": "assistant", "content": state.text},) if state.text else (),
-            input_tokens=usage.input,
-            cached_tokens=usage.cached,
-            output_tokens=usage.output,
+            input_tokens=done.usage.input,
+            cached_tokens=done.usage.cached,
+            output_tokens=done.usage.output,
         )
         turn_number = thread.commit(prepared.plan, turn)
-    record = session.record(
-        kind="ask",
-        model=model,
-        status=status,
-        thread=thread.name,
-        cell_id=prepared.options.cell_id,
-        response_id=state.response_id,
-        usage=usage,
-        latency_s=ended - started,
-        ttft_s=(state.first_text_at - started) if state.first_text_at is not None else None,
-        attempt=attempt,
-        error=("interrupted by the user" if interrupted else state.error),
-    )
+        session.threads.adopt(thread)
+    first_started = prior.started if prior.started is not None else started
+    first_text_at = prior.first_text_at if prior.first_text_at is not None else state.first_text_at
+    cost = None if done.cost_usd is None or prior.cost_usd is None else done.cost_usd + prior.cost_usd
     answer = Answer(
-        text=state.text,
-        model=model,
+        text=text,
+        model=done.model,
         thread=thread.name,
         response_id=state.response_id,
         status=status,
-        usage=usage,
-        latency_s=ended - started,
-        ttft_s=(state.first_text_at - started) if state.first_text_at is not None else None,
-        cost_usd=record.cost_usd if record else None,
-        cost_note=session.prices.missing_price_note(model) if record and record.cost_usd is None else None,
-        error="interrupted by the user" if interrupted else state.error,
+        usage=prior.usage + done.usage,
+        latency_s=done.ended - first_started,
+        ttft_s=(first_text_at - first_started) if first_text_at is not None else None,
+        cost_usd=cost,
+        cost_note=missing_price_note(done.model) if cost is None else None,
+        error=reason,
         turn=turn_number,
         cell_id=prepared.options.cell_id,
         notice=prepared.plan.notice(thread.name) if turn_number else None,
-        output=list(_output_items(response)),
+        output=list(output_items(state.final)),
+        tool_calls=list(prior.tool_calls),
+        warning=near_limit_warning(session, thread, done.model) if turn_number else None,
     )
     sink.finished(answer)
     if interrupted:

@@ -4,6 +4,10 @@ With ``store=True`` a thread is a chain of server-side responses: each turn send
 input plus ``previous_response_id`` of the thread's head. With ``store=False`` nothing is kept on
 the server, so the thread keeps every item and re-sends them.
 
+A compaction (``Session.compact``) is a turn of its own with ``status="compacted"``: it holds the
+compacted items and no response id. It stands for every turn before it, so later turns build on it
+(replaying its items, then chaining as usual) and never on what it replaced.
+
 Re-running a cell is an edit, not an append: the thread rewinds to the turn before that cell's
 last turn and the new answer replaces it (later turns are dropped, as editing a message does in a
 chat app). So *Run All* twice gives the same conversation, not a doubled one. Without a cell id
@@ -16,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Turn", "Thread", "ThreadStore", "Plan"]
+__all__ = ["Turn", "Thread", "ThreadStore", "Plan", "COMPACTED"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,22 @@ class Plan:
         return f"thread {thread}: re-ran turn {self.replaced} of {self.total_before}{later}"
 
 
+COMPACTED = "compacted"
+
+
+def _items(turns: list[Turn]) -> tuple[dict, ...]:
+    return tuple(item for turn in turns for item in (*turn.input_items, *turn.output_items))
+
+
 @dataclass
 class Thread:
     name: str
     store: bool = True
     turns: list[Turn] = field(default_factory=list)
+    # Set to "auto" when compaction is unavailable: the API then drops the oldest items itself.
+    truncation: str | None = None
+    # The near-context-window warning is shown once, until the thread shrinks again.
+    warned_near_limit: bool = False
 
     @property
     def head(self) -> str | None:
@@ -73,16 +88,22 @@ class Thread:
                     base, replaced = index, index + 1
                     break
         kept = self.turns[:base]
-        replay: tuple[dict, ...] = ()
-        if not self.store:
-            replay = tuple(item for turn in kept for item in (*turn.input_items, *turn.output_items))
+        since = max((i for i, turn in enumerate(kept) if turn.status == COMPACTED), default=0)
+        window = kept[since:]
+        previous = None
+        if self.store:
+            # Chain to the last stored response; replay only what came after it (a compaction).
+            chained = [i for i, turn in enumerate(window) if turn.response_id]
+            if chained:
+                previous = window[chained[-1]].response_id
+                window = window[chained[-1] + 1 :]
         return Plan(
             base=base,
             replaced=replaced,
             dropped=len(self.turns) - base - (1 if replaced else 0),
             total_before=len(self.turns),
-            previous_response_id=kept[-1].response_id if (kept and self.store) else None,
-            replay=replay,
+            previous_response_id=previous,
+            replay=_items(window),
         )
 
     def commit(self, plan: Plan, turn: Turn) -> int:
@@ -106,9 +127,25 @@ class ThreadStore:
             self._threads[name] = Thread(name=name, store=self._store)
         return self._threads[name]
 
+    @property
+    def default_store(self) -> bool:
+        return self._store
+
+    @default_store.setter
+    def default_store(self, store: bool) -> None:
+        self._store = store
+
     def new(self, name: str = "default", *, store: bool | None = None) -> Thread:
         self._threads[name] = Thread(name=name, store=self._store if store is None else store)
         return self._threads[name]
+
+    def fresh(self, name: str = "default", *, store: bool | None = None) -> Thread:
+        """A new empty thread that replaces ``name`` only once ``adopt``-ed (after a good turn)."""
+        return Thread(name=name, store=self._store if store is None else store)
+
+    def adopt(self, thread: Thread) -> None:
+        """Make ``thread`` the one called ``thread.name`` (a ``--new`` turn succeeded)."""
+        self._threads[thread.name] = thread
 
     def reset(self, name: str | None = None) -> None:
         if name is None:

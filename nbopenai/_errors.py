@@ -127,6 +127,14 @@ class BadRequestError(APIError):
 class ContextLengthExceeded(BadRequestError):
     hint = "The thread is longer than the model's context window: run `%nbopenai compact` or start fresh with --new."
 
+    def name_thread(self, thread: str) -> "ContextLengthExceeded":
+        """Point the hint at the thread that overflowed (the command to shrink it, exactly)."""
+        self.hint = (
+            f"Thread {thread!r} is longer than the model's context window: run `%nbopenai compact -t {thread}` "
+            f"(or `session.compact({thread!r})`), or start fresh with --new."
+        )
+        return self
+
 
 class ServerError(APIError):
     hint = "The server failed even after retries; try again in a moment."
@@ -149,9 +157,34 @@ class StreamError(APIError):
 def translate(exc: BaseException, *, attempts: int = 1, partial_text: str = "") -> NbOpenAIError:
     """Turn an SDK/network exception into one of ours, with the key scrubbed from every word."""
     error = _translate(exc, attempts)
+    # A server may echo the request's credentials in its error (a proxy quoting the headers); the
+    # key-shaped pattern misses keys of other shapes, so scrub exactly what this request sent.
+    if sent := _sent_credentials(exc):
+        error.message = redact(error.message, *sent)
+        error.args = (error.message,)
     if isinstance(error, APIError) and partial_text:
         error.partial_text = partial_text
+        if isinstance(error, ConnectionError):  # it had connected: say what really happened
+            error.message = (
+                f"The connection dropped mid-stream ({type(exc.__cause__ or exc).__name__}); "
+                "the text so far is kept and marked partial."
+            )
+            error.args = (error.message,)
     return error
+
+
+def _sent_credentials(exc: BaseException) -> tuple[str, ...]:
+    try:
+        headers = exc.request.headers  # type: ignore[attr-defined]  # the SDK's errors keep their request
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError for an unset request
+        return ()
+    found = []
+    for name in ("authorization", "api-key"):
+        value = headers.get(name) or ""
+        found.append(value)
+        if value[:7].lower() == "bearer ":
+            found.append(value[7:].strip())
+    return tuple(value for value in found if value)
 
 
 def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:

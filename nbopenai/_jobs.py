@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer, Usage
+from ._ask import _Attempts
 from ._conversation import Turn
 from ._errors import NbOpenAIError, UsageError, translate
 
@@ -84,10 +85,12 @@ def submit(session: "Session", prepared: "PreparedAsk", on_done: Callable[[Job],
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")
     session.check_budget(prepared.model, prepared.estimated_input_tokens)
     params = {**prepared.params, "background": True}
+    # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
+    attempts = _Attempts(session, prepared, "background")
     try:
-        response = session.retry.call(lambda: session.client.responses.create(**params))
+        response = session.retry.call(lambda: session.client.responses.create(**params), on_failure=attempts)
     except Exception as exc:
-        raise translate(exc) from None
+        raise translate(exc, attempts=attempts.count) from None
     job = Job(
         number=next(_numbers),
         response_id=response.id,
@@ -101,6 +104,14 @@ def submit(session: "Session", prepared: "PreparedAsk", on_done: Callable[[Job],
     head_at_submit = prepared.thread.head
     job._future = session.loop.submit(_poll(session, prepared, job, head_at_submit, on_done))
     return job
+
+
+def _failure(job: Job, response: Any) -> str | None:
+    """Why the job did not complete: polling failed, or the server's own reason for a failed response."""
+    if job.error is not None:
+        return job.error.message
+    error = getattr(response, "error", None) if response is not None else None
+    return (getattr(error, "message", None) or "the response failed") if job.status == "failed" else None
 
 
 async def _poll(session: "Session", prepared: "PreparedAsk", job: Job, head: str | None, on_done) -> None:
@@ -128,7 +139,7 @@ async def _poll(session: "Session", prepared: "PreparedAsk", job: Job, head: str
         thread=job.thread,
         cell_id=prepared.options.cell_id,
         response_id=job.response_id,
-        error=job.error.message if job.error else None,
+        error=_failure(job, response),
     )
     turn_number, notice = None, None
     if job.status in ("completed", "incomplete"):
@@ -147,6 +158,7 @@ async def _poll(session: "Session", prepared: "PreparedAsk", job: Job, head: str
                 output_tokens=usage.output,
             )
             turn_number = prepared.thread.commit(prepared.plan, turn)
+            session.threads.adopt(prepared.thread)
         else:
             notice = f"thread {job.thread} moved on while {job.id} ran; its answer was not added to the thread"
     job.answer = Answer(
@@ -158,7 +170,7 @@ async def _poll(session: "Session", prepared: "PreparedAsk", job: Job, head: str
         usage=usage,
         latency_s=latency,
         cost_usd=record.cost_usd,
-        error=job.error.message if job.error else None,
+        error=_failure(job, response),
         turn=turn_number,
         cell_id=prepared.options.cell_id,
         notice=notice,

@@ -49,6 +49,11 @@ class LoopThread:
                 self._loop = loop
             return self._loop
 
+    @property
+    def running(self) -> bool:
+        """True once the loop thread has started (and until ``close``)."""
+        return self._loop is not None and not self._loop.is_closed()
+
     def in_loop_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 

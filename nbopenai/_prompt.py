@@ -13,7 +13,7 @@ Rules (chosen so that code and JSON in prompts survive, and no value can smuggle
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._tokens import count_tokens
@@ -25,8 +25,17 @@ PREVIEW_TOKEN_BUDGET = 1500
 _CELL_CHARS = 60
 
 
-def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
-    """``template`` with ``{name}`` replaced from ``namespace`` (see the module docstring)."""
+def interpolate(
+    template: str,
+    namespace: Mapping[str, Any],
+    *,
+    render: Callable[[str, Any], str | None] | None = None,
+) -> str:
+    """``template`` with ``{name}`` replaced from ``namespace`` (see the module docstring).
+
+    ``render(name, value)``, when given, may return the text for a value itself (``None`` means
+    the usual ``preview``); ``_images.interpolate_with_images`` uses it to lift figures out.
+    """
 
     def replace(match: re.Match[str]) -> str:
         token = match.group(0)
@@ -37,6 +46,8 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
         name = match.group(1)
         if name not in namespace:
             return token
+        if render is not None and (text := render(name, namespace[name])) is not None:
+            return text
         return preview(namespace[name])
 
     return _TOKEN.sub(replace, template)

@@ -47,10 +47,23 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def reached_server(exc: BaseException) -> bool:
-    """True when the server answered (so the attempt belongs in the ledger)."""
+    """True when the request got to the server (so the attempt belongs in the ledger).
+
+    That is an HTTP error answer, and also a connection that was cut or timed out *after* the
+    request was sent: the server saw it (and may have started work on it). Only failures before
+    sending (connect errors and timeouts, an exhausted pool) never reached it.
+    """
+    import httpx2
     import openai
 
-    return isinstance(exc, openai.APIStatusError)
+    if isinstance(exc, openai.APIStatusError):
+        return True
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return isinstance(cause, httpx2.TransportError) and not isinstance(
+            cause, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol, httpx2.ProxyError)
+        )
+    return False
 
 
 def retry_after(exc: BaseException) -> float | None:

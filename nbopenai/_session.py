@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _ask
 from ._answer import Answer, Usage
 from ._conversation import ThreadStore
+from ._errors import UsageError
 from ._loop import LoopThread
 from ._retry import RetryPolicy
 from ._settings import LOCAL_MODEL, Settings
@@ -24,6 +25,8 @@ from ._settings import LOCAL_MODEL, Settings
 if TYPE_CHECKING:
     import openai
 
+    from ._compact import Compaction, ContextWindows
+    from ._extract._cache import ExtractStore
     from ._jobs import Job
     from ._usage import Ledger, UsageRecord
     from ._prices import PriceTable
@@ -75,9 +78,12 @@ class Session:
         if any(getattr(new, f) != getattr(self.settings, f) for f in _NETWORK_FIELDS):
             self._drop_clients()
         if new.ledger_path != self.settings.ledger_path:
-            self.__dict__.pop("ledger", None)
+            for name in ("ledger", "extract_store"):
+                if (stale := self.__dict__.pop(name, None)) is not None:
+                    stale.close()
         if new.prices_path != self.settings.prices_path:
             self.__dict__.pop("prices", None)
+        self.threads.default_store = new.store
         self.settings = new
         return new
 
@@ -89,6 +95,26 @@ class Session:
             self.local_server = start(**server_config)
         self.configure(base_url=self.local_server.base_url, api_key=None, model=model or LOCAL_MODEL)
         return self.local_server.base_url
+
+    def warm_up(self) -> threading.Thread:
+        """Load the tokenizer's vocabulary in a background thread.
+
+        The first ask otherwise pays for it (about a second, more on a busy machine) before any
+        text appears; the IPython extension calls this on load so the kernel is ready by then.
+        """
+
+        from ._tokens import encoding_for_model, vocabulary_package
+
+        # Only data loading happens in the thread: importing a package from two threads at once
+        # can hand one of them a half-initialised module, so imports stay on the caller's thread.
+        vocabulary_package()
+
+        def load() -> None:
+            encoding_for_model(self.settings.model)
+
+        worker = threading.Thread(target=load, name="nbopenai-warm-up", daemon=True)
+        worker.start()
+        return worker
 
     @property
     def retry(self) -> RetryPolicy:
@@ -122,8 +148,12 @@ class Session:
             old_async, self._async_client = self._async_client, None
         if old is not None:
             old.close()
-        if old_async is not None and self.loop._loop is not None:
-            self.loop.submit(old_async.close())
+        if old_async is not None and self.loop.running:
+            # The async client's pool lives on our loop: close it there, and wait so that nothing
+            # is left un-awaited when the loop itself stops.
+            closing = self.loop.submit(old_async.close())
+            if not self.loop.in_loop_thread():
+                closing.result(timeout=5)
 
     # ---- ledger, prices, budget -----------------------------------------------------------
 
@@ -134,10 +164,24 @@ class Session:
         return Ledger(self.settings.resolved_ledger_path)
 
     @cached_property
+    def extract_store(self) -> "ExtractStore":
+        """Extraction's answer cache and batch records, next to the ledger (in memory with it)."""
+        from ._extract._cache import ExtractStore, store_path
+
+        return ExtractStore(store_path(self.settings))
+
+    @cached_property
     def prices(self) -> "PriceTable":
         from ._prices import PriceTable
 
         return PriceTable.load(self.settings.prices_path)
+
+    @cached_property
+    def context_windows(self) -> "ContextWindows":
+        """Context window sizes by model (for the near-limit warning); replace it to add models."""
+        from ._compact import ContextWindows
+
+        return ContextWindows.load()
 
     def record(
         self,
@@ -194,22 +238,82 @@ class Session:
 
     # ---- asking ---------------------------------------------------------------------------
 
-    def prepare(self, prompt: str, **options: Any) -> "_ask.PreparedAsk":
-        """The exact request ``ask`` would send (for ``--dry-run``); sends nothing."""
+    def prepare(
+        self, prompt: str, *, images: Iterable[Any] = (), tools: Iterable[Any] = (), **options: Any
+    ) -> "_ask.PreparedAsk":
+        """The exact request ``ask`` would send (for ``--dry-run``); sends nothing.
+
+        ``images`` and ``tools`` are as for ``ask``; the other options are ``AskOptions`` fields.
+        """
+        if images:
+            from ._images import image_parts
+
+            options["content"] = (*options.get("content", ()), *image_parts(images))
+        if tools:
+            from ._tools import Toolbox
+
+            options["tools"] = (*options.get("tools", ()), *Toolbox(tools).specs)
         return _ask.prepare(self, prompt, _ask.AskOptions(**options))
 
-    def ask(self, prompt: str, *, sink: "_ask.AskSink | None" = None, **options: Any) -> Answer:
-        """Ask in a thread and return the ``Answer`` (see ``AskOptions`` for the options).
+    def ask(
+        self,
+        prompt: str,
+        *,
+        sink: "_ask.AskSink | None" = None,
+        images: Iterable[Any] = (),
+        tools: Iterable[Any] = (),
+        confirm: Any = None,
+        max_tool_rounds: int | None = None,
+        **options: Any,
+    ) -> Answer:
+        """Ask in a thread and return the ``Answer`` (see ``AskOptions`` for the other options).
 
-        With no ``sink``, text streams to stdout when ``echo=True`` (default off).
+        Parameters
+        ----------
+        prompt
+            The question.
+        sink
+            Receives the streamed answer (a widget, ``StdoutSink``); with none, text streams to
+            stdout when ``echo=True`` (default off).
+        images
+            Image paths, http(s) URLs, matplotlib figures or PIL images, sent after the prompt.
+        tools
+            Python functions the model may call (run here, in this process, until it answers), or
+            tool dicts passed as they are (e.g. ``{"type": "web_search"}``).
+        confirm
+            ``confirm(call) -> bool`` asked before each function call (``ask_before_running``
+            asks on stdin); a declined call tells the model so.
+        max_tool_rounds
+            How many times one turn runs the model's calls (default 5); past that the model must
+            answer without tools and the answer is marked ``incomplete``.
         """
         echo = options.pop("echo", False)
-        prepared = self.prepare(prompt, **options)
+        toolbox = None
+        if tools:
+            from ._tools import Toolbox
+
+            toolbox = Toolbox(tools)
+        prepared = self.prepare(prompt, images=images, tools=toolbox.specs if toolbox else (), **options)
         if sink is None and echo:
             from ._printer import StdoutSink
 
             sink = StdoutSink()
+        if toolbox is not None and toolbox.functions:
+            from ._tools import DEFAULT_MAX_TOOL_ROUNDS, run_with_tools
+
+            rounds = DEFAULT_MAX_TOOL_ROUNDS if max_tool_rounds is None else max_tool_rounds
+            return run_with_tools(self, prepared, toolbox, sink, max_tool_rounds=rounds, confirm=confirm)
         return _ask.run(self, prepared, sink)
+
+    def compact(self, thread: str = "default", *, model: str | None = None) -> "Compaction":
+        """Shrink a long thread on the server (``responses.compact``); it continues from there.
+
+        Where the server has no compact endpoint, the thread switches to ``truncation="auto"``.
+        See ``nbopenai._compact.compact``.
+        """
+        from ._compact import compact
+
+        return compact(self, thread, model=model)
 
     def submit(self, prompt: str, *, on_done=None, **options: Any) -> "Job":
         """Ask in the background (``background=true``); returns a ``Job`` at once.
@@ -218,6 +322,9 @@ class Session:
         """
         from ._jobs import submit
 
+        tools = options.get("tools") or ()
+        if callable(tools) or any(callable(tool) for tool in tools):
+            raise UsageError("Python function tools run in this kernel, between requests: drop --background to use them.")
         return submit(self, self.prepare(prompt, **options), on_done)
 
     def history(self, thread: str = "default"):
@@ -238,8 +345,9 @@ class Session:
         if self.local_server is not None:
             self.local_server.stop()
             self.local_server = None
-        if "ledger" in self.__dict__:
-            self.ledger.close()
+        for name in ("ledger", "extract_store"):
+            if (opened := self.__dict__.pop(name, None)) is not None:
+                opened.close()
 
     def __enter__(self) -> "Session":
         return self

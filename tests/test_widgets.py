@@ -110,6 +110,13 @@ def test_answer_view_escapes_html_and_marks_partial_answers(recording_comm):
     assert "[interrupted" in handles[0].updates[-1]["text/plain"]
 
 
+def test_answer_view_lists_tool_calls_while_streaming(recording_comm):
+    view, _ = _view(recording_comm)
+    view.started("m", "t", None)
+    view.tool_call("add", {"a": 1, "b": 2}, 3)
+    assert "add" in view.footer.value and "→ 3" in view.footer.value
+
+
 def test_answer_view_without_render_keeps_the_widget(recording_comm):
     view, handles = _view(recording_comm)
     view.started("m", "t", None)
@@ -143,6 +150,13 @@ def test_queued_then_finished_fills_in_and_keeps_the_widget_for_background(recor
     assert "background answer" in view.body.value
     assert "background answer" in handles[0].updates[-1]["text/markdown"]
     assert not any(comm.closed for comm in recording_comm.comms)
+
+
+def test_the_package_exports_its_views_lazily():
+    import nbopenai.widgets as widgets
+
+    for name in widgets.__all__:
+        assert getattr(widgets, name).__name__ == name
 
 
 def test_importing_the_widgets_package_loads_no_ipywidgets():

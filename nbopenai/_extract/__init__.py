@@ -14,17 +14,21 @@ session); the pieces, each usable alone:
 """
 
 from ._api import ExtractOptions, ExtractPlan, extract
+from ._batch import BatchJob, batch_jobs, collect_batch
 from ._format import StrictFormat, strict_format
 from ._lint import Finding, LintReport, lint_schema
 from ._progress import Snapshot
 
 __all__ = [
+    "BatchJob",
     "ExtractOptions",
     "ExtractPlan",
     "Finding",
     "LintReport",
     "Snapshot",
     "StrictFormat",
+    "batch_jobs",
+    "collect_batch",
     "extract",
     "lint_schema",
     "strict_format",

@@ -301,6 +301,7 @@ def _dry_run(prepared: Prepared, cached: int) -> ExtractPlan:
 def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> bool:
     """Run the pending rows; returns True when interrupted. Finished rows are final either way."""
     options, settings = prepared.options, session.settings
+    session.async_client  # noqa: B018 - built now: a missing key is a ConfigurationError before any progress shows
     concurrency = options.concurrency or settings.concurrency
     retry = RetryPolicy(attempts=options.max_attempts or settings.max_attempts, base=settings.backoff_base, cap=settings.backoff_max)
     request = Request(prepared.params, prepared.model, options.validation_retries, retry)

@@ -132,7 +132,6 @@ class BatchJob:
         self.parts = parts
         self.id: str = record["id"]
         self.cached = 0
-        self.interrupted = False
         self._ledger = LedgerBuffer(session)
         self._task: asyncio.Task[None] | None = None
         self._future: Any = None
@@ -320,6 +319,8 @@ class BatchJob:
         """Poll in the background (the kernel stays free); ``wait()`` or ``result()`` later."""
         if self._future is None or self._future.done():
             self._view = view
+            if hasattr(view, "show"):
+                view.show()  # now, from the cell that started the job: later updates only change values
 
             async def background() -> None:
                 self._task = asyncio.current_task()
@@ -344,7 +345,6 @@ class BatchJob:
                 view.update(self.snapshot())
 
         interval = 1.0 / min(self.session.settings.update_rate, 10.0)
-        self.interrupted = False
         try:
             if polling:
                 future = self._future
@@ -356,7 +356,7 @@ class BatchJob:
             else:
                 drive(self.session, self._poll(), tick, interval)
         except KeyboardInterrupt:
-            self.interrupted = True
+            pass  # stop waiting; the frame below shows what has ended, the batches keep running
         finally:
             self._ledger.flush()
             if view is not None:

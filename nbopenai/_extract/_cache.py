@@ -146,16 +146,6 @@ class ExtractStore:
 
 
 def store_for(session: "Session") -> ExtractStore:
-    """The session's store: ``session.extract_store`` when the session provides one, else one kept on it.
-
-    The store must outlive one call (an in-memory cache is useless otherwise) but belongs to the
-    session, not to this module: no module-level state.
-    """
-    provided = getattr(type(session), "extract_store", None)
-    if provided is not None:
-        return session.extract_store  # type: ignore[attr-defined]
-    path = store_path(session.settings)
-    store = session.__dict__.get("_extract_store")
-    if store is None or store.path != path:
-        store = session.__dict__["_extract_store"] = ExtractStore(path)
-    return store
+    """The session's store (``Session.extract_store``): it must outlive one call, since an
+    in-memory cache is useless otherwise, and belongs to the session, not to this module."""
+    return session.extract_store

@@ -241,7 +241,12 @@ class Runner:
 
         async def worker() -> None:
             for position in rows:
-                await self._row(client, position)
+                try:
+                    await self._row(client, position)
+                except Exception as exc:  # a bug (or a validator raising TypeError) costs one row, not the run
+                    result = self.results[position]
+                    result.status, result.error = "error", f"unexpected {type(exc).__name__}: {exc}"
+                    self.tally.finish(result)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(positions)))]
         try:
@@ -284,9 +289,9 @@ class Runner:
         tries = 0  # attempts at the current question; a re-ask starts a fresh retry budget
         reasks = 0
         while True:
+            epoch = await limit.acquire()
             tries += 1
             result.attempts += 1
-            epoch = await limit.acquire()
             tally.limit = limit.limit
             started, started_wall = time.perf_counter(), time.time()
             try:
@@ -304,10 +309,10 @@ class Runner:
                 if rate_limited:
                     limit.rate_limited(epoch)
                     tally.limit = limit.limit
-                if reached_server(exc):
+                if reached_server(exc):  # refused before any token: billed nothing
                     self._record(status="rate_limited" if rate_limited else "error", started_wall=started_wall,
                                  latency=latency, attempt=result.attempts, model=request.model,
-                                 error=translate(exc).message)
+                                 cost=self._prices.cost(request.model, 0, 0, 0), error=translate(exc).message)
                 wait = request.retry.delay(tries, exc)
                 if wait is None:
                     result.status = "error"

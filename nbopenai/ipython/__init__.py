@@ -28,12 +28,14 @@ def load_ipython_extension(ipython: Any) -> None:
 
     session = Session()
     use_session(session)
+    session.warm_up()  # SDK import + tokenizer load off the critical path of the first %%ask
     magics = AskMagics(shell=ipython, session=session)
     ipython.register_magics(magics)
     try:
         from ._extract_magic import ExtractMagics
-    except ImportError:
-        pass
+    except ModuleNotFoundError as missing:  # only its absence is expected; its own errors must show
+        if missing.name != f"{__name__}._extract_magic":
+            raise
     else:
         ipython.register_magics(ExtractMagics(ipython, session=session))
     ipython.events.register("pre_run_cell", magics.pre_run_cell)

@@ -19,7 +19,7 @@ nbopenai: the OpenAI Responses API in IPython.
   %%ask [options]        the cell is the prompt; the answer streams in, then stays as Markdown
   %ask [options] PROMPT  the same, prompt on the line
   %nbopenai COMMAND      status, local, threads, history [-t NAME], reset [-t NAME | --all],
-                         jobs, cancel JOB, usage [--summary] [--plot] [--all] [--since] [--model] [--thread], help
+                         compact [-t NAME], jobs, cancel JOB, usage [--summary] [--plot] [--all] [--since] [--model] [--thread], help
 
 Options of %%ask: -m MODEL, -t THREAD, --new, -s INSTRUCTIONS, --temperature, --max-output-tokens,
 --reasoning, --no-stream, --background, --format {markdown,text,code,json}, --dry-run, -o NAME.
@@ -75,6 +75,10 @@ def _reset(m: "AskMagics", args: argparse.Namespace) -> None:
     print("Forgot every thread." if thread is None else f"Forgot thread {thread}.")
 
 
+def _compact(m: "AskMagics", args: argparse.Namespace) -> None:
+    print(m.session.compact(args.thread or "default", model=args.model))
+
+
 def _jobs(m: "AskMagics", args: argparse.Namespace) -> Any:
     import pandas as pd
 
@@ -106,6 +110,7 @@ def _usage(m: "AskMagics", args: argparse.Namespace) -> Any:
 
 COMMANDS: dict[str, Callable[["AskMagics", argparse.Namespace], Any]] = {
     "cancel": _cancel,
+    "compact": _compact,
     "help": _help,
     "history": _history,
     "jobs": _jobs,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import keyword
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from IPython.utils.process import arg_split
 
 from .._ask import REASONING_EFFORTS
 
-__all__ = ["FORMATS", "ask_arguments", "ask_options", "parse_ask", "text"]
+__all__ = ["FORMATS", "ask_arguments", "ask_options", "parse_ask", "text", "variable_name"]
 
 FORMATS = ("markdown", "text", "code", "json")
 
@@ -31,6 +32,18 @@ def text(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
+
+
+def variable_name(value: str) -> str:
+    """An ``-o`` target: a plain identifier that is not a keyword and not a dunder.
+
+    Binding ``-o __builtins__`` (or ``-o "x y"``) would break every later cell, so such names are
+    refused with a usage error before anything is sent.
+    """
+    name = text(value)
+    if not name.isidentifier() or keyword.iskeyword(name) or (name.startswith("__") and name.endswith("__")):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a usable variable name")
+    return name
 
 
 def ask_arguments(func: Callable) -> Callable:
@@ -52,8 +65,8 @@ def ask_arguments(func: Callable) -> Callable:
                  help="How to show the answer: markdown (default), text, code (fenced code only), json (pretty)."),
         argument("--dry-run", action="store_true",
                  help="Show the exact request and its token count; send nothing."),
-        argument("-o", "--out", type=text, metavar="NAME",
-                 help="Also bind the Answer to this variable (the DryRun with --dry-run)."),
+        argument("-o", "--out", type=variable_name, metavar="NAME",
+                 help="Also bind the Answer to this variable (the DryRun with --dry-run, the Job with --background)."),
     ]
     for option in reversed(options):  # decorators apply bottom-up; keep the help in this order
         func = option(func)

@@ -14,9 +14,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Int, TraitError, validate
 
 from .. import _errors
-from .._extract import extract
 from .._prompt import interpolate
-from ._args import text
+from ._args import text, variable_name
 from ._errors import reported
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ class ExtractMagics(Magics):
     @argument("-s", "--system", type=text, metavar="TEXT", help="Instructions when the cell is the text (without --over).")
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight at most (halved while 429s arrive).")
     @argument("--max-attempts", type=int, metavar="N", help="Attempts per request on 429/5xx/timeouts.")
-    @argument("-o", "--out", type=text, metavar="NAME", help="Bind the frame (the BatchJob with --no-wait) to this variable.")
+    @argument("-o", "--out", type=variable_name, metavar="NAME", help="Bind the frame (the BatchJob with --no-wait) to this variable.")
     @argument("--batch", action="store_true", help="Send through the Batch API (half price, results within 24 h).")
     @argument("--no-wait", action="store_true", help="With --batch: return the BatchJob at once; it fills in while you work.")
     @argument("--dry-run", action="store_true", help="Show the schema fixes, the first request and the counts; send nothing.")
@@ -93,6 +92,8 @@ class ExtractMagics(Magics):
             %%extract Person --over df.bio --batch --no-wait -o job
             Extract the person described in this biography.
         """
+        from .._extract import extract  # here, not at import: loading the extension stays cheap
+
         args = parse_argstring(self.extract, line)
         body = interpolate(cell, self.shell.user_ns).strip()
         with reported(self._key()):

@@ -193,6 +193,7 @@ class AskMagics(Magics):
             Summarise {df}. What stands out?
 
             %ask --new What is a Bloom filter?
+
             %%ask --dry-run -o request
             Show me the request, send nothing.
 
@@ -219,15 +220,15 @@ class AskMagics(Magics):
     @magic_arguments()
     @argument("command", nargs="?", default="help", choices=sorted(_admin.COMMANDS), help="What to do (default: help).")
     @argument("job", nargs="?", help="cancel: the job id (from `%%nbopenai jobs`).")
-    @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset: the thread (default 'default'); usage: filter.")
+    @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset, compact: the thread (default 'default'); usage: filter.")
     @argument("--all", action="store_true", help="reset: every thread; usage: every kernel's calls, not just this one's.")
     @argument("--summary", action="store_true", help="usage: totals per model and thread.")
     @argument("--plot", action="store_true", help="usage: cumulative tokens and cost over time (needs matplotlib).")
     @argument("--since", type=text, help="usage: calls since a duration ago (30m, 2d) or an ISO date.")
-    @argument("--model", type=text, help="usage: only this model's calls.")
+    @argument("--model", type=text, help="usage: only this model's calls; compact: the model that compacts.")
     @line_magic
     def nbopenai(self, line: str) -> Any:
-        """Look after nbopenai: threads, history, reset, status, local, jobs, cancel, usage, help.
+        """Look after nbopenai: threads, history, reset, compact, status, local, jobs, cancel, usage, help.
 
         Examples
         --------
@@ -238,6 +239,7 @@ class AskMagics(Magics):
             %nbopenai threads                # one row per thread
             %nbopenai history -t stats       # a thread's turns as a DataFrame
             %nbopenai reset -t stats         # forget a thread (--all: every thread)
+            %nbopenai compact                # shrink a long thread on the server
             %nbopenai jobs                   # background jobs
             %nbopenai cancel job-1
             %nbopenai usage --summary --since 1d
@@ -267,19 +269,19 @@ class AskMagics(Magics):
         return AnswerView(render=render, rate=self.session.settings.update_rate, close_widget=not background)
 
     def _submit(self, prompt: str, fmt: str, options: dict[str, Any]) -> "Job":
-        """``--background``: submit, show "queued", fill the view in when the job ends."""
-        view = self._live_view(fmt, background=True)
-        if isinstance(view, nullcontext):
+        """``--background``: submit and return; in a notebook the view fills in when the job ends."""
+        if not self._use_widgets():
             job = self.session.submit(prompt, **options)
             print(f"Submitted {job.id} ({job.status}); `%nbopenai jobs` lists it, `-o NAME` keeps the Job.")
             return job
+        view = self._live_view(fmt, background=True)
         view.queued(options["model"] or self.session.settings.model, options["thread"])
 
-        def done(job: "Job") -> None:
+        def done(job: "Job") -> None:  # runs on the session's loop thread: only widget values change
             if job.answer is not None:
                 view.finished(job.answer)
             else:
-                view.discard(f"{job.id}: {job.status} ({job.error.message if job.error else 'no answer'})")
+                view.discard(f"{job.id}: {job.status}")
 
         try:
             job = self.session.submit(prompt, on_done=done, **options)

@@ -12,6 +12,7 @@ nbviewer, GitHub and VS Code with no widget state. ``--format`` chooses how the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -66,17 +67,19 @@ _FORMATS = {
 def answer_bundle(answer: "Answer", fmt: str = "markdown") -> dict[str, Any]:
     """The static mime bundle for ``answer`` (text/markdown + text/plain, and JSON for ``json``).
 
-    It carries the one-line re-run notice, the partial mark and the footer too.
+    The Answer renders itself (partial mark, tool calls, warnings, footer) around the body the
+    format chose; a re-run's one-line notice goes first.
     """
     markdown, plain, extra = _FORMATS[fmt](answer.text)
-    status, footer = answer.status_line(), answer.footer()
-    md = [f"*{answer.notice}*" if answer.notice else "", markdown, f"*{status}*" if status else "", f"<sub>{footer}</sub>"]
-    txt = [f"({answer.notice})" if answer.notice else "", plain, status or "", f"-- {footer}"]
-    return {
-        "text/markdown": "\n\n".join(part for part in md if part),
-        "text/plain": "\n".join(part for part in txt if part),
+    bundle = {
+        "text/markdown": dataclasses.replace(answer, text=markdown)._repr_markdown_(),
+        "text/plain": dataclasses.replace(answer, text=plain)._repr_mimebundle_()["text/plain"],
         **extra,
     }
+    if answer.notice:
+        bundle["text/markdown"] = f"*{answer.notice}*\n\n{bundle['text/markdown']}"
+        bundle["text/plain"] = f"({answer.notice})\n{bundle['text/plain']}"
+    return bundle
 
 
 class DryRun:

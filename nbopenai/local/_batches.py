@@ -235,9 +235,10 @@ def create_batch(request: Request) -> Reply:
     batch = _Batch(_new_batch(body, endpoint), outcome=store.take_outcome())
     with store.lock:
         store.batches[batch.resource["id"]] = batch
+    created = _snapshot(store, batch)  # before the worker starts: a new batch is always "validating"
     worker = threading.Thread(target=_run, args=(request.state, store, batch), name=f"nbopenai-batch-{batch.resource['id'][-8:]}", daemon=True)
     worker.start()
-    return Reply(json=_snapshot(store, batch))
+    return Reply(json=created)
 
 
 def _snapshot(store: BatchControls, batch: _Batch) -> dict[str, Any]:

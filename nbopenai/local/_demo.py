@@ -21,7 +21,8 @@ Rules, applied to the latest user message (the "prompt") and the thread before i
 - **Function tools**: when the request has function ``tools`` and the prompt names one ("use
   get_weather for Paris"), the answer is one ``function_call`` per named tool (parallel calls), with
   arguments filled from the tool's JSON schema by the structured-output rules. When the thread ends
-  with ``function_call_output`` items, the answer quotes each one ("get_weather returned: ...").
+  with ``function_call_output`` items, the answer quotes each one ("get_weather returned: ..."),
+  unless an output says "call NAME": then it calls NAME again (for multi-round tool loops).
 """
 
 from __future__ import annotations
@@ -225,6 +226,13 @@ def reply(
     tail = items[last_user + 1 :]
     outputs = tool_outputs(items)
     if outputs:
+        # A tool output saying "call NAME" makes the demo call NAME again: a multi-round tool loop
+        # (and its round cap) can then be exercised end to end.
+        again = " ".join(str(o.get("output")) for o in outputs if "call " in str(o.get("output")))
+        if tools and again:
+            calls = _tool_calls(again, tools, tool_choice)
+            if calls:
+                return Reply(calls=calls)
         return Reply(text=_tool_results(items, outputs))
     prompt = prompt_text(items)
     if tools and not any(item.get("type") == "function_call" for item in tail):

@@ -14,7 +14,8 @@ Kinds and their parameters (see ``FAULT_KINDS``):
 ``server_error``           500 (any error kind also takes ``retry_after`` / ``retry_after_ms``)
 ``unavailable``            503
 ``midstream_error``        stream: ``after`` deltas (default 3), then the nested ``error`` event the
-                           real service sends, then ``response.failed``; not streaming: 500
+                           real service sends, then ``response.failed``; background: created, then
+                           the job ends ``failed``; otherwise: 500
 ``midstream_error_flat``   same with the flat spec shape ``{"type": "error", "code", ...}``
 ``drop``                   stream: ``after`` deltas, then the TCP connection is cut; not streaming:
                            cut before any byte of the answer
@@ -24,6 +25,8 @@ Kinds and their parameters (see ``FAULT_KINDS``):
 ``incomplete``             the answer stops early: status ``incomplete``, ``max_output_tokens``;
                            ``tokens`` output tokens kept (default: half)
 ``bad_request``            400; ``message``, ``param``
+``refusal``                the model refuses: a ``refusal`` content part instead of text
+``invalid_json``           status completed, but the text is not valid JSON (structured output)
 =========================  =====================================================================
 """
 
@@ -51,6 +54,8 @@ FAULT_KINDS: dict[str, str] = {
     "slow": "sleep `delay` seconds before the headers",
     "incomplete": "status incomplete, reason max_output_tokens",
     "bad_request": "400 invalid_request_error",
+    "refusal": "the model refuses: a refusal content part instead of text",
+    "invalid_json": "completed, but the text is not valid JSON",
 }
 
 # Random faults only hit the routes that run the model, as real outages mostly do.

@@ -196,7 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
         streaming = isinstance(body, dict) and body.get("stream") is True
         if fault.kind == "drop" and not streaming:
             self._abort()
-        error = http_error_for(fault, streaming)
+        # A background response fails later, on the server (see _routes._run_background), as a
+        # stream does: its creation succeeds and the job ends `failed`.
+        later = streaming or (isinstance(body, dict) and body.get("background") is True and fault.kind.startswith("midstream_error"))
+        error = http_error_for(fault, later)
         if error is not None:
             raise error
 

@@ -202,13 +202,19 @@ def run_model(turn: Turn, config: Config, fault: Fault | None = None) -> Output:
     if fault is not None and fault.kind == "incomplete":
         keep = fault.get("tokens")
         text, incomplete = _truncate(text, int(keep) if keep is not None else max(1, visible // 2), turn.model), True
+    part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    if fault is not None and fault.kind == "invalid_json":
+        text = part["text"] = text[: max(1, len(text) // 2)] + " (cut: not JSON)"
+    if fault is not None and fault.kind == "refusal":
+        text = fault.get("message") or "I'm sorry, I can't help with that. (nbopenai offline demo: injected refusal)"
+        part = {"type": "refusal", "refusal": text}
     visible = _tokens.count_tokens(text, turn.model)
     message = {
         "id": new_id("msg"),
         "type": "message",
         "role": "assistant",
         "status": "incomplete" if incomplete else "completed",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        "content": [part],
     }
     deltas = [(0, piece) for piece in split_deltas(text, config.chunk_size)]
     return Output([message], deltas, visible + reasoning, reasoning, incomplete)
@@ -347,9 +353,10 @@ def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None,
         for index, item in enumerate(output.items):
             pieces = [piece for at, piece in output.deltas if at == index]
             is_message = item["type"] == "message"
+            refusal = is_message and item["content"][0]["type"] == "refusal"
             if is_message:
                 yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []})
-                empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                empty = {"type": "refusal", "refusal": ""} if refusal else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
                 yield event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=empty)
             else:
                 yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "arguments": ""})
@@ -364,11 +371,17 @@ def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None,
                     yield event("response.failed", response=failed)
                     return
                 sent += 1
-                if is_message:
+                if refusal:
+                    yield event("response.refusal.delta", True, item_id=item["id"], output_index=index, content_index=0, delta=piece)
+                elif is_message:
                     yield event("response.output_text.delta", True, item_id=item["id"], output_index=index, content_index=0, delta=piece, logprobs=[])
                 else:
                     yield event("response.function_call_arguments.delta", True, item_id=item["id"], output_index=index, delta=piece)
-            if is_message:
+            if refusal:
+                part = item["content"][0]
+                yield event("response.refusal.done", item_id=item["id"], output_index=index, content_index=0, refusal=part["refusal"])
+                yield event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)
+            elif is_message:
                 part = item["content"][0]
                 yield event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=part["text"], logprobs=[])
                 yield event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)

@@ -29,6 +29,11 @@ _MUTED_STYLE = "opacity: 0.7; font-size: 0.9em"
 _PARTIAL_STYLE = "color: var(--jp-error-color1, #c62828)"
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _display(obj: Any) -> Any:
     from IPython.display import display
 
@@ -82,6 +87,7 @@ class AnswerView:
         self._display = display
         self._handle: Any = None
         self._lock = threading.Lock()
+        self._tool_lines: list[str] = []
 
     # ---- the sink protocol ------------------------------------------------------------------
 
@@ -106,6 +112,11 @@ class AnswerView:
                 self._handle.update(self._render(answer), raw=True)
                 if self._close_widget:
                     self._close()
+
+    def tool_call(self, name: str, arguments: Any, output: Any) -> None:
+        """A tool loop ran a function: list it under the text until the answer ends."""
+        self._tool_lines.append(f"🔧 {name}({_short(arguments)}) → {_short(output)}")
+        self.footer.value = f'<div style="{_MUTED_STYLE}">{"<br>".join(map(html.escape, self._tool_lines))}</div>'
 
     # ---- other states -----------------------------------------------------------------------
 

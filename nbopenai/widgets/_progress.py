@@ -3,7 +3,8 @@
 Displayed once, on the first update; later updates only change widget *values* (the bar, the
 counts line), at most ``rate`` times a second. When the run ends, the exact final counts are sent
 and the widget is replaced, under the same display id, by a static line (text/plain and HTML), so
-a saved notebook shows the outcome without widget state; then the widgets are closed.
+a saved notebook shows the outcome without widget state; then the widgets are closed. (A
+background batch poll ends on another thread: there the filled-in widget stays.)
 """
 
 from __future__ import annotations
@@ -62,12 +63,22 @@ class ExtractProgressWidget:
                     self._show()
                     self._set(snapshot)
 
+    def show(self) -> None:
+        """Display the bar now (a background job calls this from the cell that started it)."""
+        with self._lock:
+            self._show()
+
     def close(self, snapshot: "Snapshot") -> None:
         with self._lock:
             if self._closed:
                 return
             self._show()
             self._set(snapshot)  # exact, whatever the throttle held back
+            if threading.current_thread() is not threading.main_thread():
+                # A background poll ends on the loop thread, where a display update may not reach
+                # the cell that started it; the widget, filled in, stays as the record.
+                self._closed = True
+                return
             line = snapshot.line()
             self._handle.update({"text/plain": line, "text/html": f'<div style="{_LINE_STYLE}">{html.escape(line)}</div>'}, raw=True)
             for widget in (self.bar, self.label, self.box):

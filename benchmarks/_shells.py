@@ -1,0 +1,208 @@
+"""Front-ends for the benchmarks: an in-process IPython shell that records what it would send, and
+a real Jupyter kernel driven over ZMQ (the messages a browser would receive, timestamped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RecordingComm", "recording_shell", "Kernel", "IopubMessage", "kernel_cpu_seconds"]
+
+
+class RecordingComm:
+    """A widget comm that keeps what it would send (as ipywidgets' own tests do)."""
+
+    kernel = "recording"  # widgets only send when their comm has a kernel
+
+    def __init__(self, target_name: str = "", data: Any = None, metadata: Any = None, buffers: Any = None,
+                 comm_id: str | None = None, **kwargs: Any) -> None:
+        self.comm_id = comm_id or uuid.uuid4().hex
+        self.target_name = target_name
+        self.messages: list[tuple[float, Any]] = [(time.perf_counter(), data)]  # the open message counts
+        self.closed = False
+
+    def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        self.messages.append((time.perf_counter(), data))
+
+    def close(self, data: Any = None, metadata: Any = None, buffers: Any = None, deleting: bool = False) -> None:
+        if not self.closed:
+            self.messages.append((time.perf_counter(), {"method": "close"}))
+        self.closed = True
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_msg(self, callback: Any) -> None:
+        pass
+
+    def on_close(self, callback: Any) -> None:
+        pass
+
+
+@dataclass
+class Recorder:
+    comms: list[RecordingComm] = field(default_factory=list)
+    displays: list[tuple[float, dict[str, Any], bool]] = field(default_factory=list)  # (time, bundle, update)
+
+    def create_comm(self, **kwargs: Any) -> RecordingComm:
+        comm = RecordingComm(**kwargs)
+        self.comms.append(comm)
+        return comm
+
+    def clear(self) -> None:
+        self.comms.clear()
+        self.displays.clear()
+
+    @property
+    def comm_messages(self) -> list[tuple[float, Any]]:
+        return sorted((m for c in self.comms for m in c.messages), key=lambda m: m[0])
+
+
+@contextlib.contextmanager
+def recording_shell(env: dict[str, str]) -> Iterator[tuple[Any, Recorder]]:
+    """An ``InteractiveShell`` whose displays and widget comms are recorded, not printed.
+
+    ``env`` is applied to ``os.environ`` for the duration (the extension reads its settings there).
+    """
+    import comm
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    recorder = Recorder()
+
+    class RecordingPublisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):  # noqa: ANN001
+            recorder.displays.append((time.perf_counter(), data, update))
+
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    saved_create = comm.create_comm
+    comm.create_comm = recorder.create_comm
+    if InteractiveShell.initialized():
+        InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config, colors="nocolor")
+    shell.display_pub = RecordingPublisher(shell=shell)
+    try:
+        yield shell, recorder
+    finally:
+        with contextlib.suppress(Exception):
+            shell.run_line_magic("unload_ext", "nbopenai")
+        InteractiveShell.clear_instance()
+        comm.create_comm = saved_create
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# ---- a real kernel ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IopubMessage:
+    at: float  # seconds since the execute request was sent
+    msg_type: str
+    content: dict[str, Any]
+
+
+def kernel_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads), from /proc or psutil."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+    except (OSError, IndexError, ValueError):
+        import psutil
+
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+
+
+class Kernel:
+    """A Jupyter kernel started from ``python``; ``execute`` returns the iopub messages of one cell."""
+
+    def __init__(self, python: str, env: dict[str, str], scratch: Path, name: str = "bench") -> None:
+        from jupyter_client import KernelManager
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        kernels = scratch / f"kernels-{uuid.uuid4().hex[:8]}"
+        spec = kernels / name
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": name,
+            "language": "python",
+        }))
+        self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+        self.manager.start_kernel(env=env)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=120)
+
+    @property
+    def pid(self) -> int:
+        provisioner = getattr(self.manager, "provisioner", None)
+        process = getattr(provisioner, "process", None) or getattr(self.manager, "kernel", None)
+        return process.pid
+
+    def cpu(self) -> float:
+        return kernel_cpu_seconds(self.pid)
+
+    def execute(self, code: str, timeout: float = 600) -> list[IopubMessage]:
+        """Run ``code``; the iopub messages it caused (until idle). Raises if the cell failed."""
+        client = self.client
+        msg_id = client.execute(code, store_history=False)
+        sent = time.perf_counter()
+        messages: list[IopubMessage] = []
+        deadline = sent + timeout
+        while True:
+            msg = client.get_iopub_msg(timeout=max(0.1, deadline - time.perf_counter()))
+            at = time.perf_counter() - sent
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "status" and msg["content"]["execution_state"] == "idle":
+                self.idle_at = at  # the cell's wall time, as the front-end sees it
+                break
+            messages.append(IopubMessage(at, kind, msg["content"]))
+        reply = client.get_shell_msg(timeout=60)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = client.get_shell_msg(timeout=60)
+        if reply["content"]["status"] != "ok":
+            trace = "\n".join(reply["content"].get("traceback", []))[-2000:]
+            raise RuntimeError(f"cell failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}\n{trace}")
+        return messages
+
+    def value(self, expression: str) -> Any:
+        """``expression`` evaluated in the kernel, as JSON."""
+        messages = self.execute(f"import json as _j; print('@@' + _j.dumps({expression}))")
+        for message in messages:
+            if message.msg_type == "stream":
+                for line in message.content.get("text", "").splitlines():
+                    if line.startswith("@@"):
+                        return json.loads(line[2:])
+        raise RuntimeError(f"no value for {expression!r}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.stop_channels()
+        with contextlib.suppress(Exception):
+            self.manager.shutdown_kernel(now=True)
+
+    def __enter__(self) -> "Kernel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,182 @@
+"""2. Streaming: an answer of 20,000 deltas into a real Jupyter kernel, counted at the front-end.
+
+A kernel is started (``ipykernel``, as JupyterLab would) and driven over ZMQ; every iopub message
+the cell causes is what a browser would receive. We count them by type, read the kernel process's
+CPU time (all its threads: the SDK's parsing, our throttled view, ZMQ) around the cell, and check
+that the text the user ends up with is identical to the raw stream's.
+
+Baselines, same kernel kind, same server, same run:
+
+- the raw SDK consuming the stream and displaying nothing (the floor of kernel CPU per delta);
+- chatlab (a real peer, from PyPI) in a kernel of the peers' venv: it re-renders its Markdown
+  display on every delta, so it sends one front-end message per delta, each carrying the whole text
+  so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from . import peers
+from ._harness import Context, Row, fmt_ratio, fmt_s, fmt_us, median, verdict
+from ._shells import Kernel
+
+NAME = "streaming"
+TITLE = "2. Streaming"
+
+_RAW_SETUP = """
+import hashlib, openai
+_bench_client = openai.OpenAI(base_url={base_url!r}, api_key="local", max_retries=0)
+def _bench_raw(prompt):
+    parts = []
+    with _bench_client.responses.create(model="nbopenai-local", input=prompt, stream=True) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                parts.append(event.delta)
+    return "".join(parts)
+"""
+
+_OUTPUT_TYPES = ("comm_open", "comm_msg", "comm_close", "display_data", "update_display_data", "stream", "execute_result")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _expected_text(server, prompt: str) -> str:
+    import openai
+
+    with openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0) as client:
+        return client.responses.create(model="nbopenai-local", input=prompt, store=False).output_text
+
+
+def _counts(messages) -> dict[str, int]:
+    counts = {kind: 0 for kind in _OUTPUT_TYPES}
+    for message in messages:
+        if message.msg_type in counts:
+            counts[message.msg_type] += 1
+    return counts
+
+
+def _final_markdown(messages) -> str:
+    for message in reversed(messages):
+        if message.msg_type in ("display_data", "update_display_data", "execute_result"):
+            data = message.content.get("data", {})
+            if "text/markdown" in data:
+                return data["text/markdown"]
+    return ""
+
+
+def _timed_cell(kernel: Kernel, code: str) -> tuple[list, float, float]:
+    cpu = kernel.cpu()
+    started = time.perf_counter()
+    messages = kernel.execute(code)
+    return messages, time.perf_counter() - started, kernel.cpu() - cpu
+
+
+def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
+    env = ctx.env(OPENAI_BASE_URL=server.base_url, NBOPENAI_MODEL="nbopenai-local")
+    with Kernel(_python(), env, ctx.scratch, "nbopenai-bench") as kernel:
+        kernel.execute("%load_ext nbopenai")
+        kernel.execute(_RAW_SETUP.format(base_url=server.base_url))
+        kernel.execute("%%ask --new\nwarm up")
+        kernel.execute("_bench_raw('warm up')")
+        ours_cpu, ours_wall, raw_cpu, raw_wall, counts, identical, shown = [], [], [], [], {}, True, True
+        for index in range(runs):
+            order = ("ours", "raw") if index % 2 == 0 else ("raw", "ours")
+            for who in order:
+                if who == "ours":
+                    messages, wall, cpu = _timed_cell(kernel, f"%%ask --new -o _bench_answer\n{prompt}")
+                    ours_wall.append(wall)
+                    ours_cpu.append(cpu)
+                    counts = _counts(messages)
+                    length, digest = kernel.value("[len(_bench_answer.text), hashlib.sha256(_bench_answer.text.encode()).hexdigest()]")
+                    identical &= digest == _digest(expected)
+                    shown &= expected in _final_markdown(messages)
+                else:
+                    _, wall, cpu = _timed_cell(kernel, f"_bench_text = _bench_raw({prompt!r})")
+                    raw_wall.append(wall)
+                    raw_cpu.append(cpu)
+                    identical &= kernel.value("hashlib.sha256(_bench_text.encode()).hexdigest()") == _digest(expected)
+    return {"ours_cpu": ours_cpu, "ours_wall": ours_wall, "raw_cpu": raw_cpu, "raw_wall": raw_wall,
+            "counts": counts, "identical": identical, "shown": shown}
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
+
+
+_CHATLAB_CELL = """
+import hashlib
+from chatlab import Chat
+_bench_chat = Chat(model="gpt-4o-mini", base_url={base_url!r}, api_key="dummy")
+await _bench_chat({prompt!r})
+_bench_text = _bench_chat.messages[-1]["content"]
+"""
+
+
+def _chatlab(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
+    env = {k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url).items() if k != "PYTHONPATH"}
+    with Kernel(str(peers.python()), env, ctx.scratch, "chatlab-bench") as kernel:
+        kernel.execute(_CHATLAB_CELL.format(base_url=server.base_url, prompt="warm up"))
+        cpu, wall, counts, identical = [], [], {}, True
+        for _ in range(runs):
+            messages, seconds, used = _timed_cell(kernel, _CHATLAB_CELL.format(base_url=server.base_url, prompt=prompt))
+            wall.append(seconds)
+            cpu.append(used)
+            counts = _counts(messages)
+            identical &= kernel.value("hashlib.sha256(_bench_text.encode()).hexdigest()") == _digest(expected)
+            sent = sum(len(m.content.get("data", {}).get("text/markdown", "")) for m in messages
+                       if m.msg_type in ("display_data", "update_display_data"))
+    return {"cpu": cpu, "wall": wall, "counts": counts, "identical": identical, "markdown_bytes": sent}
+
+
+def run(ctx: Context) -> list[Row]:
+    deltas = 500 if ctx.quick else 20_000
+    runs = 1 if ctx.quick else ctx.runs
+    prompt = f"[[words:{deltas}]]"
+    rows: list[Row] = []
+    with ctx.server() as server:
+        expected = _expected_text(server, prompt)
+        ctx.log(f"{TITLE}: ours and raw SDK in a kernel, {deltas:,} deltas x {runs}")
+        ours = _ours(ctx, server, prompt, expected, runs)
+        chat = None
+        if ctx.peers and "chatlab" in peers.versions():
+            ctx.log(f"{TITLE}: chatlab in a kernel of the peers' venv")
+            try:
+                chat = _chatlab(ctx, server, prompt, expected, max(1, runs if ctx.quick else min(runs, 3)))
+            except Exception as error:  # a peer failing is a finding, not a crash
+                ctx.note(f"{TITLE}: chatlab could not run", f"{type(error).__name__}: {error}")
+    counts = ours["counts"]
+    front = counts["comm_msg"]
+    total = sum(counts.values())
+    per_delta = median(ours["ours_cpu"]) / deltas
+    raw_per_delta = median(ours["raw_cpu"]) / deltas
+    peer_messages = ""
+    if chat:
+        peer_total = sum(chat["counts"].values())
+        peer_messages = f"chatlab: {peer_total:,} ({chat['counts']['update_display_data']:,} display updates, {chat['markdown_bytes'] / 1e6:,.0f} MB of Markdown)"
+    rows.append(Row(TITLE, f"front-end messages for {deltas:,} deltas: widget updates (`comm_msg`)", f"{front:,}",
+                    peer_messages or f"one per delta: {deltas:,}", fmt_ratio(front / deltas) + " of one per delta",
+                    goal="a few dozen (~20/s)", met=verdict(front < max(100, deltas / 100)), data=counts))
+    rows.append(Row(TITLE, "all iopub output messages of the cell (comm open/msg/close, displays, streams)", f"{total:,}",
+                    f"raw SDK loop: 0 (shows nothing)", data=counts))
+    rows.append(Row(TITLE, "kernel CPU per delta (whole kernel process)", fmt_us(per_delta),
+                    f"raw SDK, no display: {fmt_us(raw_per_delta)}", fmt_ratio(per_delta / raw_per_delta),
+                    data={"ours": ours["ours_cpu"], "raw": ours["raw_cpu"]}))
+    if chat:
+        rows.append(Row(TITLE, "kernel CPU per delta: ours vs chatlab", fmt_us(per_delta),
+                        f"chatlab: {fmt_us(median(chat['cpu']) / deltas)}", fmt_ratio(per_delta / (median(chat["cpu"]) / deltas)),
+                        data={"chatlab": chat["cpu"]}))
+    rows.append(Row(TITLE, "cell wall time", fmt_s(median(ours["ours_wall"])),
+                    f"raw SDK: {fmt_s(median(ours['raw_wall']))}" + (f"; chatlab: {fmt_s(median(chat['wall']))}" if chat else ""),
+                    fmt_ratio(median(ours["ours_wall"]) / median(ours["raw_wall"]))))
+    same = ours["identical"] and ours["shown"]
+    rows.append(Row(TITLE, "final text identical to the stream (Answer.text and the Markdown left in the notebook)",
+                    "yes" if same else f"**no** (text {ours['identical']}, shown {ours['shown']})",
+                    ("chatlab: identical" if chat["identical"] else "chatlab: **differs**") if chat else "",
+                    goal="identical", met=verdict(same)))
+    return rows

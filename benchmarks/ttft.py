@@ -1,0 +1,201 @@
+"""4. Time to first visible text, with a server that streams 500 chunks over 5 s.
+
+"Visible" is measured where a browser would see it: in a real Jupyter kernel driven over ZMQ, the
+time from sending the cell to the first iopub message that carries answer text (a widget update,
+a display, a stream). Contenders, same server, same run:
+
+- ours: ``%%ask`` (notebook view);
+- jupyter-ai-magics ``%%ai`` (does not stream: shows the answer when it is complete);
+- chatlab (streams into a Markdown display);
+- two in-process references without a front-end: the core's ``Session.ask`` with the stdout sink
+  (first ``sink.text``) and the raw SDK (first delta event), i.e. what the network allows.
+
+The server holds non-streamed answers for as long as it would stream them (``_paced_server``), as a
+real model takes as long to write an answer either way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+from . import peers
+from ._harness import Context, Row, fmt_ms, fmt_ratio, median
+from ._shells import Kernel
+from .streaming import _RAW_SETUP
+
+NAME = "ttft"
+TITLE = "4. Time to first visible text"
+_PRINT_SETUP = """
+def _bench_print(prompt):
+    with _bench_client.responses.create(model="nbopenai-local", input=prompt, stream=True) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                print(event.delta, end="", flush=True)
+"""
+_PROFILE_FIRST_ASK = """
+import cProfile as _cp, pstats as _ps, time as _t
+_prof = _cp.Profile()
+_started = _t.perf_counter()
+_prof.enable()
+get_ipython().run_cell_magic("ask", "", "[[words:20]]")
+_prof.disable()
+_wall = _t.perf_counter() - _started
+_stats = _ps.Stats(_prof).stats
+_imports = max((v[3] for k, v in _stats.items() if k[2] == "_find_and_load"), default=0.0)
+_ours = sorted(((v[3], k[0].split("nbopenai/", 1)[-1] + ":" + k[2]) for k, v in _stats.items() if "/nbopenai/" in k[0]), reverse=True)[:12]
+_bench_profile = {"wall": _wall, "imports": _imports, "ours": _ours}
+"""
+_TEXT_MARK = "(nbopenai"  # every demo answer starts with "(nbopenai offline demo model)", its first delta "(nbopenai "
+
+
+def _first_text(messages) -> tuple[float, float]:
+    """(first message with answer text, last message) in seconds since the cell was sent."""
+    first = None
+    for message in messages:
+        if message.msg_type in ("comm_msg", "display_data", "update_display_data", "stream", "execute_result"):
+            if _TEXT_MARK in json.dumps(message.content, ensure_ascii=False):
+                first = message.at
+                break
+    last = messages[-1].at if messages else float("nan")
+    return (first if first is not None else float("nan")), last
+
+
+def _kernel_runs(kernel: Kernel, setup: list[str], cell: str, runs: int) -> tuple[list[float], list[float]]:
+    for code in setup:
+        kernel.execute(code)
+    firsts, totals = [], []
+    for _ in range(runs):
+        first, _ = _first_text(kernel.execute(cell))
+        firsts.append(first)
+        totals.append(kernel.idle_at)
+    return firsts, totals
+
+
+def _in_process(server, prompt: str, runs: int) -> dict[str, list[float]]:
+    import nbopenai
+    import openai
+    from nbopenai._printer import StdoutSink
+
+    class FirstText(StdoutSink):
+        def __init__(self) -> None:
+            super().__init__(io.StringIO())
+            self.first: float | None = None
+
+        def text(self, delta, state) -> None:  # noqa: ANN001
+            if self.first is None:
+                self.first = time.perf_counter()
+            super().text(delta, state)
+
+    out: dict[str, list[float]] = {"core": [], "raw": []}
+    client = openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0)
+    with nbopenai.Session(nbopenai.Settings(base_url=server.base_url, model="nbopenai-local"), ledger_path=":memory:") as session:
+        session.ask("warm up", new=True)
+        for _ in range(runs):
+            sink = FirstText()
+            started = time.perf_counter()
+            session.ask(prompt, sink=sink, new=True)
+            out["core"].append(sink.first - started)
+            started = time.perf_counter()
+            first = None
+            with client.responses.create(model="nbopenai-local", input=prompt, stream=True) as stream:
+                for event in stream:
+                    if first is None and event.type == "response.output_text.delta":
+                        first = time.perf_counter() - started
+            out["raw"].append(first)
+    client.close()
+    return out
+
+
+def run(ctx: Context) -> list[Row]:
+    chunks = 50 if ctx.quick else 500
+    delay = 0.01
+    runs = 1 if ctx.quick else ctx.runs
+    prompt = f"[[words:{chunks}]]"
+    span = f"{chunks} chunks over {chunks * delay:.1f} s"
+    rows: list[Row] = []
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    with ctx.server(paced=True, chunk_delay=delay) as server:
+        env = ctx.env(OPENAI_BASE_URL=server.base_url, NBOPENAI_MODEL="nbopenai-local")
+        ctx.log(f"{TITLE}: ours in a kernel")
+        with Kernel(_python(), env, ctx.scratch, "nbopenai-ttft") as kernel:
+            results["ours"] = _kernel_runs(kernel, ["%load_ext nbopenai", "%%ask --new\nwarm up"], f"%%ask --new\n{prompt}", runs)
+            kernel.execute(_RAW_SETUP.format(base_url=server.base_url))
+            kernel.execute("_bench_raw('warm up')")
+            kernel.execute(_PRINT_SETUP)
+            raw_cell, raw_print = [], []
+            for _ in range(runs):
+                kernel.execute(f"_bench_text = _bench_raw({prompt!r})")
+                raw_cell.append(kernel.idle_at)
+                raw_print.append(_first_text(kernel.execute(f"_bench_print({prompt!r})"))[0])
+        ctx.log(f"{TITLE}: the first %%ask of fresh kernels")
+        cold = []
+        for _ in range(runs):
+            with Kernel(_python(), env, ctx.scratch, "nbopenai-cold") as kernel:
+                cold.append(_kernel_runs(kernel, ["%load_ext nbopenai"], "%%ask\n[[words:20]]", 1)[0][0])
+        if not ctx.quick:
+            with Kernel(_python(), env, ctx.scratch, "nbopenai-cold-profile") as kernel:
+                kernel.execute("%load_ext nbopenai")
+                kernel.execute(_PROFILE_FIRST_ASK)
+                profile = kernel.value("_bench_profile")
+            lines = [f"Under cProfile the first ask took {fmt_ms(profile['wall'])}; imports made during it: "
+                     f"{fmt_ms(profile['imports'])} (cumulative, `_find_and_load`). Our functions by cumulative time:"]
+            lines += [f"- `{name}` {fmt_ms(seconds)}" for seconds, name in profile["ours"]]
+            ctx.note(f"{TITLE}: where the first `%%ask` of a fresh kernel spends its time", "\n".join(lines))
+        ctx.log(f"{TITLE}: core sink and raw SDK in process")
+        reference = _in_process(server, prompt, runs)
+        available = peers.versions() if ctx.peers else {}
+        peer_env = {k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url,
+                                             OPENAI_API_BASE=server.base_url).items() if k != "PYTHONPATH"}
+        if "jupyter-ai-magics" in available:
+            ctx.log(f"{TITLE}: jupyter-ai-magics %%ai in a kernel")
+            try:
+                with Kernel(str(peers.python()), peer_env, ctx.scratch, "jupyter-ai-ttft") as kernel:
+                    results["jupyter-ai"] = _kernel_runs(
+                        kernel,
+                        ["%load_ext jupyter_ai_magics", "%%ai openai-chat:gpt-4o-mini\nwarm up"],
+                        f"%%ai openai-chat:gpt-4o-mini\n{prompt}",
+                        runs,
+                    )
+            except Exception as error:
+                ctx.note(f"{TITLE}: jupyter-ai-magics could not run", f"{type(error).__name__}: {error}")
+        if "chatlab" in available:
+            ctx.log(f"{TITLE}: chatlab in a kernel")
+            cell = f"from chatlab import Chat\nawait Chat(model='gpt-4o-mini', base_url={server.base_url!r}, api_key='dummy')({prompt!r})"
+            try:
+                with Kernel(str(peers.python()), peer_env, ctx.scratch, "chatlab-ttft") as kernel:
+                    warm = cell.replace(prompt, "warm up")
+                    results["chatlab"] = _kernel_runs(kernel, [warm], cell, runs)
+            except Exception as error:
+                ctx.note(f"{TITLE}: chatlab could not run", f"{type(error).__name__}: {error}")
+    ours_first, ours_total = (median(v) for v in results["ours"])
+    for peer in ("jupyter-ai", "chatlab"):
+        if peer not in results:
+            continue
+        first, total = (median(v) for v in results[peer])
+        how = "does not stream" if peer == "jupyter-ai" else "streams"
+        rows.append(Row(TITLE, f"`%%ask` vs {peer} ({how}); {span}", fmt_ms(ours_first),
+                        f"{peer}: {fmt_ms(first)} (cell complete at {fmt_ms(total)})", fmt_ratio(ours_first / first),
+                        data={"ours": results["ours"][0], peer: results[peer][0]}))
+    if not any(p in results for p in ("jupyter-ai", "chatlab")):
+        rows.append(Row(TITLE, f"`%%ask`; {span}", fmt_ms(ours_first), "no peer run (--no-peers, or: python -m benchmarks.peers install)"))
+    rows.append(Row(TITLE, "`%%ask` vs the raw SDK printing each delta, same kernel", fmt_ms(ours_first),
+                    f"raw SDK print: {fmt_ms(median(raw_print))}", fmt_ratio(ours_first / median(raw_print)),
+                    data={"raw_print": raw_print}))
+    rows.append(Row(TITLE, "`%%ask` first text vs the network's first delta (raw SDK in process, no kernel)", fmt_ms(ours_first),
+                    f"raw SDK: {fmt_ms(median(reference['raw']))}", fmt_ratio(ours_first / median(reference["raw"]))))
+    rows.append(Row(TITLE, "core `Session.ask(sink=StdoutSink)`: first `sink.text`", fmt_ms(median(reference["core"])),
+                    f"raw SDK: {fmt_ms(median(reference['raw']))}", fmt_ratio(median(reference["core"]) / median(reference["raw"]))))
+    rows.append(Row(TITLE, "first `%%ask` in a fresh kernel (right after `%load_ext`)", fmt_ms(median(cold)),
+                    f"later asks: {fmt_ms(ours_first)}", fmt_ratio(median(cold) / ours_first), data={"cold": cold}))
+    rows.append(Row(TITLE, "`%%ask` cell complete (kernel idle again)", fmt_ms(ours_total),
+                    f"raw SDK cell in the same kernel: {fmt_ms(median(raw_cell))} (stream {chunks * delay * 1000:,.0f} ms)",
+                    fmt_ratio(ours_total / median(raw_cell)), data={"raw_cell": raw_cell}))
+    return rows
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable

@@ -1,0 +1,66 @@
+"""Extraction inside a real Jupyter kernel, whose own event loop is running, against the offline server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+REPO = Path(__file__).resolve().parents[1]
+
+SETUP = """
+from typing import Optional
+import pandas as pd
+from pydantic import BaseModel
+import nbopenai
+
+class Person(BaseModel):
+    name: str
+    age: Optional[int]
+
+bios = pd.Series(["Ada Lovelace is 36.", "Alan Turing is 41.", "Grace Hopper is 85."], index=["a", "b", "c"])
+"""
+
+
+def test_extract_and_the_magic_in_a_live_kernel(local_server, tmp_path):
+    from nbclient import NotebookClient
+
+    env = dict(os.environ)  # NBOPENAI_HOME is already a fresh temporary folder
+    env.update(
+        OPENAI_BASE_URL=local_server.base_url,
+        NBOPENAI_MODEL="nbopenai-local",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    )
+    cell = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            cell(SETUP),
+            # A loop is running in the kernel's main thread: asyncio.run() would fail here.
+            cell("import asyncio\nassert asyncio.get_event_loop().is_running()\n"
+                 "df = nbopenai.extract(Person, bios, concurrency=2)\nprint(df['age'].tolist(), df['_status'].tolist())"),
+            cell("%load_ext nbopenai"),
+            cell("%%extract Person --over bios -o people\nExtract the person."),
+            cell("print(people.index.tolist(), people['name'].tolist())"),
+        ]
+    )
+    NotebookClient(nb, timeout=90, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
+
+    outputs = [[o for o in c.outputs] for c in nb.cells]
+    errors = [o for cell_outputs in outputs for o in cell_outputs if o.output_type == "error"]
+    assert not errors, errors
+    assert outputs[1][-1].text.strip() == "[36, 41, 85] ['ok', 'ok', 'ok']"
+    shown = [o for o in outputs[3] if o.output_type in ("execute_result", "display_data")]
+    assert any("text/html" in o.data for o in shown)  # the frame
+    lines = [o.data.get("text/plain", "") for o in shown]
+    assert any("extract 3/3 · 3 ok · 0 failed" in line for line in lines)  # the widget, replaced by its final line
+    assert not [o for o in shown if "application/vnd.jupyter.widget-view+json" in o.data]
+    assert outputs[4][-1].text.strip() == "['a', 'b', 'c'] ['Ada Lovelace', 'Alan Turing', 'Grace Hopper']"
+    requests = [r for r in local_server.requests if r.path == "/v1/responses"]
+    assert len(requests) == 6

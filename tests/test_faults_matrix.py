@@ -1,0 +1,399 @@
+"""The fault matrix: every fault the offline server injects, against every way of asking.
+
+Each cell runs one faulted call through the magics in a test shell (what a notebook user runs),
+after one good turn, and checks four things against ``EXPECTED``:
+
+- what the user sees: the answer (and its status), the job's or row's status, or the error class;
+- the thread's head afterwards: ``moves`` (to the new answer) or ``stays`` (at the good turn);
+- the ledger rows the call wrote (their statuses);
+- what the server saw and billed: the create requests it got and the responses it produced.
+
+Every cell also checks the accounting rules (``_check_accounting``): each response the server
+produced is in the ledger exactly once, each rejected attempt is a row with no tokens, and the
+billed responses equal the completed/incomplete/failed rows, so nothing is charged twice by a
+retry. The one exception is listed in ``EXPECTED`` itself (``orphans``): a create that timed out
+on our side but that the server went on to finish.
+
+``docs/fault-matrix.md`` is generated from ``EXPECTED`` (``python tests/test_faults_matrix.py``
+rewrites it) and ``test_the_doc_is_generated_from_this_matrix`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAULTS: dict[str, tuple[str, dict[str, Any]]] = {  # kind: (how the doc names it, injection parameters)
+    "rate_limit": ("429 with `retry-after`", {"retry_after": 0.05}),
+    "server_error": ("500", {}),
+    "unavailable": ("503", {}),
+    "slow": ("read timeout", {"delay": 0.8}),
+    "drop": ("connection dropped (mid-stream when streaming)", {"after": 3}),
+    "midstream_error": ("mid-stream `error` event, then `response.failed`", {"after": 3}),
+    "midstream_error_flat": ("mid-stream flat `error` event, then `response.failed`", {"after": 3}),
+    "incomplete": ("`incomplete` (cut short)", {}),
+    "unauthorized": ("401", {}),
+    "context_length_exceeded": ("400 `context_length_exceeded`", {}),
+    "bad_request": ("400", {}),
+}
+
+PATHS: dict[str, str] = {
+    "ask": "`%%ask` (streaming)",
+    "no-stream": "`%%ask --no-stream`",
+    "background": "`%%ask --background`",
+    "extract": "`%%extract` (one row)",
+    "batch": "`%%extract --batch` (one row)",
+}
+
+READ_TIMEOUT = 0.3  # for the `slow` cells only: shorter than the fault's delay
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the matrix.
+
+    ``sees``: ``answer``/``answer incomplete`` (``%%ask``), ``job <status>`` (``--background``),
+    ``row <status>`` (``%%extract``), or the class of the error raised; ``+partial`` when the text
+    that arrived stays on screen. ``head``: ``moves``, ``stays`` or ``-`` (no thread). ``ledger``:
+    the statuses of the rows the call wrote, sorted. ``requests``: create requests the server got
+    (``POST /v1/responses``; for a batch, ``POST /v1/batches``). ``billed``: responses the server
+    produced. ``orphans``: of those, the ones our side never saw (billed but not in the ledger).
+    """
+
+    sees: str
+    head: str
+    ledger: tuple[str, ...]
+    requests: int
+    billed: int
+    orphans: int = 0
+    note: str = ""
+
+
+def _c(sees: str, head: str, ledger: str, requests: int, billed: int, orphans: int = 0, note: str = "") -> Cell:
+    return Cell(sees, head, tuple(sorted(ledger.split())) if ledger else (), requests, billed, orphans, note)
+
+
+RETRIED = "retried once, then answered"
+TIMED_OUT = "retried after the read timeout; the server finished the timed-out attempt too (see reliability.md)"
+CUT_BEFORE = "cut before any byte, retried"
+LATE_500 = "no stream to break: the server answers 500, retried"
+NOT_RETRIED = "not retried"
+LINE = "the batch line failed; batch lines are not retried (re-run with --retry-failed)"
+NOT_A_LINE_FAULT = "a batch line cannot be cut or slowed: the fault hits the batch's creation call"
+
+EXPECTED: dict[tuple[str, str], Cell] = {
+    # %%ask, streaming
+    ("rate_limit", "ask"): _c("answer", "moves", "rate_limited completed", 2, 1, note=RETRIED),
+    ("server_error", "ask"): _c("answer", "moves", "error completed", 2, 1, note=RETRIED),
+    ("unavailable", "ask"): _c("answer", "moves", "error completed", 2, 1, note=RETRIED),
+    ("slow", "ask"): _c("answer", "moves", "error completed", 2, 2, 1, note=TIMED_OUT),
+    ("drop", "ask"): _c("ConnectionError+partial", "stays", "failed", 1, 1, note="the stream had started: not retried"),
+    ("midstream_error", "ask"): _c("StreamError+partial", "stays", "failed", 1, 1, note=NOT_RETRIED),
+    ("midstream_error_flat", "ask"): _c("StreamError+partial", "stays", "failed", 1, 1, note=NOT_RETRIED),
+    ("incomplete", "ask"): _c("answer incomplete", "moves", "incomplete", 1, 1, note="marked `[incomplete]`; the thread can continue from it"),
+    ("unauthorized", "ask"): _c("AuthenticationError", "stays", "error", 1, 0, note=NOT_RETRIED),
+    ("context_length_exceeded", "ask"): _c("ContextLengthExceeded", "stays", "error", 1, 0, note="not retried; the hint names `%nbopenai compact`"),
+    ("bad_request", "ask"): _c("BadRequestError", "stays", "error", 1, 0, note=NOT_RETRIED),
+    # %%ask --no-stream
+    ("rate_limit", "no-stream"): _c("answer", "moves", "rate_limited completed", 2, 1, note=RETRIED),
+    ("server_error", "no-stream"): _c("answer", "moves", "error completed", 2, 1, note=RETRIED),
+    ("unavailable", "no-stream"): _c("answer", "moves", "error completed", 2, 1, note=RETRIED),
+    ("slow", "no-stream"): _c("answer", "moves", "error completed", 2, 2, 1, note=TIMED_OUT),
+    ("drop", "no-stream"): _c("answer", "moves", "error completed", 2, 1, note=CUT_BEFORE),
+    ("midstream_error", "no-stream"): _c("answer", "moves", "error completed", 2, 1, note=LATE_500),
+    ("midstream_error_flat", "no-stream"): _c("answer", "moves", "error completed", 2, 1, note=LATE_500),
+    ("incomplete", "no-stream"): _c("answer incomplete", "moves", "incomplete", 1, 1, note="marked `[incomplete]`"),
+    ("unauthorized", "no-stream"): _c("AuthenticationError", "stays", "error", 1, 0, note=NOT_RETRIED),
+    ("context_length_exceeded", "no-stream"): _c("ContextLengthExceeded", "stays", "error", 1, 0, note=NOT_RETRIED),
+    ("bad_request", "no-stream"): _c("BadRequestError", "stays", "error", 1, 0, note=NOT_RETRIED),
+    # %%ask --background: the fault hits the creation, or (mid-stream kinds) the job itself
+    ("rate_limit", "background"): _c("job completed", "moves", "rate_limited completed", 2, 1, note="creation retried"),
+    ("server_error", "background"): _c("job completed", "moves", "error completed", 2, 1, note="creation retried"),
+    ("unavailable", "background"): _c("job completed", "moves", "error completed", 2, 1, note="creation retried"),
+    ("slow", "background"): _c("job completed", "moves", "error completed", 2, 2, 1, note=TIMED_OUT),
+    ("drop", "background"): _c("job completed", "moves", "error completed", 2, 1, note="creation cut before any byte, retried"),
+    ("midstream_error", "background"): _c("job failed", "stays", "failed", 1, 1, note="created, then the job fails on the server"),
+    ("midstream_error_flat", "background"): _c("job failed", "stays", "failed", 1, 1, note="created, then the job fails on the server"),
+    ("incomplete", "background"): _c("job incomplete", "moves", "incomplete", 1, 1),
+    ("unauthorized", "background"): _c("AuthenticationError", "stays", "error", 1, 0, note="raised at submission"),
+    ("context_length_exceeded", "background"): _c("ContextLengthExceeded", "stays", "error", 1, 0, note="raised at submission"),
+    ("bad_request", "background"): _c("BadRequestError", "stays", "error", 1, 0, note="raised at submission"),
+    # %%extract, one row (never streamed)
+    ("rate_limit", "extract"): _c("row ok", "-", "rate_limited completed", 2, 1, note=RETRIED),
+    ("server_error", "extract"): _c("row ok", "-", "error completed", 2, 1, note=RETRIED),
+    ("unavailable", "extract"): _c("row ok", "-", "error completed", 2, 1, note=RETRIED),
+    ("slow", "extract"): _c("row ok", "-", "error completed", 2, 2, 1, note=TIMED_OUT),
+    ("drop", "extract"): _c("row ok", "-", "error completed", 2, 1, note=CUT_BEFORE),
+    ("midstream_error", "extract"): _c("row ok", "-", "error completed", 2, 1, note=LATE_500),
+    ("midstream_error_flat", "extract"): _c("row ok", "-", "error completed", 2, 1, note=LATE_500),
+    ("incomplete", "extract"): _c("row incomplete", "-", "incomplete", 1, 1, note="the row keeps `_error`; --retry-failed redoes it"),
+    ("unauthorized", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
+    ("context_length_exceeded", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
+    ("bad_request", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
+    # %%extract --batch, one row: the fault hits the row's line inside the batch
+    ("rate_limit", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
+    ("server_error", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
+    ("unavailable", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
+    ("slow", "batch"): _c("row ok", "-", "completed", 2, 2, 1, note=NOT_A_LINE_FAULT + "; " + TIMED_OUT.replace("attempt", "batch")),
+    ("drop", "batch"): _c("row ok", "-", "completed", 2, 1, note=NOT_A_LINE_FAULT + "; cut before any byte, retried"),
+    ("midstream_error", "batch"): _c("row error", "-", "error", 1, 0, note="no stream in a batch: the line fails 500; " + LINE[17:]),
+    ("midstream_error_flat", "batch"): _c("row error", "-", "error", 1, 0, note="no stream in a batch: the line fails 500; " + LINE[17:]),
+    ("incomplete", "batch"): _c("row ok", "-", "completed", 1, 1, note="not injectable into a batch line: no effect (`max_output_tokens` gives `incomplete` rows)"),
+    ("unauthorized", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
+    ("context_length_exceeded", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
+    ("bad_request", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
+}
+
+BATCH_CREATION_FAULTS = frozenset({"slow", "drop"})  # the rest hit the batch line
+
+
+# ---- running one cell ------------------------------------------------------------------------------
+
+
+SETUP = """
+from typing import Optional
+from pydantic import BaseModel
+
+class Person(BaseModel):
+    name: str
+    age: Optional[int]
+"""
+
+
+@dataclass
+class Observed:
+    cell: Cell
+    ledger_rows: list[Any]
+    produced: dict[str, str]  # response id -> status, for the responses the server made for the call
+
+
+def _magics(ip):
+    return ip.magics_manager.registry["AskMagics"]
+
+
+def _wait_until(condition, timeout: float = 15.0) -> None:
+    """Wait for the server to finish work our side gave up on (a timed-out attempt runs on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the offline server did not settle in time")
+        time.sleep(0.02)
+
+
+REJECTED = frozenset({"rate_limit", "server_error", "unavailable", "unauthorized", "context_length_exceeded", "bad_request"})
+
+
+def _makes_something(request) -> bool:
+    """Whether a create request leaves a response (or batch) on the server, however it ends for us."""
+    body = request.body if isinstance(request.body, dict) else {}
+    streaming, background = body.get("stream") is True, body.get("background") is True
+    if request.fault in REJECTED:
+        return False
+    if request.fault == "drop" and not streaming:
+        return False  # cut before the route runs
+    if (request.fault or "").startswith("midstream_error") and not (streaming or background):
+        return False  # answered 500
+    return True
+
+
+def _settled(server, path: str, requests_before: int, responses_before: set[str]) -> bool:
+    """Every create of the call has finished on the server, including attempts we gave up on."""
+    from nbopenai.local._batches import controls
+
+    made = sum(1 for r in _creates(server, path)[requests_before:] if _makes_something(r))
+    if path == "batch":
+        batches = [batch.resource["status"] for batch in controls(server.state).batches.values()]
+        return len(batches) >= made and all(s in ("completed", "failed", "expired", "cancelled") for s in batches)
+    produced = _produced_since(server, responses_before)
+    return len(produced) >= made and not any(s in ("queued", "in_progress") for s in produced.values())
+
+
+def _new_rows(after: list[Any], before: list[Any]) -> list[Any]:
+    # Rows are ordered by start time (a batch line's is its response's whole second), not by writing.
+    seen = Counter(before)
+    fresh = []
+    for row in after:
+        if seen[row]:
+            seen[row] -= 1
+        else:
+            fresh.append(row)
+    return fresh
+
+
+def _creates(server, path: str) -> list[Any]:
+    route = "/v1/batches" if path == "batch" else "/v1/responses"
+    return [r for r in server.requests if r.method == "POST" and r.path == route]
+
+
+def _produced_since(server, before: set[str]) -> dict[str, str]:
+    with server.state.lock:
+        return {rid: stored.response["status"] for rid, stored in server.state.responses.items() if rid not in before}
+
+
+def _sees_ask(ip, source: str) -> str:
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        try:
+            ip.run_cell(source)
+        except Exception as error:  # the test shell re-raises the cell's error after showing it
+            partial = "[failed" in captured.stdout
+            return type(error).__name__ + ("+partial" if partial else "")
+    reply = ip.user_ns["reply"]
+    return "answer" if reply.status == "completed" else f"answer {reply.status}"
+
+
+def _sees_background(ip) -> str:
+    try:
+        ip.run_cell("%%ask --background -o job\nPlease write me something long enough to stream")
+    except Exception as error:
+        return type(error).__name__
+    job = ip.user_ns["job"]
+    job.wait(timeout=30)
+    return f"job {job.status}"
+
+
+def _sees_extract(ip, batch: bool) -> str:
+    option = " --batch" if batch else ""
+    frame = ip.run_cell(f"%%extract Person --no-cache{option}\nAda Lovelace is 36 years old.").result
+    assert len(frame) == 1
+    return f"row {frame['_status'].iloc[0]}"
+
+
+def observe(ip, server, kind: str, path: str) -> Observed:
+    """Run one good turn, inject ``kind``, run ``path`` once; report what happened."""
+    from nbopenai.local._batches import LINE_PATH
+
+    magics = _magics(ip)
+    session = magics.session
+    ip.run_cell(SETUP)
+    ip.run_cell("%ask My name is Ada.")
+    good_head = session.threads.get().head
+    if kind == "slow":
+        magics.read_timeout = READ_TIMEOUT
+    rows_before = session.ledger.records(session_id=session.session_id)
+    requests_before = len(_creates(server, path))
+    responses_before = set(server.state.responses)
+    _, params = FAULTS[kind]
+    if path == "batch":
+        if kind in BATCH_CREATION_FAULTS:
+            server.inject(kind, path="/v1/batches", **{k: v for k, v in params.items() if k != "after"})
+        else:
+            server.inject(kind, path=LINE_PATH, **params)
+    else:
+        server.inject(kind, **params)
+
+    if path in ("ask", "no-stream"):
+        option = " --no-stream" if path == "no-stream" else ""
+        sees = _sees_ask(ip, f"%%ask{option} -o reply\nPlease write me something long enough to stream")
+    elif path == "background":
+        sees = _sees_background(ip)
+    else:
+        sees = _sees_extract(ip, batch=path == "batch")
+
+    _wait_until(lambda: _settled(server, path, requests_before, responses_before))
+    head = session.threads.get().head
+    moved = "-" if path in ("extract", "batch") else ("stays" if head == good_head else "moves")
+    if moved == "moves":
+        assert session.threads.get().turns[-2].response_id == good_head, "the new turn chains to the good one"
+    rows = _new_rows(session.ledger.records(session_id=session.session_id), rows_before)
+    produced = _produced_since(server, responses_before)  # a batch's lines are stored responses too
+    in_ledger = {row.response_id for row in rows if row.response_id}
+    orphans = sum(1 for rid in produced if rid not in in_ledger)
+    cell = Cell(
+        sees=sees,
+        head=moved,
+        ledger=tuple(sorted(row.status for row in rows)),
+        requests=len(_creates(server, path)) - requests_before,
+        billed=len(produced),
+        orphans=orphans,
+    )
+    return Observed(cell, rows, produced)
+
+
+def _check_accounting(observed: Observed, expected: Cell) -> None:
+    """Nothing is charged twice: every billed response is in the ledger once, rejected attempts cost nothing."""
+    rows, produced = observed.ledger_rows, observed.produced
+    ids = [row.response_id for row in rows if row.response_id]
+    assert len(ids) == len(set(ids)), "a response is in the ledger more than once"
+    assert set(ids) <= set(produced), "a ledger row names a response the server never made"
+    billed_rows = [row for row in rows if row.status in ("completed", "incomplete", "failed")]
+    assert len(billed_rows) == len(produced) - expected.orphans
+    for row in rows:
+        if row.status in ("error", "rate_limited"):
+            assert row.total_tokens == 0 and row.response_id is None and row.error, row
+        else:
+            assert row.response_id in produced and produced[row.response_id] == row.status, row
+
+
+# ---- the tests -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(FAULTS))
+@pytest.mark.parametrize("path", list(PATHS))
+def test_fault_matrix(ip, local_server, kind, path):
+    expected = EXPECTED[(kind, path)]
+    observed = observe(ip, local_server, kind, path)
+    got = observed.cell
+    assert (got.sees, got.head, got.ledger, got.requests, got.billed, got.orphans) == (
+        expected.sees, expected.head, expected.ledger, expected.requests, expected.billed, expected.orphans,
+    )
+    _check_accounting(observed, expected)
+
+
+def test_the_matrix_covers_every_fault_kind_and_path():
+    from nbopenai.local import FAULT_KINDS
+
+    assert set(FAULTS) == set(FAULT_KINDS)
+    assert set(EXPECTED) == {(kind, path) for kind in FAULTS for path in PATHS}
+
+
+# ---- the doc -----------------------------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "fault-matrix.md"
+BEGIN, END = "<!-- matrix:begin (generated by tests/test_faults_matrix.py) -->", "<!-- matrix:end -->"
+
+
+def _cell_text(cell: Cell) -> str:
+    ledger = ", ".join(cell.ledger) or "none"
+    charged = f"{cell.billed}" + (f" ({cell.orphans} unseen by us)" if cell.orphans else "")
+    head = {"moves": "moves to the answer", "stays": "stays at the last good turn", "-": "(no thread)"}[cell.head]
+    sees = cell.sees.replace("+partial", " (partial text kept, marked `[failed]`)")
+    parts = [f"**{sees}**", f"head: {head}", f"ledger: {ledger}", f"requests: {cell.requests}", f"billed: {charged}"]
+    if cell.note:
+        parts.append(f"*{cell.note}*")
+    return "<br>".join(parts)
+
+
+def render_matrix() -> str:
+    """The Markdown table of ``EXPECTED``, faults down, paths across."""
+    header = "| fault | " + " | ".join(PATHS.values()) + " |"
+    rule = "|---|" + "---|" * len(PATHS)
+    lines = [header, rule]
+    for kind, (label, _) in FAULTS.items():
+        cells = [_cell_text(EXPECTED[(kind, path)]) for path in PATHS]
+        lines.append(f"| `{kind}`: {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _doc_with_matrix(text: str) -> str:
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n{render_matrix()}\n{END}{tail}"
+
+
+def test_the_doc_is_generated_from_this_matrix():
+    text = DOC.read_text(encoding="utf-8")
+    assert BEGIN in text and END in text
+    assert text == _doc_with_matrix(text), "docs/fault-matrix.md is out of date: run `python tests/test_faults_matrix.py`"
+
+
+if __name__ == "__main__":  # regenerate the table in docs/fault-matrix.md
+    DOC.write_text(_doc_with_matrix(DOC.read_text(encoding="utf-8")), encoding="utf-8")
+    sys.stdout.write(f"wrote {DOC}\n")

@@ -1,0 +1,247 @@
+"""The example notebooks in ``notebooks/``, executed top to bottom in a real kernel (nbclient).
+
+As CI, Binder and ``python -m nbopenai.demo`` run them: no ``OPENAI_API_KEY``, so the setup cell
+starts the offline demo server. Each executed notebook must hold its answers as static outputs
+(Markdown for ``%%ask``, tables for ``%%extract`` and the ledger), no error output, nothing on
+stderr, and nothing shaped like an API key. The notebooks are committed without outputs, and the
+setup cell is the one place that switches to the real API: run once more with a (fake) key and an
+OpenAI-compatible endpoint (the in-process demo server), it must use them and save no key.
+
+What the page looks like in JupyterLab is ``test_browser.py``'s job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SECRET_KEY
+
+pytestmark = pytest.mark.kernel
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+NAMES = ["quickstart.ipynb", "extraction.ipynb", "usage.ipynb", "advanced.ipynb"]
+KEY_SHAPED = re.compile(r"\b(?:sk|sess)-[A-Za-z0-9_-]{8,}")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CELL_TIMEOUT_S = 180
+
+# What each notebook must show once run against the demo model (its answers are deterministic).
+EXPECTED: dict[str, list[str]] = {
+    "quickstart.ipynb": [
+        "Noted: your name is Ada.",
+        "Your name is Ada.",  # the follow-up remembers
+        "The capital of Ruritania is Strelsau.",
+        "You have not told me your name yet.",  # another thread does not
+        "That text has 9 words.",
+        "thread default turn 2",  # a usage footer
+    ],
+    "extraction.ipynb": [
+        "Maria Lopez",
+        "maria.lopez@example.com",
+        "extract 300/300 · 300 ok · 0 failed",
+        "'ok': 300",
+        "20 of 20 rows from the cache",
+        "recommend    100%",
+    ],
+    "usage.ipynb": [
+        "Refused, nothing sent: This call would pass the session's token budget",
+        "thread budget turn 1",
+        "gpt-4.1-mini",
+    ],
+    "advanced.ipynb": [
+        "Your name is Ada.",  # the follow-up of a background job's turn
+        "Your name is Grace.",  # store=False still remembers
+        '"store": false',
+        "cancelled",
+        "ServerError (HTTP 500",
+        "dict[...] fields are not supported in strict mode",
+        "No OpenAI API key and no base URL are set.",
+        "incomplete",
+        "Arr, matey!",
+    ],
+}
+
+
+def _kernel_env(**extra: str) -> dict[str, str]:
+    """The kernel's environment: no OpenAI settings unless given, this checkout importable.
+
+    ``NBOPENAI_HOME`` is already a fresh temporary folder (conftest), so the ledger and the
+    extraction cache start empty.
+    """
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OPENAI_")}
+    env.pop("NBOPENAI_MODEL", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def _execute(name: str, folder: Path, env: dict[str, str]) -> tuple[object, str]:
+    """Run ``notebooks/name`` in a fresh kernel (working directory ``folder``); the notebook and its saved text."""
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    resources = {"metadata": {"path": str(folder)}}
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources=resources)
+    client.execute(env=env)
+    saved = folder / name
+    nbformat.write(notebook, saved)
+    return nbformat.read(saved, as_version=4), saved.read_text()
+
+
+def _outputs(notebook) -> list[tuple[str, dict]]:
+    return [(cell.source, output) for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def _text_of(output: dict) -> str:
+    if output["output_type"] == "stream":
+        return output["text"]
+    data = output.get("data", {})
+    return "\n".join(str(data[kind]) for kind in ("text/markdown", "text/plain") if kind in data)
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Each notebook run once, offline, and shared by the checks below (a kernel run takes seconds)."""
+    runs: dict = {}
+
+    def run(name: str):
+        if name not in runs:
+            folder = tmp_path_factory.mktemp(name.removesuffix(".ipynb"))
+            env = _kernel_env(NBOPENAI_HOME=str(folder / "nbopenai-home"))
+            runs[name] = _execute(name, folder, env)
+        return runs[name]
+
+    return run
+
+
+def test_every_notebook_is_listed():
+    assert sorted(path.name for path in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saved_without_outputs_keys_or_extra_switches(name):
+    text = (NOTEBOOKS / name).read_text()
+    notebook = nbformat.reads(text, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == "python3"
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code), "commit notebooks without outputs"
+    assert not KEY_SHAPED.search(text)
+    # One clearly marked setup cell decides between the demo server and the real API.
+    switches = [cell for cell in code if "OPENAI_API_KEY" in cell.source]
+    assert len(switches) == 1, "only the setup cell may look at OPENAI_API_KEY"
+    setup = switches[0]
+    assert code[0] is setup and "%load_ext nbopenai" in setup.source and "%nbopenai local" in setup.source
+    heading = notebook.cells[notebook.cells.index(setup) - 1]
+    assert heading.cell_type == "markdown" and heading.source.startswith("## Setup")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_top_to_bottom_with_no_key(executed, name):
+    notebook, saved = executed(name)
+    outputs = _outputs(notebook)
+    errors = [output for _, output in outputs if output["output_type"] == "error"]
+    assert not errors, f"{errors[0]['ename']}: {errors[0]['evalue']}"
+    stderr = [output["text"] for _, output in outputs if output.get("name") == "stderr"]
+    assert not stderr, f"something was written to stderr: {stderr[0][:500]}"
+    assert "Using the offline demo server" in _text_of(outputs[0][1])
+    shown = "\n".join(_text_of(output) for _, output in outputs)
+    missing = [text for text in EXPECTED[name] if text not in shown]
+    assert not missing, f"not in the outputs: {missing}"
+    assert not KEY_SHAPED.search(saved)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_answers_are_saved_as_static_markdown(executed, name):
+    """A saved notebook shows each answer in GitHub or nbviewer: Markdown with its footer, no widget.
+
+    A ``--background`` ask is the exception: it finishes on another thread, after its cell, so its
+    output stays the live widget, which has no state in a saved file. The notebook shows that
+    answer again as Markdown from ``job.wait()``.
+    """
+    notebook, _ = executed(name)
+    for source, output in _outputs(notebook):
+        if "--background" in source:
+            continue
+        data = output.get("data", {})
+        assert WIDGET_VIEW not in data, f"a widget was left in the output of:\n{source}"
+        assert not re.search(r"\b(?:VBox|HTML)\((?:children|value)=", data.get("text/plain", "")), source
+        if source.startswith("%%ask") and "--dry-run" not in source:
+            assert re.search(r"<sub>nbopenai-local · \d+ in .* · thread \S+ turn \d+</sub>", data.get("text/markdown", ""))
+
+
+def test_usage_plot_is_an_image(executed):
+    notebook, _ = executed("usage.ipynb")
+    plots = [output for source, output in _outputs(notebook) if source.startswith("%nbopenai usage --plot")]
+    assert plots and "image/png" in plots[0]["data"]
+
+
+def test_quickstart_with_a_key_uses_it_and_saves_none(local_server, tmp_path):
+    """The setup cell's other branch: with a key (and an endpoint) set, no demo server is started,
+    the key is sent, and the saved notebook holds no trace of it."""
+    env = _kernel_env(
+        OPENAI_API_KEY=SECRET_KEY,
+        OPENAI_BASE_URL=local_server.base_url,  # any OpenAI-compatible endpoint; here, this test's server
+        NBOPENAI_MODEL="nbopenai-local",
+        NBOPENAI_HOME=str(tmp_path / "nbopenai-home"),
+    )
+    notebook, saved = _execute("quickstart.ipynb", tmp_path, env)
+    outputs = _outputs(notebook)
+    assert not [output for _, output in outputs if output["output_type"] == "error"]
+    setup = _text_of(outputs[0][1])
+    assert "Using the offline demo server" not in setup
+    assert local_server.base_url in setup and "sk-..." in setup  # %nbopenai status, key masked
+    asks = [r for r in local_server.requests if r.method == "POST" and r.path == "/v1/responses"]
+    assert asks and all(r.headers.get("authorization") == f"Bearer {SECRET_KEY}" for r in asks)
+    assert "Your name is Ada." in "\n".join(_text_of(output) for _, output in outputs)
+    assert SECRET_KEY not in saved and SECRET_KEY[-12:] not in saved
+    assert not KEY_SHAPED.search(saved)
+    json.loads(saved)  # still a valid file
+
+
+def test_the_review_data_set_is_the_same_on_every_machine():
+    """``extraction.ipynb`` analyses ``product_reviews()``: generated from a seed, never downloaded."""
+    from nbopenai.datasets import COMPLAINTS, PRODUCTS, product_reviews
+
+    reviews = product_reviews(labels=True)
+    assert len(reviews) == 300 and reviews["review_id"].is_unique and reviews["date"].is_monotonic_increasing
+    assert list(reviews["product"].cat.categories) == list(PRODUCTS)
+    assert set(reviews["complaint"].dropna()) <= set(COMPLAINTS)
+    assert set(reviews["rating"]) == {1, 2, 3, 4, 5}
+    fingerprint = hashlib.sha256(reviews.to_csv(index=False).encode()).hexdigest()[:16]
+    assert fingerprint == "b0d9e40c1f8547e5", "the generated reviews changed: update the notebooks' expectations"
+    assert list(product_reviews().columns) == ["review_id", "date", "product", "rating", "text"]
+
+
+def test_binder_installs_this_checkout_and_opens_the_quickstart_with_no_key():
+    """``binder/`` as repo2docker reads it. (``test_browser.py`` uses its workspace and overrides for real.)"""
+    binder = REPO / "binder"
+    assert re.fullmatch(r"python-3\.\d+\n?", (binder / "runtime.txt").read_text())
+    assert "jupyterlab" in (binder / "requirements.txt").read_text()
+    post_build, start = binder / "postBuild", binder / "start"
+    assert os.access(post_build, os.X_OK) and os.access(start, os.X_OK)
+    assert "pip install --no-cache-dir '.[plot]'" in post_build.read_text()
+    # start sets nothing secret and hands over to JupyterLab.
+    assert "OPENAI_API_KEY=" not in start.read_text() and start.read_text().rstrip().endswith('exec "$@"')
+    layout = json.loads((binder / "workspace.json").read_text())["data"]["layout-restorer:data"]
+    opened = layout["main"]["current"].removeprefix("notebook:")
+    assert opened == "notebooks/quickstart.ipynb" and (REPO / opened).exists()
+    # Overrides are keyed by plugin id ("package:plugin") and must name settings that exist.
+    schemas = Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
+    for plugin_id, values in json.loads((binder / "overrides.json").read_text()).items():
+        package, _, plugin = plugin_id.partition(":")
+        assert plugin, f"{plugin_id!r} is not a plugin id (package:plugin)"
+        schema = schemas / package / f"{plugin}.json"
+        if schemas.exists():
+            assert set(values) <= set(json.loads(schema.read_text())["properties"]), plugin_id
