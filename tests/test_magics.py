@@ -514,3 +514,35 @@ def test_notebook_view_is_removed_when_the_ask_fails_early(ip, local_server, rec
         ip.run_cell("%ask Hi")
     assert captured.outputs[-1].data == {"text/plain": ""}
     assert all(comm.closed for comm in recording_comm.comms)
+
+
+def test_tools_and_figures_from_the_namespace_reach_the_request(ip, local_server):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    figure, axes = plt.subplots()
+    axes.plot([1, 2, 3])
+    ip.user_ns.update(get_weather=get_weather, fig=figure)
+    ip.run_cell("%%ask --tools get_weather -o answer\nuse get_weather for Paris, and look at {fig}")
+    answer = ip.user_ns["answer"]
+    first, second = [r.body for r in local_server.requests if r.path == "/v1/responses"]
+    assert [t["name"] for t in first["tools"]] == ["get_weather"]
+    parts = first["input"][-1]["content"]
+    assert parts[0]["text"].endswith("look at [image 1: fig]")
+    assert parts[1]["type"] == "input_image" and parts[1]["image_url"].startswith("data:image/png;base64,")
+    assert second["input"][0]["type"] == "function_call_output"
+    assert "sunny in Paris" in answer.text
+    plt.close(figure)
+
+
+def test_an_unknown_tool_name_is_a_usage_error_and_nothing_is_sent(ip, local_server):
+    with pytest.raises(Exception) as caught:
+        ip.run_cell("%%ask --tools nope\nuse nope")
+    assert "nope" in str(caught.value)
+    assert [r for r in local_server.requests if r.path == "/v1/responses"] == []

@@ -18,7 +18,7 @@ from IPython.utils.process import arg_split
 
 from .._ask import REASONING_EFFORTS
 
-__all__ = ["FORMATS", "ask_arguments", "ask_options", "parse_ask", "text", "variable_name"]
+__all__ = ["FORMATS", "ask_arguments", "ask_options", "attachments", "parse_ask", "text", "tool_loop_options", "variable_name"]
 
 FORMATS = ("markdown", "text", "code", "json")
 
@@ -65,6 +65,12 @@ def ask_arguments(func: Callable) -> Callable:
                  help="How to show the answer: markdown (default), text, code (fenced code only), json (pretty)."),
         argument("--dry-run", action="store_true",
                  help="Show the exact request and its token count; send nothing."),
+        argument("--tools", type=text, metavar="F,G",
+                 help="Python functions from the notebook the model may call (comma-separated)."),
+        argument("--confirm", action="store_true", help="Ask before running each tool call."),
+        argument("--max-tool-rounds", type=int, metavar="N", help="Cap on tool-calling rounds (default 5)."),
+        argument("--image", action="append", type=text, metavar="PATH_OR_URL",
+                 help="Attach an image file or URL (repeatable); {fig} in the prompt attaches a figure."),
         argument("-o", "--out", type=variable_name, metavar="NAME",
                  help="Also bind the Answer to this variable (the DryRun with --dry-run, the Job with --background)."),
     ]
@@ -99,6 +105,30 @@ def parse_ask(magic: Callable, line: str) -> tuple[argparse.Namespace, str]:
     tokens = arg_split(line, strict=False)
     prompt = _rest_of_line(line, tokens[: len(tokens) - len(args.prompt)])
     return args, prompt
+
+
+def attachments(args: argparse.Namespace, namespace: dict[str, Any], parts: tuple[dict, ...]) -> dict[str, Any]:
+    """``images`` and ``tools`` for ``Session.prepare``/``ask``: figures from ``{fig}``, ``--image``, ``--tools``."""
+    from .._tools import tools_from_namespace
+
+    options: dict[str, Any] = {}
+    if images := [*parts, *(args.image or [])]:
+        options["images"] = images
+    if args.tools:
+        options["tools"] = tools_from_namespace(args.tools, namespace)
+    return options
+
+
+def tool_loop_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options only a live (not dry-run, not background) ask takes: confirmation and the round cap."""
+    from .._tools import ask_before_running
+
+    options: dict[str, Any] = {}
+    if args.confirm:
+        options["confirm"] = ask_before_running
+    if args.max_tool_rounds is not None:
+        options["max_tool_rounds"] = args.max_tool_rounds
+    return options
 
 
 def ask_options(args: argparse.Namespace, *, cell_id: str | None) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, obse
 
 from .._ask import REASONING_EFFORTS
 from .._printer import StdoutSink
-from .._prompt import interpolate
+from .._images import interpolate_with_images
 from . import _admin
-from ._args import ask_arguments, ask_options, parse_ask, text
+from ._args import ask_arguments, ask_options, attachments, parse_ask, text, tool_loop_options
 from ._errors import reported
 from ._render import DryRun, answer_bundle
 
@@ -203,9 +203,10 @@ class AskMagics(Magics):
         args, rest = parse_ask(self.ask, line)
         if cell is not None and rest:
             raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
-        prompt = interpolate(rest if cell is None else _trim(cell), self.shell.user_ns)
-        options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
         with reported(self._key()):
+            prompt, figures = interpolate_with_images(rest if cell is None else _trim(cell), self.shell.user_ns)
+            options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
+            options.update(attachments(args, self.shell.user_ns, figures))
             if args.dry_run:
                 result: Any = DryRun(self.session.prepare(prompt, **options), self.session.settings.base_url)
                 display(result)
@@ -213,7 +214,7 @@ class AskMagics(Magics):
                 result = self._submit(prompt, args.format, options)
             else:
                 with self._live_view(args.format) as view:
-                    result = self.session.ask(prompt, sink=view, **options)
+                    result = self.session.ask(prompt, sink=view, **options, **tool_loop_options(args))
         if args.out:
             self.shell.user_ns[args.out] = result
 
