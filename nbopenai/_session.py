@@ -194,12 +194,28 @@ class Session:
         **fields: Any,
     ) -> "UsageRecord":
         """Write one ledger row for one API call (cost from the price table, never guessed)."""
+        record = self.usage_record(kind=kind, model=model, status=status, usage=usage, latency_s=latency_s, **fields)
+        self.ledger.record(record)
+        return record
+
+    def usage_record(
+        self,
+        *,
+        kind: str,
+        model: str,
+        status: str,
+        usage: Usage | None = None,
+        latency_s: float | None = None,
+        started: float | None = None,
+        **fields: Any,
+    ) -> "UsageRecord":
+        """The ledger row of one API call, not yet written (``started``: epoch seconds, default now - latency)."""
         from ._usage import UsageRecord
 
         usage = usage or Usage()
         cost = self.prices.cost(model, usage.input, usage.cached, usage.output)
-        record = UsageRecord(
-            time=time.time() - (latency_s or 0.0),
+        return UsageRecord(
+            time=started if started is not None else time.time() - (latency_s or 0.0),
             session_id=self.session_id,
             kind=kind,
             model=model,
@@ -213,8 +229,6 @@ class Session:
             cost_usd=cost,
             **fields,
         )
-        self.ledger.record(record)
-        return record
 
     def check_budget(self, model: str, estimated_input_tokens: int) -> None:
         """Refuse (``BudgetExceeded``) a call that would pass the session's cap."""

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,12 +235,18 @@ class Ledger:
 
     def record(self, rec: UsageRecord) -> None:
         """Store one call. Never raises: on failure the row is kept in memory and a warning shown once."""
+        self.record_many([rec])
+
+    def record_many(self, recs: Sequence[UsageRecord]) -> None:
+        """Store several calls in one transaction (extraction writes its rows this way)."""
+        if not recs:
+            return
         with self._lock:
-            rows = [*self._unsaved, rec]
+            rows = [*self._unsaved, *recs]
             try:
                 self._with_connection(lambda conn: _insert(conn, rows))
             except Exception as exc:  # an answer must never fail because its bookkeeping did
-                self._unsaved.append(rec)
+                self._unsaved.extend(recs)
                 self._warn_once(
                     f"could not write to the usage ledger at {self.path} ({exc}); "
                     "keeping usage in memory and retrying with the next call"

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SECRET_KEY
 
 pytestmark = pytest.mark.kernel

@@ -185,12 +185,7 @@ class LedgerBuffer:
                 break
         if not batch:
             return
-        record_many = getattr(ledger, "record_many", None)
-        if record_many is not None:
-            record_many(batch)
-        else:
-            for record in batch:
-                ledger.record(record)
+        ledger.record_many(batch)
 
 
 @dataclass(frozen=True)
@@ -217,8 +212,6 @@ class Runner:
         ledger: LedgerBuffer,
         concurrency: int,
     ) -> None:
-        from .._usage import UsageRecord
-
         self.session = session
         self.fmt = fmt
         self.request = request
@@ -228,9 +221,7 @@ class Runner:
         self.ledger = ledger
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
-        self._record_type = UsageRecord
         self._prices = session.prices
-        self._session_id = session.session_id
 
     async def run(self, positions: Sequence[int]) -> None:
         """Run every row in ``positions``; returns when all have ended (or raises when cancelled)."""
@@ -257,27 +248,10 @@ class Runner:
             await asyncio.gather(*workers, return_exceptions=True)
 
     def _record(self, *, status: str, started_wall: float, latency: float, attempt: int, model: str,
-                usage: Usage | None = None, cost: float | None = None, response_id: str | None = None,
-                error: str | None = None) -> None:
-        usage = usage or Usage()
+                usage: Usage | None = None, response_id: str | None = None, error: str | None = None) -> None:
         self.ledger.add(
-            self._record_type(
-                time=started_wall,
-                session_id=self._session_id,
-                kind="extract",
-                model=model,
-                status=status,
-                response_id=response_id,
-                input_tokens=usage.input,
-                cached_tokens=usage.cached,
-                output_tokens=usage.output,
-                reasoning_tokens=usage.reasoning,
-                total_tokens=usage.total,
-                latency_s=latency,
-                cost_usd=cost,
-                attempt=attempt,
-                error=error,
-            )
+            self.session.usage_record(kind="extract", model=model, status=status, usage=usage, latency_s=latency,
+                                      started=started_wall, response_id=response_id, attempt=attempt, error=error)
         )
 
     async def _row(self, client: Any, position: int) -> None:
@@ -312,7 +286,7 @@ class Runner:
                 if reached_server(exc):  # refused before any token: billed nothing
                     self._record(status="rate_limited" if rate_limited else "error", started_wall=started_wall,
                                  latency=latency, attempt=result.attempts, model=request.model,
-                                 cost=self._prices.cost(request.model, 0, 0, 0), error=translate(exc).message)
+                                 error=translate(exc).message)
                 wait = request.retry.delay(tries, exc)
                 if wait is None:
                     result.status = "error"
@@ -340,7 +314,7 @@ class Runner:
             tally.cost_usd += cost or 0.0
             outcome = classify(response, self.fmt.parse)
             self._record(status=response.status or "completed", started_wall=started_wall, latency=latency,
-                         attempt=result.attempts, model=model, usage=usage, cost=cost, response_id=response.id,
+                         attempt=result.attempts, model=model, usage=usage, response_id=response.id,
                          error=outcome.error)
             if outcome.status == "invalid" and reasks < request.validation_retries:
                 reasks += 1
