@@ -146,7 +146,9 @@ class Kernel:
             "language": "python",
         }))
         self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
-        self.manager.start_kernel(env=env)
+        # The kernel's own log (e.g. ipykernel's TCP warning) goes to a file, not our terminal.
+        self._log = open(kernels / "kernel.log", "wb")
+        self.manager.start_kernel(env=env, stdout=self._log, stderr=self._log)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=120)
@@ -200,6 +202,7 @@ class Kernel:
             self.client.stop_channels()
         with contextlib.suppress(Exception):
             self.manager.shutdown_kernel(now=True)
+        self._log.close()
 
     def __enter__(self) -> "Kernel":
         return self

@@ -115,7 +115,14 @@ def _timed(fn) -> tuple[float, float, object]:  # noqa: ANN001
     return time.perf_counter() - started, time.process_time() - cpu, result
 
 
+_FAILURES: dict[str, int] = {}
+
+
 def _ok_ours(frame) -> int:  # noqa: ANN001
+    failed = frame[frame["_status"] != "ok"]
+    for status, error in zip(failed["_status"], failed["_error"]):
+        key = f"{status}: {str(error)[:160]}"
+        _FAILURES[key] = _FAILURES.get(key, 0) + 1
     return int((frame["_status"] == "ok").sum())
 
 
@@ -222,6 +229,10 @@ def run(ctx: Context) -> list[Row]:
                     f"{fmt_s(l_ours)} ({min(limited['ours_ok'])}/{rows_n} ok)",
                     f"raw SDK (max_retries=3): {fmt_s(l_raw)} ({min(limited['raw_ok'])}/{rows_n} ok)", fmt_ratio(l_ours / l_raw),
                     data={"ours": limited["ours"], "raw": limited["raw"]}))
+    if _FAILURES:
+        worst = sorted(_FAILURES.items(), key=lambda item: -item[1])[:5]
+        ctx.note(f"{TITLE}: rows that did not end ok (all runs)", "\n".join(f"- {count} x {what}" for what, count in worst))
+        _FAILURES.clear()
     limits = sorted(limited["limits"])
     if limits:
         rows.append(Row(TITLE, "with 10% 429: our adaptive concurrency limit during the run (median of progress ticks)",

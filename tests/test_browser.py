@@ -1,21 +1,24 @@
 """The quickstart in a real browser: JupyterLab on 127.0.0.1, driven by Playwright in headless Chromium.
 
-What a reader of the README sees: ``notebooks/quickstart.ipynb`` opened in JupyterLab, Run All, and
-then the streamed answers, their usage footers and the usage DataFrame on the page. nbclient
-(``test_notebooks.py``) cannot see the page: with the widget front-end missing it still passes while
-JupyterLab shows ``VBox(children=(HTML(value=...`` where the live answer should be. So the page is
-watched while the cells run (a ``MutationObserver``): a live answer view must render as a widget,
-and no output may ever show a widget's raw text repr. ``test_the_check_fails_without_widgets``
-runs the same check with ``@jupyter-widgets/jupyterlab-manager`` disabled and expects it to fail.
+What a reader of the README (or a Binder visitor) sees: JupyterLab opens ``notebooks/quickstart.ipynb``
+(``binder/workspace.json``), Run All, then the streamed answers, their usage footers and the usage
+DataFrame are on the page; re-running a cell replaces its turn (JupyterLab sends cell ids; nbclient
+does not). nbclient (``test_notebooks.py``) cannot see the page. Nor can a look at the finished page:
+with the ipywidgets front-end missing, each live answer shows as ``VBox(children=(HTML(value=...``
+while it streams, and only then is replaced by the same Markdown as usual. So the page is watched
+while the cells run (a ``MutationObserver``): a live answer must render as a widget, and no output
+may ever show a widget's raw text. ``test_the_check_fails_without_the_widget_frontend`` runs the
+quickstart with ``@jupyter-widgets/jupyterlab-manager`` disabled and expects that check to fail.
 
-Everything runs in a temporary folder: its own HOME, Jupyter config/data/settings/workspaces and
-IPython folders, a fresh copy of the notebook (autosave writes back), a free port, a fixed token,
-no API key. The server and its kernels are one process group, killed in a ``finally``.
+Everything runs in a temporary folder: its own HOME, Jupyter config/data/runtime, JupyterLab
+settings/workspaces/app settings and IPython folders, a fresh copy of ``notebooks/`` (autosave
+writes back), a free port, a random token, no API key. The server and its kernels are one process
+group, killed in a ``finally``; every wait has a hard timeout.
 
-Needs Debian's Chromium (``apt-get install chromium``: Playwright's own browser download does not
-work here), and ``playwright`` and ``jupyterlab`` in the environment; without them the tests skip
-and say which is missing. The screenshot goes to ``tests/_artifacts/``; set
-``NBOPENAI_UPDATE_SCREENSHOT=1`` to also refresh the README's ``docs/screenshot.png``.
+Needs Debian's Chromium (``apt-get install chromium``; Playwright's own browser download does not
+work here, and is not used: the Python ``playwright`` package drives ``/usr/bin/chromium``) and
+``jupyterlab``; without one of them the tests skip and say which. The screenshot goes to
+``tests/_artifacts/``; ``NBOPENAI_UPDATE_SCREENSHOT=1`` also refreshes the README's ``docs/screenshot.png``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WIDGET_MANAGER = "@jupyter-widgets/jupyterlab-manager"
+NOTEBOOK_ON_SCREEN = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 # Hard limits, so a stuck browser or kernel fails the test instead of hanging CI.
 SERVER_START_S = 60
@@ -244,11 +248,13 @@ _WATCH_OUTPUTS = r"""
 }
 """
 
-# Every code cell ran ("[n]:" prompts), or one failed (Run All stops there: no point waiting on).
+# Every code cell of the notebook on screen ran ("[n]:" prompts), or one failed (Run All stops there).
 _RUN_STATE = r"""
 () => {
-  const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputArea-prompt")].map((p) => p.textContent.trim());
-  const errors = [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+  const notebook = document.querySelector(".jp-NotebookPanel:not(.lm-mod-hidden)");
+  if (!notebook) return null;
+  const prompts = [...notebook.querySelectorAll(".jp-CodeCell .jp-InputArea-prompt")].map((p) => p.textContent.trim());
+  const errors = [...notebook.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
     .map((e) => e.textContent).filter((text) => /Error|Traceback/.test(text));
   const done = prompts.length > 0 && prompts.every((p) => /^\[\d+\]:$/.test(p));
   return (done || errors.length) ? { done, errors } : null;
@@ -306,7 +312,8 @@ def assert_live_answers_rendered_as_widgets(seen: dict) -> None:
 
 def test_quickstart_runs_in_jupyterlab(tmp_path):
     """As on Binder: /lab opens the quickstart (binder/workspace.json), Run All, and the page shows
-    the streamed answers, their usage footers and the usage DataFrame."""
+    the streamed answers, their usage footers and the usage DataFrame. Then one cell runs again, as
+    a user would re-run it: JupyterLab's cell id makes its turn be replaced, not appended."""
     from playwright.sync_api import expect
 
     started = time.monotonic()
@@ -314,7 +321,7 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
         try:
             seen = run_all(page, lab.page("lab"))
             expect(page.locator(".lm-DockPanel-tabBar .lm-mod-current")).to_contain_text("quickstart.ipynb")
-            outputs = page.locator(".jp-OutputArea-output")
+            outputs = page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-OutputArea-output")
             # The streamed answers, as the front-end's Markdown once they ended.
             answer = outputs.filter(has_text=re.compile(r"^Your name is Ada\.$", re.M))
             expect(answer).to_have_count(1)
@@ -336,8 +343,18 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
                 expect(located).to_be_in_viewport()
             assert_live_answers_rendered_as_widgets(seen)
             expect(page.locator(".Toastify__toast")).to_have_count(0)  # no news prompt (binder/overrides.json)
-        finally:
-            _screenshot(page)
+            _screenshot(page, ARTIFACTS / "jupyterlab-quickstart.png", readme=True)
+
+            cells = page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-CodeCell")
+            first_ask = cells.filter(has=page.locator(".jp-InputArea", has_text="My name is Ada."))
+            first_ask.locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            expect(first_ask.locator(".jp-OutputArea-output")).to_contain_text(
+                "thread default: re-ran turn 1 of 2, 1 later turn dropped", timeout=RUN_ALL_S * 1000
+            )
+        except BaseException:
+            _screenshot(page, ARTIFACTS / "jupyterlab-quickstart-failed.png")
+            raise
     assert time.monotonic() - started < SERVER_START_S + RUN_ALL_S + 60
 
 
@@ -361,20 +378,20 @@ def _keep_through_first_ask(path: Path) -> None:
     path.write_text(json.dumps(notebook))
 
 
-def _screenshot(page) -> None:
-    """The first answers, for the README; best effort: it never hides the test's own failure."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    target = ARTIFACTS / "jupyterlab-quickstart.png"
+def _screenshot(page, target: Path, *, readme: bool = False) -> None:
+    """The first answers on screen, saved to ``target`` (and to the README's with
+    ``NBOPENAI_UPDATE_SCREENSHOT=1``). Best effort: it never hides the test's own failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         # Hide the file browser (click its open tab) and put the first %%ask cell at the top.
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click(timeout=5000)
-        first_ask = page.locator(".jp-CodeCell").filter(has_text="%%ask").first
-        first_ask.evaluate("(cell) => cell.previousElementSibling.scrollIntoView({block: 'start'})")
+        first_ask = page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-CodeCell").filter(has_text="%%ask").first
+        first_ask.evaluate("(cell) => cell.previousElementSibling.scrollIntoView({block: 'start'})", timeout=5000)
         page.wait_for_timeout(300)  # let the layout settle after the sidebar closed
         page.screenshot(path=str(target))
-    except Exception as error:  # a screenshot of a broken page is still worth having, but not a new error
+    except Exception as error:  # noqa: BLE001 - a missing screenshot must not replace the real failure
         print(f"screenshot failed: {error}")
         return
-    if os.environ.get("NBOPENAI_UPDATE_SCREENSHOT") == "1":
+    if readme and os.environ.get("NBOPENAI_UPDATE_SCREENSHOT") == "1":
         README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, README_SCREENSHOT)

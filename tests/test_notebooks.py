@@ -110,15 +110,21 @@ def _text_of(output: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Each notebook run once, offline, and shared by the checks below (a kernel run takes seconds)."""
+def executed(tmp_path_factory: pytest.TempPathFactory):
+    """``executed(name)``: the notebook run once, offline, shared by the checks below (a failed run
+    is not repeated: each check reports the same failure)."""
     runs: dict = {}
 
     def run(name: str):
         if name not in runs:
             folder = tmp_path_factory.mktemp(name.removesuffix(".ipynb"))
             env = _kernel_env(NBOPENAI_HOME=str(folder / "nbopenai-home"))
-            runs[name] = _execute(name, folder, env)
+            try:
+                runs[name] = _execute(name, folder, env)
+            except Exception as error:  # noqa: BLE001 - kept and re-raised for every check
+                runs[name] = error
+        if isinstance(runs[name], Exception):
+            raise runs[name]
         return runs[name]
 
     return run

@@ -145,7 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self._read_body(state.config.max_body_bytes)
         except ApiError as error:
             self.close_connection = True
-            state.record(RecordedRequest(self.command, path, headers, None, int(headers.get("content-length", 0) or 0), started))
+            claimed = headers.get("content-length", "")
+            state.record(RecordedRequest(self.command, path, headers, None, int(claimed) if claimed.isdigit() else 0, started))
             self._send_error(error, request_id)
             return
         if path.startswith(ADMIN_PREFIX):
@@ -225,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("content-length") or 0)
         except ValueError:
             raise ApiError(400, "Invalid Content-Length header.") from None
+        if length < 0:  # read(-1) would wait for the client to close the connection
+            raise ApiError(400, "Invalid Content-Length header.")
         if length > limit:
             # Read and discard a moderately oversized body so the connection stays in sync.
             if length <= 4 * limit:
@@ -242,7 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_chunked(self, limit: int) -> bytes:
         parts, total = [], 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            try:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                raise ApiError(400, "Invalid chunked request body.") from None
             if size == 0:
                 while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass
@@ -260,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as error:
+        except (ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nesting too deep
             raise ApiError(
                 400,
                 f"We could not parse the JSON body of your request ({error}). The body must be valid JSON.",
