@@ -161,17 +161,15 @@ def test_dataframe_cells_are_previewed_not_interpolated():
 
 
 def _parse(magic_name: str, line: str):
-    from IPython.core.magic_arguments import parse_argstring
-
-    from nbopenai.ipython._args import parse_ask
+    from nbopenai.ipython._args import parse_ask, parse_line
     from nbopenai.ipython._extract_magic import ExtractMagics
     from nbopenai.ipython._magics import AskMagics
 
     if magic_name == "ask":
         return parse_ask(AskMagics.ask, line)
     if magic_name == "extract":
-        return parse_argstring(ExtractMagics.extract, line)
-    return parse_argstring(AskMagics.nbopenai, line)
+        return parse_line(ExtractMagics.extract, line)
+    return parse_line(AskMagics.nbopenai, line)
 
 
 @FUZZ
@@ -189,15 +187,7 @@ def test_ask_lines_parse_or_fail_with_a_usage_error(line):
     assert isinstance(args.thread, str)
 
 
-UNBALANCED_QUOTE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unbalanced quote in the line raises ValueError('No closing quotation') from shlex, "
-    "not a usage error: parse_argstring(...) without partial=True (nbopenai/ipython/_extract_magic.py "
-    "ExtractMagics.extract, nbopenai/ipython/_magics.py AskMagics.nbopenai)",
-)
-
-
-@pytest.mark.parametrize("magic", [pytest.param("extract", marks=UNBALANCED_QUOTE), pytest.param("nbopenai", marks=UNBALANCED_QUOTE)])
+@pytest.mark.parametrize("magic", ["extract", "nbopenai"])
 @FUZZ
 @given(line=lines)
 @example(line='Person --over "df.bio')

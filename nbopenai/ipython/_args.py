@@ -18,7 +18,7 @@ from IPython.utils.process import arg_split
 
 from .._ask import REASONING_EFFORTS
 
-__all__ = ["FORMATS", "ask_arguments", "ask_options", "attachments", "parse_ask", "text", "tool_loop_options", "variable_name"]
+__all__ = ["FORMATS", "ask_arguments", "ask_options", "attachments", "parse_ask", "parse_line", "text", "tool_loop_options", "variable_name"]
 
 FORMATS = ("markdown", "text", "code", "json")
 
@@ -88,6 +88,14 @@ def _rest_of_line(line: str, consumed: list[str]) -> str:
     if rest == "--" or rest.startswith("-- "):  # "--" ends the options; it is not part of the prompt
         rest = rest[2:].strip()
     return rest
+
+
+def parse_line(magic: Callable, line: str) -> argparse.Namespace:
+    """``parse_argstring`` where an unbalanced quote is a usage error, not a ``ValueError`` from shlex."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as exc:
+        raise UsageError(f"could not read the options: {exc} (check the quotes)") from None
 
 
 def parse_ask(magic: Callable, line: str) -> tuple[argparse.Namespace, str]:

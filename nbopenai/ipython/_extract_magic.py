@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int, TraitError, validate
 
 from .. import _errors
 from .._prompt import interpolate
-from ._args import text, variable_name
+from ._args import parse_line, text, variable_name
 from ._errors import reported
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class ExtractMagics(Magics):
         """
         from .._extract import extract  # here, not at import: loading the extension stays cheap
 
-        args = parse_argstring(self.extract, line)
+        args = parse_line(self.extract, line)
         body = interpolate(cell, self.shell.user_ns).strip()
         with reported(self._key()):
             schema = self._evaluate(args.schema, "the Pydantic class")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, observe, validate
 
@@ -25,7 +25,7 @@ from .._ask import REASONING_EFFORTS
 from .._printer import StdoutSink
 from .._images import interpolate_with_images
 from . import _admin
-from ._args import ask_arguments, ask_options, attachments, parse_ask, text, tool_loop_options
+from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
 from ._errors import reported
 from ._render import DryRun, answer_bundle
 
@@ -245,7 +245,7 @@ class AskMagics(Magics):
             %nbopenai cancel job-1
             %nbopenai usage --summary --since 1d
         """
-        args = parse_argstring(self.nbopenai, line)
+        args = parse_line(self.nbopenai, line)
         with reported(self._key()):
             return _admin.COMMANDS[args.command](self, args)
 
