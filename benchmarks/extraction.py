@@ -109,6 +109,16 @@ def _sequential(base_url: str, model, texts: list[str]) -> float:
         return time.perf_counter() - started
 
 
+def _pool_size(settings) -> int | None:  # noqa: ANN001
+    """How many connections the session's async client may open (None if we cannot tell)."""
+    try:
+        from nbopenai._client import _limits
+
+        return _limits(settings).max_connections
+    except Exception:
+        return None
+
+
 def _timed(fn) -> tuple[float, float, object]:  # noqa: ANN001
     cpu, started = time.process_time(), time.perf_counter()
     result = fn()
@@ -199,6 +209,7 @@ def run(ctx: Context) -> list[Row]:
         settings = nbopenai.Settings(base_url=server.base_url, model="nbopenai-local")
         session = nbopenai.Session(settings, ledger_path=str(ctx.scratch / "extract-ledger.sqlite3"))
         baseline = _Baseline(server.base_url, model, concurrency)
+        pool = _pool_size(settings)
         try:
             ctx.log(f"{TITLE}: {rows_n} rows x {runs}, ours vs raw SDK")
             clean = _measure(ctx, session, baseline, model, texts, concurrency, runs)
@@ -223,7 +234,12 @@ def run(ctx: Context) -> list[Row]:
     rows.append(Row(TITLE, f"against a sequential loop (sync SDK; {sequential_n} rows measured, scaled x{rows_n // sequential_n})",
                     fmt_s(ours), f"sequential: {fmt_s(sequential)}", fmt_ratio(ours / sequential)))
     if ratio > GOAL:
-        ctx.note(f"{TITLE}: where the loop thread's time goes (cProfile, own time, no faults)", clean.get("where", ""))
+        text = clean.get("where", "")
+        if pool is not None and pool < concurrency:
+            text = (f"The session's connection pool allows {pool} connections (`nbopenai._client._limits`, from "
+                    f"`Settings.concurrency`), fewer than the {concurrency} requests `extract(concurrency={concurrency})` "
+                    f"keeps in flight: the rest wait for a connection.\n\n" + text)
+        ctx.note(f"{TITLE}: where the time goes (no faults)", text)
     l_ours, l_raw = median(limited["ours"]), median(limited["raw"])
     rows.append(Row(TITLE, "with 10% of requests answered 429 (retry-after 1 s): wall time",
                     f"{fmt_s(l_ours)} ({min(limited['ours_ok'])}/{rows_n} ok)",
@@ -234,6 +250,13 @@ def run(ctx: Context) -> list[Row]:
         ctx.note(f"{TITLE}: rows that did not end ok (all runs)", "\n".join(f"- {count} x {what}" for what, count in worst))
         _FAILURES.clear()
     limits = sorted(limited["limits"])
+    if limits and l_ours / l_raw > GOAL and median(limits) < concurrency / 2:
+        ctx.note(f"{TITLE}: where the time goes with 10% 429s", (
+            f"Our adaptive concurrency limit spent the run at a median of {median(limits):.0f} (of {concurrency}): "
+            "`nbopenai/_extract/_runner.py:AdaptiveLimit.rate_limited` halves the limit on a 429 from any request "
+            "sent since the last cut, and `succeeded` adds one back per `limit` successes. With 429s scattered at "
+            "random (10% here) a new cut comes before the limit recovers, so it settles near 1/rate; the raw SDK "
+            "keeps all its requests in flight and just waits out each `retry-after`."))
     if limits:
         rows.append(Row(TITLE, "with 10% 429: our adaptive concurrency limit during the run (median of progress ticks)",
                         f"{median(limits):.0f} (min {limits[0]}, max {limits[-1]})", f"raw SDK: {concurrency} throughout",

@@ -134,6 +134,38 @@ def _chatlab(ctx: Context, server, prompt: str, expected: str, runs: int) -> dic
     return {"cpu": cpu, "wall": wall, "counts": counts, "identical": identical, "markdown_bytes": sent}
 
 
+def _profile_in_process(ctx: Context, server, prompt: str) -> str:
+    """The same ask in an in-process shell (recording comms) against the raw SDK loop, profiled."""
+    import openai
+
+    from ._harness import profile_diff
+    from ._shells import recording_shell
+
+    client = openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0)
+
+    def raw() -> None:
+        with client.responses.create(model="nbopenai-local", input=prompt, stream=True) as stream:
+            parts = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        "".join(parts)
+
+    env = {"NBOPENAI_HOME": str(ctx.scratch / "home-streaming"), "NBOPENAI_MODEL": "nbopenai-local",
+           "OPENAI_BASE_URL": server.base_url}
+    try:
+        with recording_shell(env) as (shell, recorder):
+            shell.run_cell("%load_ext nbopenai").raise_error()
+            shell.run_cell('%config AskMagics.widgets = "on"').raise_error()
+
+            def ours() -> None:
+                recorder.clear()
+                shell.run_cell(f"%%ask --new\n{prompt}").raise_error()
+
+            ours()
+            raw()
+            return profile_diff(ours, raw, repeat=2, top=10)
+    finally:
+        client.close()
+
+
 def run(ctx: Context) -> list[Row]:
     deltas = 500 if ctx.quick else 20_000
     runs = 1 if ctx.quick else ctx.runs
@@ -150,6 +182,9 @@ def run(ctx: Context) -> list[Row]:
                 chat = _chatlab(ctx, server, prompt, expected, max(1, runs if ctx.quick else min(runs, 3)))
             except Exception as error:  # a peer failing is a finding, not a crash
                 ctx.note(f"{TITLE}: chatlab could not run", f"{type(error).__name__}: {error}")
+        if not ctx.quick:
+            ctx.note(f"{TITLE}: where our extra CPU per delta goes ({deltas:,} deltas, in-process shell, cProfile)",
+                     _profile_in_process(ctx, server, prompt))
     counts = ours["counts"]
     front = counts["comm_msg"]
     total = sum(counts.values())

@@ -173,7 +173,7 @@ def run(ctx: Context) -> list[Row]:
         if peer not in results:
             continue
         first, total = (median(v) for v in results[peer])
-        how = "does not stream" if peer == "jupyter-ai" else "streams"
+        how = "does not stream; its answer is held as long as the stream" if peer == "jupyter-ai" else "streams"
         rows.append(Row(TITLE, f"`%%ask` vs {peer} ({how}); {span}", fmt_ms(ours_first),
                         f"{peer}: {fmt_ms(first)} (cell complete at {fmt_ms(total)})", fmt_ratio(ours_first / first),
                         data={"ours": results["ours"][0], peer: results[peer][0]}))

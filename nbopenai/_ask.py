@@ -37,6 +37,7 @@ __all__ = [
     "prepare",
     "run",
     "send",
+    "state_of",
     "record_round",
     "finish",
     "REASONING_EFFORTS",
@@ -173,18 +174,31 @@ def output_items(response: Any) -> tuple[dict, ...]:
     return tuple(item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item for item in items or ())
 
 
-def _response_text(response: Any) -> str:
-    if response is None:
-        return ""
-    if hasattr(response, "output_text"):
-        return response.output_text
-    return "".join(
-        part.get("text", "")
-        for item in response.get("output", [])
-        if item.get("type") == "message"
-        for part in item.get("content", [])
-        if part.get("type") == "output_text"
-    )
+def _text_events(response: Any) -> list[dict[str, str]]:
+    """The delta events a streamed copy of ``response`` would have carried (text and refusals)."""
+    events = []
+    for item in output_items(response):
+        if item.get("type") != "message":
+            continue
+        for part in item.get("content", []):
+            if part.get("type") == "output_text":
+                events.append({"type": "response.output_text.delta", "delta": part.get("text", "")})
+            elif part.get("type") == "refusal":
+                events.append({"type": "response.refusal.delta", "delta": part.get("refusal", "")})
+    return events
+
+
+def state_of(response: Any, now: float | None = None) -> StreamState:
+    """The ``StreamState`` a finished (not streamed) ``response`` amounts to: one way to read text,
+    refusals and the end status, whether the answer streamed, came whole, or was polled."""
+    state = StreamState()
+    state.handle({"type": "response.created", "response": response})
+    for event in _text_events(response):
+        state.handle(event, now)
+    state.handle({"type": f"response.{response.status}", "response": response})
+    if state.status == "streaming":  # a status without an end event (e.g. cancelled): take it as is
+        state.final, state.status = response, response.status
+    return state
 
 
 def _estimated_usage(prepared: PreparedAsk, text: str) -> Usage:
@@ -286,11 +300,7 @@ def send(
         raise _translated(exc, prepared, attempts=attempts.count) from None
     ending = {"attempt": attempts.count + 1, "kind": kind, "prior": prior}
     if not stream_wanted:
-        state.handle({"type": "response.created", "response": result})
-        state.handle({"type": "response.output_text.delta", "delta": _response_text(result)}, _clock())
-        state.handle({"type": f"response.{result.status}", "response": result})
-        if state.status == "streaming":  # e.g. a status we do not know: treat as complete
-            state.final, state.status = result, result.status
+        state = state_of(result, _clock())
         sink.text(state.text, state)
     else:
         try:
@@ -382,6 +392,8 @@ def finish(
     status, reason = done.status, ("interrupted by the user" if interrupted else state.error)
     if prior.stopped and status == "completed":
         status, reason = "incomplete", prior.stopped
+    if state.refused and status == "completed":  # billed and kept in the thread, but marked
+        status, reason = "refused", "the model declined to answer"
     text = "\n\n".join(part for part in (*prior.texts, state.text) if part)
     thread = prepared.thread
     turn_number = None

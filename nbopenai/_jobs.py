@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer, Usage
-from ._ask import _Attempts
+from ._ask import _Attempts, state_of
 from ._conversation import Turn
 from ._errors import NbOpenAIError, UsageError, translate
 
@@ -65,7 +65,7 @@ class Job:
         """Ask the server to cancel; the poller records the final state."""
         if self.done():
             return
-        self._session.retry.call(lambda: self._session.client.responses.cancel(self.response_id))
+        self._session.retry.call(lambda: self._session.client.responses.cancel(self.response_id), idempotent=True)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -122,14 +122,18 @@ async def _poll(session: "Session", prepared: "PreparedAsk", job: Job, head: str
         while not job.done():
             await asyncio.sleep(delay)
             delay = min(_POLL_MAX, delay * 1.5)
-            response = await session.retry.acall(lambda: session.async_client.responses.retrieve(job.response_id))
+            response = await session.retry.acall(
+                lambda: session.async_client.responses.retrieve(job.response_id), idempotent=True
+            )
             job.status = response.status
     except Exception as exc:  # polling failed for good: keep the job, say why
         job.error = translate(exc)
         job.status = "error"
     latency = time.perf_counter() - started
     usage = Usage.from_api(response.usage) if response is not None and response.usage else Usage()
-    text = response.output_text if response is not None else ""
+    state = state_of(response) if response is not None else None
+    text = state.text if state is not None else ""
+    refused = state is not None and state.refused and job.status == "completed"
     record = session.record(
         kind="background",
         model=prepared.model,
@@ -166,11 +170,11 @@ async def _poll(session: "Session", prepared: "PreparedAsk", job: Job, head: str
         model=prepared.model,
         thread=job.thread,
         response_id=job.response_id,
-        status=job.status,
+        status="refused" if refused else job.status,
         usage=usage,
         latency_s=latency,
         cost_usd=record.cost_usd,
-        error=_failure(job, response),
+        error="the model declined to answer" if refused else _failure(job, response),
         turn=turn_number,
         cell_id=prepared.options.cell_id,
         notice=notice,

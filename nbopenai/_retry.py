@@ -36,11 +36,19 @@ def _status(exc: BaseException) -> int | None:
     return exc.status_code if isinstance(exc, openai.APIStatusError) else None
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """True for connection errors, timeouts, 408, 409, 429 and 5xx."""
+def is_retryable(exc: BaseException, *, idempotent: bool = False) -> bool:
+    """True for connection errors, timeouts, 408, 409, 429 and 5xx.
+
+    A read or write timeout is retried only for ``idempotent`` calls (polling, downloads): a
+    create that timed out after it was sent may still finish on the server, and a retry would
+    pay for the same answer twice. Connect and pool timeouts never sent anything: always retried.
+    """
+    import httpx2
     import openai
 
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+    if isinstance(exc, openai.APITimeoutError):
+        return idempotent or not isinstance(exc.__cause__, (httpx2.ReadTimeout, httpx2.WriteTimeout))
+    if isinstance(exc, openai.APIConnectionError):
         return True
     status = _status(exc)
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
@@ -110,26 +118,27 @@ class RetryPolicy:
     cap: float = 20.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
-    def delay(self, attempt: int, exc: BaseException) -> float | None:
+    def delay(self, attempt: int, exc: BaseException, *, idempotent: bool = False) -> float | None:
         """Seconds to wait after failed ``attempt`` (1-based), or ``None`` to give up."""
-        if attempt >= self.attempts or not is_retryable(exc):
+        if attempt >= self.attempts or not is_retryable(exc, idempotent=idempotent):
             return None
         asked = retry_after(exc)
         if asked is not None:
             return asked if 0 <= asked <= MAX_HONOURED_RETRY_AFTER else None
         return self.rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
 
-    def call(self, fn: Callable[[], T], *, on_failure: FailureHook | None = None) -> T:
+    def call(self, fn: Callable[[], T], *, on_failure: FailureHook | None = None, idempotent: bool = False) -> T:
         """Run ``fn`` until it succeeds or the policy gives up (the last error is raised).
 
-        ``on_failure(exc, attempt, will_retry)`` is told of every failed attempt.
+        ``on_failure(exc, attempt, will_retry)`` is told of every failed attempt; ``idempotent``
+        calls (reads) are also retried after a read timeout.
         """
         attempt = 1
         while True:
             try:
                 return fn()
             except Exception as exc:
-                wait = self.delay(attempt, exc)
+                wait = self.delay(attempt, exc, idempotent=idempotent)
                 if on_failure is not None:
                     on_failure(exc, attempt, wait is not None)
                 if wait is None:
@@ -137,14 +146,16 @@ class RetryPolicy:
             time.sleep(wait)
             attempt += 1
 
-    async def acall(self, fn: Callable[[], Awaitable[T]], *, on_failure: FailureHook | None = None) -> T:
+    async def acall(
+        self, fn: Callable[[], Awaitable[T]], *, on_failure: FailureHook | None = None, idempotent: bool = False
+    ) -> T:
         """The ``async`` twin of :meth:`call`."""
         attempt = 1
         while True:
             try:
                 return await fn()
             except Exception as exc:
-                wait = self.delay(attempt, exc)
+                wait = self.delay(attempt, exc, idempotent=idempotent)
                 if on_failure is not None:
                     on_failure(exc, attempt, wait is not None)
                 if wait is None:

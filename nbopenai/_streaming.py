@@ -71,6 +71,8 @@ class StreamState:
         The finished response object, once ``completed``/``incomplete``/``failed`` arrived.
     status
         ``streaming`` until an end event, then ``completed``, ``incomplete`` or ``failed``.
+    refused
+        The text is a refusal (``response.refusal.delta``), not an answer.
     """
 
     response_id: str | None = None
@@ -80,6 +82,7 @@ class StreamState:
     status: str = "streaming"
     error: str | None = None
     error_code: str | None = None
+    refused: bool = False
     _parts: list[str] = field(default_factory=list, repr=False)
 
     @property
@@ -94,6 +97,9 @@ class StreamState:
 
     def handle(self, event: Any, now: float | None = None) -> list[Update]:
         kind = _get(event, "type")
+        if kind == "response.refusal.delta":  # the model's refusal is its answer: show its words
+            self.refused = True
+            kind = "response.output_text.delta"
         if kind == "response.output_text.delta":
             delta = _get(event, "delta") or ""
             if self.first_text_at is None:

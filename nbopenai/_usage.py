@@ -245,6 +245,11 @@ class Ledger:
             rows = [*self._unsaved, *recs]
             try:
                 self._with_connection(lambda conn: _insert(conn, rows))
+            except _REFUSED_ROW as exc:
+                # A row the schema refuses would fail every later write if kept for a retry:
+                # save the others one by one and drop only the refused ones, with a warning.
+                self._unsaved = [row for row in rows if not self._insert_or_refuse(row)]
+                self._warn_once(f"the usage ledger refused a row ({exc}); it was dropped, the others were kept")
             except Exception as exc:  # an answer must never fail because its bookkeeping did
                 self._unsaved.extend(recs)
                 self._warn_once(
@@ -254,6 +259,16 @@ class Ledger:
             else:
                 self._unsaved.clear()
                 self._warned = False
+
+    def _insert_or_refuse(self, row: UsageRecord) -> bool:
+        """Insert one row; True when it is saved or refused for good, False to keep it for a retry."""
+        try:
+            self._with_connection(lambda conn: _insert(conn, [row]))
+        except _REFUSED_ROW:
+            return True
+        except Exception:  # disk full, locked, read-only: worth another try with the next call
+            return False
+        return True
 
     def records(
         self,
@@ -466,6 +481,11 @@ class Ledger:
         if not self._warned:
             self._warned = True
             warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+# Errors about the row itself (a NOT NULL column left empty, a value SQLite cannot store), as
+# opposed to the disk or the lock: retrying such a row can never succeed.
+_REFUSED_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError)
 
 
 def _insert(conn: sqlite3.Connection, rows: list[UsageRecord]) -> None:

@@ -12,7 +12,6 @@ Two promises, for any input at all:
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -196,6 +195,17 @@ def test_other_magic_lines_parse_or_fail_with_a_usage_error(magic, line):
         _parse(magic, line)
     except USAGE_ERRORS:
         pass
+
+
+@pytest.mark.parametrize("source", ["%nbopenai usage --since '1h", '%%extract Person --over "df.bio\nExtract.',
+                                    "%ask --dry-run -s 'unbalanced hello"])
+def test_an_unbalanced_quote_is_a_usage_error_in_every_magic(ip, local_server, source):
+    ip.run_cell("from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str")
+    try:
+        ip.run_cell(source)
+    except USAGE_ERRORS:
+        pass
+    assert local_server.requests == []
 
 
 @settings(FUZZ, max_examples=60)

@@ -68,7 +68,7 @@ def test_loopback_addresses_are_allowed(host):
 
 def test_the_command_line_refuses_a_public_host_and_defaults_to_loopback():
     refused = subprocess.run([sys.executable, "-m", "nbopenai.local", "--host", "0.0.0.0", "--port", "0"],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "refusing to bind" in refused.stderr
     child = subprocess.Popen([sys.executable, "-m", "nbopenai.local", "--port", "0"], stdout=subprocess.PIPE, text=True)
     try:
@@ -200,9 +200,6 @@ def test_random_json_gets_an_answer_in_the_api_shape(local_server, body, path):
     assert_still_serving(local_server)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: fields of the wrong type reach the demo model and fail there: the "
-                   "server answers 500 'The offline server failed' (and prints a traceback) where the API answers "
-                   "400 invalid_type (nbopenai/local/_responses.py prepare/run_model, _chat.py)")
 @pytest.mark.parametrize("body", [
     {"model": "nbopenai-local", "input": "hi", "max_output_tokens": "abc"},
     {"model": "nbopenai-local", "input": "hi", "tools": "x"},
@@ -304,9 +301,6 @@ def test_a_writer_killed_mid_write_leaves_whole_rows_only(tmp_path):
     assert all(r.total_tokens == 2 * r.input_tokens and len(r.error) == 2000 for r in rows)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a row the schema refuses (IntegrityError) is kept in memory and retried "
-                   "with every later write, so it blocks all later rows from the file (nbopenai/_usage.py Ledger.record): "
-                   "retry only OperationalError (disk full, locked, read-only); drop or repair a refused row, with a warning")
 def test_one_bad_row_does_not_block_the_rows_after_it(tmp_path):
     from nbopenai._usage import Ledger, UsageRecord
 

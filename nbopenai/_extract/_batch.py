@@ -184,8 +184,8 @@ class BatchJob:
 
     # ---- network (on the session's loop) --------------------------------------------------------
 
-    async def _call(self, make: Any) -> Any:
-        return await self.session.retry.acall(make)
+    async def _call(self, make: Any, *, idempotent: bool = False) -> Any:
+        return await self.session.retry.acall(make, idempotent=idempotent)
 
     async def _create(self, part: Part, data: bytes) -> None:
         client = self.session.async_client
@@ -208,7 +208,7 @@ class BatchJob:
         if not file_id:
             return []
         client = self.session.async_client
-        content = await self._call(lambda: client.files.content(file_id))
+        content = await self._call(lambda: client.files.content(file_id), idempotent=True)
         return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
     async def _collect(self, part: Part, output_file_id: str | None, error_file_id: str | None, write_ledger: bool) -> None:
@@ -284,7 +284,7 @@ class BatchJob:
             for part in self.parts:
                 if part.done or part.batch_id is None:
                     continue
-                batch = await self._call(lambda: client.batches.retrieve(part.batch_id))
+                batch = await self._call(lambda: client.batches.retrieve(part.batch_id), idempotent=True)
                 counts = batch.request_counts
                 part.status = batch.status
                 part.completed, part.failed = (counts.completed, counts.failed) if counts else (0, 0)
@@ -404,7 +404,7 @@ class BatchJob:
             client = self.session.async_client
             for part in self.parts:
                 if part.batch_id and part.status not in TERMINAL:
-                    await self._call(lambda: client.batches.cancel(part.batch_id))
+                    await self._call(lambda: client.batches.cancel(part.batch_id), idempotent=True)
 
         self.session.loop.run(cancel_all())
         return self
@@ -422,7 +422,7 @@ class BatchJob:
                 todo = {f"row-{p}" for p in part.positions if self.prepared.results[p].status == "cancelled"}
                 if not todo:
                     continue
-                content = await self._call(lambda: client.files.content(part.input_file_id))
+                content = await self._call(lambda: client.files.content(part.input_file_id), idempotent=True)
                 lines = [line for line in content.text.splitlines() if line.strip() and json.loads(line)["custom_id"] in todo]
                 part.earlier.append({
                     "batch_id": part.batch_id, "status": part.status, "output_file_id": part.output_file_id,

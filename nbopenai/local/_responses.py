@@ -100,6 +100,50 @@ def _conversation_id(value: Any) -> str | None:
     raise ApiError(400, "Invalid type for 'conversation': expected a string or an object with 'id'.", param="conversation", code="invalid_type")
 
 
+# The types the API checks before running a model: a wrong one is a 400 `invalid_type`, never a
+# failure inside the demo model.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "max_output_tokens": (int,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "tools": (list,),
+    "text": (dict,),
+    "reasoning": (dict,),
+    "metadata": (dict,),
+    "instructions": (str,),
+    "previous_response_id": (str,),
+    "stream": (bool,),
+    "store": (bool,),
+    "background": (bool,),
+    "truncation": (str,),
+    "tool_choice": (str, dict),
+}
+
+
+def _invalid_type(param: str, expected: str) -> ApiError:
+    return ApiError(400, f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type")
+
+
+def _check_types(body: dict[str, Any]) -> None:
+    for name, types in _FIELD_TYPES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (bool in (type(value),) and bool not in types):
+            raise _invalid_type(name, " or ".join(t.__name__ for t in types))
+    for index, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise _invalid_type(f"tools[{index}]", "an object with a 'type'")
+        if tool["type"] == "function":
+            if not isinstance(tool.get("name"), str):
+                raise _invalid_type(f"tools[{index}].name", "a string")
+            if not isinstance(tool.get("parameters", {}) or {}, dict):
+                raise _invalid_type(f"tools[{index}].parameters", "an object")
+    fmt = (body.get("text") or {}).get("format")
+    if fmt is not None and not (isinstance(fmt, dict) and isinstance(fmt.get("type"), str)):
+        raise _invalid_type("text.format", "an object with a 'type'")
+
+
 def prepare(body: Any, state: State, *, need_model: bool = True) -> Turn:
     """Validate a create-response body and resolve the thread it continues."""
     if not isinstance(body, dict):
@@ -109,6 +153,7 @@ def prepare(body: Any, state: State, *, need_model: bool = True) -> Turn:
         if need_model or model is not None:
             raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
         model = DEMO_MODEL
+    _check_types(body)
     previous_id = body.get("previous_response_id")
     conversation_id = _conversation_id(body.get("conversation"))
     if previous_id and conversation_id:
