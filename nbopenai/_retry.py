@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-__all__ = ["RetryPolicy", "is_retryable", "retry_after", "reached_server"]
+__all__ = ["RetryPolicy", "is_retryable", "retry_after", "reached_server", "retry_policy", "RATE_LIMIT_ATTEMPTS"]
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -98,6 +98,20 @@ def retry_after(exc: BaseException) -> float | None:
 
 FailureHook = Callable[[BaseException, int, bool], None]
 
+# Attempts for 429s that carry retry-after, when retrying is on at all (max_attempts > 1).
+RATE_LIMIT_ATTEMPTS = 10
+
+
+def retry_policy(settings, *, attempts: int | None = None) -> "RetryPolicy":
+    """The policy a session's settings describe (``attempts`` overrides ``max_attempts``)."""
+    attempts = attempts or settings.max_attempts
+    return RetryPolicy(
+        attempts=attempts,
+        rate_limit_attempts=RATE_LIMIT_ATTEMPTS if attempts > 1 else 1,
+        base=settings.backoff_base,
+        cap=settings.backoff_max,
+    )
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -107,6 +121,10 @@ class RetryPolicy:
     ----------
     attempts
         Total attempts per request (1 means no retry).
+    rate_limit_attempts
+        Attempts allowed when the failures are 429s that said when to come back (``retry-after``):
+        waiting as told costs nothing and bills nothing, so a burst of rate limits should not lose
+        a row. Never fewer than ``attempts``; ``None`` means the same as ``attempts``.
     base, cap
         Backoff before attempt ``n+1`` is uniform in ``[0, min(cap, base * 2**(n-1))]``.
     rng
@@ -114,15 +132,21 @@ class RetryPolicy:
     """
 
     attempts: int = 4
+    rate_limit_attempts: int | None = None
     base: float = 0.5
     cap: float = 20.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def delay(self, attempt: int, exc: BaseException, *, idempotent: bool = False) -> float | None:
         """Seconds to wait after failed ``attempt`` (1-based), or ``None`` to give up."""
-        if attempt >= self.attempts or not is_retryable(exc, idempotent=idempotent):
+        if not is_retryable(exc, idempotent=idempotent):
             return None
         asked = retry_after(exc)
+        allowed = self.attempts
+        if asked is not None and _status(exc) == 429:
+            allowed = max(allowed, self.rate_limit_attempts or 0)
+        if attempt >= allowed:
+            return None
         if asked is not None:
             return asked if 0 <= asked <= MAX_HONOURED_RETRY_AFTER else None
         return self.rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))

@@ -19,7 +19,7 @@ from ._answer import Answer, Usage
 from ._conversation import ThreadStore
 from ._errors import UsageError
 from ._loop import LoopThread
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, retry_policy
 from ._settings import LOCAL_MODEL, Settings
 
 if TYPE_CHECKING:
@@ -118,8 +118,7 @@ class Session:
 
     @property
     def retry(self) -> RetryPolicy:
-        s = self.settings
-        return RetryPolicy(attempts=s.max_attempts, base=s.backoff_base, cap=s.backoff_max)
+        return retry_policy(self.settings)
 
     # ---- clients: built once, reused (one connection pool each) ---------------------------
 

@@ -173,3 +173,18 @@ def test_environment_provides_key_and_base_url_and_the_key_never_shows():
 def test_explicit_base_url_wins_over_the_environment():
     settings = Settings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, base_url="http://127.0.0.1:8/v1")
     assert settings.base_url == "http://127.0.0.1:8/v1"
+
+
+def test_rate_limits_that_say_when_to_return_get_their_own_larger_budget(fresh):
+    from nbopenai._retry import RATE_LIMIT_ATTEMPTS
+
+    session = make(fresh, max_attempts=2)
+    fresh.inject("rate_limit", count=RATE_LIMIT_ATTEMPTS - 1, retry_after=0)
+    assert session.ask("hello").status == "completed"  # waiting as told costs nothing
+    assert len(fresh.requests) == RATE_LIMIT_ATTEMPTS
+    fresh.reset()
+    no_retry = make(fresh, max_attempts=1)  # "no retries" stays no retries
+    fresh.inject("rate_limit", retry_after=0)
+    with pytest.raises(nbopenai.RateLimitError):
+        no_retry.ask("hello")
+    assert len(fresh.requests) == 1

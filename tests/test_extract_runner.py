@@ -64,7 +64,7 @@ def run(session, texts=TEXTS, schema=Person, **options):
 
 def test_limit_halves_on_a_rate_limit_once_per_wave_and_creeps_back():
     async def scenario() -> list[int]:
-        limit = AdaptiveLimit(8)
+        limit = AdaptiveLimit(8, min_samples=4)
         epochs = [await limit.acquire() for _ in range(4)]
         seen = [limit.limit]
         for epoch in epochs:  # four 429s from one wave: one cut
@@ -84,6 +84,32 @@ def test_limit_halves_on_a_rate_limit_once_per_wave_and_creeps_back():
         return seen
 
     assert asyncio.run(scenario()) == [8, 4, 2, 3, 8]
+
+
+def test_scattered_rate_limits_do_not_cut_the_limit():
+    async def scenario() -> int:
+        limit = AdaptiveLimit(50)
+        for n in range(1000):  # one answer in ten is a 429, each from a fresh wave
+            epoch = await limit.acquire()
+            limit.release()
+            if n % 10 == 9:
+                limit.rate_limited(epoch)
+            else:
+                limit.succeeded()
+        return limit.limit
+
+    assert asyncio.run(scenario()) == 50
+
+
+def test_a_few_early_rate_limits_are_not_yet_a_storm():
+    async def scenario() -> int:
+        limit = AdaptiveLimit(50)  # min_samples 10: three 429s alone prove nothing
+        for _ in range(3):
+            limit.rate_limited(await limit.acquire())
+            limit.release()
+        return limit.limit
+
+    assert asyncio.run(scenario()) == 50
 
 
 def test_limit_makes_holders_wait_and_survives_cancelled_waiters():

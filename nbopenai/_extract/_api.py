@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .._errors import UsageError
-from .._retry import RetryPolicy
+from .._retry import retry_policy
 from ._cache import cache_key, store_for
 from ._format import StrictFormat, strict_format
 from ._frame import Column, build_frame, columns_for, source_positions, splice
@@ -303,7 +303,7 @@ def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> bool:
     options, settings = prepared.options, session.settings
     session.async_client  # noqa: B018 - built now: a missing key is a ConfigurationError before any progress shows
     concurrency = options.concurrency or settings.concurrency
-    retry = RetryPolicy(attempts=options.max_attempts or settings.max_attempts, base=settings.backoff_base, cap=settings.backoff_max)
+    retry = retry_policy(settings, attempts=options.max_attempts)
     request = Request(prepared.params, prepared.model, options.validation_retries, retry)
     ledger = LedgerBuffer(session)
     runner = Runner(session, prepared.fmt, request, prepared.inputs.texts, prepared.results, tally, ledger, concurrency)

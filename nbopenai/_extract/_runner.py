@@ -45,7 +45,14 @@ _UNWIND_TIMEOUT_S = 30.0
 
 
 class AdaptiveLimit:
-    """At most ``limit`` holders at once; ``limit`` halves on a rate limit and creeps back up (AIMD).
+    """At most ``limit`` holders at once; the limit halves when rate limits are the rule, and creeps back (AIMD).
+
+    A 429 that says when to come back is first the row's business: it waits as told. It is a sign
+    that *we* are too fast only when it is common: the limit is cut when more than a quarter of the
+    last answers (at least ``min_samples`` of them) were 429s, and once per wave (a 429 on a request
+    sent before the last cut is old news). Scattered 429s (a shared quota, a busy minute) then cost
+    their own retries and nothing more, while a real storm still throttles us down. The limit grows
+    by one per ``limit`` successes, back to the maximum.
 
     Parameters
     ----------
@@ -53,13 +60,17 @@ class AdaptiveLimit:
         The ceiling, and the starting limit.
     """
 
-    def __init__(self, maximum: int) -> None:
+    CUT_ABOVE = 0.25
+
+    def __init__(self, maximum: int, *, min_samples: int = 10) -> None:
         if maximum < 1:
             raise ValueError("maximum must be at least 1")
         self.maximum = maximum
         self.limit = maximum
         self.in_flight = 0
         self.epoch = 0  # bumped by every cut; a 429 on a request sent before the cut is old news
+        self.min_samples = min_samples
+        self._recent: collections.deque[bool] = collections.deque(maxlen=max(2 * min_samples, maximum))
         self._successes = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -83,12 +94,15 @@ class AdaptiveLimit:
         self._wake()
 
     def rate_limited(self, epoch: int) -> None:
-        if epoch == self.epoch:
+        self._recent.append(True)
+        common = len(self._recent) >= self.min_samples and sum(self._recent) > self.CUT_ABOVE * len(self._recent)
+        if epoch == self.epoch and common:
             self.limit = max(1, self.limit // 2)
             self.epoch += 1
             self._successes = 0
 
     def succeeded(self) -> None:
+        self._recent.append(False)
         if self.limit < self.maximum:
             self._successes += 1
             if self._successes >= self.limit:
