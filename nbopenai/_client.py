@@ -25,9 +25,9 @@ def sdk_timeout(settings: Settings) -> openai.Timeout:
 
 
 def _limits(settings: Settings) -> httpx2.Limits:
-    # Enough sockets for extraction's concurrency plus a few for asks and polling.
-    size = max(20, settings.concurrency * 2)
-    return httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+    # Extraction's concurrency is chosen per call (`--concurrency 200`), so the pool must never be
+    # the bottleneck: a ceiling as high as the SDK's own, and idle sockets kept for the usual case.
+    return httpx2.Limits(max_connections=1000, max_keepalive_connections=max(100, settings.concurrency * 2))
 
 
 def _credentials(settings: Settings) -> dict:

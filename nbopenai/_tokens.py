@@ -13,6 +13,7 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
+import threading
 
 import tiktoken
 
@@ -86,9 +87,19 @@ def _vocab_bytes(name: str) -> bytes:
     return data
 
 
-@functools.cache
+# Building an encoding takes ~0.4 s of CPU; without the lock, threads asking at once (a server's
+# first burst of requests, the warm-up racing the first ask) would each build it.
+_BUILD_LOCK = threading.Lock()
+
+
 def get_encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken ``Encoding`` called ``name``, built from the bundled vocabulary (no network)."""
+    with _BUILD_LOCK:
+        return _build(name)
+
+
+@functools.cache
+def _build(name: str) -> tiktoken.Encoding:
     if name not in _SPECS:
         raise ValueError(f"unknown encoding {name!r}; known: {', '.join(_SPECS)}")
     ranks = {

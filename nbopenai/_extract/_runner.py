@@ -235,7 +235,6 @@ class Runner:
         self.ledger = ledger
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
-        self._prices = session.prices
 
     async def run(self, positions: Sequence[int]) -> None:
         """Run every row in ``positions``; returns when all have ended (or raises when cancelled)."""
@@ -262,11 +261,11 @@ class Runner:
             await asyncio.gather(*workers, return_exceptions=True)
 
     def _record(self, *, status: str, started_wall: float, latency: float, attempt: int, model: str,
-                usage: Usage | None = None, response_id: str | None = None, error: str | None = None) -> None:
-        self.ledger.add(
-            self.session.usage_record(kind="extract", model=model, status=status, usage=usage, latency_s=latency,
-                                      started=started_wall, response_id=response_id, attempt=attempt, error=error)
-        )
+                usage: Usage | None = None, response_id: str | None = None, error: str | None = None) -> "UsageRecord":
+        record = self.session.usage_record(kind="extract", model=model, status=status, usage=usage, latency_s=latency,
+                                           started=started_wall, response_id=response_id, attempt=attempt, error=error)
+        self.ledger.add(record)
+        return record
 
     async def _row(self, client: Any, position: int) -> None:
         text = self.texts[position]
@@ -319,17 +318,16 @@ class Runner:
             latency = time.perf_counter() - started
             model = getattr(response, "model", None) or request.model
             usage = Usage.from_api(getattr(response, "usage", None))
-            cost = self._prices.cost(model, usage.input, usage.cached, usage.output)
+            outcome = classify(response, self.fmt.parse)
+            cost = self._record(status=response.status or "completed", started_wall=started_wall, latency=latency,
+                                attempt=result.attempts, model=model, usage=usage, response_id=response.id,
+                                error=outcome.error).cost_usd
             result.add_usage(usage, cost)
             result.response_id = response.id
             tally.input_tokens += usage.input
             tally.cached_tokens += usage.cached
             tally.output_tokens += usage.output
             tally.cost_usd += cost or 0.0
-            outcome = classify(response, self.fmt.parse)
-            self._record(status=response.status or "completed", started_wall=started_wall, latency=latency,
-                         attempt=result.attempts, model=model, usage=usage, response_id=response.id,
-                         error=outcome.error)
             if outcome.status == "invalid" and reasks < request.validation_retries:
                 reasks += 1
                 tries = 0
