@@ -14,6 +14,8 @@ Client CPU per row is the whole client process's CPU time (all threads) divided 
 
 from __future__ import annotations
 
+INSTRUCTIONS = "Extract the person from the text."
+
 import asyncio
 import threading
 import time
@@ -80,7 +82,7 @@ class _Baseline:
             async with semaphore:
                 response = await self.client.responses.create(
                     model="nbopenai-local",
-                    instructions="Extract the person from the text.",
+                    instructions=INSTRUCTIONS,
                     input=text,
                     text={"format": _TEXT_FORMAT},
                 )
@@ -147,7 +149,9 @@ def _measure(ctx: Context, session, baseline: _Baseline, model, texts: list[str]
 
     def ours():
         # A progress callback (ten calls a second) records the adaptive concurrency limit.
+        # The same instructions as the baseline's request, so both send the same tokens.
         return nbopenai.extract(model, texts, session=session, concurrency=concurrency, cache=False,
+                                instructions=INSTRUCTIONS,
                                 progress=lambda snapshot: out["limits"].append(snapshot.limit))
 
     ours()  # warm up: connections, schema, tokenizer

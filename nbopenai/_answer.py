@@ -37,15 +37,15 @@ class Usage:
         """From an SDK ``ResponseUsage`` (or a dict of the same shape, or ``None``)."""
         if usage is None:
             return cls()
-        if not isinstance(usage, dict):
-            usage = usage.model_dump()
-        details_in = usage.get("input_tokens_details") or {}
-        details_out = usage.get("output_tokens_details") or {}
+        # Attribute reads, not model_dump(): this runs once per extraction row.
+        get = dict.get if isinstance(usage, dict) else getattr
+        details_in = get(usage, "input_tokens_details", None)
+        details_out = get(usage, "output_tokens_details", None)
         return cls(
-            input=usage.get("input_tokens") or 0,
-            cached=details_in.get("cached_tokens") or 0,
-            output=usage.get("output_tokens") or 0,
-            reasoning=details_out.get("reasoning_tokens") or 0,
+            input=get(usage, "input_tokens", None) or 0,
+            cached=(get(details_in, "cached_tokens", None) or 0) if details_in is not None else 0,
+            output=get(usage, "output_tokens", None) or 0,
+            reasoning=(get(details_out, "reasoning_tokens", None) or 0) if details_out is not None else 0,
         )
 
 

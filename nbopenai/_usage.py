@@ -488,11 +488,23 @@ class Ledger:
 _REFUSED_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError)
 
 
+# Rows per INSERT statement. One multi-row statement is one step of SQLite, so the GIL is released
+# and re-taken once per chunk rather than once per row: a flush from the kernel's main thread then
+# barely disturbs extraction's event loop running in another thread.
+_ROWS_PER_STATEMENT = 400
+
+
 def _insert(conn: sqlite3.Connection, rows: list[UsageRecord]) -> None:
-    placeholders = ", ".join("?" for _ in _COLUMNS)
+    row_placeholders = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({placeholders})", map(astuple, rows))
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            values = ", ".join([row_placeholders] * len(chunk))
+            conn.execute(
+                f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES {values}",
+                [getattr(row, column) for row in chunk for column in _COLUMNS],
+            )
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)
