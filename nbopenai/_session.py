@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -182,18 +182,9 @@ class Session:
 
         return ContextWindows.load()
 
-    def record(
-        self,
-        *,
-        kind: str,
-        model: str,
-        status: str,
-        usage: Usage | None = None,
-        latency_s: float | None = None,
-        **fields: Any,
-    ) -> "UsageRecord":
-        """Write one ledger row for one API call (cost from the price table, never guessed)."""
-        record = self.usage_record(kind=kind, model=model, status=status, usage=usage, latency_s=latency_s, **fields)
+    def record(self, **fields: Any) -> "UsageRecord":
+        """Write one ledger row for one API call; takes the arguments of ``usage_record``."""
+        record = self.usage_record(**fields)
         self.ledger.record(record)
         return record
 

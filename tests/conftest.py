@@ -6,6 +6,8 @@
     ``local_server.requests`` lists what a test's client sent.
 ``session``
     A fresh ``nbopenai.Session`` on ``local_server``: model ``nbopenai-local``, in-memory ledger.
+``make``
+    ``make(**overrides)`` builds more such sessions (any ``Settings`` field), all closed afterwards.
 ``shell``
     A ``TestShell`` (an ``InteractiveShell`` whose ``run_cell`` raises the cell's error, so a failing
     cell fails the test), with nothing loaded.
@@ -71,6 +73,27 @@ def session(local_server):
 
     with nbopenai.Session(base_url=local_server.base_url, model="nbopenai-local", ledger_path=":memory:") as s:
         yield s
+
+
+@pytest.fixture
+def make(local_server):
+    """A factory of sessions on ``local_server`` (in-memory ledger, tiny retry backoff), closed after the test.
+
+    ``make(**overrides)`` takes any ``Settings`` field, e.g. ``make(store=False, max_attempts=1)``.
+    """
+    import nbopenai
+
+    made = []
+
+    def build(**overrides):
+        overrides.setdefault("ledger_path", ":memory:")
+        overrides.setdefault("backoff_base", 0.01)
+        made.append(nbopenai.Session(nbopenai.Settings(base_url=local_server.base_url, model="nbopenai-local"), **overrides))
+        return made[-1]
+
+    yield build
+    for session in made:
+        session.close()
 
 
 # ---- IPython -----------------------------------------------------------------------------------

