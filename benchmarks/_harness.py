@@ -315,8 +315,8 @@ def error_row(figure: str, error: BaseException) -> Row:
     return Row(figure, "(figure failed)", f"error: {message}", met="**no**")
 
 
-def profile_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: tuple[str, ...] = ()) -> str:
-    """Where ``fn``'s time goes: the top functions by own time, as ``file:function share``."""
+def _profiled(fn: Callable[[], Any], repeat: int):
+    """``pstats.Stats`` of ``fn`` called ``repeat`` times under cProfile."""
     import cProfile
     import pstats
 
@@ -325,7 +325,12 @@ def profile_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: t
     for _ in range(repeat):
         fn()
     profiler.disable()
-    stats = pstats.Stats(profiler)
+    return pstats.Stats(profiler)
+
+
+def profile_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: tuple[str, ...] = ()) -> str:
+    """Where ``fn``'s time goes: the top functions by own time, as ``file:function share``."""
+    stats = _profiled(fn, repeat)
     total = sum(entry[2] for entry in stats.stats.values()) or 1.0  # own time of everything
     rows = []
     for (filename, line, name), (cc, nc, tt, ct, callers) in stats.stats.items():
@@ -342,15 +347,7 @@ def profile_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: t
 
 def cumulative_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: tuple[str, ...] = ("nbopenai",)) -> str:
     """The top functions by cumulative time per call (within ``only``), for a "where does it go" note."""
-    import cProfile
-    import pstats
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(repeat):
-        fn()
-    profiler.disable()
-    stats = pstats.Stats(profiler)
+    stats = _profiled(fn, repeat)
     rows = []
     for (filename, line, name), (cc, nc, tt, ct, callers) in stats.stats.items():
         if only and not any(part in filename for part in only):

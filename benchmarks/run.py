@@ -25,7 +25,7 @@ if str(_REPO) not in sys.path[:1]:
     # Our checkout first: `python benchmarks/run.py` puts benchmarks/ first otherwise.
     sys.path.insert(0, str(_REPO))
 
-from benchmarks._harness import BENCH_DIR, Context, Row, error_row, machine_header, markdown_table, render_results  # noqa: E402
+from benchmarks._harness import BENCH_DIR, Context, Row, error_row, machine_header, render_results  # noqa: E402
 
 FIGURES = ("overhead", "streaming", "conversation", "ttft", "extraction", "startup", "tokens")
 _MODULES = {

@@ -74,7 +74,7 @@ def _importtime(code: str, env: dict[str, str], after_marker: bool = False, top:
         parts = [p for p in line[len("import time:") :].split("|")]
         if len(parts) != 3:
             continue
-        own, cumulative, name = parts[0].strip(), parts[1].strip(), parts[2].rstrip()
+        cumulative, name = parts[1].strip(), parts[2].rstrip()
         if not cumulative.isdigit():
             continue
         depth = (len(name) - len(name.lstrip()) - 1) // 2

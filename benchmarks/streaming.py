@@ -198,7 +198,7 @@ def run(ctx: Context) -> list[Row]:
                     peer_messages or f"one per delta: {deltas:,}", fmt_ratio(front / deltas) + " of one per delta",
                     goal="a few dozen (~20/s)", met=verdict(front < max(100, deltas / 100)), data=counts))
     rows.append(Row(TITLE, "all iopub output messages of the cell (comm open/msg/close, displays, streams)", f"{total:,}",
-                    f"raw SDK loop: 0 (shows nothing)", data=counts))
+                    "raw SDK loop: 0 (shows nothing)", data=counts))
     rows.append(Row(TITLE, "kernel CPU per delta (whole kernel process)", fmt_us(per_delta),
                     f"raw SDK, no display: {fmt_us(raw_per_delta)}", fmt_ratio(per_delta / raw_per_delta),
                     data={"ours": ours["ours_cpu"], "raw": ours["raw_cpu"]}))

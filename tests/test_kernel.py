@@ -8,12 +8,12 @@ as JupyterLab does (nbclient sends none), to re-run a cell and watch its thread 
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 import pytest
 
 from conftest import SECRET_KEY
+from _kernels import local_kernel_env
 
 pytestmark = pytest.mark.kernel
 
@@ -21,20 +21,12 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def kernel_env(local_server) -> dict[str, str]:
     """The kernel's environment: the in-process server, a fake key that must never show, this checkout."""
-    env = dict(os.environ)  # NBOPENAI_HOME is already a fresh temporary folder
-    env.update(
-        OPENAI_BASE_URL=local_server.base_url,
-        OPENAI_API_KEY=SECRET_KEY,
-        NBOPENAI_MODEL="nbopenai-local",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-    )
-    return env
+    return local_kernel_env(local_server, SECRET_KEY)
 
 
 def _asks(server) -> list[dict]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SECRET_KEY
+from _kernels import REPO, kernel_env
 
 pytestmark = pytest.mark.kernel
 
@@ -28,7 +29,6 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ["quickstart.ipynb", "extraction.ipynb", "usage.ipynb", "advanced.ipynb"]
 KEY_SHAPED = re.compile(r"\b(?:sk|sess)-[A-Za-z0-9_-]{8,}")
@@ -72,19 +72,6 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
-def _kernel_env(**extra: str) -> dict[str, str]:
-    """The kernel's environment: no OpenAI settings unless given, this checkout importable.
-
-    ``NBOPENAI_HOME`` is already a fresh temporary folder (conftest), so the ledger and the
-    extraction cache start empty.
-    """
-    env = {name: value for name, value in os.environ.items() if not name.startswith("OPENAI_")}
-    env.pop("NBOPENAI_MODEL", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
 def _execute(name: str, folder: Path, env: dict[str, str]) -> tuple[object, str]:
     """Run ``notebooks/name`` in a fresh kernel (working directory ``folder``); the notebook and its saved text."""
     from nbclient import NotebookClient
@@ -118,7 +105,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory):
     def run(name: str):
         if name not in runs:
             folder = tmp_path_factory.mktemp(name.removesuffix(".ipynb"))
-            env = _kernel_env(NBOPENAI_HOME=str(folder / "nbopenai-home"))
+            env = kernel_env(NBOPENAI_HOME=str(folder / "nbopenai-home"))
             try:
                 runs[name] = _execute(name, folder, env)
             except Exception as error:  # noqa: BLE001 - kept and re-raised for every check
@@ -195,7 +182,7 @@ def test_usage_plot_is_an_image(executed):
 def test_quickstart_with_a_key_uses_it_and_saves_none(local_server, tmp_path):
     """The setup cell's other branch: with a key (and an endpoint) set, no demo server is started,
     the key is sent, and the saved notebook holds no trace of it."""
-    env = _kernel_env(
+    env = kernel_env(
         OPENAI_API_KEY=SECRET_KEY,
         OPENAI_BASE_URL=local_server.base_url,  # any OpenAI-compatible endpoint; here, this test's server
         NBOPENAI_MODEL="nbopenai-local",

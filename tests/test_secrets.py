@@ -23,10 +23,10 @@ import nbopenai
 from nbopenai import Secret, Session, Settings
 
 from conftest import SECRET_KEY
+from _kernels import REPO, local_kernel_env
 
 OPAQUE_KEY = "azure0f3c9b27d4e8a1650b9c2f7e3d4a1b8c"  # no sk- prefix: no pattern can know it
 KEYS = [SECRET_KEY, OPAQUE_KEY]
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
@@ -303,21 +303,10 @@ def _execute(path_or_cells, env: dict[str, str], tmp_path: Path) -> str:
     return saved.read_text(encoding="utf-8")
 
 
-def _kernel_env(server, key: str) -> dict[str, str]:
-    env = dict(os.environ)  # NBOPENAI_HOME is already a fresh temporary folder
-    env.update(
-        OPENAI_BASE_URL=server.base_url,
-        OPENAI_API_KEY=key,
-        NBOPENAI_MODEL="nbopenai-local",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-    )
-    return env
-
-
 @pytest.mark.kernel
 def test_a_hostile_notebook_saves_no_key(key, local_server, tmp_path):
     local_server.inject("bad_request", count=2, message=echo(key))
-    saved = _execute(HOSTILE_CELLS, _kernel_env(local_server, key), tmp_path)
+    saved = _execute(HOSTILE_CELLS, local_kernel_env(local_server, key), tmp_path)
     assert_no_key(saved, key, "saved notebook")
     assert "Bad request" in saved and "***" in saved  # the echo happened and was masked
     assert "HTTP Request" in saved  # DEBUG logs did reach the notebook
@@ -330,6 +319,6 @@ def test_a_hostile_notebook_saves_no_key(key, local_server, tmp_path):
 def test_the_shipped_notebooks_save_no_key(local_server, tmp_path, notebook):
     # Run once each, with the key no pattern knows: only exact scrubbing keeps it out.
     local_server.configure(require_api_key=OPAQUE_KEY)
-    saved = _execute(notebook, _kernel_env(local_server, OPAQUE_KEY), tmp_path)
+    saved = _execute(notebook, local_kernel_env(local_server, OPAQUE_KEY), tmp_path)
     assert_no_key(saved, OPAQUE_KEY, f"saved {notebook.name}")
     assert any(r.headers.get("authorization") == f"Bearer {OPAQUE_KEY}" for r in local_server.requests)
