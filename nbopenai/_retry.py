@@ -64,7 +64,7 @@ def reached_server(exc: BaseException) -> bool:
     import httpx2
     import openai
 
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, (openai.APIStatusError, openai.APIResponseValidationError)):
         return True
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__

@@ -128,6 +128,45 @@ def test_limit_makes_holders_wait_and_survives_cancelled_waiters():
     assert asyncio.run(scenario()) == (1, 0)
 
 
+def test_freed_slots_go_to_waiters_in_order_rows_under_way_first():
+    async def scenario() -> list[str]:
+        limit = AdaptiveLimit(1)
+        await limit.acquire()
+        order: list[str] = []
+
+        async def take(name: str, first: bool = False) -> None:
+            await limit.acquire(first=first)
+            order.append(name)
+            await asyncio.sleep(0)
+            limit.release()
+
+        tasks = [asyncio.ensure_future(take("new 1")), asyncio.ensure_future(take("new 2"))]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.ensure_future(take("retry", first=True)))
+        await asyncio.sleep(0)
+        limit.release()
+        tasks.append(asyncio.ensure_future(take("holder again")))  # released, asks again: queues behind
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(scenario()) == ["retry", "new 1", "new 2", "holder again"]
+
+
+def test_a_slot_handed_over_as_its_waiter_is_cancelled_is_passed_on():
+    async def scenario() -> tuple[int, int]:
+        limit = AdaptiveLimit(1)
+        await limit.acquire()
+        doomed = asyncio.ensure_future(limit.acquire())
+        waiting = asyncio.ensure_future(limit.acquire())
+        await asyncio.sleep(0)
+        limit.release()  # handed to `doomed`...
+        doomed.cancel()  # ...which is cancelled before it runs
+        await asyncio.wait_for(waiting, 1)
+        return limit.in_flight, len(limit._waiters)
+
+    assert asyncio.run(scenario()) == (1, 0)
+
+
 # ---- rows -------------------------------------------------------------------------------------
 
 
@@ -158,10 +197,14 @@ def test_a_single_text_and_a_missing_value(session, local_server):
 
 
 def test_error_after_retries_keeps_the_row(fast, local_server):
-    local_server.inject("server_error", count=2)
+    # While the first row backs off, its slot serves the next row: the first two requests (rows 0
+    # and 1) fail, and whichever of them retries first meets the third 500 and runs out of attempts.
+    local_server.inject("server_error", count=3)
     frame = run(fast, TEXTS[:3], concurrency=1, max_attempts=2)
-    assert list(frame["_status"]) == ["error", "ok", "ok"]
-    assert frame.loc[0, "_attempts"] == 2 and "HTTP 500" in frame.loc[0, "_error"]
+    assert sorted(frame["_status"]) == ["error", "ok", "ok"]
+    failed = frame[frame["_status"] == "error"].iloc[0]
+    assert failed["_attempts"] == 2 and "HTTP 500" in failed["_error"]
+    assert frame.loc[2, "_status"] == "ok" and frame.loc[2, "_attempts"] == 1
 
 
 def test_a_bad_request_is_not_retried(fast, local_server):
@@ -210,6 +253,16 @@ def test_rate_limit_storm_every_row_ok_exactly_once(fast, local_server):
     assert len(ledger) == len(requests)  # every attempt that reached the server, once
     assert (ledger["status"] == "rate_limited").sum() == 12
     assert int(frame["_attempts"].sum()) == len(requests)
+
+
+def test_a_row_waiting_out_retry_after_lends_its_slot(fast, local_server):
+    local_server.inject("rate_limit", retry_after=0.5)
+    frame = run(fast, TEXTS[:3], concurrency=1)
+    assert list(frame["_status"]) == ["ok"] * 3
+    inputs = [r.body["input"] for r in model_requests(local_server)]
+    # Row 0 got the 429, and row 1 (its worker queued for the one slot) went out at once.
+    assert inputs[:2] == [TEXTS[0], TEXTS[1]]
+    assert sorted(inputs) == sorted([TEXTS[0], *TEXTS[:3]]) and frame.loc[0, "_attempts"] == 2
 
 
 def test_random_rate_limits_with_retry_after(fast, local_server):

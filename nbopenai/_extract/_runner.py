@@ -1,8 +1,9 @@
 """The live runner: every row's request on the session's loop, bounded and adaptive, never losing a row.
 
-- ``concurrency`` workers take rows in order; an ``AdaptiveLimit`` decides how many may be in
-  flight. It starts at ``concurrency``, halves on a 429 (once per wave: the other 429s of requests
-  sent before the cut do not cut again) and grows by one per ``limit`` successes back up (AIMD).
+- Twice ``concurrency`` workers take rows in order; an ``AdaptiveLimit`` decides how many requests
+  may be in flight, so the spare workers keep it busy while other rows wait out a ``Retry-After``.
+  The limit starts at ``concurrency``, halves when more than a quarter of recent answers are 429s
+  (once per wave) and grows by one per ``limit`` successes back up (AIMD).
 - 429, 5xx, timeouts and connection errors are retried per row with the session's full-jitter
   backoff, honouring ``Retry-After``; a row waiting to retry gives its slot up meanwhile.
 - An answer that fails validation is re-asked (``validation_retries`` times at most) with the
@@ -29,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._answer import Usage
+from .._client import create_response_dict
 from .._errors import translate
 from .._retry import RetryPolicy, reached_server
 from ._progress import Snapshot
-from ._rows import RowResult, classify
+from ._rows import Outcome, RowResult, classify
 
 if TYPE_CHECKING:
     from .._session import Session
@@ -74,19 +76,28 @@ class AdaptiveLimit:
         self._successes = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def acquire(self) -> int:
-        """Wait for a slot; returns the epoch to pass to ``rate_limited``."""
-        while self.in_flight >= self.limit:
-            waiter = asyncio.get_running_loop().create_future()
+    async def acquire(self, *, first: bool = False) -> int:
+        """Wait for a slot; returns the epoch to pass to ``rate_limited``.
+
+        Waiters are served in order, except that ``first`` ones (rows already under way: retries)
+        go to the front of the queue.
+        """
+        if self.in_flight < self.limit:  # (then nobody is waiting: ``_wake`` hands free slots over)
+            self.in_flight += 1
+            return self.epoch
+        waiter = asyncio.get_running_loop().create_future()
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
             self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if not waiter.done():
-                    self._waiters.remove(waiter)
-                self._wake()  # a wake-up meant for us must not be lost
-                raise
-        self.in_flight += 1
+        try:
+            await waiter  # ``_wake`` hands the slot over: ``in_flight`` already counts us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just before the cancel: pass it on
+            elif waiter in self._waiters:  # (``_wake`` drops cancelled waiters it meets)
+                self._waiters.remove(waiter)
+            raise
         return self.epoch
 
     def release(self) -> None:
@@ -111,12 +122,13 @@ class AdaptiveLimit:
                 self._wake()
 
     def _wake(self) -> None:
-        free = self.limit - self.in_flight
-        while free > 0 and self._waiters:
+        # Hand free slots straight to the oldest waiters, so a holder that releases and at once
+        # asks again queues behind them instead of taking the slot back.
+        while self.in_flight < self.limit and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.in_flight += 1
                 waiter.set_result(None)
-                free -= 1
 
 
 @dataclass
@@ -252,7 +264,10 @@ class Runner:
                     result.status, result.error = "error", f"unexpected {type(exc).__name__}: {exc}"
                     self.tally.finish(result)
 
-        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(positions)))]
+        # The limit, not the worker count, bounds requests in flight. A row waiting out a retry-after
+        # gives its slot up, and a spare worker takes it: with 10 % of requests answered 429, one
+        # worker per slot left the slots of sleeping rows empty (benchmarks/extraction.py).
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(2 * self.concurrency, len(positions)))]
         try:
             await asyncio.gather(*workers)
         finally:
@@ -268,22 +283,23 @@ class Runner:
         return record
 
     async def _row(self, client: Any, position: int) -> None:
-        text = self.texts[position]
-        result = self.results[position]
-        request, tally, limit = self.request, self.tally, self.limit
+        text, result = self.texts[position], self.results[position]
+        request, limit = self.request, self.limit
         row_started = time.perf_counter()
         input_: Any = text
-        tries = 0  # attempts at the current question; a re-ask starts a fresh retry budget
-        reasks = 0
+        tries = reasks = 0  # tries: attempts at the current question; a re-ask starts a fresh retry budget
+        held = False
         while True:
-            epoch = await limit.acquire()
+            # A row already started (a retry, a re-ask) goes before rows not yet begun.
+            epoch = limit.epoch if held else await limit.acquire(first=result.attempts > 0)
+            held = False
             tries += 1
             result.attempts += 1
-            tally.limit = limit.limit
+            self.tally.limit = limit.limit
+            self.tally.requests += 1
             started, started_wall = time.perf_counter(), time.time()
             try:
-                tally.requests += 1
-                response = await client.responses.create(**request.params, input=input_)
+                response = await create_response_dict(client, {**request.params, "input": input_})
             except asyncio.CancelledError:
                 limit.release()
                 self._record(status="cancelled", started_wall=started_wall, latency=time.perf_counter() - started,
@@ -291,52 +307,63 @@ class Runner:
                 raise
             except Exception as exc:
                 limit.release()
-                latency = time.perf_counter() - started
-                rate_limited = getattr(exc, "status_code", None) == 429
-                if rate_limited:
-                    limit.rate_limited(epoch)
-                    tally.limit = limit.limit
-                if reached_server(exc):  # refused before any token: billed nothing
-                    self._record(status="rate_limited" if rate_limited else "error", started_wall=started_wall,
-                                 latency=latency, attempt=result.attempts, model=request.model,
-                                 error=translate(exc).message)
-                wait = request.retry.delay(tries, exc)
+                wait = self._failed(exc, epoch, tries, result.attempts, started, started_wall)
                 if wait is None:
-                    result.status = "error"
-                    result.error = translate(exc, attempts=tries).message
-                    result.latency_s = time.perf_counter() - row_started
-                    tally.finish(result)
+                    self._finish(result, row_started, Outcome("error", error=translate(exc, attempts=tries).message))
                     return
-                tally.retrying += 1
+                self.tally.retrying += 1
                 try:
                     await asyncio.sleep(wait)
                 finally:
-                    tally.retrying -= 1
+                    self.tally.retrying -= 1
                 continue
-            limit.release()
-            limit.succeeded()
-            latency = time.perf_counter() - started
-            model = getattr(response, "model", None) or request.model
-            usage = Usage.from_api(getattr(response, "usage", None))
-            outcome = classify(response, self.fmt.parse)
-            cost = self._record(status=response.status or "completed", started_wall=started_wall, latency=latency,
-                                attempt=result.attempts, model=model, usage=usage, response_id=response.id,
-                                error=outcome.error).cost_usd
-            result.add_usage(usage, cost)
-            result.response_id = response.id
-            tally.input_tokens += usage.input
-            tally.cached_tokens += usage.cached
-            tally.output_tokens += usage.output
-            tally.cost_usd += cost or 0.0
-            if outcome.status == "invalid" and reasks < request.validation_retries:
-                reasks += 1
-                tries = 0
-                input_ = reask(text or "", outcome.text, outcome.error)
-                continue
-            result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
-            result.latency_s = time.perf_counter() - row_started
-            tally.finish(result)
+            try:
+                limit.succeeded()
+                outcome = self._answered(response, result, started, started_wall)
+                if outcome.status == "invalid" and reasks < request.validation_retries:
+                    reasks, tries, held = reasks + 1, 0, True  # the re-ask goes out on this same slot
+                    input_ = reask(text or "", outcome.text, outcome.error)
+                    continue
+            finally:
+                if not held:
+                    limit.release()
+            self._finish(result, row_started, outcome)
             return
+
+    def _failed(self, exc: Exception, epoch: int, tries: int, attempt: int, started: float, started_wall: float) -> float | None:
+        """Account for a failed attempt; returns the seconds to wait before the next, or None to give up."""
+        rate_limited = getattr(exc, "status_code", None) == 429
+        if rate_limited:
+            self.limit.rate_limited(epoch)
+            self.tally.limit = self.limit.limit
+        if reached_server(exc):  # refused before any token: billed nothing
+            self._record(status="rate_limited" if rate_limited else "error", started_wall=started_wall,
+                         latency=time.perf_counter() - started, attempt=attempt, model=self.request.model,
+                         error=translate(exc).message)
+        return self.request.retry.delay(tries, exc)
+
+    def _answered(self, response: dict[str, Any], result: RowResult, started: float, started_wall: float) -> Outcome:
+        """Account for an answer (ledger, row and tally usage); returns what it means for the row."""
+        latency = time.perf_counter() - started
+        response_id = response.get("id")
+        usage = Usage.from_api(response.get("usage"))
+        outcome = classify(response, self.fmt.parse)
+        cost = self._record(status=response.get("status") or "completed", started_wall=started_wall, latency=latency,
+                            attempt=result.attempts, model=response.get("model") or self.request.model, usage=usage,
+                            response_id=response_id, error=outcome.error).cost_usd
+        result.add_usage(usage, cost)
+        result.response_id = response_id
+        tally = self.tally
+        tally.input_tokens += usage.input
+        tally.cached_tokens += usage.cached
+        tally.output_tokens += usage.output
+        tally.cost_usd += cost or 0.0
+        return outcome
+
+    def _finish(self, result: RowResult, row_started: float, outcome: Outcome) -> None:
+        result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
+        result.latency_s = time.perf_counter() - row_started
+        self.tally.finish(result)
 
 
 def reask(text: str, answer: str | None, error: str | None) -> list[dict[str, str]]:
