@@ -34,6 +34,7 @@ from ._errors import (
     ServerError,
     StreamError,
     TimeoutError,
+    UnexpectedResponse,
     UsageError,
 )
 from ._session import Session, current_session, use_session
@@ -61,6 +62,7 @@ __all__ = [
     "StreamError",
     "TimeoutError",
     "Timeouts",
+    "UnexpectedResponse",
     "Usage",
     "UsageError",
     "__version__",

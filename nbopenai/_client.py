@@ -2,7 +2,8 @@
 
 Both clients share the session's settings: granular timeouts (connect, read, write, pool),
 connection pools sized for extraction's concurrency, and ``max_retries=0`` because retries are
-ours (see ``_retry``). The key is handed to the SDK and nowhere else.
+ours (see ``_retry``). A response hook on their HTTP clients turns a web page where the API's
+answer belongs into one clear ``UnexpectedResponse``. The key is handed to the SDK and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import httpx2
 import openai
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, UnexpectedResponse
 from ._settings import Settings
 
 __all__ = ["build_sync_client", "build_async_client", "create_response_dict", "sdk_timeout", "LOCAL_API_KEY"]
@@ -46,22 +47,51 @@ def _credentials(settings: Settings) -> dict:
     }
 
 
+def _web_page_error(response: httpx2.Response) -> UnexpectedResponse | None:
+    """The error for an HTML page where the API's answer belongs, or None.
+
+    A base URL without ``/v1``, a sign-in portal or a proxy answers with a web page. Left to the
+    SDK, a 200 page becomes a ``str`` where a ``Response`` was expected (or a stream with no
+    events), and a 404 page a "bad request" quoting HTML. A 5xx page (a gateway having a bad
+    minute) is left alone: that one is worth retrying.
+    """
+    kind = response.headers.get("content-type", "")
+    if not kind.startswith("text/html") or not (response.is_success or response.status_code in (404, 405)):
+        return None
+    request = response.request
+    url = request.url
+    where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+    return UnexpectedResponse(
+        f"{where} answered {request.method} {url.path} with a web page (HTTP {response.status_code}, "
+        f"{kind.split(';')[0]}), not the API's JSON.",
+        status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def _refuse_web_pages(response: httpx2.Response) -> None:
+    if (error := _web_page_error(response)) is not None:
+        raise error
+
+
+async def _refuse_web_pages_async(response: httpx2.Response) -> None:
+    _refuse_web_pages(response)
+
+
 def build_sync_client(settings: Settings, *, strict: bool = False) -> openai.OpenAI:
     """The session's blocking client (asks, streaming)."""
-    return openai.OpenAI(
-        **_credentials(settings),
-        http_client=openai.DefaultHttpxClient(timeout=sdk_timeout(settings), limits=_limits(settings)),
-        _strict_response_validation=strict,
+    http_client = openai.DefaultHttpxClient(
+        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks={"response": [_refuse_web_pages]}
     )
+    return openai.OpenAI(**_credentials(settings), http_client=http_client, _strict_response_validation=strict)
 
 
 def build_async_client(settings: Settings, *, strict: bool = False) -> openai.AsyncOpenAI:
     """The session's async client; use it only on the session's own loop (``_loop.LoopThread``)."""
-    return openai.AsyncOpenAI(
-        **_credentials(settings),
-        http_client=openai.DefaultAsyncHttpxClient(timeout=sdk_timeout(settings), limits=_limits(settings)),
-        _strict_response_validation=strict,
+    http_client = openai.DefaultAsyncHttpxClient(
+        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks={"response": [_refuse_web_pages_async]}
     )
+    return openai.AsyncOpenAI(**_credentials(settings), http_client=http_client, _strict_response_validation=strict)
 
 
 async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any]) -> dict[str, Any]:

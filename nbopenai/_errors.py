@@ -16,6 +16,8 @@ message (what happened, what to do) without an SDK traceback. All carry ``messag
           ├── ServerError           5xx, after every retry
           ├── TimeoutError          connect / read / write / pool timeout, after every retry
           ├── ConnectionError       could not reach the server, after every retry
+          ├── UnexpectedResponse    the server answered, but not as the API does (an HTML page from
+          │                         a proxy, a sign-in portal, or a base URL that is a web app)
           └── StreamError           the response failed mid-stream (``error`` event, ``response.failed``)
 
 A response that ends ``incomplete`` is not an error: the answer carries ``status="incomplete"``.
@@ -41,6 +43,7 @@ __all__ = [
     "TimeoutError",
     "ConnectionError",
     "StreamError",
+    "UnexpectedResponse",
     "redact",
     "translate",
 ]
@@ -148,6 +151,15 @@ class ConnectionError(APIError):  # noqa: A001
     hint = "Could not reach the server; check OPENAI_BASE_URL and your network (or run `%nbopenai local`)."
 
 
+class UnexpectedResponse(APIError):
+    """The server answered, but not with the API's JSON or event stream: nothing to retry."""
+
+    hint = (
+        "Check the base URL (OPENAI_BASE_URL, or base_url=): it must be the API's root, ending in /v1 "
+        "(https://api.openai.com/v1 for OpenAI); a proxy or sign-in page may also be in the way."
+    )
+
+
 class StreamError(APIError):
     """The response failed after it started; ``partial_text`` is what arrived before."""
 
@@ -195,6 +207,8 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
     tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
     if isinstance(exc, openai.APITimeoutError):
         return TimeoutError(f"The request timed out{tries}.")
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, NbOpenAIError):
+        return exc.__cause__  # ours, raised by a check on the HTTP client (``_client``), wrapped by the SDK
     if isinstance(exc, openai.APIConnectionError):
         return ConnectionError(f"Could not connect to the API{tries} ({type(exc.__cause__ or exc).__name__}).")
     if isinstance(exc, openai.APIStatusError):
@@ -214,6 +228,9 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
         if status >= 500:
             return ServerError(f"The API failed: {text}", **fields)
         return BadRequestError(f"The API rejected the request: {text}", **fields)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return UnexpectedResponse(f"The server's answer was not the API's JSON (HTTP {exc.status_code}): {exc.message}",
+                                  status=exc.status_code)
     if isinstance(exc, openai.APIError):  # raised mid-stream from the nested `error` event
         code = getattr(exc, "code", None)
         if code == "context_length_exceeded":

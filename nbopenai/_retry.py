@@ -5,7 +5,8 @@ each one that reached the server lands in the usage ledger, extraction can slow 
 down when 429s arrive, and the jitter is "full" (uniform in ``[0, backoff]``), which spreads a
 thundering herd of notebook rows better than the SDK's ±25 %.
 
-Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Never retried: 400, 401, 403, 404, 422.
+Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Never retried: 400, 401, 403, 404, 422,
+and answers that are not the API's (a web page where JSON belongs: see ``_client``).
 """
 
 from __future__ import annotations
@@ -49,9 +50,16 @@ def is_retryable(exc: BaseException, *, idempotent: bool = False) -> bool:
     if isinstance(exc, openai.APITimeoutError):
         return idempotent or not isinstance(exc.__cause__, (httpx2.ReadTimeout, httpx2.WriteTimeout))
     if isinstance(exc, openai.APIConnectionError):
-        return True
+        return not _answered_wrongly(exc)
     status = _status(exc)
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
+
+
+def _answered_wrongly(exc: BaseException) -> bool:
+    """An answer our HTTP client refused (a web page: ``_client``), as raised or as the SDK's async client wraps it."""
+    from ._errors import UnexpectedResponse
+
+    return isinstance(exc, UnexpectedResponse) or isinstance(exc.__cause__, UnexpectedResponse)
 
 
 def reached_server(exc: BaseException) -> bool:
@@ -64,7 +72,7 @@ def reached_server(exc: BaseException) -> bool:
     import httpx2
     import openai
 
-    if isinstance(exc, (openai.APIStatusError, openai.APIResponseValidationError)):
+    if isinstance(exc, (openai.APIStatusError, openai.APIResponseValidationError)) or _answered_wrongly(exc):
         return True
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__

@@ -122,6 +122,36 @@ def test_dropped_connection_is_retried_then_succeeds(local_server, make):
     assert len(local_server.requests) == 2
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_web_page_instead_of_the_api_is_one_clear_error_and_not_retried(local_server, make, stream):
+    session = make(max_attempts=3)
+    local_server.inject("not_json", count=3)  # what a sign-in portal or a base URL without /v1 sends
+    with pytest.raises(nbopenai.UnexpectedResponse) as caught:
+        session.ask("hello", stream=stream)
+    assert "with a web page (HTTP 200, text/html)" in caught.value.message
+    assert "/v1" in caught.value.hint and "base URL" in caught.value.hint
+    assert len(local_server.requests) == 1
+    assert list(session.usage()["status"]) == ["error"]  # it reached a server: in the ledger
+
+
+def test_a_gateway_error_page_is_still_retried_and_a_json_answer_passes():
+    import httpx2
+
+    from nbopenai._client import _web_page_error
+
+    def answer(status: int, content_type: str) -> httpx2.Response:
+        request = httpx2.Request("POST", "https://proxy.example:8443/v1/responses?key=secret")
+        return httpx2.Response(status, headers={"content-type": content_type}, content=b"x", request=request)
+
+    assert _web_page_error(answer(502, "text/html")) is None  # a gateway's bad minute: retried as a 5xx
+    assert _web_page_error(answer(200, "application/json")) is None
+    assert _web_page_error(answer(200, "text/event-stream")) is None
+    missing = _web_page_error(answer(404, "text/html; charset=utf-8"))
+    assert missing is not None and missing.message == (
+        "https://proxy.example:8443 answered POST /v1/responses with a web page (HTTP 404, text/html), not the API's JSON."
+    )
+
+
 def test_full_jitter_stays_within_the_exponential_envelope():
     policy = RetryPolicy(attempts=10, base=0.5, cap=4.0, rng=random.Random(1))
     error = openai.APIConnectionError(request=None)  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ FAULTS: dict[str, tuple[str, dict[str, Any]]] = {  # kind: (how the doc names it
     "bad_request": ("400", {}),
     "refusal": ("the model refuses (a `refusal` part)", {}),
     "invalid_json": ("completed, but the text is not valid JSON", {}),
+    "not_json": ("200 with a web page instead of JSON (a proxy, a wrong base URL)", {}),
 }
 
 PATHS: dict[str, str] = {
@@ -92,6 +93,7 @@ LINE = "the batch line failed; " + LINES_NOT_RETRIED
 REFUSED = "the refusal's words are the answer, marked `[refused]`; billed, and kept in the thread"
 NOT_IN_A_BATCH = "not injectable into a batch line: no effect"
 NOT_A_LINE_FAULT = "a batch line cannot be cut or slowed: the fault hits the batch's creation call"
+WEB_PAGE = "not retried: the message says the server is not the API, and to check the base URL"
 
 EXPECTED: dict[tuple[str, str], Cell] = {
     # %%ask, streaming
@@ -108,6 +110,7 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("bad_request", "ask"): _c("BadRequestError", "stays", "error", 1, 0, note=NOT_RETRIED),
     ("invalid_json", "ask"): _c("answer", "moves", "completed", 1, 1, note="plain text: nothing to validate"),
     ("refusal", "ask"): _c("answer refused", "moves", "completed", 1, 1, note=REFUSED),
+    ("not_json", "ask"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=WEB_PAGE),
     # %%ask --no-stream
     ("rate_limit", "no-stream"): _c("answer", "moves", "rate_limited completed", 2, 1, note=RETRIED),
     ("server_error", "no-stream"): _c("answer", "moves", "error completed", 2, 1, note=RETRIED),
@@ -122,6 +125,7 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("bad_request", "no-stream"): _c("BadRequestError", "stays", "error", 1, 0, note=NOT_RETRIED),
     ("invalid_json", "no-stream"): _c("answer", "moves", "completed", 1, 1, note="plain text: nothing to validate"),
     ("refusal", "no-stream"): _c("answer refused", "moves", "completed", 1, 1, note=REFUSED),
+    ("not_json", "no-stream"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=WEB_PAGE),
     # %%ask --background: the fault hits the creation, or (mid-stream kinds) the job itself
     ("rate_limit", "background"): _c("job completed", "moves", "rate_limited completed", 2, 1, note="creation retried"),
     ("server_error", "background"): _c("job completed", "moves", "error completed", 2, 1, note="creation retried"),
@@ -136,6 +140,7 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("bad_request", "background"): _c("BadRequestError", "stays", "error", 1, 0, note="raised at submission"),
     ("invalid_json", "background"): _c("job completed", "moves", "completed", 1, 1, note="plain text: nothing to validate"),
     ("refusal", "background"): _c("job refused", "moves", "completed", 1, 1, note=REFUSED),
+    ("not_json", "background"): _c("UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + WEB_PAGE),
     # %%extract, one row (never streamed)
     ("rate_limit", "extract"): _c("row ok", "-", "rate_limited completed", 2, 1, note=RETRIED),
     ("server_error", "extract"): _c("row ok", "-", "error completed", 2, 1, note=RETRIED),
@@ -150,6 +155,7 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("bad_request", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
     ("invalid_json", "extract"): _c("row ok", "-", "completed completed", 2, 2, note="re-asked once with the validation error (`validation_retries`): both answers billed, both in the ledger"),
     ("refusal", "extract"): _c("row refusal", "-", "completed", 1, 1, note="`_error` holds the refusal's words; not re-asked"),
+    ("not_json", "extract"): _c("row error", "-", "error", 1, 0, note="`_error` says why; " + WEB_PAGE),
     # %%extract --batch, one row: the fault hits the row's line inside the batch
     ("rate_limit", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("server_error", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
@@ -164,9 +170,10 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("bad_request", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("invalid_json", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
     ("refusal", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
+    ("not_json", "batch"): _c("UnexpectedResponse", "-", "", 1, 0, note="a batch line is never a web page: the fault hits the batch's creation call; " + WEB_PAGE),
 }
 
-BATCH_CREATION_FAULTS = frozenset({"slow", "drop"})  # the rest hit the batch line
+BATCH_CREATION_FAULTS = frozenset({"slow", "drop", "not_json"})  # the rest hit the batch line
 
 
 # ---- running one cell ------------------------------------------------------------------------------
@@ -202,7 +209,7 @@ def _wait_until(condition, timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
-REJECTED = frozenset({"rate_limit", "server_error", "unavailable", "unauthorized", "context_length_exceeded", "bad_request"})
+REJECTED = frozenset({"rate_limit", "server_error", "unavailable", "unauthorized", "context_length_exceeded", "bad_request", "not_json"})
 
 
 def _makes_something(request) -> bool:

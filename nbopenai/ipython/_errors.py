@@ -33,6 +33,7 @@ TITLES: tuple[tuple[type[e.NbOpenAIError], str], ...] = (
     (e.ServerError, "Server error"),
     (e.TimeoutError, "Timed out"),
     (e.ConnectionError, "Connection failed"),
+    (e.UnexpectedResponse, "Not the API"),
     (e.StreamError, "The answer failed mid-stream"),
     (e.BudgetExceeded, "Budget exceeded"),
     (e.SchemaError, "Schema not usable"),

@@ -27,6 +27,8 @@ Kinds and their parameters (see ``FAULT_KINDS``):
 ``bad_request``            400; ``message``, ``param``
 ``refusal``                the model refuses: a ``refusal`` content part instead of text
 ``invalid_json``           status completed, but the text is not valid JSON (structured output)
+``not_json``               200 with an HTML page instead of the API's JSON (a proxy, a login
+                           portal, or a ``base_url`` that points at a web app)
 =========================  =====================================================================
 """
 
@@ -40,7 +42,7 @@ from typing import Any
 
 from ._errors import ApiError
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultQueue", "http_error_for", "parse_fault_header"]
+__all__ = ["FAULT_KINDS", "Fault", "FaultQueue", "http_error_for", "not_json_reply", "parse_fault_header"]
 
 FAULT_KINDS: dict[str, str] = {
     "rate_limit": "429 rate_limit_exceeded with retry-after headers",
@@ -56,6 +58,7 @@ FAULT_KINDS: dict[str, str] = {
     "bad_request": "400 invalid_request_error",
     "refusal": "the model refuses: a refusal content part instead of text",
     "invalid_json": "completed, but the text is not valid JSON",
+    "not_json": "200 with an HTML page instead of JSON (a proxy, or a base_url that is a web app)",
 }
 
 # Random faults only hit the routes that run the model, as real outages mostly do.
@@ -221,3 +224,11 @@ def context_length_error(tokens: int | None = None, window: int | None = None) -
 
 def server_error_message() -> str:
     return _SERVER_ERROR_MESSAGE
+
+
+def not_json_reply() -> Any:
+    """What a proxy or a web app answers in the API's place: 200, and a page of HTML."""
+    from ._routes import Reply
+
+    page = b"<!doctype html><html><head><title>Sign in</title></head><body>Please sign in.</body></html>"
+    return Reply(content=page, content_type="text/html; charset=utf-8")

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from . import _chat, _routes
 from ._errors import ApiError, error_body
-from ._faults import Fault, http_error_for, parse_fault_header, unauthorized_error
+from ._faults import Fault, http_error_for, not_json_reply, parse_fault_header, unauthorized_error
 from ._responses import DROP, Event
 from ._routes import Reply, Request, Route
 from ._state import RecordedRequest, State
@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         state.record(RecordedRequest(self.command, path, headers, body, len(raw), started, fault.kind if fault else None))
         try:
             self._before_first_byte(path, headers, body, fault)
-            reply = self._route(path, query, headers, body, raw, fault)
+            reply = not_json_reply() if fault is not None and fault.kind == "not_json" else self._route(path, query, headers, body, raw, fault)
         except ApiError as error:
             self._send_error(error, request_id)
             return
