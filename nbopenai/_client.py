@@ -47,35 +47,67 @@ def _credentials(settings: Settings) -> dict:
     }
 
 
-def _web_page_error(response: httpx2.Response) -> UnexpectedResponse | None:
-    """The error for an HTML page where the API's answer belongs, or None.
+# Enough to tell a page from a JSON answer; a longer body that is labelled HTML is not read here.
+_PEEK_LIMIT = 1 << 20
 
-    A base URL without ``/v1``, a sign-in portal or a proxy answers with a web page. Left to the
-    SDK, a 200 page becomes a ``str`` where a ``Response`` was expected (or a stream with no
-    events), and a 404 page a "bad request" quoting HTML. A 5xx page (a gateway having a bad
-    minute) is left alone: that one is worth retrying.
-    """
-    kind = response.headers.get("content-type", "")
-    if not kind.startswith("text/html") or not (response.is_success or response.status_code in (404, 405)):
-        return None
-    request = response.request
-    url = request.url
+
+def _labelled_html(response: httpx2.Response) -> bool:
+    if not response.headers.get("content-type", "").lower().startswith("text/html"):
+        return False
+    # A gateway's 5xx page is a bad minute, retried like any 5xx; a 2xx/404/405 page is the wrong place.
+    return response.is_success or response.status_code in (404, 405)
+
+
+def _json_body(response: httpx2.Response) -> bool:
+    return response.content.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"["))
+
+
+def _web_page_error(response: httpx2.Response) -> UnexpectedResponse:
+    original = response.history[0].request if response.history else response.request
+    url = original.url
     where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+    redirected = f" after a redirect to {response.request.url.path}" if response.history else ""
+    kind = response.headers.get("content-type", "").split(";")[0]
     return UnexpectedResponse(
-        f"{where} answered {request.method} {url.path} with a web page (HTTP {response.status_code}, "
-        f"{kind.split(';')[0]}), not the API's JSON.",
+        f"{where} answered {original.method} {url.path} with a web page (HTTP {response.status_code}{redirected}, "
+        f"{kind}), not the API's JSON.",
         status=response.status_code,
         request_id=response.headers.get("x-request-id"),
     )
 
 
+def _known_length(response: httpx2.Response) -> bool:
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= _PEEK_LIMIT
+
+
 def _refuse_web_pages(response: httpx2.Response) -> None:
-    if (error := _web_page_error(response)) is not None:
-        raise error
+    """A response hook: an HTML page where the API's answer belongs raises ``UnexpectedResponse``.
+
+    A base URL without ``/v1``, a sign-in portal or a proxy answers with a web page. Left to the
+    SDK, a 200 page becomes a ``str`` where a ``Response`` was expected (or a stream with no
+    events), and a 404 page a "bad request" quoting HTML. The SDK accepts JSON under a wrong
+    content-type (some servers label everything ``text/html``), so a body of known length is read
+    and refused only if it is not JSON; a streamed (chunked) answer labelled HTML is refused
+    unread, since reading it would end the streaming.
+    """
+    if not _labelled_html(response):
+        return
+    if _known_length(response):
+        response.read()
+        if _json_body(response):
+            return
+    raise _web_page_error(response)
 
 
 async def _refuse_web_pages_async(response: httpx2.Response) -> None:
-    _refuse_web_pages(response)
+    if not _labelled_html(response):
+        return
+    if _known_length(response):
+        await response.aread()
+        if _json_body(response):
+            return
+    raise _web_page_error(response)
 
 
 def build_sync_client(settings: Settings, *, strict: bool = False) -> openai.OpenAI:

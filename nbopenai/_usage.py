@@ -428,7 +428,7 @@ class Ledger:
             self._file_identity = (stat.st_dev, stat.st_ino)
         conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             # NORMAL in WAL mode survives an application crash; only a power cut can lose the last
             # rows, a fair price for not syncing the disk on every call.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -543,6 +543,26 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
         return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
     message = str(exc).lower()
     return "not a database" in message or "malformed" in message
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch a new ledger file to WAL, waiting while another process does the same.
+
+    Changing the journal mode fails at once with "database is locked" when another connection
+    holds the file (two kernels opening a fresh ledger together): SQLite does not call the busy
+    handler for it. So retry, with the same patience as every other write.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _create_private_file(path: Path) -> None:

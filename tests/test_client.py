@@ -134,22 +134,39 @@ def test_a_web_page_instead_of_the_api_is_one_clear_error_and_not_retried(local_
     assert list(session.usage()["status"]) == ["error"]  # it reached a server: in the ledger
 
 
-def test_a_gateway_error_page_is_still_retried_and_a_json_answer_passes():
+def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>", **kwargs):
     import httpx2
 
-    from nbopenai._client import _web_page_error
+    request = httpx2.Request("POST", "https://proxy.example:8443/v1/responses?key=secret")
+    headers = {"content-type": content_type, "content-length": str(len(body))}
+    return httpx2.Response(status, headers=headers, content=body, request=request, **kwargs)
 
-    def answer(status: int, content_type: str) -> httpx2.Response:
-        request = httpx2.Request("POST", "https://proxy.example:8443/v1/responses?key=secret")
-        return httpx2.Response(status, headers={"content-type": content_type}, content=b"x", request=request)
 
-    assert _web_page_error(answer(502, "text/html")) is None  # a gateway's bad minute: retried as a 5xx
-    assert _web_page_error(answer(200, "application/json")) is None
-    assert _web_page_error(answer(200, "text/event-stream")) is None
-    missing = _web_page_error(answer(404, "text/html; charset=utf-8"))
-    assert missing is not None and missing.message == (
+def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_alone():
+    from nbopenai._client import _refuse_web_pages
+
+    _refuse_web_pages(_answer(502, "text/html"))  # a gateway's bad minute: left to be retried as a 5xx
+    _refuse_web_pages(_answer(200, "application/json", b'{"id": "resp_1"}'))
+    _refuse_web_pages(_answer(200, "text/event-stream", b"event: response.created\ndata: {}\n\n"))
+    _refuse_web_pages(_answer(200, "Text/HTML; charset=UTF-8", b'\n {"id": "resp_1"}'))  # JSON, mislabelled: the SDK reads it
+
+
+def test_web_page_check_names_the_server_and_path_but_not_the_query():
+    import httpx2
+
+    from nbopenai._client import _refuse_web_pages
+
+    with pytest.raises(nbopenai.UnexpectedResponse) as missing:
+        _refuse_web_pages(_answer(404, "text/html; charset=utf-8"))
+    assert str(missing.value).splitlines()[0] == (
         "https://proxy.example:8443 answered POST /v1/responses with a web page (HTTP 404, text/html), not the API's JSON."
     )
+    first = _answer(302, "text/plain", b"")
+    login = httpx2.Request("GET", "https://proxy.example:8443/login")
+    page = httpx2.Response(200, headers={"content-type": "text/html"}, content=b"<html/>", request=login, history=[first])
+    with pytest.raises(nbopenai.UnexpectedResponse) as redirected:
+        _refuse_web_pages(page)
+    assert "answered POST /v1/responses with a web page (HTTP 200 after a redirect to /login, text/html)" in redirected.value.message
 
 
 def test_full_jitter_stays_within_the_exponential_envelope():

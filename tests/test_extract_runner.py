@@ -31,6 +31,15 @@ class Picky(BaseModel):
         return value
 
 
+class Buggy(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def crash(cls, value: str) -> str:
+        raise TypeError("a bug in the validator")  # not a ValueError: Pydantic lets it through
+
+
 class Never(BaseModel):
     name: str
 
@@ -142,14 +151,16 @@ def test_freed_slots_go_to_waiters_in_order_rows_under_way_first():
 
         tasks = [asyncio.ensure_future(take("new 1")), asyncio.ensure_future(take("new 2"))]
         await asyncio.sleep(0)
-        tasks.append(asyncio.ensure_future(take("retry", first=True)))
+        tasks.append(asyncio.ensure_future(take("retry 1", first=True)))
+        await asyncio.sleep(0)
+        tasks.append(asyncio.ensure_future(take("retry 2", first=True)))
         await asyncio.sleep(0)
         limit.release()
         tasks.append(asyncio.ensure_future(take("holder again")))  # released, asks again: queues behind
         await asyncio.gather(*tasks)
         return order
 
-    assert asyncio.run(scenario()) == ["retry", "new 1", "new 2", "holder again"]
+    assert asyncio.run(scenario()) == ["retry 1", "retry 2", "new 1", "new 2", "holder again"]
 
 
 def test_a_slot_handed_over_as_its_waiter_is_cancelled_is_passed_on():
@@ -240,6 +251,15 @@ def test_answers_still_invalid_after_the_reasks_are_kept_as_invalid(fast, local_
     assert list(frame["_attempts"]) == [3, 3]
     assert frame.loc[0, "_error"] == "name: Value error, never valid"
     assert len(model_requests(local_server)) == 6 == len(fast.usage())
+
+
+def test_a_validator_that_crashes_costs_its_row_but_the_answer_stays_in_the_ledger(fast, local_server):
+    frame = run(fast, TEXTS[:2], schema=Buggy)
+    assert list(frame["_status"]) == ["error", "error"]
+    assert frame.loc[0, "_error"] == "the validator raised TypeError: a bug in the validator"
+    ledger = fast.usage()
+    assert len(ledger) == len(model_requests(local_server)) == 2  # billed answers, each in the ledger
+    assert ledger["input_tokens"].gt(0).all() and frame["_input_tokens"].gt(0).all()
 
 
 def test_rate_limit_storm_every_row_ok_exactly_once(fast, local_server):

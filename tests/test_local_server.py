@@ -147,7 +147,8 @@ def test_answer_tokens_setting_makes_long_answers(server, client):
     assert len(response.output_text.split()) == 300
 
 
-def test_previous_response_chain_recall_usage_and_caching(client):
+def test_previous_response_chain_recall_usage_and_caching(client, server):
+    server.configure(cache_min_tokens=0, cache_block_tokens=1)  # any exact prefix is a hit
     first = client.responses.create(model="nbopenai-local", input="My name is Ada.")
     assert "your name is Ada" in first.output_text
     assert first.usage.input_tokens_details.cached_tokens == 0
@@ -170,7 +171,8 @@ def test_previous_response_chain_recall_usage_and_caching(client):
     assert "turn 4" in fourth.output_text
 
 
-def test_instructions_are_not_inherited_and_break_the_cached_prefix(client):
+def test_instructions_are_not_inherited_and_break_the_cached_prefix(client, server):
+    server.configure(cache_min_tokens=0, cache_block_tokens=1)
     first = client.responses.create(model="nbopenai-local", input="My name is Ada.", instructions="Be brief.")
     same = client.responses.create(model="nbopenai-local", input="Hi", instructions="Be brief.", previous_response_id=first.id)
     prefix = f"developer: Be brief.\nuser: My name is Ada.\nassistant: {first.output_text}\n"
@@ -180,6 +182,47 @@ def test_instructions_are_not_inherited_and_break_the_cached_prefix(client):
     assert dropped.instructions is None and "Your name is Ada." in dropped.output_text
     assert dropped.usage.input_tokens == count_tokens(f"user: My name is Ada.\nassistant: {first.output_text}\nuser: What is my name?\n")
     assert dropped.usage.input_tokens_details.cached_tokens == 0  # the prefix changed at its first line
+
+
+LONG = " ".join(f"word{i}" for i in range(700))  # about 1,900 tokens
+
+
+def _cached(response) -> int:
+    return response.usage.input_tokens_details.cached_tokens
+
+
+def test_prompt_caching_follows_the_api_rule_by_content_from_1024_tokens_in_steps_of_128(client):
+    short = [client.responses.create(model="nbopenai-local", input="Hello there") for _ in range(2)]
+    assert [_cached(r) for r in short] == [0, 0]  # under 1,024 tokens: never cached
+    first = client.responses.create(model="nbopenai-local", input=LONG)
+    assert _cached(first) == 0
+    # The same prompt again, sent whole (no previous_response_id): a hit, in blocks of 128.
+    again = client.responses.create(model="nbopenai-local", input=LONG)
+    tokens = again.usage.input_tokens
+    assert tokens > 1024 and _cached(again) == 1024 + (tokens - 1024) // 128 * 128
+    # Chained: the previous prompt and its answer were computed; the new question is not.
+    chained = client.responses.create(model="nbopenai-local", input="What did I say?", previous_response_id=again.id)
+    assert tokens < _cached(chained) <= chained.usage.input_tokens - 1 and (_cached(chained) - 1024) % 128 == 0
+    # Different instructions change the start of the prompt: a miss.
+    other = client.responses.create(model="nbopenai-local", input=LONG, instructions="Be brief.")
+    assert _cached(other) == 0
+
+
+def test_history_sent_again_is_cached_like_a_chain_and_counting_does_not_warm_the_cache(client):
+    client.responses.input_tokens.count(model="nbopenai-local", input=LONG)
+    first = client.responses.create(model="nbopenai-local", input=LONG)
+    assert _cached(first) == 0  # counting tokens computed nothing
+    follow_up = [
+        {"role": "user", "content": LONG},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "What did I say?"},
+    ]
+    chained = client.responses.create(model="nbopenai-local", input="What did I say?", previous_response_id=first.id)
+    resent = client.responses.create(model="nbopenai-local", input=follow_up, store=False)
+    assert _cached(resent) == _cached(chained) > 1024
+    # By content, whichever route: Chat Completions sees the same prompt as already computed.
+    chat = client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": LONG}])
+    assert chat.usage.prompt_tokens_details.cached_tokens == _cached(client.responses.create(model="nbopenai-local", input=LONG)) >= 1024
 
 
 def test_unknown_or_unstored_previous_response(client):
@@ -267,7 +310,8 @@ def test_background_cancel(server, client):
         client.responses.cancel(done.id)
 
 
-def test_conversations(client):
+def test_conversations(client, server):
+    server.configure(cache_min_tokens=0, cache_block_tokens=1)
     conversation = client.conversations.create(metadata={"topic": "demo"})
     assert conversation.object == "conversation" and conversation.metadata == {"topic": "demo"}
     first = client.responses.create(model="nbopenai-local", input="My name is Grace.", conversation=conversation.id)

@@ -75,28 +75,27 @@ class AdaptiveLimit:
         self._recent: collections.deque[bool] = collections.deque(maxlen=max(2 * min_samples, maximum))
         self._successes = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._under_way: collections.deque[asyncio.Future[None]] = collections.deque()  # served first
 
     async def acquire(self, *, first: bool = False) -> int:
         """Wait for a slot; returns the epoch to pass to ``rate_limited``.
 
-        Waiters are served in order, except that ``first`` ones (rows already under way: retries)
-        go to the front of the queue.
+        Waiters are served in order, ``first`` ones (rows already under way: retries) before the
+        others.
         """
         if self.in_flight < self.limit:  # (then nobody is waiting: ``_wake`` hands free slots over)
             self.in_flight += 1
             return self.epoch
         waiter = asyncio.get_running_loop().create_future()
-        if first:
-            self._waiters.appendleft(waiter)
-        else:
-            self._waiters.append(waiter)
+        queue = self._under_way if first else self._waiters
+        queue.append(waiter)
         try:
             await waiter  # ``_wake`` hands the slot over: ``in_flight`` already counts us
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot just before the cancel: pass it on
-            elif waiter in self._waiters:  # (``_wake`` drops cancelled waiters it meets)
-                self._waiters.remove(waiter)
+            elif waiter in queue:  # (``_wake`` drops cancelled waiters it meets)
+                queue.remove(waiter)
             raise
         return self.epoch
 
@@ -124,8 +123,8 @@ class AdaptiveLimit:
     def _wake(self) -> None:
         # Hand free slots straight to the oldest waiters, so a holder that releases and at once
         # asks again queues behind them instead of taking the slot back.
-        while self.in_flight < self.limit and self._waiters:
-            waiter = self._waiters.popleft()
+        while self.in_flight < self.limit and (self._under_way or self._waiters):
+            waiter = (self._under_way or self._waiters).popleft()
             if not waiter.done():
                 self.in_flight += 1
                 waiter.set_result(None)
@@ -285,7 +284,7 @@ class Runner:
     async def _row(self, client: Any, position: int) -> None:
         text, result = self.texts[position], self.results[position]
         request, limit = self.request, self.limit
-        row_started = time.perf_counter()
+        row_started: float | None = None  # from its first send: time queued for a slot is not the row's latency
         input_: Any = text
         tries = reasks = 0  # tries: attempts at the current question; a re-ask starts a fresh retry budget
         held = False
@@ -293,6 +292,8 @@ class Runner:
             # A row already started (a retry, a re-ask) goes before rows not yet begun.
             epoch = limit.epoch if held else await limit.acquire(first=result.attempts > 0)
             held = False
+            if row_started is None:
+                row_started = time.perf_counter()
             tries += 1
             result.attempts += 1
             self.tally.limit = limit.limit
@@ -347,7 +348,10 @@ class Runner:
         latency = time.perf_counter() - started
         response_id = response.get("id")
         usage = Usage.from_api(response.get("usage"))
-        outcome = classify(response, self.fmt.parse)
+        try:
+            outcome = classify(response, self.fmt.parse)
+        except Exception as exc:  # a validator raising TypeError, say: this row's error, and the answer stays billed
+            outcome = Outcome("error", error=f"the validator raised {type(exc).__name__}: {exc}")
         cost = self._record(status=response.get("status") or "completed", started_wall=started_wall, latency=latency,
                             attempt=result.attempts, model=response.get("model") or self.request.model, usage=usage,
                             response_id=response_id, error=outcome.error).cost_usd

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from ._errors import ApiError
 from ._faults import Fault, server_error_message
-from ._responses import DROP, Event, Output, Turn, prepare, run_model
+from ._responses import DROP, Event, Output, Turn, answer_computed, prepare, run_model
 from ._routes import Reply, Request, Route, route
 from ._state import new_id
 
@@ -83,7 +83,7 @@ def _usage(turn: Turn, output: Output) -> dict[str, Any]:
         "prompt_tokens": turn.input_tokens,
         "completion_tokens": output.output_tokens,
         "total_tokens": turn.input_tokens + output.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": turn.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": output.reasoning_tokens, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
     }
 
@@ -109,6 +109,7 @@ def chat_completions(request: Request) -> Reply:
         raise ApiError(400, "The request body must be a JSON object.")
     turn = prepare(_to_responses_body(body), request.state)
     output = run_model(turn, request.state.config, request.fault)
+    answer_computed(request.state, turn, output.items)
     completion_id, created = "chatcmpl-" + new_id("x")[2:34], int(time.time())
     if body.get("stream") is True:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -144,8 +144,11 @@ def _check_types(body: dict[str, Any]) -> None:
         raise _invalid_type("text.format", "an object with a 'type'")
 
 
-def prepare(body: Any, state: State, *, need_model: bool = True) -> Turn:
-    """Validate a create-response body and resolve the thread it continues."""
+def prepare(body: Any, state: State, *, need_model: bool = True, compute: bool = True) -> Turn:
+    """Validate a create-response body and resolve the thread it continues.
+
+    ``compute``: the model will read this prompt (so it enters the prompt cache); False only counts it.
+    """
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     model = body.get("model")
@@ -161,32 +164,41 @@ def prepare(body: Any, state: State, *, need_model: bool = True) -> Turn:
     instructions = _instructions(body.get("instructions"))
     new_items = normalize_input(body.get("input"))
     history: list[dict[str, Any]] = []
-    prefix = ""
     with state.lock:
         if previous_id:
             previous = state.responses.get(previous_id)
             if previous is None:
                 raise ApiError(400, f"Previous response with id '{previous_id}' not found.", param="previous_response_id", code="previous_response_not_found")
-            history, prefix = previous.chain_items, previous.rendered
+            history = previous.chain_items
         elif conversation_id:
             conversation = state.conversations.get(conversation_id)
             if conversation is None:
                 raise not_found("Conversation", conversation_id, param="conversation")
-            history, prefix = list(conversation.items), conversation.rendered
+            history = list(conversation.items)
         window = state.config.context_window
     rendered = render_context(instructions, history + new_items)
-    input_tokens = _tokens.count_tokens(rendered, model)
-    if input_tokens > window and body.get("truncation") == "auto":
+    tokens = _tokens.encoding_for_model(model).encode_ordinary(rendered)
+    if len(tokens) > window and body.get("truncation") == "auto":
         # Like the API's "auto" truncation: drop the oldest items of the thread until it fits.
-        while history and input_tokens > window:
+        while history and len(tokens) > window:
             history = history[1:]
-            prefix = ""
             rendered = render_context(instructions, history + new_items)
-            input_tokens = _tokens.count_tokens(rendered, model)
-    if input_tokens > window:
-        raise context_length_error(input_tokens, window)
-    cached = _tokens.count_tokens(prefix, model) if prefix and rendered.startswith(prefix) else 0
-    return Turn(body, model, instructions, history, new_items, rendered, input_tokens, min(cached, input_tokens), conversation_id)
+            tokens = _tokens.encoding_for_model(model).encode_ordinary(rendered)
+    if len(tokens) > window:
+        raise context_length_error(len(tokens), window)
+    cached = _prompt_cache_hit(state, tokens, compute)
+    return Turn(body, model, instructions, history, new_items, rendered, len(tokens), cached, conversation_id)
+
+
+def _prompt_cache_hit(state: State, tokens: list[int], compute: bool) -> int:
+    config = state.config
+    minimum, block = config.cache_min_tokens, config.cache_block_tokens
+    if len(tokens) < max(minimum, 1):
+        return 0
+    cached = state.prompt_cache.cached(tokens, minimum, block)
+    if compute:
+        state.prompt_cache.remember(tokens, minimum, block)
+    return cached
 
 
 def _text_format(body: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +352,7 @@ def finished_response(turn: Turn, output: Output, *, id: str, created_at: int) -
 def remember(state: State, turn: Turn, response: dict[str, Any]) -> StoredResponse:
     """Store a response (when ``store`` is not false) and extend its conversation."""
     stored = StoredResponse(response, turn.new_items, turn.items)
-    stored.rendered = render_context(turn.instructions, stored.chain_items)
+    answer_computed(state, turn, response["output"])
     with state.lock:
         if response.get("store", True):
             existing = state.responses.get(response["id"])
@@ -351,8 +363,16 @@ def remember(state: State, turn: Turn, response: dict[str, Any]) -> StoredRespon
             conversation = state.conversations.get(turn.conversation_id)
             if conversation is not None:
                 conversation.items.extend(turn.new_items + list(response["output"]))
-                conversation.rendered = stored.rendered
     return stored
+
+
+def answer_computed(state: State, turn: Turn, output: list[dict[str, Any]]) -> None:
+    """The model read the prompt and wrote ``output``: that whole context is in the prompt cache too."""
+    minimum, block = state.config.cache_min_tokens, state.config.cache_block_tokens
+    context = render_context(turn.instructions, turn.items + list(output))
+    if len(context) < minimum:  # a token is at least one character: too short to cache, skip encoding
+        return
+    state.prompt_cache.remember(_tokens.encoding_for_model(turn.model).encode_ordinary(context), minimum, block)
 
 
 def generate(body: dict[str, Any], state: State) -> dict[str, Any]:

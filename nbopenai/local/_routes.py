@@ -202,7 +202,7 @@ def list_input_items(request: Request) -> Reply:
 
 @route("POST", "/v1/responses/input_tokens")
 def count_input_tokens(request: Request) -> Reply:
-    turn = prepare(request.body, request.state, need_model=False)
+    turn = prepare(request.body, request.state, need_model=False, compute=False)
     return Reply(json={"object": "response.input_tokens", "input_tokens": turn.input_tokens})
 
 
@@ -280,7 +280,6 @@ def add_conversation_items(request: Request) -> Reply:
     with request.state.lock:
         conversation = _conversation(request.state, request.params["id"])
         conversation.items.extend(items)
-        conversation.rendered = ""  # the thread changed outside a response: no cache hit next turn
     return Reply(json=paginate(items, {"limit": "100"}, default_order="asc"))
 
 
@@ -300,7 +299,7 @@ def delete_conversation_item(request: Request) -> Reply:
         kept = [item for item in conversation.items if item.get("id") != request.params["item_id"]]
         if len(kept) == len(conversation.items):
             raise not_found("Item", request.params["item_id"])
-        conversation.items, conversation.rendered = kept, ""
+        conversation.items = kept
         return Reply(json=conversation.resource())
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._faults import FaultQueue, check_kind
+from ._prompt_cache import PromptCache
 
 __all__ = ["Config", "RecordedRequest", "State", "StoredResponse", "new_id"]
 
@@ -35,6 +36,9 @@ class Config:
     context_window: int = 128_000
     max_body_bytes: int = 32 * 1024 * 1024
     background_delay: float = 0.0  # seconds a background response stays queued
+    # Prompt caching as the API does it (see _prompt_cache): hits from this many tokens, in blocks.
+    cache_min_tokens: int = 1024
+    cache_block_tokens: int = 128
 
     def update(self, **changes: Any) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -77,7 +81,6 @@ class StoredResponse:
     response: dict[str, Any]
     input_items: list[dict[str, Any]]  # the items this request added (for input_items listing)
     context_items: list[dict[str, Any]]  # history + new items, without instructions
-    rendered: str = ""  # the rendered input + output: the prefix a follow-up turn reuses
     cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -92,7 +95,6 @@ class Conversation:
     created_at: int
     metadata: dict[str, str]
     items: list[dict[str, Any]] = field(default_factory=list)
-    rendered: str = ""  # the thread as of its last response: the prefix the next turn reuses
 
     def resource(self) -> dict[str, Any]:
         return {"id": self.id, "object": "conversation", "created_at": self.created_at, "metadata": self.metadata}
@@ -109,6 +111,7 @@ class State:
         self.conversations: dict[str, Conversation] = {}
         self.requests: list[RecordedRequest] = []
         self.faults = FaultQueue(seed=self.config.seed)
+        self.prompt_cache = PromptCache()
         # Other route modules (files, batches) keep their own tables here, keyed by module name.
         self.extensions: dict[str, Any] = {}
 
@@ -136,6 +139,7 @@ class State:
             self.requests.clear()
             self.extensions.clear()
             self.faults = FaultQueue(seed=self.config.seed)
+            self.prompt_cache.clear()
 
     def new_conversation(self, metadata: dict[str, str] | None, items: list[dict[str, Any]]) -> Conversation:
         conversation = Conversation(new_id("conv"), int(time.time()), dict(metadata or {}), list(items))
