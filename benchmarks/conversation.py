@@ -11,8 +11,11 @@ through each contender against the same offline server:
 
 "Bytes sent" is the request body the server received (``raw_size``; headers excluded). "Input
 tokens billed" is the server's own usage: for ours from the response; for the peers, which do not
-expose it, by replaying each recorded request to the same server without streaming. The figures
-are deterministic (one run).
+expose it, by replaying their recorded requests, in order and without streaming, to the server
+reset in between. Cached tokens follow the API's rule (by content, from 1,024 tokens, in steps of
+128: ``nbopenai/local/_prompt_cache.py``), so a thread re-sent whole is cached like a chained one;
+the server is reset before each contender so none is served from another's cache. The figures are
+deterministic (one run).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ _NAME_RECALLED = "Your name is Ada"
 def _ours(server, prompts: list[str], store: bool) -> dict:
     import nbopenai
 
-    server.clear_requests()
+    server.reset()
     per_turn = []
     with nbopenai.Session(nbopenai.Settings(base_url=server.base_url, model="nbopenai-local"), ledger_path=":memory:", store=store) as session:
         for prompt in prompts:
@@ -55,13 +58,14 @@ def _replay_usage(base_url: str, body: dict) -> tuple[int, int]:
 
 
 def _peer(ctx: Context, server, driver: str, args: dict) -> dict:
-    server.clear_requests()
+    server.reset()
     env = {k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url,
                                     OPENAI_API_BASE=server.base_url).items() if k != "PYTHONPATH"}
     result = peers.run_driver(driver, args, env)
     requests = [r for r in server.requests if r.method == "POST" and r.path == "/v1/chat/completions"]
     if len(requests) != len(args["prompts"]):
         raise RuntimeError(f"{driver}: expected {len(args['prompts'])} requests, the server saw {len(requests)}")
+    server.reset()  # the replay rebuilds the prompt cache exactly as the peer's own requests did
     turns = []
     for request, answer in zip(requests, result["answers"]):
         tokens, cached = _replay_usage(server.base_url, request.body)
@@ -113,11 +117,14 @@ def run(ctx: Context) -> list[Row]:
                 ratio = f"{fmt_ratio(ours['turns'][turn - 1][key] / theirs)} vs {reference}" if theirs else ""
             rows.append(Row(TITLE, f"turn {turn}: {label}", f"chained: {_cell(ours, turn, what)}", others, ratio,
                             data={"turn": turn, "what": what}))
-    totals = {name: (sum(t["bytes"] for t in r["turns"]), sum(t["input"] for t in r["turns"])) for name, r in contenders.items()}
-    ours_total = (sum(t["bytes"] for t in ours["turns"]), sum(t["input"] for t in ours["turns"]))
-    rows.append(Row(TITLE, f"whole thread ({turns} turns): bytes sent / input tokens billed",
-                    f"chained: {fmt_bytes(ours_total[0])} / {ours_total[1]:,}",
-                    "; ".join(f"{name}: {fmt_bytes(b)} / {t:,}" for name, (b, t) in totals.items()),
+    def total(result: dict) -> tuple[int, int, int]:
+        return tuple(sum(t[key] for t in result["turns"]) for key in ("bytes", "input", "cached"))
+
+    totals = {name: total(r) for name, r in contenders.items()}
+    ours_total = total(ours)
+    rows.append(Row(TITLE, f"whole thread ({turns} turns): bytes sent / input tokens billed (of which cached)",
+                    f"chained: {fmt_bytes(ours_total[0])} / {ours_total[1]:,} ({ours_total[2]:,})",
+                    "; ".join(f"{name}: {fmt_bytes(b)} / {t:,} ({c:,})" for name, (b, t, c) in totals.items()),
                     f"{fmt_ratio(ours_total[0] / totals[reference][0])} bytes vs {reference}" if reference else ""))
     rows.append(Row(TITLE, f"turn {turns} (\"What is my name?\") still recalls turn 1",
                     "yes" if ours["recalls"] else "**no**",
