@@ -285,6 +285,19 @@ def test_a_row_waiting_out_retry_after_lends_its_slot(fast, local_server):
     assert sorted(inputs) == sorted([TEXTS[0], *TEXTS[:3]]) and frame.loc[0, "_attempts"] == 2
 
 
+def test_the_stop_button_reaches_a_row_parked_for_a_retry(fast, local_server):
+    local_server.inject("rate_limit", retry_after=60)  # row 0 waits a minute, in a task of its own
+
+    def stop_when_the_rest_are_done(snapshot):
+        if snapshot.done >= 2 and not snapshot.finished:
+            raise KeyboardInterrupt
+
+    frame = run(fast, TEXTS[:3], concurrency=1, progress=stop_when_the_rest_are_done)
+    assert frame.attrs["interrupted"] is True
+    assert list(frame["_status"]) == ["cancelled", "ok", "ok"]  # row 0 did not sit out its minute
+    assert list(fast.usage()["status"]).count("rate_limited") == 1
+
+
 def test_random_rate_limits_with_retry_after(fast, local_server):
     local_server.configure(fault_rate=0.3, fault_kinds=["rate_limit"], seed=7)
     frame = run(fast, TEXTS[:6], concurrency=3, max_attempts=30)

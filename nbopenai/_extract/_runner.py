@@ -1,7 +1,8 @@
 """The live runner: every row's request on the session's loop, bounded and adaptive, never losing a row.
 
-- Twice ``concurrency`` workers take rows in order; an ``AdaptiveLimit`` decides how many requests
-  may be in flight, so the spare workers keep it busy while other rows wait out a ``Retry-After``.
+- ``concurrency`` workers take rows in order; an ``AdaptiveLimit`` decides how many requests may be
+  in flight. A row that must wait out a retry is parked in a task of its own (at most
+  ``concurrency`` of them), so its worker goes on with the next row meanwhile.
   The limit starts at ``concurrency``, halves when more than a quarter of recent answers are 429s
   (once per wave) and grows by one per ``limit`` successes back up (AIMD).
 - 429, 5xx, timeouts and connection errors are retried per row with the session's full-jitter
@@ -246,6 +247,7 @@ class Runner:
         self.ledger = ledger
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
+        self._parked: set[asyncio.Future[None]] = set()  # rows waiting out a retry in tasks of their own
 
     async def run(self, positions: Sequence[int]) -> None:
         """Run every row in ``positions``; returns when all have ended (or raises when cancelled)."""
@@ -256,23 +258,37 @@ class Runner:
 
         async def worker() -> None:
             for position in rows:
-                try:
-                    await self._row(client, position)
-                except Exception as exc:  # a bug (or a validator raising TypeError) costs one row, not the run
-                    result = self.results[position]
-                    result.status, result.error = "error", f"unexpected {type(exc).__name__}: {exc}"
-                    self.tally.finish(result)
+                await self._guarded(client, _Row(position, self.texts[position]))
 
-        # The limit, not the worker count, bounds requests in flight. A row waiting out a retry-after
-        # gives its slot up, and a spare worker takes it: with 10 % of requests answered 429, one
-        # worker per slot left the slots of sleeping rows empty (benchmarks/extraction.py).
-        workers = [asyncio.ensure_future(worker()) for _ in range(min(2 * self.concurrency, len(positions)))]
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(positions)))]
         try:
             await asyncio.gather(*workers)
+            while self._parked:
+                await asyncio.gather(*self._parked)
         finally:
-            for task in workers:
+            unfinished = workers + list(self._parked)
+            for task in unfinished:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _guarded(self, client: Any, row: "_Row", wait: float = 0.0) -> None:
+        try:
+            await self._row(client, row, wait)
+        except Exception as exc:  # a bug costs one row, not the run
+            result = self.results[row.position]
+            result.status, result.error = "error", f"unexpected {type(exc).__name__}: {exc}"
+            self.tally.finish(result)
+
+    def _park(self, client: Any, row: "_Row", wait: float) -> None:
+        """Finish ``row`` in a task of its own after ``wait`` s, so its worker moves on to the next row.
+
+        The limit, not the workers, bounds requests in flight; a row waiting out a retry-after has
+        given its slot up, and without parking its worker would leave that slot idle (with 10 % of
+        requests answered 429 that made us slower than the raw SDK: benchmarks/extraction.py).
+        """
+        task = asyncio.ensure_future(self._guarded(client, row, wait))
+        self._parked.add(task)
+        task.add_done_callback(self._parked.discard)
 
     def _record(self, *, status: str, started_wall: float, latency: float, attempt: int, model: str,
                 usage: Usage | None = None, response_id: str | None = None, error: str | None = None) -> "UsageRecord":
@@ -281,26 +297,27 @@ class Runner:
         self.ledger.add(record)
         return record
 
-    async def _row(self, client: Any, position: int) -> None:
-        text, result = self.texts[position], self.results[position]
+    async def _row(self, client: Any, row: "_Row", wait: float = 0.0) -> None:
+        """Ask for ``row`` until it ends (``wait`` first, when it was parked waiting for a retry)."""
         request, limit = self.request, self.limit
-        row_started: float | None = None  # from its first send: time queued for a slot is not the row's latency
-        input_: Any = text
-        tries = reasks = 0  # tries: attempts at the current question; a re-ask starts a fresh retry budget
+        result = self.results[row.position]
+        parked = wait > 0
+        if parked:
+            await self._sleep(wait)
         held = False
         while True:
             # A row already started (a retry, a re-ask) goes before rows not yet begun.
             epoch = limit.epoch if held else await limit.acquire(first=result.attempts > 0)
             held = False
-            if row_started is None:
-                row_started = time.perf_counter()
-            tries += 1
+            if row.started is None:  # from its first send: time queued for a slot is not its latency
+                row.started = time.perf_counter()
+            row.tries += 1
             result.attempts += 1
             self.tally.limit = limit.limit
             self.tally.requests += 1
             started, started_wall = time.perf_counter(), time.time()
             try:
-                response = await create_response_dict(client, {**request.params, "input": input_})
+                response = await create_response_dict(client, {**request.params, "input": row.input})
             except asyncio.CancelledError:
                 limit.release()
                 self._record(status="cancelled", started_wall=started_wall, latency=time.perf_counter() - started,
@@ -308,28 +325,34 @@ class Runner:
                 raise
             except Exception as exc:
                 limit.release()
-                wait = self._failed(exc, epoch, tries, result.attempts, started, started_wall)
+                wait = self._failed(exc, epoch, row.tries, result.attempts, started, started_wall)
                 if wait is None:
-                    self._finish(result, row_started, Outcome("error", error=translate(exc, attempts=tries).message))
+                    self._finish(result, row.started, Outcome("error", error=translate(exc, attempts=row.tries).message))
                     return
-                self.tally.retrying += 1
-                try:
-                    await asyncio.sleep(wait)
-                finally:
-                    self.tally.retrying -= 1
+                if not parked and len(self._parked) < self.concurrency:
+                    self._park(client, row, wait)
+                    return
+                await self._sleep(wait)
                 continue
             try:
                 limit.succeeded()
                 outcome = self._answered(response, result, started, started_wall)
-                if outcome.status == "invalid" and reasks < request.validation_retries:
-                    reasks, tries, held = reasks + 1, 0, True  # the re-ask goes out on this same slot
-                    input_ = reask(text or "", outcome.text, outcome.error)
+                if outcome.status == "invalid" and row.reasks < request.validation_retries:
+                    row.reasks, row.tries, held = row.reasks + 1, 0, True  # the re-ask goes out on this same slot
+                    row.input = reask(row.text or "", outcome.text, outcome.error)
                     continue
             finally:
                 if not held:
                     limit.release()
-            self._finish(result, row_started, outcome)
+            self._finish(result, row.started, outcome)
             return
+
+    async def _sleep(self, seconds: float) -> None:
+        self.tally.retrying += 1
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.tally.retrying -= 1
 
     def _failed(self, exc: Exception, epoch: int, tries: int, attempt: int, started: float, started_wall: float) -> float | None:
         """Account for a failed attempt; returns the seconds to wait before the next, or None to give up."""
@@ -368,6 +391,22 @@ class Runner:
         result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
         result.latency_s = time.perf_counter() - row_started
         self.tally.finish(result)
+
+
+@dataclass(slots=True)
+class _Row:
+    """Where one row's questioning stands (it moves to a task of its own when parked)."""
+
+    position: int
+    text: str | None
+    input: Any = None
+    tries: int = 0  # attempts at the current question; a re-ask starts a fresh retry budget
+    reasks: int = 0
+    started: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.input is None:
+            self.input = self.text
 
 
 def reask(text: str, answer: str | None, error: str | None) -> list[dict[str, str]]:
