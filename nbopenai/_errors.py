@@ -207,8 +207,6 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
     tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
     if isinstance(exc, openai.APITimeoutError):
         return TimeoutError(f"The request timed out{tries}.")
-    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, NbOpenAIError):
-        return exc.__cause__  # ours, raised by a check on the HTTP client (``_client``), wrapped by the SDK
     if isinstance(exc, openai.APIConnectionError):
         return ConnectionError(f"Could not connect to the API{tries} ({type(exc.__cause__ or exc).__name__}).")
     if isinstance(exc, openai.APIStatusError):

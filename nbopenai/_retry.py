@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ._errors import UnexpectedResponse
+
 __all__ = ["RetryPolicy", "is_retryable", "retry_after", "reached_server", "retry_policy", "RATE_LIMIT_ATTEMPTS"]
 
 T = TypeVar("T")
@@ -50,16 +52,9 @@ def is_retryable(exc: BaseException, *, idempotent: bool = False) -> bool:
     if isinstance(exc, openai.APITimeoutError):
         return idempotent or not isinstance(exc.__cause__, (httpx2.ReadTimeout, httpx2.WriteTimeout))
     if isinstance(exc, openai.APIConnectionError):
-        return not _answered_wrongly(exc)
+        return True
     status = _status(exc)
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
-
-
-def _answered_wrongly(exc: BaseException) -> bool:
-    """An answer our HTTP client refused (a web page: ``_client``), as raised or as the SDK's async client wraps it."""
-    from ._errors import UnexpectedResponse
-
-    return isinstance(exc, UnexpectedResponse) or isinstance(exc.__cause__, UnexpectedResponse)
 
 
 def reached_server(exc: BaseException) -> bool:
@@ -72,7 +67,8 @@ def reached_server(exc: BaseException) -> bool:
     import httpx2
     import openai
 
-    if isinstance(exc, (openai.APIStatusError, openai.APIResponseValidationError)) or _answered_wrongly(exc):
+    # UnexpectedResponse: a web page our response hook refused (``_client``); the SDK raises it as is.
+    if isinstance(exc, (openai.APIStatusError, openai.APIResponseValidationError, UnexpectedResponse)):
         return True
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__

@@ -271,9 +271,9 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _guarded(self, client: Any, row: "_Row", wait: float = 0.0) -> None:
+    async def _guarded(self, client: Any, row: "_Row", parked_for: float | None = None) -> None:
         try:
-            await self._row(client, row, wait)
+            await self._row(client, row, parked_for)
         except Exception as exc:  # a bug costs one row, not the run
             result = self.results[row.position]
             result.status, result.error = "error", f"unexpected {type(exc).__name__}: {exc}"
@@ -286,7 +286,7 @@ class Runner:
         given its slot up, and without parking its worker would leave that slot idle (with 10 % of
         requests answered 429 that made us slower than the raw SDK: benchmarks/extraction.py).
         """
-        task = asyncio.ensure_future(self._guarded(client, row, wait))
+        task = asyncio.ensure_future(self._guarded(client, row, parked_for=wait))
         self._parked.add(task)
         task.add_done_callback(self._parked.discard)
 
@@ -297,13 +297,13 @@ class Runner:
         self.ledger.add(record)
         return record
 
-    async def _row(self, client: Any, row: "_Row", wait: float = 0.0) -> None:
-        """Ask for ``row`` until it ends (``wait`` first, when it was parked waiting for a retry)."""
+    async def _row(self, client: Any, row: "_Row", parked_for: float | None = None) -> None:
+        """Ask for ``row`` until it ends; a parked row (in a task of its own) first waits ``parked_for`` s."""
         request, limit = self.request, self.limit
         result = self.results[row.position]
-        parked = wait > 0
+        parked = parked_for is not None
         if parked:
-            await self._sleep(wait)
+            await self._sleep(parked_for)
         held = False
         while True:
             # A row already started (a retry, a re-ask) goes before rows not yet begun.
