@@ -384,24 +384,12 @@ def split_by_package(stats, top: int = 8) -> str:
     return "\n".join(f"- {name}: {seconds / total:.1%}" for name, seconds in ranked)
 
 
-def _profile(fn: Callable[[], Any], repeat: int):
-    import cProfile
-    import pstats
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(repeat):
-        fn()
-    profiler.disable()
-    return pstats.Stats(profiler)
-
-
 def profile_diff(ours: Callable[[], Any], baseline: Callable[[], Any], *, repeat: int = 3, top: int = 8) -> str:
     """Where ours spends more than the baseline: own time per call, by package and by function.
 
     cProfile inflates absolute times (it taxes every Python call); the differences show where to look.
     """
-    mine, theirs = _profile(ours, repeat), _profile(baseline, repeat)
+    mine, theirs = _profiled(ours, repeat), _profiled(baseline, repeat)
 
     def by(stats, key):
         out: dict[Any, float] = {}
