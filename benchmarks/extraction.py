@@ -8,7 +8,7 @@ written out once, ``Person.model_validate_json`` on each answer, behind an
 the SDK's convenience, rebuilds the strict schema on every call and is slower; it is not used.)
 
 nbopenai sends rows through the SDK's documented low-level ``client.post`` and reads the answer
-with ``json.loads`` (``nbopenai._client.create_response_dict``), which skips the SDK's parameter
+with ``json.loads`` (``nbopenai._core._client.create_response_dict``), which skips the SDK's parameter
 transform and ``Response`` model construction. So a second raw baseline does exactly that, with
 nothing else of ours: the gap to it is what our runner, validation, ledger and progress cost.
 
@@ -143,7 +143,7 @@ def _sequential(base_url: str, model, texts: list[str]) -> float:
 def _pool_size(settings) -> int | None:  # noqa: ANN001
     """How many connections the session's async client may open (None if we cannot tell)."""
     try:
-        from nbopenai._client import _limits
+        from nbopenai._core._client import _limits
 
         return _limits(settings).max_connections
     except Exception:
@@ -276,7 +276,7 @@ def run(ctx: Context) -> list[Row]:
     if ratio > GOAL:
         text = clean.get("where", "")
         if pool is not None and pool < concurrency:
-            text = (f"The session's connection pool allows {pool} connections (`nbopenai._client._limits`, from "
+            text = (f"The session's connection pool allows {pool} connections (`nbopenai._core._client._limits`, from "
                     f"`Settings.concurrency`), fewer than the {concurrency} requests `extract(concurrency={concurrency})` "
                     f"keeps in flight: the rest wait for a connection.\n\n" + text)
         ctx.note(f"{TITLE}: where the time goes (no faults)", text)

@@ -1,6 +1,6 @@
 """7. Token counting: ``nbopenai.count_tokens`` against the same tiktoken encoding called directly.
 
-Both sides use the very same ``tiktoken.Encoding`` object (built offline by ``nbopenai._tokens``), so
+Both sides use the very same ``tiktoken.Encoding`` object (built offline by ``nbopenai._core._tokens``), so
 the ratio is exactly what our wrapper adds: the model-to-encoding lookup and the call. The one-off
 cost of building the vocabulary is reported separately (it is paid once per process).
 """
@@ -29,7 +29,7 @@ print(time.perf_counter() - started)
 
 def run(ctx: Context) -> list[Row]:
     import nbopenai
-    from nbopenai._tokens import get_encoding
+    from nbopenai._core._tokens import get_encoding
 
     size = 10_000 if ctx.quick else 1_000_000
     text = mixed_text(size)

@@ -76,7 +76,7 @@ def _kernel_runs(kernel: Kernel, setup: list[str], cell: str, runs: int) -> tupl
 def _in_process(server, prompt: str, runs: int) -> dict[str, list[float]]:
     import nbopenai
     import openai
-    from nbopenai._printer import StdoutSink
+    from nbopenai._turns._printer import StdoutSink
 
     class FirstText(StdoutSink):
         def __init__(self) -> None:

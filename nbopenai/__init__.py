@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._answer import Answer, Usage
-from ._errors import (
+from ._turns._answer import Answer, Usage
+from ._core._errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -38,8 +38,8 @@ from ._errors import (
     UsageError,
 )
 from ._session import Session, current_session, use_session
-from ._settings import Secret, Settings, Timeouts
-from ._tokens import count_tokens
+from ._core._settings import Secret, Settings, Timeouts
+from ._core._tokens import count_tokens
 
 __version__ = "0.1.0"
 

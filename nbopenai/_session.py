@@ -14,22 +14,22 @@ from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from . import _ask
-from ._answer import Answer, Usage
-from ._conversation import ThreadStore
-from ._errors import UsageError
-from ._loop import LoopThread
-from ._retry import RetryPolicy, retry_policy
-from ._settings import LOCAL_MODEL, Settings
+from ._turns import _ask
+from ._turns._answer import Answer, Usage
+from ._turns._conversation import ThreadStore
+from ._core._errors import UsageError
+from ._core._loop import LoopThread
+from ._core._retry import RetryPolicy, retry_policy
+from ._core._settings import LOCAL_MODEL, Settings
 
 if TYPE_CHECKING:
     import openai
 
-    from ._compact import Compaction, ContextWindows
+    from ._turns._compact import Compaction, ContextWindows
     from ._extract._cache import ExtractStore
-    from ._jobs import Job
-    from ._usage import Ledger, UsageRecord
-    from ._prices import PriceTable
+    from ._turns._jobs import Job
+    from ._ledger._usage import Ledger, UsageRecord
+    from ._ledger._prices import PriceTable
 
 __all__ = ["Session", "current_session", "use_session"]
 
@@ -103,7 +103,7 @@ class Session:
         text appears; the IPython extension calls this on load so the kernel is ready by then.
         """
 
-        from ._tokens import encoding_for_model, vocabulary_package
+        from ._core._tokens import encoding_for_model, vocabulary_package
 
         # Only data loading happens in the thread: importing a package from two threads at once
         # can hand one of them a half-initialised module, so imports stay on the caller's thread.
@@ -126,7 +126,7 @@ class Session:
     def client(self) -> "openai.OpenAI":
         with self._clients_lock:
             if self._client is None:
-                from ._client import build_sync_client
+                from ._core._client import build_sync_client
 
                 self._client = build_sync_client(self.settings)
             return self._client
@@ -136,7 +136,7 @@ class Session:
         """The async client; use it only on ``self.loop``."""
         with self._clients_lock:
             if self._async_client is None:
-                from ._client import build_async_client
+                from ._core._client import build_async_client
 
                 self._async_client = build_async_client(self.settings)
             return self._async_client
@@ -158,7 +158,7 @@ class Session:
 
     @cached_property
     def ledger(self) -> "Ledger":
-        from ._usage import Ledger
+        from ._ledger._usage import Ledger
 
         return Ledger(self.settings.resolved_ledger_path)
 
@@ -171,14 +171,14 @@ class Session:
 
     @cached_property
     def prices(self) -> "PriceTable":
-        from ._prices import PriceTable
+        from ._ledger._prices import PriceTable
 
         return PriceTable.load(self.settings.prices_path)
 
     @cached_property
     def context_windows(self) -> "ContextWindows":
         """Context window sizes by model (for the near-limit warning); replace it to add models."""
-        from ._compact import ContextWindows
+        from ._turns._compact import ContextWindows
 
         return ContextWindows.load()
 
@@ -200,7 +200,7 @@ class Session:
         **fields: Any,
     ) -> "UsageRecord":
         """The ledger row of one API call, not yet written (``started``: epoch seconds, default now - latency)."""
-        from ._usage import UsageRecord
+        from ._ledger._usage import UsageRecord
 
         usage = usage or Usage()
         cost = self.prices.cost(model, usage.input, usage.cached, usage.output)
@@ -225,7 +225,7 @@ class Session:
         s = self.settings
         if s.budget_usd is None and s.budget_tokens is None:
             return
-        from ._budget import Budget
+        from ._ledger._budget import Budget
 
         Budget(usd=s.budget_usd, tokens=s.budget_tokens).check(
             self.ledger.totals(session_id=self.session_id),
@@ -250,11 +250,11 @@ class Session:
         ``images`` and ``tools`` are as for ``ask``; the other options are ``AskOptions`` fields.
         """
         if images:
-            from ._images import image_parts
+            from ._turns._images import image_parts
 
             options["content"] = (*options.get("content", ()), *image_parts(images))
         if tools:
-            from ._tools import Toolbox
+            from ._turns._tools import Toolbox
 
             options["tools"] = (*options.get("tools", ()), *Toolbox(tools).specs)
         return _ask.prepare(self, prompt, _ask.AskOptions(**options))
@@ -294,16 +294,16 @@ class Session:
         echo = options.pop("echo", False)
         toolbox = None
         if tools:
-            from ._tools import Toolbox
+            from ._turns._tools import Toolbox
 
             toolbox = Toolbox(tools)
         prepared = self.prepare(prompt, images=images, tools=toolbox.specs if toolbox else (), **options)
         if sink is None and echo:
-            from ._printer import StdoutSink
+            from ._turns._printer import StdoutSink
 
             sink = StdoutSink()
         if toolbox is not None and toolbox.functions:
-            from ._tools import DEFAULT_MAX_TOOL_ROUNDS, run_with_tools
+            from ._turns._tools import DEFAULT_MAX_TOOL_ROUNDS, run_with_tools
 
             rounds = DEFAULT_MAX_TOOL_ROUNDS if max_tool_rounds is None else max_tool_rounds
             return run_with_tools(self, prepared, toolbox, sink, max_tool_rounds=rounds, confirm=confirm)
@@ -313,9 +313,9 @@ class Session:
         """Shrink a long thread on the server (``responses.compact``); it continues from there.
 
         Where the server has no compact endpoint, the thread switches to ``truncation="auto"``.
-        See ``nbopenai._compact.compact``.
+        See ``nbopenai._turns._compact.compact``.
         """
-        from ._compact import compact
+        from ._turns._compact import compact
 
         return compact(self, thread, model=model)
 
@@ -324,7 +324,7 @@ class Session:
 
         The session's loop polls it; ``on_done(job)`` is called (from that loop's thread) when it ends.
         """
-        from ._jobs import submit
+        from ._turns._jobs import submit
 
         tools = options.get("tools") or ()
         if callable(tools) or any(callable(tool) for tool in tools):

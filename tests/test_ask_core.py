@@ -5,7 +5,7 @@ import io
 import pytest
 
 import nbopenai
-from nbopenai._printer import StdoutSink
+from nbopenai._turns._printer import StdoutSink
 
 
 def bodies(server):

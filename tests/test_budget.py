@@ -1,9 +1,9 @@
 import pytest
 
-from nbopenai._budget import Budget
-from nbopenai._errors import BudgetExceeded
-from nbopenai._prices import PriceTable
-from nbopenai._usage import Totals
+from nbopenai._ledger._budget import Budget
+from nbopenai._core._errors import BudgetExceeded
+from nbopenai._ledger._prices import PriceTable
+from nbopenai._ledger._usage import Totals
 
 # $1 per 1M input tokens, so 1,000 tokens cost $0.001; output is dear, to show it is not counted.
 PRICES = PriceTable.with_prices({"m": {"input": 1.0, "cached_input": 0.1, "output": 1000.0}})

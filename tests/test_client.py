@@ -13,7 +13,7 @@ import pytest
 
 import nbopenai
 from nbopenai import Session, Settings, Timeouts
-from nbopenai._retry import RetryPolicy, is_retryable
+from nbopenai._core._retry import RetryPolicy, is_retryable
 
 
 def test_import_loads_neither_ipython_widgets_nor_pandas():
@@ -143,7 +143,7 @@ def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>
 
 
 def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_alone():
-    from nbopenai._client import _refuse_web_pages
+    from nbopenai._core._client import _refuse_web_pages
 
     _refuse_web_pages(_answer(502, "text/html"))  # a gateway's bad minute: left to be retried as a 5xx
     _refuse_web_pages(_answer(200, "application/json", b'{"id": "resp_1"}'))
@@ -154,7 +154,7 @@ def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_
 def test_web_page_check_names_the_server_and_path_but_not_the_query():
     import httpx2
 
-    from nbopenai._client import _refuse_web_pages
+    from nbopenai._core._client import _refuse_web_pages
 
     with pytest.raises(nbopenai.UnexpectedResponse) as missing:
         _refuse_web_pages(_answer(404, "text/html; charset=utf-8"))
@@ -204,7 +204,7 @@ def test_explicit_base_url_wins_over_the_environment():
 
 
 def test_rate_limits_that_say_when_to_return_get_their_own_larger_budget(local_server, make):
-    from nbopenai._retry import RATE_LIMIT_ATTEMPTS
+    from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS
 
     session = make(max_attempts=2)
     local_server.inject("rate_limit", count=RATE_LIMIT_ATTEMPTS - 1, retry_after=0)

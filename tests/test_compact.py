@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import nbopenai
-from nbopenai._compact import ContextWindows, thread_tokens
-from nbopenai._conversation import COMPACTED, Thread, Turn
+from nbopenai._turns._compact import ContextWindows, thread_tokens
+from nbopenai._turns._conversation import COMPACTED, Thread, Turn
 
 
 def requests_to(server, path):

@@ -1,6 +1,6 @@
 """Thread planning: chains, re-runs rewinding, store=false replay."""
 
-from nbopenai._conversation import Thread, Turn
+from nbopenai._turns._conversation import Thread, Turn
 
 
 def turn(n, cell=None):

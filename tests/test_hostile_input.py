@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError as IPythonUsageError
 
 import nbopenai
-from nbopenai._prompt import interpolate
+from nbopenai._turns._prompt import interpolate
 
 SECRET = "TOPSECRET-f00d"  # a value the template never names
 ENV_SECRET = "ENVSECRET-beef"  # an environment variable's value

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import nbopenai  # noqa: E402
-from nbopenai._images import image_part, image_parts, interpolate_with_images  # noqa: E402
+from nbopenai._turns._images import image_part, image_parts, interpolate_with_images  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

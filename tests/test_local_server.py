@@ -19,7 +19,7 @@ from openai import OpenAI
 from openai.lib._parsing._responses import type_to_text_format_param
 from pydantic import BaseModel
 
-from nbopenai._tokens import count_tokens
+from nbopenai._core._tokens import count_tokens
 from nbopenai.local import MARKER, LocalServer, RemoteServer, generate, render_context, start, start_subprocess
 
 

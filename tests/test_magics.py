@@ -17,7 +17,7 @@ from IPython.core.error import UsageError as IPythonUsageError
 from IPython.utils.capture import capture_output
 
 import nbopenai
-from nbopenai._retry import RATE_LIMIT_ATTEMPTS
+from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS
 from nbopenai.ipython._errors import TITLES
 
 from conftest import SECRET_KEY

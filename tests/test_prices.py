@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from nbopenai._errors import ConfigurationError
-from nbopenai._prices import PriceTable, missing_price_note
+from nbopenai._core._errors import ConfigurationError
+from nbopenai._ledger._prices import PriceTable, missing_price_note
 
 SHIPPED_RATES = {
     "gpt-5": (1.25, 0.125, 10.00),

@@ -260,7 +260,7 @@ def test_ledger_files_are_private_even_under_a_permissive_umask(tmp_path, monkey
 KILLED_WRITER = textwrap.dedent(
     """
     import sys
-    from nbopenai._usage import Ledger, UsageRecord
+    from nbopenai._ledger._usage import Ledger, UsageRecord
     ledger = Ledger(sys.argv[1])
     i = 0
     while True:
@@ -288,7 +288,7 @@ def test_a_writer_killed_mid_write_leaves_whole_rows_only(tmp_path):
     finally:
         writer.kill()  # SIGKILL: no cleanup, possibly inside a transaction
         writer.wait(timeout=30)
-    from nbopenai._usage import Ledger
+    from nbopenai._ledger._usage import Ledger
 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -302,7 +302,7 @@ def test_a_writer_killed_mid_write_leaves_whole_rows_only(tmp_path):
 
 
 def test_one_bad_row_does_not_block_the_rows_after_it(tmp_path):
-    from nbopenai._usage import Ledger, UsageRecord
+    from nbopenai._ledger._usage import Ledger, UsageRecord
 
     path = tmp_path / "usage.sqlite3"
     with warnings.catch_warnings():

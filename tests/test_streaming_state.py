@@ -1,6 +1,6 @@
 """StreamState on recorded-shape events: no network, no display."""
 
-from nbopenai._streaming import Completed, Failed, Incomplete, Started, StreamState, TextDelta
+from nbopenai._turns._streaming import Completed, Failed, Incomplete, Started, StreamState, TextDelta
 
 
 def created(rid="resp_1"):

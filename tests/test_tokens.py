@@ -9,8 +9,8 @@ import tiktoken
 import tiktoken.load
 from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS
 
-from nbopenai import _tokens
-from nbopenai._tokens import count_tokens, encoding_for_model, get_encoding
+from nbopenai._core import _tokens
+from nbopenai._core._tokens import count_tokens, encoding_for_model, get_encoding
 
 ENCODINGS = ("o200k_base", "cl100k_base")
 MODEL_FOR = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4"}

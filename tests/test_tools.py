@@ -11,7 +11,7 @@ import pydantic
 import pytest
 
 import nbopenai
-from nbopenai._tools import (
+from nbopenai._turns._tools import (
     DECLINED,
     FunctionTool,
     ToolCall,

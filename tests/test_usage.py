@@ -12,10 +12,10 @@ import warnings
 import pandas as pd
 import pytest
 
-from nbopenai import _usage
-from nbopenai._errors import UsageError
-from nbopenai._prices import PriceTable
-from nbopenai._usage import Ledger, Totals, UsageRecord
+from nbopenai._ledger import _usage
+from nbopenai._core._errors import UsageError
+from nbopenai._ledger._prices import PriceTable
+from nbopenai._ledger._usage import Ledger, Totals, UsageRecord
 
 PRICES = PriceTable.with_prices({"priced": {"input": 1.0, "cached_input": 0.5, "output": 2.0}})
 T0 = 1_750_000_000.0  # 2025-06-15
@@ -268,7 +268,7 @@ WRITER = textwrap.dedent(
     """
     import sys, warnings
     warnings.simplefilter("error")
-    from nbopenai._usage import Ledger, UsageRecord
+    from nbopenai._ledger._usage import Ledger, UsageRecord
     path, name = sys.argv[1], sys.argv[2]
     ledger = Ledger(path)
     print("ready", flush=True)
@@ -450,7 +450,7 @@ def test_plot_without_matplotlib_says_how_to_install(ledger, monkeypatch):
 
 def test_importing_the_core_loads_no_pandas_or_matplotlib():
     code = (
-        "import sys, nbopenai._usage, nbopenai._prices, nbopenai._budget; "
+        "import sys, nbopenai._ledger._usage, nbopenai._ledger._prices, nbopenai._ledger._budget; "
         "print(sorted(m for m in ('pandas', 'matplotlib', 'IPython', 'ipywidgets') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from nbopenai import Answer, Usage
-from nbopenai._streaming import StreamState
+from nbopenai._turns._streaming import StreamState
 from nbopenai.widgets import Throttle
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

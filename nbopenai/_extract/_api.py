@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .._errors import UsageError
-from .._retry import retry_policy
+from .._core._errors import UsageError
+from .._core._retry import retry_policy
 from ._cache import cache_key, store_for
 from ._format import StrictFormat, strict_format
 from ._frame import Column, build_frame, columns_for, source_positions, splice
@@ -238,7 +238,7 @@ def prepare(session: "Session", schema: Any, texts: Any, options: ExtractOptions
 
 
 def _estimate_input_tokens(prepared: Prepared, positions: list[int]) -> int:
-    from .._tokens import count_tokens
+    from .._core._tokens import count_tokens
 
     shared = count_tokens(prepared.instructions + json.dumps(prepared.fmt.schema), prepared.model)
     return sum(shared + count_tokens(prepared.inputs.texts[i] or "", prepared.model) for i in positions)

@@ -26,8 +26,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._answer import Usage
-from .._errors import UsageError, translate
+from .._turns._answer import Usage
+from .._core._errors import UsageError, translate
 from ._cache import store_for
 from ._frame import columns_for
 from ._inputs import Inputs
@@ -259,7 +259,7 @@ class BatchJob:
             usage, cost, ledger_status = Usage(), None, "error"
         self.prepared.results[position] = result
         if write_ledger:
-            from .._usage import UsageRecord
+            from .._ledger._usage import UsageRecord
 
             self._ledger.add(UsageRecord(
                 time=float(body.get("created_at") or time.time()), session_id=self.session.session_id, kind="batch",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .._session import Session
-    from .._settings import Settings
+    from .._core._settings import Settings
 
 __all__ = ["ExtractStore", "cache_key", "store_for", "store_path"]
 

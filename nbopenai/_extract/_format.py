@@ -19,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from .._errors import SchemaError, UsageError
+from .._core._errors import SchemaError, UsageError
 from ._lint import Finding, LintReport, lint_schema
 
 __all__ = ["StrictFormat", "strict_format"]

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import UsageError
+from .._core._errors import UsageError
 
 if TYPE_CHECKING:
     import pandas

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import SchemaError
+from .._core._errors import SchemaError
 
 __all__ = ["Finding", "LintReport", "lint_schema", "MAX_DEPTH", "MAX_PROPERTIES"]
 

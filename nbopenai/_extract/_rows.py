@@ -21,7 +21,7 @@ from typing import Any
 
 import pydantic
 
-from .._answer import Usage
+from .._turns._answer import Usage
 
 __all__ = ["RowResult", "Outcome", "classify", "STATUSES", "FAILED", "validation_message"]
 

@@ -30,16 +30,16 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._answer import Usage
-from .._client import create_response_dict
-from .._errors import translate
-from .._retry import RetryPolicy, reached_server
+from .._turns._answer import Usage
+from .._core._client import create_response_dict
+from .._core._errors import translate
+from .._core._retry import RetryPolicy, reached_server
 from ._progress import Snapshot
 from ._rows import Outcome, RowResult, classify
 
 if TYPE_CHECKING:
     from .._session import Session
-    from .._usage import UsageRecord
+    from .._ledger._usage import UsageRecord
     from ._format import StrictFormat
 
 __all__ = ["AdaptiveLimit", "Tally", "Runner", "drive"]

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._errors import UsageError
+from .._core._errors import UsageError
 
 if TYPE_CHECKING:
     from ._magics import AskMagics

@@ -16,7 +16,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, parse_argstring
 from IPython.utils.process import arg_split
 
-from .._ask import REASONING_EFFORTS
+from .._turns._ask import REASONING_EFFORTS
 
 __all__ = ["FORMATS", "ask_arguments", "ask_options", "attachments", "parse_ask", "parse_line", "text", "tool_loop_options", "variable_name"]
 
@@ -117,7 +117,7 @@ def parse_ask(magic: Callable, line: str) -> tuple[argparse.Namespace, str]:
 
 def attachments(args: argparse.Namespace, namespace: dict[str, Any], parts: tuple[dict, ...]) -> dict[str, Any]:
     """``images`` and ``tools`` for ``Session.prepare``/``ask``: figures from ``{fig}``, ``--image``, ``--tools``."""
-    from .._tools import tools_from_namespace
+    from .._turns._tools import tools_from_namespace
 
     options: dict[str, Any] = {}
     if images := [*parts, *(args.image or [])]:
@@ -129,7 +129,7 @@ def attachments(args: argparse.Namespace, namespace: dict[str, Any], parts: tupl
 
 def tool_loop_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options only a live (not dry-run, not background) ask takes: confirmation and the round cap."""
-    from .._tools import ask_before_running
+    from .._turns._tools import ask_before_running
 
     options: dict[str, Any] = {}
     if args.confirm:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .. import _errors as e
+from .._core import _errors as e
 
 __all__ = ["TITLES", "reported", "render_lines"]
 

@@ -13,8 +13,8 @@ from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int, TraitError, validate
 
-from .. import _errors
-from .._prompt import interpolate
+from .._core import _errors
+from .._turns._prompt import interpolate
 from ._args import parse_line, text, variable_name
 from ._errors import reported
 

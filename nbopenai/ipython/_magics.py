@@ -21,17 +21,17 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, observe, validate
 
-from .._ask import REASONING_EFFORTS
-from .._printer import StdoutSink
-from .._images import interpolate_with_images
+from .._turns._ask import REASONING_EFFORTS
+from .._turns._printer import StdoutSink
+from .._turns._images import interpolate_with_images
 from . import _admin
 from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
 from ._errors import reported
 from ._render import DryRun, answer_bundle
 
 if TYPE_CHECKING:
-    from .._ask import AskSink
-    from .._jobs import Job
+    from .._turns._ask import AskSink
+    from .._turns._jobs import Job
     from .._session import Session
 
 __all__ = ["AskMagics"]

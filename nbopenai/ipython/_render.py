@@ -18,8 +18,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._answer import Answer
-    from .._ask import PreparedAsk
+    from .._turns._answer import Answer
+    from .._turns._ask import PreparedAsk
 
 __all__ = ["DryRun", "answer_bundle", "fenced"]
 

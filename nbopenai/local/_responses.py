@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .. import _tokens
+from .._core import _tokens
 from . import _demo
 from ._errors import ApiError, not_found
 from ._faults import Fault, context_length_error, server_error_message

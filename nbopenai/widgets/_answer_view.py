@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from ._throttle import Throttle
 
 if TYPE_CHECKING:
-    from .._answer import Answer
-    from .._streaming import StreamState
+    from .._turns._answer import Answer
+    from .._turns._streaming import StreamState
 
 __all__ = ["AnswerView"]
 

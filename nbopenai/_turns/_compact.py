@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._answer import Usage
 from ._conversation import COMPACTED, Thread, Turn
-from ._errors import UsageError, translate
-from ._retry import reached_server
+from .._core._errors import UsageError, translate
+from .._core._retry import reached_server
 
 if TYPE_CHECKING:
-    from ._session import Session
+    from .._session import Session
 
 __all__ = ["WARN_AT", "ContextWindows", "Compaction", "thread_tokens", "near_limit_warning", "compact"]
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._tokens import count_tokens
+from .._core._tokens import count_tokens
 
 __all__ = ["interpolate", "preview", "PREVIEW_TOKEN_BUDGET"]
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from ._answer import Answer, Usage
 from ._ask import _Attempts, state_of
 from ._conversation import Turn
-from ._errors import NbOpenAIError, UsageError, translate
+from .._core._errors import NbOpenAIError, UsageError, translate
 
 if TYPE_CHECKING:
     from ._ask import PreparedAsk
-    from ._session import Session
+    from .._session import Session
 
 __all__ = ["Job", "submit", "TERMINAL"]
 

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._answer import Answer, Usage
 from ._conversation import Plan, Thread, Turn
 from ._compact import near_limit_warning
-from ._prices import missing_price_note
-from ._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UsageError, translate
-from ._retry import reached_server
+from .._ledger._prices import missing_price_note
+from .._core._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UsageError, translate
+from .._core._retry import reached_server
 from ._streaming import StreamState, TextDelta
-from ._tokens import count_tokens
+from .._core._tokens import count_tokens
 
 if TYPE_CHECKING:
-    from ._session import Session
+    from .._session import Session
 
 __all__ = [
     "AskOptions",

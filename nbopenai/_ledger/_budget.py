@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._errors import BudgetExceeded
+from .._core._errors import BudgetExceeded
 
 if TYPE_CHECKING:
     from ._prices import PriceTable

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import ConfigurationError
+from .._core._errors import ConfigurationError
 
 __all__ = ["Price", "PriceTable", "missing_price_note"]
 

@@ -21,7 +21,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import UsageError
+from .._core._errors import UsageError
 
 if TYPE_CHECKING:
     import pandas

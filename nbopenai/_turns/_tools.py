@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from ._ask import NullSink, PriorRounds, output_items, record_round, send, finish
-from ._errors import SchemaError, UsageError
+from .._core._errors import SchemaError, UsageError
 from ._prompt import preview
 
 if TYPE_CHECKING:
     from ._answer import Answer
     from ._ask import AskSink, PreparedAsk
-    from ._session import Session
+    from .._session import Session
 
 __all__ = [
     "DEFAULT_MAX_TOOL_ROUNDS",
@@ -364,7 +364,7 @@ def _schema(
     """(schema, strict, why not strict): the strict schema when it can be, the plain one otherwise."""
     from openai.lib._pydantic import to_strict_json_schema
 
-    from ._extract._lint import lint_schema
+    from .._extract._lint import lint_schema
 
     if strict is False:
         return _without_titles(loose_schema), False, "strict=False was asked for"

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._errors import UsageError
+from .._core._errors import UsageError
 from ._prompt import interpolate
 
 __all__ = ["MAX_IMAGE_BYTES", "image_part", "image_parts", "is_image", "interpolate_with_images"]

@@ -1,0 +1,1 @@
+"""Usage: the ledger, prices and budgets."""

@@ -1,0 +1,1 @@
+"""Conversation turns: requests, streaming, threads, tools, background jobs, compaction."""
