@@ -7,7 +7,10 @@ import datetime as dt
 import enum
 import http.client
 import json
+import re
 import socket
+import subprocess
+import sys
 import time
 from typing import Literal, Optional
 
@@ -20,7 +23,16 @@ from openai.lib._parsing._responses import type_to_text_format_param
 from pydantic import BaseModel
 
 from nbopenai._core._tokens import count_tokens
-from nbopenai.local import MARKER, LocalServer, RemoteServer, generate, render_context, start, start_subprocess
+from nbopenai.local import (
+    MARKER,
+    LocalServer,
+    RemoteServer,
+    SubprocessServer,
+    generate,
+    render_context,
+    start,
+    start_subprocess,
+)
 
 
 @pytest.fixture(scope="module")
@@ -712,3 +724,104 @@ def test_subprocess_server():
                 sdk.responses.create(model="nbopenai-local", input="hi")
         assert [r.fault for r in child.requests] == [None, "rate_limit"]
     assert child.process.poll() is not None
+
+
+# --- rate limits, enforced as the API enforces them ----------------------------------------------
+
+RATE_HEADERS = [f"x-ratelimit-{what}-{unit}" for unit in ("requests", "tokens")
+                for what in ("limit", "remaining", "reset")]
+GO_DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")
+TRY_AGAIN = re.compile(r"Please try again in (\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)\.")
+
+
+def test_rate_limit_headers_are_on_every_response(server, client):
+    server.configure(rpm=600, tpm=100_000)
+    answers = [
+        client.responses.with_raw_response.create(model="nbopenai-local", input="hi"),
+        client.models.with_raw_response.list(),
+        _raw(server, "GET", "/v1/responses/resp_missing"),
+        _raw(server, "POST", "/v1/responses", content=b"{not json", headers={"content-type": "application/json"}),
+    ]
+    stream = client.responses.with_raw_response.create(model="nbopenai-local", input="hi", stream=True)
+    answers.append(stream)
+    for answer in answers:
+        headers = answer.headers
+        assert [name for name in RATE_HEADERS if name not in headers] == [], headers
+        assert headers["x-ratelimit-limit-requests"] == "600" and headers["x-ratelimit-limit-tokens"] == "100000"
+        assert GO_DURATION.match(headers["x-ratelimit-reset-requests"])
+        assert GO_DURATION.match(headers["x-ratelimit-reset-tokens"])
+    # The first request took one request: at most a little refilled since.
+    assert int(answers[0].headers["x-ratelimit-remaining-requests"]) in (599, 600)
+    server.configure(rpm=None, tpm=None)
+    assert not [name for name in client.models.with_raw_response.list().headers if name.startswith("x-ratelimit-")]
+
+
+def test_requests_over_the_rpm_get_the_apis_429_without_retry_after(server, client):
+    # 6 a minute, spread over a 1 s window: one request now, the next in 10 s.
+    server.configure(rpm=6)
+    client.responses.create(model="nbopenai-local", input="hi")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.responses.create(model="gpt-4.1-mini", input="hi")
+    error = caught.value
+    assert (error.status_code, error.code, error.type, error.param) == (429, "rate_limit_exceeded", "requests", None)
+    assert "retry-after" not in error.response.headers and "retry-after-ms" not in error.response.headers
+    assert error.body["message"].startswith("Rate limit reached for gpt-4.1-mini in organization ")
+    assert "on requests per min (RPM): Limit 6, Used 1, Requested 1." in error.body["message"]
+    wait = TRY_AGAIN.search(error.body["message"])
+    assert wait is not None and wait.group(1) is None and wait.group(2) is None  # under a minute: 10 s at most
+    assert 0 < float(wait.group(3).rstrip("ms")) * (0.001 if wait.group(3).endswith("ms") else 1) <= 10
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "5"
+    # The 429 cost nothing, is recorded as the `rate_limit` it is, and other routes are not limited.
+    assert [r.fault for r in server.requests] == [None, "rate_limit"]
+    assert client.responses.input_tokens.count(model="nbopenai-local", input="hi").input_tokens > 0
+
+
+def test_chat_completions_share_the_limit(server, client):
+    server.configure(rpm=6)
+    client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="nbopenai-local", input="hi")
+
+
+def test_tokens_count_the_prompt_and_max_output_tokens(server, client):
+    server.configure(tpm=2000, rate_limit_window=60)  # the whole minute at once: 2,000 tokens
+    cost = count_tokens("user: Hello there\n") + 900
+    ask = {"model": "nbopenai-local", "input": "Hello there", "max_output_tokens": 900}
+    first = client.responses.with_raw_response.create(**ask)
+    assert 2000 - cost <= int(first.headers["x-ratelimit-remaining-tokens"]) <= 2000 - cost + 2  # refilled 33 a second
+    client.responses.create(model="nbopenai-local", input="Hello there", max_output_tokens=900)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.responses.create(model="nbopenai-local", input="Hello there", max_output_tokens=900)
+    assert caught.value.type == "tokens" and "retry-after" not in caught.value.response.headers
+    message = caught.value.body["message"]
+    used = re.search(rf"on tokens per min \(TPM\): Limit 2000, Used (\d+), Requested {cost}\.", message)
+    assert used is not None and 2 * cost - 10 <= int(used.group(1)) <= 2 * cost  # less what refilled meanwhile
+    assert TRY_AGAIN.search(message)
+    # A request larger than the whole minute's allowance can never pass: the API says so.
+    with pytest.raises(openai.RateLimitError) as too_large:
+        client.responses.create(model="nbopenai-local", input="Hello there", max_output_tokens=5000)
+    assert too_large.value.body["message"].startswith("Request too large for nbopenai-local")
+
+
+def test_a_request_larger_than_the_window_passes_when_the_window_is_full(server, client):
+    server.configure(tpm=60_000)  # 1,000 tokens a second
+    assert client.responses.create(model="nbopenai-local", input="hi", max_output_tokens=3000).status == "completed"
+
+
+def test_rate_limit_settings_are_checked(server):
+    for bad in ({"rpm": 0}, {"tpm": -5}, {"rpm": 1.5}, {"rate_limit_window": 0}):
+        with pytest.raises(ValueError):
+            server.configure(**bad)
+
+
+def test_command_line_rate_limits():
+    command = [sys.executable, "-m", "nbopenai.local", "--port", "0", "--rpm", "6", "--tpm", "50000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    with SubprocessServer(process.stdout.readline().decode().strip(), process) as child:
+        assert child.config["rpm"] == 6 and child.config["tpm"] == 50000
+        with OpenAI(api_key="local", base_url=child.base_url, max_retries=0) as sdk:
+            raw = sdk.responses.with_raw_response.create(model="nbopenai-local", input="hi")
+            assert raw.headers["x-ratelimit-limit-requests"] == "6"
+            assert raw.headers["x-ratelimit-limit-tokens"] == "50000"
+            with pytest.raises(openai.RateLimitError):
+                sdk.responses.create(model="nbopenai-local", input="hi")

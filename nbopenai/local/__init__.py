@@ -13,6 +13,13 @@ to it unchanged (strict response validation included)::
 
 Or from a shell: ``python -m nbopenai.local --port 8787`` (prints the base URL, serves until killed).
 The demo model's rules are in ``nbopenai.local._demo``; fault kinds in ``nbopenai.local._faults``.
+
+Rate limits, off by default, as the API enforces them (details in ``nbopenai.local._limits``):
+``start(rpm=3000, tpm=200_000)``, ``server.configure(rpm=..., tpm=..., rate_limit_window=1.0)`` or
+``python -m nbopenai.local --rpm 3000 --tpm 200000``. A minute's allowance is spread over
+``rate_limit_window`` seconds; every answer carries the six ``x-ratelimit-*`` headers; a request over
+a limit gets the API's 429 with "Please try again in 120ms." in its message and no ``retry-after``.
+A request costs one request and its prompt's tokens plus its ``max_output_tokens``.
 """
 
 from ._demo import MARKER

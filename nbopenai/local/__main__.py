@@ -21,9 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=None, help="characters per text delta (default: one word)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random faults")
     parser.add_argument("--require-api-key", default=None, help="answer 401 unless this key is sent")
+    parser.add_argument("--rpm", type=int, default=None,
+                        help="enforce this many requests per minute, as the API does (429s, x-ratelimit-* headers)")
+    parser.add_argument("--tpm", type=int, default=None,
+                        help="enforce this many tokens per minute (a request's prompt + its max_output_tokens)")
     parser.add_argument("--config", default="{}", help="other settings as a JSON object, e.g. '{\"fault_rate\": 0.1}'")
     args = parser.parse_args(argv)
     config = {"latency": args.latency, "chunk_delay": args.chunk_delay, "chunk_size": args.chunk_size, "seed": args.seed}
+    for name in ("rpm", "tpm"):
+        if getattr(args, name) is not None:
+            config[name] = getattr(args, name)
     if args.require_api_key is not None:
         config["require_api_key"] = args.require_api_key
     config.update(json.loads(args.config))

@@ -33,7 +33,7 @@ def _content_text(content: Any) -> Any:
     return content or ""
 
 
-def _to_responses_body(body: dict[str, Any]) -> dict[str, Any]:
+def responses_body(body: dict[str, Any]) -> dict[str, Any]:
     """The create-response body equivalent to a chat completions body."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -107,7 +107,7 @@ def chat_completions(request: Request) -> Reply:
     body = request.body
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
-    turn = prepare(_to_responses_body(body), request.state)
+    turn = prepare(responses_body(body), request.state)
     output = run_model(turn, request.state.config, request.fault)
     answer_computed(request.state, turn, output.items)
     completion_id, created = "chatcmpl-" + new_id("x")[2:34], int(time.time())

@@ -21,9 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .._core._tokens import count_tokens
 from . import _chat, _routes
 from ._errors import ApiError, error_body
-from ._faults import Fault, http_error_for, not_json_reply, parse_fault_header, unauthorized_error
+from ._faults import MODEL_ROUTES, Fault, http_error_for, not_json_reply, parse_fault_header, unauthorized_error
+from ._items import normalize_input, render_context
 from ._responses import DROP, Event
 from ._routes import Reply, Request, Route
 from ._state import RecordedRequest, State
@@ -97,6 +99,23 @@ class LocalHTTPServer(ThreadingHTTPServer):
         traceback.print_exc()
 
 
+def _token_cost(path: str, body: Any) -> int:
+    """What the API charges a request against the TPM limit before running it: its prompt plus ``max_output_tokens``."""
+    if not isinstance(body, dict):
+        return 0
+    try:
+        if path == "/v1/chat/completions":
+            body = _chat.responses_body(body)
+        items = normalize_input(body.get("input"))
+    except ApiError:
+        return 0  # the route answers the 400
+    instructions = body.get("instructions") if isinstance(body.get("instructions"), str) else None
+    limit = body.get("max_output_tokens")
+    reserved = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 0
+    model = body.get("model") if isinstance(body.get("model"), str) else ""
+    return count_tokens(render_context(instructions, items), model) + reserved
+
+
 def _sse_bytes(event: Event) -> bytes:
     data = event.data if isinstance(event.data, str) else json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
     head = f"event: {event.name}\n" if event.name else ""
@@ -155,6 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault: Fault | None = None
         try:
             body = self._parse_json(raw, headers)
+            self._admit(path, body)
             if headers.get("x-nbopenai-fault"):
                 try:
                     fault = parse_fault_header(headers["x-nbopenai-fault"])
@@ -164,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
                 config = state.config
                 fault = state.faults.take(self.command, path, rate=config.fault_rate, kinds=tuple(config.fault_kinds))
         except ApiError as error:
-            state.record(RecordedRequest(self.command, path, headers, None, len(raw), started))
+            limited = "rate_limit" if error.code == "rate_limit_exceeded" else None
+            kept = body if limited else None
+            state.record(RecordedRequest(self.command, path, headers, kept, len(raw), started, limited))
             self._send_error(error, request_id)
             return
         state.record(RecordedRequest(self.command, path, headers, body, len(raw), started, fault.kind if fault else None))
@@ -182,6 +204,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(ApiError(500, "The offline server failed on this request (see its stderr).", type="server_error"), request_id)
             return
         self._send_reply(reply, request_id, started)
+
+    def _admit(self, path: str, body: Any) -> None:
+        """Charge a model request to the rate limits (when set), or raise the 429 the API would send."""
+        state = self.server.state
+        config = state.config
+        if not (config.rpm or config.tpm) or (self.command, path) not in MODEL_ROUTES:
+            return
+        model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else "this model"
+        error = state.limits.admit(config, _token_cost(path, body) if config.tpm else 0, model)
+        if error is not None:
+            raise error
 
     def _before_first_byte(self, path: str, headers: dict[str, str], body: Any, fault: Fault | None) -> None:
         config = self.server.state.config
@@ -284,20 +317,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(status, payload, request_id)
 
-    def _common_headers(self, request_id: str, started: float | None = None) -> None:
-        self.send_header("x-request-id", request_id)
-        self.send_header("openai-version", "2020-10-01")
+    def _common_headers(self, request_id: str, started: float | None, headers: dict[str, str]) -> None:
+        """The headers of every answer (the rate-limit ones too), then ``headers``, which take precedence."""
+        state = self.server.state
+        common = {"x-request-id": request_id, "openai-version": "2020-10-01", **state.limits.headers(state.config)}
         if started is not None:
-            self.send_header("openai-processing-ms", str(int((time.monotonic() - started) * 1000)))
+            common["openai-processing-ms"] = str(int((time.monotonic() - started) * 1000))
+        for name, value in {**common, **headers}.items():
+            self.send_header(name, value)
 
     def _send_json(self, status: int, payload: Any, request_id: str, headers: dict[str, str] | None = None, started: float | None = None) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self._common_headers(request_id, started)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
+        self._common_headers(request_id, started, headers or {})
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -314,9 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.content)))
-            self._common_headers(request_id, started)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
+            self._common_headers(request_id, started, reply.headers)
             self.end_headers()
             self.wfile.write(reply.content)
             self.wfile.flush()
@@ -330,9 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
-            self._common_headers(request_id, started)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
+            self._common_headers(request_id, started, reply.headers)
             self.end_headers()
             state = self.server.state
             for event in events:

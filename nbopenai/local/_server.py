@@ -64,7 +64,8 @@ class LocalServer:
     **config
         Initial settings (see ``configure``): ``latency``, ``chunk_delay``, ``chunk_size``, ``seed``,
         ``fault_rate``, ``fault_kinds``, ``answer_tokens``, ``require_api_key``, ``context_window``,
-        ``max_body_bytes``, ``background_delay``.
+        ``max_body_bytes``, ``background_delay``, ``rpm``, ``tpm``, ``rate_limit_window`` (rate limits:
+        see ``nbopenai.local._limits``).
 
     Examples
     --------

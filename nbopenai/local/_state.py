@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._faults import FaultQueue, check_kind
+from ._limits import RateLimits
 from ._prompt_cache import PromptCache
 
 __all__ = ["Config", "RecordedRequest", "State", "StoredResponse", "new_id"]
@@ -39,6 +40,10 @@ class Config:
     # Prompt caching as the API does it (see _prompt_cache): hits from this many tokens, in blocks.
     cache_min_tokens: int = 1024
     cache_block_tokens: int = 128
+    # Rate limits as the API enforces them (see _limits): None is no limit.
+    rpm: int | None = None
+    tpm: int | None = None
+    rate_limit_window: float = 1.0  # seconds over which a minute's allowance is spread
 
     def update(self, **changes: Any) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -50,6 +55,11 @@ class Config:
                 value = tuple(value)
                 for kind in value:
                     check_kind(kind)
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if name in ("rpm", "tpm") and value is not None and not (whole and value >= 1):
+                raise ValueError(f"{name} must be a positive whole number (a limit per minute) or None; got {value!r}")
+            if name == "rate_limit_window" and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"rate_limit_window must be a positive number of seconds; got {value!r}")
             setattr(self, name, value)
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +122,7 @@ class State:
         self.requests: list[RecordedRequest] = []
         self.faults = FaultQueue(seed=self.config.seed)
         self.prompt_cache = PromptCache()
+        self.limits = RateLimits()
         # Other route modules (files, batches) keep their own tables here, keyed by module name.
         self.extensions: dict[str, Any] = {}
 
@@ -140,6 +151,7 @@ class State:
             self.extensions.clear()
             self.faults = FaultQueue(seed=self.config.seed)
             self.prompt_cache.clear()
+            self.limits = RateLimits()
 
     def new_conversation(self, metadata: dict[str, str] | None, items: list[dict[str, Any]]) -> Conversation:
         conversation = Conversation(new_id("conv"), int(time.time()), dict(metadata or {}), list(items))
