@@ -1,15 +1,17 @@
 """``Session``: the object that owns a client pair, the threads, the ledger and the event loop.
 
 Nothing in nbopenai keeps state at module level; everything a kernel remembers lives here. The
-IPython extension holds one session; scripts make their own (``nbopenai.Session()``) or use the
-*current* one that ``nbopenai.ask`` falls back to.
+IPython extension holds one session; scripts make their own (``nbopenai.Session()``) and call
+``session.ask``, or use the *current* one that ``nbopenai.ask`` falls back to (see ``_Current``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -20,7 +22,7 @@ from ._turns._conversation import ThreadStore
 from ._core._errors import UsageError
 from ._core._loop import LoopThread
 from ._core._retry import RetryPolicy, retry_policy
-from ._core._settings import LOCAL_MODEL, Settings
+from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings
 
 if TYPE_CHECKING:
     import openai
@@ -49,6 +51,13 @@ class Session:
     **overrides
         Any ``Settings`` field, e.g. ``model="gpt-4.1"``, ``store=False``, ``ledger_path=":memory:"``.
 
+    Settings read from the environment follow it: after ``os.environ["OPENAI_API_KEY"] = ...`` the
+    next request uses the new key (likewise ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``,
+    ``OPENAI_PROJECT_ID``), unless that setting was given explicitly (here or with ``configure``).
+
+    The newest session is the one ``nbopenai.ask`` uses, unless the IPython extension's is loaded;
+    inside ``with session:`` it is that session (closed at the end of the block).
+
     Examples
     --------
     >>> s = Session(local=True, ledger_path=":memory:")
@@ -59,6 +68,8 @@ class Session:
     def __init__(self, settings: Settings | None = None, *, local: bool = False, **overrides: Any) -> None:
         base = settings or Settings.from_env()
         self.settings = base.replace(**overrides) if overrides else base
+        # Only what came from the environment follows it; explicit settings stay as given.
+        self._environment = EnvironmentWatch(() if settings is not None else set(ENVIRONMENT) - set(overrides))
         self.session_id = uuid.uuid4().hex[:12]
         self.threads = ThreadStore(store=self.settings.store)
         self.loop = LoopThread(name=f"nbopenai-{self.session_id}")
@@ -69,11 +80,29 @@ class Session:
         self.jobs: list[Job] = []
         if local:
             self.use_local(model=overrides.get("model"))
+        _current.made(self)
 
     # ---- configuration -------------------------------------------------------------------
 
     def configure(self, **changes: Any) -> Settings:
-        """Change settings; clients are rebuilt only when a network setting changed."""
+        """Change settings; clients are rebuilt only when a network setting changed.
+
+        A setting changed here no longer follows its environment variable.
+        """
+        self._environment.forget(changes)
+        return self._apply(changes)
+
+    def follow_environment(self) -> bool:
+        """Take up environment variables changed since the settings were read; ``True`` if any were.
+
+        Called before each request, so a key fixed in a running kernel is used without a restart.
+        """
+        changes = self._environment.changes()
+        if changes:
+            self._apply(changes)
+        return bool(changes)
+
+    def _apply(self, changes: dict[str, Any]) -> Settings:
         new = self.settings.replace(**changes)
         if any(getattr(new, f) != getattr(self.settings, f) for f in _NETWORK_FIELDS):
             self._drop_clients()
@@ -257,6 +286,7 @@ class Session:
             from ._turns._tools import Toolbox
 
             options["tools"] = (*options.get("tools", ()), *Toolbox(tools).specs)
+        self.follow_environment()
         return _ask.prepare(self, prompt, _ask.AskOptions(**options))
 
     def ask(
@@ -317,6 +347,7 @@ class Session:
         """
         from ._turns._compact import compact
 
+        self.follow_environment()
         return compact(self, thread, model=model)
 
     def submit(self, prompt: str, *, on_done=None, **options: Any) -> "Job":
@@ -344,6 +375,7 @@ class Session:
     # ---- life cycle -----------------------------------------------------------------------
 
     def close(self) -> None:
+        _current.closed(self)
         self._drop_clients()
         self.loop.close()
         if self.local_server is not None:
@@ -354,9 +386,12 @@ class Session:
                 opened.close()
 
     def __enter__(self) -> "Session":
+        """``with session:``: the block's current session (for ``nbopenai.ask``); closed when it ends."""
+        _current.enter(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        _current.leave(self)
         self.close()
 
     def __repr__(self) -> str:
@@ -366,21 +401,65 @@ class Session:
 
 
 class _Current:
-    """The session that module-level helpers (``nbopenai.ask``) use; set by the IPython extension."""
+    """Which session ``nbopenai.ask`` (``extract``, ``usage``...) uses when given none. In order:
+
+    1. the session of the innermost ``with session:`` block (in this thread or task);
+    2. the one set with ``use_session`` (the IPython extension sets its own: ``%%ask`` and
+       ``nbopenai.ask`` then share threads and settings);
+    3. the newest ``Session`` made and not closed (held weakly: being current keeps none alive);
+    4. else one made from the environment on first use.
+    """
 
     def __init__(self) -> None:
-        self._session: Session | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RLock: the session made in `get` registers itself via `made`
+        self._blocks: contextvars.ContextVar[tuple[Session, ...]] = contextvars.ContextVar("nbopenai_blocks", default=())
+        self._chosen: Session | None = None
+        self._made: list[weakref.ref[Session]] = []  # oldest first; closed ones are removed
+        self._default: Session | None = None  # made by `get`: kept alive here, as nobody else holds it
 
     def get(self) -> Session:
+        if blocks := self._blocks.get():
+            return blocks[-1]
         with self._lock:
-            if self._session is None:
-                self._session = Session()
-            return self._session
+            if self._chosen is not None:
+                return self._chosen
+            newest = self._newest()
+            if newest is None:
+                newest = self._default = Session()  # `made` makes it the newest, until another is made
+            return newest
 
     def set(self, session: Session | None) -> None:
         with self._lock:
-            self._session = session
+            self._chosen = session
+
+    def _newest(self) -> Session | None:
+        while self._made:
+            if (session := self._made[-1]()) is not None:
+                return session
+            self._made.pop()
+        return None
+
+    def made(self, session: Session) -> None:
+        with self._lock:
+            self._made = [ref for ref in self._made if ref() is not None]  # bounded by the live sessions
+            self._made.append(weakref.ref(session))
+
+    def closed(self, session: Session) -> None:
+        with self._lock:
+            if self._chosen is session:
+                self._chosen = None
+            self._made = [ref for ref in self._made if ref() not in (session, None)]
+            if self._default is session:
+                self._default = None
+
+    def enter(self, session: Session) -> None:
+        self._blocks.set((*self._blocks.get(), session))
+
+    def leave(self, session: Session) -> None:
+        blocks = list(self._blocks.get())
+        if session in blocks:  # the innermost entry of this session
+            del blocks[len(blocks) - 1 - blocks[::-1].index(session)]
+        self._blocks.set(tuple(blocks))
 
 
 # The one piece of module state: a pointer to the current session, like matplotlib's current
@@ -389,10 +468,10 @@ _current = _Current()
 
 
 def current_session() -> Session:
-    """The session ``nbopenai.ask``/``extract``/``usage`` use (created from the environment on first use)."""
+    """The session ``nbopenai.ask``/``extract``/``usage`` use: see ``_Current`` for the order."""
     return _current.get()
 
 
 def use_session(session: Session | None) -> None:
-    """Make ``session`` the current one (the IPython extension does this on load)."""
+    """Make ``session`` current until changed (the IPython extension does this on load); ``None`` undoes it."""
     _current.set(session)

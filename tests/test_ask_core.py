@@ -168,3 +168,41 @@ def test_module_level_ask_uses_the_current_session(local_server, make):
         assert len(nbopenai.usage()) == 1
     finally:
         nbopenai.use_session(None)
+
+
+def test_module_level_ask_uses_the_session_just_made(local_server, make):
+    """A script: `session = Session(...)` then `nbopenai.ask(...)` asks in that session, not a new one."""
+    older = make()
+    session = make()
+    assert nbopenai.ask("My name is Ada.").thread == "default"
+    assert len(session.usage()) == 1 and len(older.usage()) == 0
+    with older:  # current inside the block, closed after it
+        assert nbopenai.current_session() is older
+        nbopenai.ask("hello")
+        assert len(older.usage()) == 1
+    assert nbopenai.current_session() is session  # the newest still open
+    assert "Your name is Ada." in nbopenai.ask("What is my name?").text
+
+
+def test_settings_from_the_environment_follow_it_explicit_ones_do_not(local_server, monkeypatch):
+    """A key fixed after a 401 (`os.environ[...] = ...`) reaches the next request; one given explicitly stays."""
+    local_server.configure(require_api_key="sk-right-" + "k" * 24)
+    monkeypatch.setenv("OPENAI_BASE_URL", local_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-" + "w" * 24)
+    followed = nbopenai.Session(model="nbopenai-local", ledger_path=":memory:")
+    explicit = nbopenai.Session(model="nbopenai-local", ledger_path=":memory:", api_key="sk-given-" + "g" * 24)
+    try:
+        with pytest.raises(nbopenai.AuthenticationError) as refused:
+            followed.ask("hello")
+        assert "os.environ['OPENAI_API_KEY']" in refused.value.hint and "no restart" in refused.value.hint
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-right-" + "k" * 24)
+        assert followed.ask("hello").status == "completed"
+        assert "kkkk" in repr(followed)
+        with pytest.raises(nbopenai.AuthenticationError):
+            explicit.ask("hello")  # given as api_key=...: the environment does not override it
+        followed.configure(api_key="sk-other-" + "o" * 24)  # set explicitly from now on
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-right-" + "k" * 24 + "x")
+        assert followed.follow_environment() is False and "oooo" in repr(followed)
+    finally:
+        followed.close()
+        explicit.close()

@@ -548,3 +548,53 @@ def test_an_unknown_tool_name_is_a_usage_error_and_nothing_is_sent(ip, local_ser
         ip.run_cell("%%ask --tools nope\nuse nope")
     assert "nope" in str(caught.value)
     assert [r for r in local_server.requests if r.path == "/v1/responses"] == []
+
+
+# ---- the session's life in a kernel ---------------------------------------------------------------
+
+
+def test_a_key_fixed_in_the_kernel_after_a_401_is_used_without_a_restart(ip, local_server):
+    right = "sk-right-" + "R1ghtK3y" * 3
+    local_server.configure(require_api_key=right)
+    with capture_output() as refused, pytest.raises(nbopenai.AuthenticationError):
+        ip.run_cell("%ask Hello")
+    assert "os.environ['OPENAI_API_KEY']" in refused.stdout and "no restart" in refused.stdout
+    ip.run_cell(f"import os\nos.environ['OPENAI_API_KEY'] = {right!r}")
+    status = run(ip, "%nbopenai status")
+    assert f"sk-...{right[-4:]}" in status and right not in status
+    assert "Hello" in run(ip, "%ask Hello")
+    assert local_server.requests[-1].headers["authorization"] == f"Bearer {right}"
+
+
+def test_a_base_url_changed_in_the_kernel_is_used_by_the_next_ask(ip, local_server):
+    from nbopenai.local import start
+
+    with start() as other:
+        ip.run_cell(f"import os\nos.environ['OPENAI_BASE_URL'] = {other.base_url!r}")
+        assert other.base_url in run(ip, "%nbopenai status")
+        run(ip, "%ask Hello")
+        assert len(other.requests) == 1 and asks(local_server) == []
+
+
+def test_reload_ext_keeps_the_session(ip):
+    run(ip, "%nbopenai local")
+    session = magics_of(ip).session
+    run(ip, "%ask My name is Ada.")
+    ip.run_cell("%config AskMagics.instructions = 'Be brief.'")
+    ip.run_cell("%reload_ext nbopenai")
+    assert magics_of(ip).session is session and nbopenai.current_session() is session
+    assert session.local_server is not None and session.settings.instructions == "Be brief."
+    assert "Your name is Ada." in run(ip, "%ask What is my name?")  # same thread, same server
+    assert len(session.usage()) == 2
+
+
+def test_ask_in_python_uses_the_extensions_session_unless_in_a_with_block(ip, local_server):
+    ip.run_cell(
+        "import nbopenai\n"
+        f"mine = nbopenai.Session(base_url={local_server.base_url!r}, model='nbopenai-local', ledger_path=':memory:')\n"
+        "nbopenai.ask('hello')\n"
+        "with mine:\n"
+        "    nbopenai.ask('hello')\n"
+        "    inside = len(mine.usage())\n"
+    )
+    assert len(magics_of(ip).session.usage()) == 1 and ip.user_ns["inside"] == 1

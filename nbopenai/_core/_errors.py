@@ -77,8 +77,9 @@ class NbOpenAIError(Exception):
 
 class ConfigurationError(NbOpenAIError):
     hint = (
-        "Set OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible endpoint), "
-        "or run `%nbopenai local` / `nbopenai.Session(local=True)` for the offline demo server."
+        "Set OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible endpoint) before starting, or in the running "
+        "kernel: `os.environ['OPENAI_API_KEY'] = getpass.getpass()`; the next ask uses it. For the offline demo "
+        "server: `%nbopenai local`, or `session = nbopenai.Session(local=True)` then `session.ask(...)`."
     )
 
 
@@ -116,7 +117,12 @@ class APIError(NbOpenAIError):
 
 
 class AuthenticationError(APIError):
-    hint = "Check OPENAI_API_KEY (and OPENAI_BASE_URL): the server did not accept the key."
+    hint = (
+        "The server did not accept the key. Set the right one in the running kernel, "
+        "`os.environ['OPENAI_API_KEY'] = getpass.getpass()` (or OPENAI_BASE_URL for another endpoint): "
+        "the next ask uses it, no restart needed. A key given as `Session(api_key=...)` changes with "
+        "`session.configure(api_key=...)`."
+    )
 
 
 class RateLimitError(APIError):

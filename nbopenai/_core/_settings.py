@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Secret", "Timeouts", "Settings", "default_data_dir"]
+__all__ = ["ENVIRONMENT", "EnvironmentWatch", "Secret", "Timeouts", "Settings", "default_data_dir", "environment_values"]
 
 LOCAL_MODEL = "nbopenai-local"
+
+# The environment variable each setting is read from (``Settings.from_env``).
+ENVIRONMENT = {
+    "api_key": "OPENAI_API_KEY",
+    "base_url": "OPENAI_BASE_URL",
+    "organization": "OPENAI_ORG_ID",
+    "project": "OPENAI_PROJECT_ID",
+    "model": "NBOPENAI_MODEL",
+}
 DEFAULT_MODEL = "gpt-4.1-mini"
 
 
@@ -133,20 +144,9 @@ class Settings:
             raise ValueError("update_rate must be positive")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Settings from ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and ``NBOPENAI_MODEL``; ``overrides`` win."""
-        env = os.environ if env is None else env
-        values: dict = {}
-        if key := env.get("OPENAI_API_KEY"):
-            values["api_key"] = Secret(key)
-        if url := env.get("OPENAI_BASE_URL"):
-            values["base_url"] = url
-        if org := env.get("OPENAI_ORG_ID"):
-            values["organization"] = org
-        if project := env.get("OPENAI_PROJECT_ID"):
-            values["project"] = project
-        if model := env.get("NBOPENAI_MODEL"):
-            values["model"] = model
+        values = environment_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -158,3 +158,49 @@ class Settings:
         if self.ledger_path:
             return self.ledger_path
         return str(default_data_dir() / "usage.sqlite3")
+
+
+def environment_values(env: Mapping[str, str] | None = None, fields: Iterable[str] = ENVIRONMENT) -> dict[str, Any]:
+    """The settings among ``fields`` that ``env`` (default ``os.environ``) sets; an empty variable sets nothing."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for name in fields:
+        if value := env.get(ENVIRONMENT[name]):
+            values[name] = Secret(value) if name == "api_key" else value
+    return values
+
+
+class EnvironmentWatch:
+    """The environment variables some settings were read from, to pick up their later changes.
+
+    A key fixed in a running kernel (``os.environ["OPENAI_API_KEY"] = getpass()``) should reach the
+    next request without a restart; a setting given explicitly is no longer watched (``forget``).
+    """
+
+    def __init__(self, fields: Iterable[str]) -> None:
+        self._fields = tuple(name for name in fields if name in ENVIRONMENT)
+        self._seen = self._read()
+
+    def _read(self) -> tuple[str | None, ...]:
+        return tuple(os.environ.get(ENVIRONMENT[name]) or None for name in self._fields)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self._fields
+
+    def changes(self) -> dict[str, Any]:
+        """The watched settings whose variable changed since the last call (``None`` where it was unset)."""
+        now = self._read()  # a few dict lookups: cheap enough for every request
+        if now == self._seen:
+            return {}
+        changed = [name for name, old, new in zip(self._fields, self._seen, now) if old != new]
+        self._seen = now
+        values = environment_values(fields=changed)
+        return {name: values.get(name) for name in changed}
+
+    def forget(self, fields: Iterable[str]) -> None:
+        """Stop watching ``fields`` (the user set them explicitly)."""
+        dropped = set(fields)
+        kept = [(name, seen) for name, seen in zip(self._fields, self._seen) if name not in dropped]
+        self._fields = tuple(name for name, _ in kept)
+        self._seen = tuple(seen for _, seen in kept)

@@ -383,6 +383,7 @@ def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> A
     >>> df = extract(session, Person, ["Ada, 36.", "Alan Turing was 41."])  # doctest: +SKIP
     """
     opts = ExtractOptions.from_kwargs(options)
+    session.follow_environment()  # a key fixed in the running kernel is used from here on
     prepared = prepare(session, schema, texts, opts)
     cached = _use_cache(session, prepared) if opts.cache else 0
     if opts.dry_run:

@@ -3,6 +3,10 @@
 Loading is cheap and never fails for lack of a key: the session is built from the environment
 and the first ask says how to set a key (or to run ``%nbopenai local``) if none is there.
 ipywidgets and pandas are imported only when a view or a table is first needed.
+
+``%reload_ext nbopenai`` (IPython suggests it when a setup cell runs twice) keeps the session: its
+threads, settings, local server and ledger. Unloading parks the session on the shell and closes it
+when the cell ends, unless a load in the same cell (a reload) took it back.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 _EXTRA_MAGICS = ("ExtractMagics",)
+# The attribute of the shell where an unloaded session waits for the end of its cell (a reload).
+_PARKED = "_nbopenai_parked_session"
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -26,9 +32,11 @@ def load_ipython_extension(ipython: Any) -> None:
     from ._magics import AskMagics
     from ._syntax import ask_lines_keep_question_marks
 
-    session = Session()
+    session = ipython.__dict__.pop(_PARKED, None)  # a reload: the same cell unloaded it
+    if session is None:
+        session = Session()
+        session.warm_up()  # SDK import + tokenizer load off the critical path of the first %%ask
     use_session(session)
-    session.warm_up()  # SDK import + tokenizer load off the critical path of the first %%ask
     magics = AskMagics(shell=ipython, session=session)
     ipython.register_magics(magics)
     try:
@@ -44,7 +52,10 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Remove the magics and the event hooks, and close the session (its server, loop, ledger)."""
+    """Remove the magics and the event hooks; the session (server, loop, ledger) closes when the cell ends.
+
+    Until then a load (``%reload_ext`` does unload + load) takes the same session back.
+    """
     from .._session import use_session
     from ._syntax import ask_lines_keep_question_marks
 
@@ -63,7 +74,20 @@ def unload_ipython_extension(ipython: Any) -> None:
             _unregister(ipython, extra)
     _unregister(ipython, magics)
     use_session(None)
-    magics.session.close()
+    _park(ipython, magics.session)
+
+
+def _park(ipython: Any, session: Any) -> None:
+    """Keep ``session`` on the shell until the running cell ends, then close it unless loaded again."""
+    setattr(ipython, _PARKED, session)
+
+    def close_unless_loaded_again() -> None:
+        ipython.events.unregister("post_execute", close_unless_loaded_again)
+        if ipython.__dict__.get(_PARKED) is session:
+            delattr(ipython, _PARKED)
+            session.close()
+
+    ipython.events.register("post_execute", close_unless_loaded_again)
 
 
 def _unregister(ipython: Any, magics: Any) -> None:

@@ -32,6 +32,7 @@ def _help(m: "AskMagics", args: argparse.Namespace) -> None:
 
 
 def _status(m: "AskMagics", args: argparse.Namespace) -> None:
+    m.session.follow_environment()  # show the key the next ask will use
     s = m.session.settings
     server = m.session.local_server
     threads = ", ".join(f"{r['thread']} ({r['turns']} turns)" for r in m.session.threads.summary_rows()) or "none yet"
