@@ -11,15 +11,25 @@ Baselines, same kernel kind, same server, same run:
 - chatlab (a real peer, from PyPI) in a kernel of the peers' venv: it re-renders its Markdown
   display on every delta, so it sends one front-end message per delta, each carrying the whole text
   so far.
+
+Bytes sent to the front-end for 2,000 / 8,000 / 20,000-word answers streamed over 4 / 20 / 60 s:
+the live view runs in-process on recording comms with the throttle's clock simulated (one delta per
+word, evenly spaced over the duration), so the three streams cost a second, not 84. Everything the
+widget's comms carry (opening state, state updates, appended deltas, close) plus the final static
+bundle is counted as JSON, against the answer's own size (its UTF-8 bytes). The previous view's cost
+at the same update instants (the whole escaped text so far, every update) is shown beside it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
+import json
+import re
 import time
 
 from . import peers
-from ._harness import Context, Row, fmt_ratio, fmt_s, fmt_us, median, verdict
+from ._harness import Context, Row, fmt_bytes, fmt_ratio, fmt_s, fmt_us, median, verdict
 from ._shells import Kernel
 
 NAME = "streaming"
@@ -166,11 +176,85 @@ def _profile_in_process(ctx: Context, server, prompt: str) -> str:
         client.close()
 
 
+_STREAMS = ((2_000, 4.0), (8_000, 20.0), (20_000, 60.0))  # words, seconds
+_QUICK_STREAMS = ((200, 0.4), (800, 2.0))
+
+
+def _json_size(payload) -> int:
+    return len(json.dumps(payload, ensure_ascii=False).encode()) if payload is not None else 0
+
+
+def _simulated_stream(words: int, seconds: float) -> dict:
+    """One answer through ``AnswerView`` on recording comms, the throttle's clock stepping with the deltas."""
+    import comm
+
+    from nbopenai._turns._answer import Answer, Usage
+    from nbopenai._turns._streaming import StreamState
+    from nbopenai.ipython._render import answer_bundle
+    from nbopenai.local._demo import long_answer
+    from nbopenai.widgets import AnswerView
+
+    from ._shells import Recorder
+
+    deltas = re.findall(r"\S+\s*", long_answer(words))
+    step = seconds / len(deltas)
+    now = [0.0]
+    recorder = Recorder()
+    bundles: list[dict] = []
+
+    class Handle:
+        def update(self, bundle, raw=False):  # noqa: ANN001
+            bundles.append(bundle)
+
+    saved, comm.create_comm = comm.create_comm, recorder.create_comm
+    try:
+        view = AnswerView(render=answer_bundle, clock=lambda: now[0], display=lambda obj: Handle())
+        view.started("nbopenai-local", "default", None)
+        state, previous_view = StreamState(), 0
+        for index, delta in enumerate(deltas):
+            now[0] = index * step
+            state.handle({"type": "response.output_text.delta", "delta": delta})
+            sent = view.throttle.sent
+            view.text(delta, state)
+            if view.throttle.sent > sent:  # the previous view sent the whole escaped text here (at least)
+                previous_view += len(html.escape(state.text).encode())
+        view.finished(Answer(text=state.text, model="nbopenai-local", thread="default", turn=1, usage=Usage(input=1, output=words)))
+    finally:
+        comm.create_comm = saved
+    widget = sum(_json_size(payload) for _, payload in recorder.comm_messages)
+    final = sum(_json_size(bundle) for bundle in bundles)
+    appended = "".join(m.get("content", {}).get("append", "") for _, m in recorder.comm_messages
+                       if isinstance(m, dict) and m.get("method") == "custom")
+    size = len(state.text.encode())
+    return {"words": words, "seconds": seconds, "answer": size, "widget": widget, "final": final,
+            "total": widget + final, "updates": view.throttle.sent, "previous_view": previous_view,
+            "identical": appended == state.text and state.text in bundles[-1]["text/markdown"]}
+
+
+def _bytes_rows(ctx: Context) -> list[Row]:
+    rows = []
+    for words, seconds in _QUICK_STREAMS if ctx.quick else _STREAMS:
+        m = _simulated_stream(words, seconds)
+        ctx.log(f"{TITLE}: {words:,} words over {seconds:g} s: {m}")
+        live, total, rate = m["widget"] / m["answer"], m["total"] / m["answer"], m["updates"] / seconds
+        rows.append(Row(
+            TITLE, f"bytes sent to the front-end, {words:,}-word answer streamed over {seconds:g} s: live view "
+            "(+ the final static Markdown, sent once as before)",
+            f"{fmt_bytes(m['widget'])} (+ {fmt_bytes(m['final'])} = {fmt_ratio(total)} of the answer); "
+            f"{m['updates']} updates, {rate:.1f}/s; final text {'identical' if m['identical'] else '**differs**'}",
+            f"answer {fmt_bytes(m['answer'])}; whole text per update (the previous view): {fmt_bytes(m['previous_view'])}",
+            fmt_ratio(live) + " of the answer",
+            goal="live view <= 3x the answer, <= ~20 updates/s, identical",
+            met=verdict(live <= 3 and rate <= 20.5 and m["identical"]), data=m,
+        ))
+    return rows
+
+
 def run(ctx: Context) -> list[Row]:
     deltas = 500 if ctx.quick else 20_000
     runs = 1 if ctx.quick else ctx.runs
     prompt = f"[[words:{deltas}]]"
-    rows: list[Row] = []
+    rows: list[Row] = _bytes_rows(ctx)
     with ctx.server() as server:
         expected = _expected_text(server, prompt)
         ctx.log(f"{TITLE}: ours and raw SDK in a kernel, {deltas:,} deltas x {runs}")

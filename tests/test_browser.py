@@ -4,10 +4,11 @@ What a reader of the README (or a Binder visitor) sees: JupyterLab opens ``noteb
 (``binder/workspace.json``), Run All, then the streamed answers, their usage footers and the usage
 DataFrame are on the page; re-running a cell replaces its turn (JupyterLab sends cell ids; nbclient
 does not). nbclient (``test_notebooks.py``) cannot see the page. Nor can a look at the finished page:
-with the ipywidgets front-end missing, each live answer shows as ``VBox(children=(HTML(value=...``
-while it streams, and only then is replaced by the same Markdown as usual. So the page is watched
-while the cells run (a ``MutationObserver``): a live answer must render as a widget, and no output
-may ever show a widget's raw text. ``test_the_check_fails_without_the_widget_frontend`` runs the
+with the ipywidgets front-end missing, each live answer shows as ``AnswerWidget(...)`` text while it
+streams, and only then is replaced by the same Markdown as usual. So the page is watched while the
+cells run (a ``MutationObserver``): a live answer must render as a widget, its body must grow to the
+whole answer (deltas appended in the browser), and no output may ever show a widget's raw text. The
+saved notebook, reloaded, shows the same static answers. ``test_the_check_fails_without_the_widget_frontend`` runs the
 quickstart with ``@jupyter-widgets/jupyterlab-manager`` disabled and expects that check to fail.
 
 Everything runs in a temporary folder: its own HOME, Jupyter config/data/runtime, JupyterLab
@@ -223,13 +224,15 @@ def _stop(server: subprocess.Popen) -> None:
 
 # ---- the page ----------------------------------------------------------------------------------
 
-# Watches the page while the cells run. A live answer is an ipywidgets VBox of HTML widgets that is
-# replaced by static Markdown when the answer ends, so only a watcher sees which way it rendered.
+# Watches the page while the cells run. A live answer is a widget (nbopenai's anywidget view) that
+# is replaced by static Markdown when the answer ends, so only a watcher sees which way it rendered,
+# and what its body showed while the text streamed in (appended, update after update).
 _WATCH_OUTPUTS = r"""
 () => {
-  const RAW_REPR = /\b(?:VBox|HBox|HTML|Label|Output)\((?:children|value)=/;
-  const WIDGET = ".widget-html, .widget-vbox, .jupyter-widgets";
-  const seen = { widgetViews: 0, rawReprs: [] };
+  const RAW_REPR = /\b(?:(?:VBox|HBox|HTML|Label|Output)\((?:children|value)=|AnswerWidget\()/;
+  const WIDGET = ".nbopenai-answer, .widget-html, .widget-vbox, .jupyter-widgets";
+  const seen = { widgetViews: 0, rawReprs: [], liveAnswers: [] };
+  const bodies = new WeakMap();
   const scan = (node) => {
     const element = node.nodeType === Node.ELEMENT_NODE ? node : node.parentElement;
     if (!element) return;
@@ -237,6 +240,13 @@ _WATCH_OUTPUTS = r"""
     const inOutput = element.closest(".jp-OutputArea-output") || element.querySelector(".jp-OutputArea-output");
     const text = element.textContent || "";
     if (inOutput && RAW_REPR.test(text)) seen.rawReprs.push(text.slice(0, 200));
+    const body = element.closest(".nbopenai-answer-body");
+    if (body) {
+      if (!bodies.has(body)) { bodies.set(body, { updates: 0, text: "" }); seen.liveAnswers.push(bodies.get(body)); }
+      const entry = bodies.get(body);
+      entry.updates += 1;
+      entry.text = body.textContent;
+    }
   };
   new MutationObserver((records) => {
     for (const record of records) {
@@ -307,6 +317,13 @@ def assert_live_answers_rendered_as_widgets(seen: dict) -> None:
     assert seen["widgetViews"] > 0, "no live answer view ever rendered as a widget"
 
 
+def assert_answers_streamed_in_full(seen: dict, final_texts: list[str]) -> None:
+    """Each answer's live body grew update by update to exactly its whole text (the final Markdown's)."""
+    streamed = [" ".join(entry["text"].split()) for entry in seen["liveAnswers"] if entry["updates"] >= 2]
+    for final in final_texts:
+        assert " ".join(final.split()) in streamed, f"no live view streamed the whole answer {final[:80]!r}: {streamed}"
+
+
 # ---- the tests ---------------------------------------------------------------------------------
 
 
@@ -342,6 +359,11 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
                 located.scroll_into_view_if_needed()
                 expect(located).to_be_in_viewport()
             assert_live_answers_rendered_as_widgets(seen)
+            # The live view showed each answer in full while it streamed, the very text of its Markdown.
+            assert_answers_streamed_in_full(seen, [
+                _answer_text(answer),
+                _answer_text(outputs.filter(has_text=re.compile(r"^The capital of Ruritania is Strelsau\.$", re.M))),
+            ])
             expect(page.locator(".Toastify__toast")).to_have_count(0)  # no news prompt (binder/overrides.json)
             _screenshot(page, ARTIFACTS / "jupyterlab-quickstart.png", readme=True)
 
@@ -352,6 +374,17 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
             expect(first_ask.locator(".jp-OutputArea-output")).to_contain_text(
                 "thread default: re-ran turn 1 of 2, 1 later turn dropped", timeout=RUN_ALL_S * 1000
             )
+            expect(page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-InputArea-prompt").filter(has_text="[*]")).to_have_count(0)
+
+            # Saved and reloaded, the page shows the same static answers (no widget state needed).
+            page.keyboard.press("Control+s")
+            expect(page.locator(".lm-DockPanel-tabBar .lm-mod-current.jp-mod-dirty")).to_have_count(0)
+            page.reload()
+            outputs = page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-OutputArea-output")
+            expect(outputs.filter(has_text=re.compile(r"^Your name is Ada\.$", re.M))).to_have_count(1)
+            expect(outputs.filter(has_text=re.compile(r"^Noted: your name is Ada\.$", re.M))).to_have_count(1)
+            expect(outputs.locator(".nbopenai-answer")).to_have_count(0)
+            expect(outputs.filter(has_text=re.compile(r"Error displaying widget|AnswerWidget\("))).to_have_count(0)
         except BaseException:
             _screenshot(page, ARTIFACTS / "jupyterlab-quickstart-failed.png")
             raise
@@ -360,14 +393,21 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
 
 def test_the_check_fails_without_the_widget_frontend(tmp_path):
     """The check above, with the ipywidgets front-end disabled: JupyterLab then shows
-    ``VBox(children=(HTML(value=...`` while an answer streams, and the check must say so. (The page
+    ``AnswerWidget(...; the live view needs the Jupyter widgets front-end)`` while an answer
+    streams, and the check must say so. (The page
     looks right once the answer ends, and nbclient passes either way: only the watcher can tell.)
     """
     with jupyterlab(tmp_path, widgets=False) as lab, chromium() as page:
         _keep_through_first_ask(lab.root / "notebooks" / QUICKSTART.name)  # the setup cell and one ask
         seen = run_all(page, lab.page("lab/tree/notebooks/quickstart.ipynb"))  # the Binder badge's urlpath
-    with pytest.raises(AssertionError, match=r"raw text .*VBox\(children="):
+    with pytest.raises(AssertionError, match=r"raw text .*AnswerWidget\("):
         assert_live_answers_rendered_as_widgets(seen)
+
+
+def _answer_text(output) -> str:
+    """An answer's text as its static Markdown shows it: the output's text without the usage footer."""
+    return output.evaluate("(el) => [...el.querySelectorAll('p')].filter((p) => !p.querySelector('sub'))"
+                           ".map((p) => p.textContent).join(' ')")
 
 
 def _keep_through_first_ask(path: Path) -> None:

@@ -168,7 +168,7 @@ def test_answers_are_saved_as_static_markdown(executed, name):
             continue
         data = output.get("data", {})
         assert WIDGET_VIEW not in data, f"a widget was left in the output of:\n{source}"
-        assert not re.search(r"\b(?:VBox|HTML)\((?:children|value)=", data.get("text/plain", "")), source
+        assert not re.search(r"\b(?:(?:VBox|HTML)\((?:children|value)=|AnswerWidget\()", data.get("text/plain", "")), source
         if source.startswith("%%ask") and "--dry-run" not in source:
             assert re.search(r"<sub>nbopenai-local · \d+ in .* · thread \S+ turn \d+</sub>", data.get("text/markdown", ""))
 

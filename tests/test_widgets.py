@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -72,41 +73,93 @@ def _view(recording_comm, **kwargs):
     return view, handles
 
 
-def _value_updates(comm):
-    return [m["state"]["value"] for m in comm.messages if m.get("method") == "update" and "value" in m["state"]]
+def _widget_comm(recording_comm, view):
+    return next(c for c in recording_comm.comms if c.comm_id == view.widget.model_id)
 
 
-def test_answer_view_streams_few_updates_and_ends_exact(recording_comm):
-    view, handles = _view(recording_comm, render=lambda a: a._repr_mimebundle_(), rate=20, clock=FakeClock(0.0001))
-    state = StreamState()
-    view.started("nbopenai-local", "default", None)
-    body = next(c for c in recording_comm.comms if c.comm_id == view.body.model_id)
-    for i in range(20_000):
-        delta = f"w{i} "
+def _appended(comm) -> str:
+    """The text the front-end shows: the deltas, appended (a reset starts over)."""
+    text = ""
+    for message in comm.messages:
+        content = message.get("content", {}) if message.get("method") == "custom" else {}
+        if "reset" in content:
+            text = content["reset"]
+        text += content.get("append", "")
+    return text
+
+
+def _bytes_sent(recording_comm) -> int:
+    """Every byte the widgets' comms sent (opening state included), as JSON on the wire."""
+    payloads = [c.open_data for c in recording_comm.comms] + recording_comm.messages
+    return sum(len(json.dumps(p, ensure_ascii=False).encode()) for p in payloads if p is not None)
+
+
+def _stream(view, deltas, state=None):
+    state = state or StreamState()
+    for delta in deltas:
         state.handle({"type": "response.output_text.delta", "delta": delta})
         view.text(delta, state)
+    return state
+
+
+def test_answer_view_streams_few_updates_each_carrying_only_what_is_new(recording_comm):
+    view, handles = _view(recording_comm, render=lambda a: a._repr_mimebundle_(), rate=20, clock=FakeClock(0.0001))
+    view.started("nbopenai-local", "default", None)
+    widget = _widget_comm(recording_comm, view)
+    state = _stream(view, [f"w{i} " for i in range(20_000)])
     view.finished(_answer(state.text))
 
     assert len(handles) == 1  # displayed once, never redisplayed
-    updates = _value_updates(body)
-    assert len(updates) <= 20 * 2 + 3
-    assert "w19999 " in updates[-1] and "▌" not in updates[-1]  # the last update is exact
+    assert _appended(widget) == state.text  # the tail the throttle held back was sent at the end
+    appends = [m for m in widget.messages if m.get("method") == "custom"]
+    assert len(appends) <= 20 * 2 + 3
     assert len(recording_comm.messages) < 60  # all widgets together, not one message per delta
+    answer_size = len(state.text.encode())
+    assert _bytes_sent(recording_comm) <= 3 * answer_size  # was ~20x: the whole text so far, every update
+    assert all("text" not in m.get("state", {}) for m in widget.messages)  # never the whole text as state
     final = handles[0].updates[-1]
     assert final["text/markdown"].startswith("w0 w1 ") and "nbopenai-local" in final["text/markdown"]
     assert all(comm.closed for comm in recording_comm.comms)  # replaced by the static output, then closed
 
 
-def test_answer_view_escapes_html_and_marks_partial_answers(recording_comm):
-    view, handles = _view(recording_comm, render=lambda a: a._repr_mimebundle_())
-    state = StreamState()
+@pytest.mark.parametrize(("words", "seconds"), [(2_000, 4), (8_000, 20), (20_000, 60)])
+def test_bytes_sent_stay_within_three_times_the_answer_at_any_length_and_duration(recording_comm, words, seconds):
+    view, _ = _view(recording_comm, render=lambda a: a._repr_mimebundle_(), clock=FakeClock(seconds / words))
+    view.started("nbopenai-local", "default", None)
+    state = _stream(view, [f"word{i} " for i in range(words)])
+    view.finished(_answer(state.text))
+    assert view.throttle.sent <= 20 * seconds + 2
+    assert _bytes_sent(recording_comm) <= 3 * len(state.text.encode())
+
+
+def test_a_new_response_of_the_same_turn_starts_the_text_over(recording_comm):
+    view, _ = _view(recording_comm, render=lambda a: a._repr_mimebundle_(), clock=FakeClock(1.0))
+    view.started("m", "t", None)
+    widget = _widget_comm(recording_comm, view)
+    _stream(view, ["Let me ", "look that up."])
+    second = _stream(view, ["It is ", "42."])  # the tool loop's next response
+    view.finished(_answer(second.text))
+    assert _appended(widget) == "It is 42."
+
+
+def test_a_final_text_that_does_not_continue_the_stream_replaces_it(recording_comm):
+    view, _ = _view(recording_comm, render=lambda a: a._repr_mimebundle_(), clock=FakeClock(1.0))
+    view.started("m", "t", None)
+    widget = _widget_comm(recording_comm, view)
+    _stream(view, ["draft ", "text"])
+    view.finished(_answer("the exact final text"))
+    assert _appended(widget) == "the exact final text"
+
+
+def test_answer_view_sends_server_strings_as_text_and_marks_partial_answers(recording_comm):
+    view, handles = _view(recording_comm, render=lambda a: a._repr_mimebundle_(), close_widget=False)
     view.started("m", "default", "thread default: re-ran turn 1 of 2, 1 later turn dropped")
-    assert "re-ran turn 1 of 2" in view.header.value
-    state.handle({"type": "response.output_text.delta", "delta": "<script>x</script>"})
-    view.text("<script>x</script>", state)
-    assert "<script>" not in view.body.value and "&lt;script&gt;" in view.body.value
-    view.finished(_answer(state.text, status="interrupted", error="interrupted by the user"))
-    assert "[interrupted" in view.footer.value
+    assert "re-ran turn 1 of 2" in view.widget.header
+    _stream(view, ["<script>x</script>"])
+    assert _appended(_widget_comm(recording_comm, view)) == "<script>x</script>"  # shown with textContent
+    assert "innerHTML" not in view.widget._esm and "insertAdjacentHTML" not in view.widget._esm
+    view.finished(_answer("<script>x</script>", status="interrupted", error="interrupted by the user"))
+    assert "[interrupted" in view.widget.status
     assert "[interrupted" in handles[0].updates[-1]["text/plain"]
 
 
@@ -114,14 +167,18 @@ def test_answer_view_lists_tool_calls_while_streaming(recording_comm):
     view, _ = _view(recording_comm)
     view.started("m", "t", None)
     view.tool_call("add", {"a": 1, "b": 2}, 3)
-    assert "add" in view.footer.value and "→ 3" in view.footer.value
+    assert "add" in view.widget.footer and "→ 3" in view.widget.footer
 
 
-def test_answer_view_without_render_keeps_the_widget(recording_comm):
-    view, handles = _view(recording_comm)
+def test_answer_view_without_render_keeps_the_widget_with_the_whole_text_once(recording_comm):
+    view, handles = _view(recording_comm, clock=FakeClock(1.0))
     view.started("m", "t", None)
+    _stream(view, ["do", "ne"])
     view.finished(_answer("done"))
-    assert handles[0].updates == [] and "done" in view.body.value
+    assert handles[0].updates == [] and view.widget.text == "done"  # in its state: a re-render shows it
+    widget = _widget_comm(recording_comm, view)
+    assert [m["state"]["text"] for m in widget.messages if "text" in m.get("state", {})] == ["done"]
+    assert not widget.messages[-1]["state"]["streaming"]
     assert not any(comm.closed for comm in recording_comm.comms)
 
 
@@ -144,12 +201,24 @@ def test_discard_after_finished_keeps_the_answer(recording_comm):
 def test_queued_then_finished_fills_in_and_keeps_the_widget_for_background(recording_comm):
     view, handles = _view(recording_comm, render=lambda a: a._repr_mimebundle_(), close_widget=False)
     view.queued("m", "default", "job-7")
-    assert "queued" in view.body.value and "job-7" in view.body.value
+    assert "queued" in view.widget.note and "job-7" in view.widget.note
     view.finished(_answer("background answer"))
     view.queued("m", "default", "job-7")  # a late "queued" never overwrites the answer
-    assert "background answer" in view.body.value
+    assert view.widget.text == "background answer"
     assert "background answer" in handles[0].updates[-1]["text/markdown"]
     assert not any(comm.closed for comm in recording_comm.comms)
+
+
+def test_without_the_widget_front_end_the_live_view_says_what_it_needs():
+    from nbopenai.widgets._answer_widget import AnswerWidget
+
+    widget = AnswerWidget(header="⏳ m · thread t")
+    try:
+        bundle, _ = widget._repr_mimebundle_()
+        assert bundle["text/plain"].startswith("AnswerWidget(")
+        assert "widgets front-end" in bundle["text/plain"]
+    finally:
+        widget.close()
 
 
 def test_the_package_exports_its_views_lazily():

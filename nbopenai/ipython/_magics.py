@@ -258,7 +258,7 @@ class AskMagics(Magics):
     def _use_widgets(self) -> bool:
         if self.widgets != "auto":
             return self.widgets == "on"
-        return getattr(self.shell, "kernel", None) is not None and find_spec("ipywidgets") is not None
+        return getattr(self.shell, "kernel", None) is not None and find_spec("anywidget") is not None
 
     def _live_view(self, fmt: str, *, background: bool = False) -> AbstractContextManager["AskSink"]:
         """The widget view in a notebook; plain text on stdout in a terminal."""

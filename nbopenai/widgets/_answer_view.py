@@ -1,16 +1,17 @@
-"""``AnswerView``: a streaming answer in the notebook, as one ipywidgets view updated in place.
+"""``AnswerView``: a streaming answer in the notebook, as one live widget updated in place.
 
-Displayed once; deltas only change widget *values*, coalesced by a ``Throttle`` (so a 20,000-delta
-answer costs a few dozen comm messages, not 20,000). When the answer ends, the exact text and the
-footer are sent, and then the view replaces itself, under the same display id, with a static mime
-bundle (``render(answer)``). The live notebook therefore shows the answer once, rendered by the
-front-end's own Markdown renderer (which highlights code blocks), and a saved notebook holds plain
-text/markdown + text/plain that nbviewer, GitHub and VS Code show without widget state.
+Displayed once; deltas are coalesced by a ``Throttle`` (so a 20,000-delta answer costs a few dozen
+comm messages, not 20,000), and each update sends only the text that arrived since the last one
+(``AnswerWidget.append``): the bytes sent grow with the answer, not with answer length x duration.
+When the answer ends, the tail and the footer are sent, and then the view replaces itself, under
+the same display id, with a static mime bundle (``render(answer)``). The live notebook therefore
+shows the answer once, rendered by the front-end's own Markdown renderer (which highlights code
+blocks), and a saved notebook holds plain text/markdown + text/plain that nbviewer, GitHub and
+VS Code show without widget state.
 """
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +22,9 @@ from ._throttle import Throttle
 if TYPE_CHECKING:
     from .._turns._answer import Answer
     from .._turns._streaming import StreamState
+    from ._answer_widget import AnswerWidget
 
 __all__ = ["AnswerView"]
-
-_TEXT_STYLE = "white-space: pre-wrap; word-break: break-word; font-family: var(--jp-content-font-family, sans-serif)"
-_MUTED_STYLE = "opacity: 0.7; font-size: 0.9em"
-_PARTIAL_STYLE = "color: var(--jp-error-color1, #c62828)"
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -74,12 +72,9 @@ class AnswerView:
         close_widget: bool = True,
         display: Callable[[Any], Any] = _display,
     ) -> None:
-        import ipywidgets as w
+        from ._answer_widget import AnswerWidget
 
-        self.header = w.HTML()
-        self.body = w.HTML()
-        self.footer = w.HTML()
-        self.box = w.VBox([self.header, self.body, self.footer])
+        self.widget: AnswerWidget = AnswerWidget()
         self.throttle = Throttle(rate, clock)
         self.answer: Answer | None = None
         self._render = render
@@ -88,26 +83,36 @@ class AnswerView:
         self._handle: Any = None
         self._lock = threading.Lock()
         self._tool_lines: list[str] = []
+        self._state: StreamState | None = None  # the stream whose text the front-end shows
+        self._sent = 0  # how much of that text it has
 
     # ---- the sink protocol ------------------------------------------------------------------
 
     def started(self, model: str, thread: str, notice: str | None) -> None:
+        with self.widget.hold_sync():
+            self._set_header(f"⏳ {model} · thread {thread}", notice)
+            self.widget.streaming = True
         self.show()
-        self._set_header(f"⏳ {model} · thread {thread}", notice)
 
     def text(self, delta: str, state: "StreamState") -> None:
         if self.throttle.ready():
-            self._set_body(state.text, streaming=True)
+            self._send_text(state)
 
     def finished(self, answer: "Answer") -> None:
         with self._lock:
             self.answer = answer
             self.show()
-            self._set_body(answer.text)  # the last update is exact, whatever was coalesced
-            self._set_header(f"{answer.model} · thread {answer.thread}", answer.notice)
-            status = answer.status_line()
-            partial = f'<div style="{_PARTIAL_STYLE}">{html.escape(status)}</div>' if status else ""
-            self.footer.value = f'{partial}<div style="{_MUTED_STYLE}">{html.escape(answer.footer())}</div>'
+            widget = self.widget
+            kept = self._render is None or not self._close_widget
+            with widget.hold_sync():
+                if kept:  # the one whole copy, in the widget's state: a later re-render still shows it
+                    widget.text = answer.text
+                else:  # the static output replaces the widget: only the tail the throttle held back
+                    self._send_rest(answer.text)
+                widget.streaming = False
+                self._set_header(f"{answer.model} · thread {answer.thread}", answer.notice)
+                widget.status = answer.status_line() or ""
+                widget.footer = answer.footer()
             if self._render is not None:
                 self._handle.update(self._render(answer), raw=True)
                 if self._close_widget:
@@ -116,7 +121,7 @@ class AnswerView:
     def tool_call(self, name: str, arguments: Any, output: Any) -> None:
         """A tool loop ran a function: list it under the text until the answer ends."""
         self._tool_lines.append(f"🔧 {name}({_short(arguments)}) → {_short(output)}")
-        self.footer.value = f'<div style="{_MUTED_STYLE}">{"<br>".join(map(html.escape, self._tool_lines))}</div>'
+        self.widget.footer = "\n".join(self._tool_lines)
 
     # ---- other states -----------------------------------------------------------------------
 
@@ -125,10 +130,11 @@ class AnswerView:
         with self._lock:
             if self.answer is not None:  # the job ended before we got here
                 return
+            with self.widget.hold_sync():
+                self._set_header(f"⏳ {model} · thread {thread}", None)
+                job = f" as {job_id}; %nbopenai jobs lists it" if job_id else ""
+                self.widget.note = f"queued…{job}"
             self.show()
-            self._set_header(f"⏳ {model} · thread {thread}", None)
-            job = f" as {html.escape(job_id)}; <code>%nbopenai jobs</code> lists it" if job_id else ""
-            self.body.value = f'<div style="{_MUTED_STYLE}">queued…{job}</div>'
 
     def discard(self, message: str = "") -> None:
         """Remove the view (no answer arrived: the error shows as the cell's error instead)."""
@@ -142,7 +148,7 @@ class AnswerView:
     def show(self) -> None:
         """Display the widget once."""
         if self._handle is None:
-            self._handle = self._display(self.box)
+            self._handle = self._display(self.widget)
 
     # ---- context manager: whatever happens, never leave a spinner behind ------------------
 
@@ -154,18 +160,31 @@ class AnswerView:
 
     # ---- helpers ----------------------------------------------------------------------------
 
+    def _send_text(self, state: "StreamState") -> None:
+        """Send what ``state`` received since the last update (all of it if it is a new stream)."""
+        if state is not self._state:  # a tool loop's next response: its text replaces the last one's
+            if self._sent:
+                self.widget.restart()
+            self._state, self._sent = state, 0
+        text = state.text
+        self.widget.append(text[self._sent :])
+        self._sent = len(text)
+
+    def _send_rest(self, final: str) -> None:
+        """Make the front-end's text ``final``: its tail if it continues what was sent, else all of it."""
+        shown = self._state.text[: self._sent] if self._state is not None else ""
+        if final.startswith(shown):
+            self.widget.append(final[len(shown) :])
+        else:
+            self.widget.send({"reset": final})
+        self._state, self._sent = None, 0
+
     def _close(self) -> None:
-        # Closing a box closes neither its children nor their layout/style models: close them all,
-        # so a kernel that asked a thousand questions holds no thousand dead widgets.
-        for widget in (self.box, self.header, self.body, self.footer):
-            for part in (getattr(widget, "layout", None), getattr(widget, "style", None), widget):
-                if part is not None:
-                    part.close()
+        # Close the widget and its layout model, so a kernel that asked a thousand questions holds
+        # no thousand dead widgets.
+        for part in (getattr(self.widget, "layout", None), self.widget):
+            if part is not None:
+                part.close()
 
     def _set_header(self, title: str, notice: str | None) -> None:
-        text = html.escape(title) + (f" — {html.escape(notice)}" if notice else "")
-        self.header.value = f'<div style="{_MUTED_STYLE}">{text}</div>'
-
-    def _set_body(self, text: str, *, streaming: bool = False) -> None:
-        cursor = "▌" if streaming else ""
-        self.body.value = f'<div style="{_TEXT_STYLE}">{html.escape(text)}{cursor}</div>'
+        self.widget.header = title + (f" — {notice}" if notice else "")
