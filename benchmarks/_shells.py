@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordingComm", "recording_shell", "Kernel", "IopubMessage", "kernel_cpu_seconds"]
+__all__ = ["RecordingComm", "recording_shell", "Kernel", "IopubMessage", "CellStopped", "kernel_cpu_seconds"]
 
 
 class RecordingComm:
@@ -114,7 +115,21 @@ def recording_shell(env: dict[str, str]) -> Iterator[tuple[Any, Recorder]]:
 class IopubMessage:
     at: float  # seconds since the execute request was sent
     msg_type: str
-    content: dict[str, Any]
+    content: dict[str, Any]  # {} once the cell's kept content passed ``Kernel.KEEP_BYTES``
+    size: int = 0  # bytes of the content as JSON (counted even when the content is not kept)
+
+
+class CellStopped(RuntimeError):
+    """A cell outlived its bounded wait: the kernel was interrupted. Says what the cell had sent by then."""
+
+    def __init__(self, seconds: float, bound: float, messages: list[IopubMessage], answered: bool) -> None:
+        self.seconds, self.bound, self.messages = seconds, bound, messages
+        total = sum(m.size for m in messages)
+        what = "interrupted, then it answered" if answered else "interrupted; it did not answer"
+        super().__init__(
+            f"stopped waiting after {seconds:.0f} s (bound {bound:.0f} s): the cell had sent {len(messages):,} "
+            f"output messages ({total / 1e6:,.1f} MB) and was still running; {what}"
+        )
 
 
 def kernel_cpu_seconds(pid: int) -> float:
@@ -162,30 +177,72 @@ class Kernel:
     def cpu(self) -> float:
         return kernel_cpu_seconds(self.pid)
 
+    KEEP_BYTES = 64_000_000  # contents kept per cell; a flood beyond it is counted, not held in memory
+    QUIET_S = 2.0  # after the reply, this long without output means the idle status was lost
+    INTERRUPTED_S = 30.0  # how long an interrupted cell gets to answer
+
     def execute(self, code: str, timeout: float = 600) -> list[IopubMessage]:
-        """Run ``code``; the iopub messages it caused (until idle). Raises if the cell failed."""
+        """Run ``code``; the iopub messages it caused (until idle). Raises if the cell failed.
+
+        The wait is bounded: a cell still running after ``timeout`` seconds is interrupted and
+        ``CellStopped`` says what it had sent. A cell that floods the kernel may have its idle status
+        dropped by ZMQ (iopub sheds messages past its high-water mark), so the execute reply, which
+        the shell channel never drops, ends the wait too, once the output has gone quiet.
+        """
         client = self.client
         msg_id = client.execute(code, store_history=False)
         sent = time.perf_counter()
         messages: list[IopubMessage] = []
-        deadline = sent + timeout
+        kept = 0
+        reply: dict[str, Any] | None = None
+        deadline, interrupted_at, last_output = sent + timeout, None, sent
         while True:
-            msg = client.get_iopub_msg(timeout=max(0.1, deadline - time.perf_counter()))
-            at = time.perf_counter() - sent
+            now = time.perf_counter()
+            if reply is None and now > deadline:
+                if interrupted_at is not None:
+                    raise CellStopped(now - sent, timeout, messages, answered=False)
+                self.manager.interrupt_kernel()
+                interrupted_at, deadline = now, now + self.INTERRUPTED_S
+            reply = reply or self._reply(msg_id)
+            try:
+                msg = client.get_iopub_msg(timeout=0.2)
+            except queue.Empty:
+                if reply is not None and time.perf_counter() - last_output > self.QUIET_S:
+                    break
+                continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
+            last_output = time.perf_counter()
+            at = last_output - sent
             kind = msg["msg_type"]
-            if kind == "status" and msg["content"]["execution_state"] == "idle":
-                self.idle_at = at  # the cell's wall time, as the front-end sees it
-                break
-            messages.append(IopubMessage(at, kind, msg["content"]))
-        reply = client.get_shell_msg(timeout=60)
-        while reply["parent_header"].get("msg_id") != msg_id:
-            reply = client.get_shell_msg(timeout=60)
+            if kind == "status":
+                if msg["content"]["execution_state"] == "idle":
+                    break
+                continue
+            size = len(json.dumps(msg["content"], ensure_ascii=False).encode())
+            kept += size
+            messages.append(IopubMessage(at, kind, msg["content"] if kept <= self.KEEP_BYTES else {}, size))
+        self.idle_at = last_output - sent  # the cell's wall time, as the front-end sees it (its last output)
+        reply = reply or self._reply(msg_id, timeout=60)
+        if interrupted_at is not None:
+            raise CellStopped(interrupted_at - sent, timeout, messages, answered=True)
+        if reply is None:
+            raise RuntimeError("the kernel went idle but sent no execute reply within 60 s")
         if reply["content"]["status"] != "ok":
             trace = "\n".join(reply["content"].get("traceback", []))[-2000:]
             raise RuntimeError(f"cell failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}\n{trace}")
         return messages
+
+    def _reply(self, msg_id: str, timeout: float = 0) -> dict[str, Any] | None:
+        """The execute reply to ``msg_id`` if it came within ``timeout`` seconds (replies to others are dropped)."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            try:
+                reply = self.client.get_shell_msg(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                return None
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
 
     def value(self, expression: str) -> Any:
         """``expression`` evaluated in the kernel, as JSON."""

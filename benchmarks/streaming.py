@@ -30,7 +30,7 @@ import time
 
 from . import peers
 from ._harness import Context, Row, fmt_bytes, fmt_ratio, fmt_s, fmt_us, median, verdict
-from ._shells import Kernel
+from ._shells import CellStopped, Kernel
 
 NAME = "streaming"
 TITLE = "2. Streaming"
@@ -78,11 +78,16 @@ def _final_markdown(messages) -> str:
     return ""
 
 
-def _timed_cell(kernel: Kernel, code: str) -> tuple[list, float, float]:
+def _timed_cell(kernel: Kernel, code: str, timeout: float = 600) -> tuple[list, float, float]:
     cpu = kernel.cpu()
     started = time.perf_counter()
-    messages = kernel.execute(code)
+    messages = kernel.execute(code, timeout=timeout)
     return messages, time.perf_counter() - started, kernel.cpu() - cpu
+
+
+def _output_bytes(messages, kinds=_OUTPUT_TYPES) -> int:
+    """What the cell's output messages of ``kinds`` carried, as JSON content (envelopes not counted)."""
+    return sum(m.size for m in messages if m.msg_type in kinds)
 
 
 def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
@@ -92,7 +97,7 @@ def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
         kernel.execute(_RAW_SETUP.format(base_url=server.base_url))
         kernel.execute("%%ask --new\nwarm up")
         kernel.execute("_bench_raw('warm up')")
-        ours_cpu, ours_wall, raw_cpu, raw_wall, counts, identical, shown = [], [], [], [], {}, True, True
+        ours_cpu, ours_wall, raw_cpu, raw_wall, counts, identical, shown, sent = [], [], [], [], {}, True, True, 0
         for index in range(runs):
             order = ("ours", "raw") if index % 2 == 0 else ("raw", "ours")
             for who in order:
@@ -101,6 +106,7 @@ def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
                     ours_wall.append(wall)
                     ours_cpu.append(cpu)
                     counts = _counts(messages)
+                    sent = _output_bytes(messages)
                     length, digest = kernel.value("[len(_bench_answer.text), hashlib.sha256(_bench_answer.text.encode()).hexdigest()]")
                     identical &= digest == _digest(expected)
                     shown &= expected in _final_markdown(messages)
@@ -110,7 +116,7 @@ def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
                     raw_cpu.append(cpu)
                     identical &= kernel.value("hashlib.sha256(_bench_text.encode()).hexdigest()") == _digest(expected)
     return {"ours_cpu": ours_cpu, "ours_wall": ours_wall, "raw_cpu": raw_cpu, "raw_wall": raw_wall,
-            "counts": counts, "identical": identical, "shown": shown}
+            "counts": counts, "identical": identical, "shown": shown, "bytes": sent}
 
 
 def _python() -> str:
@@ -128,20 +134,29 @@ _bench_text = _bench_chat.messages[-1]["content"]
 """
 
 
+PEER_CELL_S = 120  # a peer's measured cell gets this long: one that floods the kernel is stopped and says so
+
+
 def _chatlab(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
     env = {k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url).items() if k != "PYTHONPATH"}
     with Kernel(str(peers.python()), env, ctx.scratch, "chatlab-bench") as kernel:
-        kernel.execute(_CHATLAB_CELL.format(base_url=server.base_url, prompt="warm up"))
-        cpu, wall, counts, identical = [], [], {}, True
+        kernel.execute(_CHATLAB_CELL.format(base_url=server.base_url, prompt="warm up"), timeout=PEER_CELL_S)
+        cpu, wall, counts, identical, sent, stopped = [], [], {}, True, 0, None
         for _ in range(runs):
-            messages, seconds, used = _timed_cell(kernel, _CHATLAB_CELL.format(base_url=server.base_url, prompt=prompt))
-            wall.append(seconds)
-            cpu.append(used)
+            cell = _CHATLAB_CELL.format(base_url=server.base_url, prompt=prompt)
+            try:
+                messages, seconds, used = _timed_cell(kernel, cell, timeout=PEER_CELL_S)
+            except CellStopped as error:  # what it sent until then is the finding
+                stopped, messages = str(error), error.messages
+            else:
+                wall.append(seconds)
+                cpu.append(used)
+                identical &= kernel.value("hashlib.sha256(_bench_text.encode()).hexdigest()") == _digest(expected)
             counts = _counts(messages)
-            identical &= kernel.value("hashlib.sha256(_bench_text.encode()).hexdigest()") == _digest(expected)
-            sent = sum(len(m.content.get("data", {}).get("text/markdown", "")) for m in messages
-                       if m.msg_type in ("display_data", "update_display_data"))
-    return {"cpu": cpu, "wall": wall, "counts": counts, "identical": identical, "markdown_bytes": sent}
+            sent = _output_bytes(messages, ("display_data", "update_display_data"))
+            if stopped:
+                break
+    return {"cpu": cpu, "wall": wall, "counts": counts, "identical": identical, "display_bytes": sent, "stopped": stopped}
 
 
 def _profile_in_process(ctx: Context, server, prompt: str) -> str:
@@ -177,7 +192,7 @@ def _profile_in_process(ctx: Context, server, prompt: str) -> str:
 
 
 _STREAMS = ((2_000, 4.0), (8_000, 20.0), (20_000, 60.0))  # words, seconds
-_QUICK_STREAMS = ((200, 0.4), (800, 2.0))
+_QUICK_STREAMS = ((2_000, 4.0),)  # simulated: as cheap as the smallest real one
 
 
 def _json_size(payload) -> int:
@@ -264,8 +279,11 @@ def run(ctx: Context) -> list[Row]:
             ctx.log(f"{TITLE}: chatlab in a kernel of the peers' venv")
             try:
                 chat = _chatlab(ctx, server, prompt, expected, max(1, runs if ctx.quick else min(runs, 3)))
-            except Exception as error:  # a peer failing is a finding, not a crash
+            except Exception as error:  # a peer failing is a finding, not a crash: its row says so
                 ctx.note(f"{TITLE}: chatlab could not run", f"{type(error).__name__}: {error}")
+                rows.append(Row(TITLE, "chatlab, the same answer", "", f"chatlab could not run: {type(error).__name__}: {error}"))
+            if chat and chat["stopped"]:
+                ctx.note(f"{TITLE}: chatlab was stopped", chat["stopped"])
         if not ctx.quick:
             ctx.note(f"{TITLE}: where our extra CPU per delta goes ({deltas:,} deltas, in-process shell, cProfile)",
                      _profile_in_process(ctx, server, prompt))
@@ -277,7 +295,10 @@ def run(ctx: Context) -> list[Row]:
     peer_messages = ""
     if chat:
         peer_total = sum(chat["counts"].values())
-        peer_messages = f"chatlab: {peer_total:,} ({chat['counts']['update_display_data']:,} display updates, {chat['markdown_bytes'] / 1e6:,.0f} MB of Markdown)"
+        peer_messages = (f"chatlab: {peer_total:,} ({chat['counts']['update_display_data']:,} display updates, "
+                         f"{chat['display_bytes'] / 1e6:,.0f} MB of displays)")
+        if chat["stopped"]:
+            peer_messages += f", then stopped: {chat['stopped']}"
     rows.append(Row(TITLE, f"front-end messages for {deltas:,} deltas: widget updates (`comm_msg`)", f"{front:,}",
                     peer_messages or f"one per delta: {deltas:,}", fmt_ratio(front / deltas) + " of one per delta",
                     goal="a few dozen (~20/s)", met=verdict(front < max(100, deltas / 100)), data=counts))
@@ -286,16 +307,37 @@ def run(ctx: Context) -> list[Row]:
     rows.append(Row(TITLE, "kernel CPU per delta (whole kernel process)", fmt_us(per_delta),
                     f"raw SDK, no display: {fmt_us(raw_per_delta)}", fmt_ratio(per_delta / raw_per_delta),
                     data={"ours": ours["ours_cpu"], "raw": ours["raw_cpu"]}))
-    if chat:
+    answer_size = len(expected.encode())
+    rows.append(Row(TITLE, f"bytes of the cell's output messages, {deltas:,} deltas in a real kernel (JSON content)",
+                    fmt_bytes(ours["bytes"]), f"answer {fmt_bytes(answer_size)}" + (
+                        f"; chatlab displays: {fmt_bytes(chat['display_bytes'])}" if chat else ""),
+                    fmt_ratio(ours["bytes"] / answer_size) + " of the answer", data={"bytes": ours["bytes"]}))
+    if chat and chat["cpu"]:
         rows.append(Row(TITLE, "kernel CPU per delta: ours vs chatlab", fmt_us(per_delta),
                         f"chatlab: {fmt_us(median(chat['cpu']) / deltas)}", fmt_ratio(per_delta / (median(chat["cpu"]) / deltas)),
                         data={"chatlab": chat["cpu"]}))
     rows.append(Row(TITLE, "cell wall time", fmt_s(median(ours["ours_wall"])),
-                    f"raw SDK: {fmt_s(median(ours['raw_wall']))}" + (f"; chatlab: {fmt_s(median(chat['wall']))}" if chat else ""),
+                    f"raw SDK: {fmt_s(median(ours['raw_wall']))}" + _chatlab_wall(chat),
                     fmt_ratio(median(ours["ours_wall"]) / median(ours["raw_wall"]))))
     same = ours["identical"] and ours["shown"]
     rows.append(Row(TITLE, "final text identical to the stream (Answer.text and the Markdown left in the notebook)",
                     "yes" if same else f"**no** (text {ours['identical']}, shown {ours['shown']})",
-                    ("chatlab: identical" if chat["identical"] else "chatlab: **differs**") if chat else "",
+                    _chatlab_identical(chat),
                     goal="identical", met=verdict(same)))
     return rows
+
+
+def _chatlab_wall(chat: dict | None) -> str:
+    if not chat:
+        return ""
+    if chat["stopped"]:
+        return f"; chatlab: stopped after {PEER_CELL_S} s"
+    return f"; chatlab: {fmt_s(median(chat['wall']))}"
+
+
+def _chatlab_identical(chat: dict | None) -> str:
+    if not chat:
+        return ""
+    if not chat["wall"]:
+        return "chatlab: did not finish"
+    return "chatlab: identical" if chat["identical"] else "chatlab: **differs**"

@@ -60,3 +60,18 @@ def test_only_runs_the_named_figure(tmp_path: Path) -> None:
     rows = [line for line in out.read_text(encoding="utf-8").splitlines() if line.startswith("| ")][1:]
     assert rows and rows[0].startswith("| 7. Token counting |")
     assert not any(line.startswith("| 1. ") for line in rows)
+
+
+@pytest.mark.kernel
+def test_a_cell_that_floods_the_kernel_gets_a_bounded_wait_and_says_what_happened(tmp_path: Path) -> None:
+    """chatlab's 20,000-delta cell once made the harness wait out 600 s and drop its row: a cell still
+    running at its bound is interrupted, the error says what it sent, and the kernel serves the next cell."""
+    from benchmarks._shells import CellStopped, Kernel
+
+    flood = "while True:\n    print('x' * 10_000, flush=True)"
+    with Kernel(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, tmp_path, "flood") as kernel:
+        with pytest.raises(CellStopped, match=r"stopped waiting after \d+ s \(bound 3 s\): the cell had sent [\d,]+ output") as stopped:
+            kernel.execute(flood, timeout=3)
+        assert sum(m.msg_type == "stream" for m in stopped.value.messages) > 10  # what it sent, counted
+        assert "then it answered" in str(stopped.value)
+        assert kernel.value("6 * 7") == 42
