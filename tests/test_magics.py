@@ -598,3 +598,34 @@ def test_ask_in_python_uses_the_extensions_session_unless_in_a_with_block(ip, lo
         "    inside = len(mine.usage())\n"
     )
     assert len(magics_of(ip).session.usage()) == 1 and ip.user_ns["inside"] == 1
+
+
+def _point_at(local_server, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", local_server.base_url)
+    monkeypatch.setenv("NBOPENAI_MODEL", "nbopenai-local")
+
+
+def test_a_question_in_the_cell_that_loads_the_extension_asks(shell, local_server, monkeypatch):
+    """IPython transformed that cell before the `%ask ...?` rewrite existed: it must still ask."""
+    _point_at(local_server, monkeypatch)
+    try:
+        with capture_output() as captured:
+            shell.run_cell("%load_ext nbopenai\n%ask My name is Ada. What is my name?\nlen?\n")
+        shown = captured.stdout + "".join(o.data.get("text/plain", "") for o in captured.outputs)
+        assert [body["input"][-1]["content"] for body in asks(local_server)] == ["My name is Ada. What is my name?"]
+        assert "Your name is Ada." in shown and "not found" not in shown
+        assert not hasattr(shell.magics_manager.magics["line"]["pinfo"], "__wrapped__")  # IPython's own again
+    finally:
+        shell.run_cell("%unload_ext nbopenai")
+
+
+def test_ipython_runs_a_script_that_loads_the_extension_and_asks(local_server, tmp_path):
+    from _kernels import kernel_env
+
+    script = tmp_path / "ask.ipy"
+    script.write_text("%load_ext nbopenai\n%ask My name is Ada. What is my name?\n")
+    env = kernel_env(OPENAI_BASE_URL=local_server.base_url, NBOPENAI_MODEL="nbopenai-local", IPYTHONDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "IPython", "--colors=nocolor", str(script)],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert "Your name is Ada." in done.stdout, done.stdout + done.stderr
+    assert "not found" not in done.stdout + done.stderr

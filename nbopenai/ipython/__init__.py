@@ -30,7 +30,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """
     from .._session import Session, use_session
     from ._magics import AskMagics
-    from ._syntax import ask_lines_keep_question_marks
+    from ._syntax import ask_lines_keep_question_marks, reread_the_running_cell
 
     session = ipython.__dict__.pop(_PARKED, None)  # a reload: the same cell unloaded it
     if session is None:
@@ -49,6 +49,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     ipython.events.register("post_run_cell", magics.post_run_cell)
     ipython.input_transformer_manager.line_transforms.append(ask_lines_keep_question_marks)
+    reread_the_running_cell(ipython)  # this cell's `%ask ...?` lines were read before the transform existed
 
 
 def unload_ipython_extension(ipython: Any) -> None:
