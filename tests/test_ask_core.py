@@ -206,3 +206,15 @@ def test_settings_from_the_environment_follow_it_explicit_ones_do_not(local_serv
     finally:
         followed.close()
         explicit.close()
+
+
+def test_a_fresh_thread_refused_for_its_length_is_not_told_to_start_fresh(local_server, make):
+    session = make()
+    session.ask("My name is Ada.")
+    local_server.inject("context_length_exceeded", count=2)
+    with pytest.raises(nbopenai.ContextLengthExceeded) as long_thread:
+        session.ask("And then?")
+    assert "--new" in long_thread.value.hint and "compact" in long_thread.value.hint
+    with pytest.raises(nbopenai.ContextLengthExceeded) as long_prompt:
+        session.ask("A long prompt", new=True)
+    assert "--new" not in long_prompt.value.hint and "Shorten the prompt" in long_prompt.value.hint

@@ -629,3 +629,13 @@ def test_ipython_runs_a_script_that_loads_the_extension_and_asks(local_server, t
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert "Your name is Ada." in done.stdout, done.stdout + done.stderr
     assert "not found" not in done.stdout + done.stderr
+
+
+def test_a_prompt_larger_than_the_window_is_refused_before_sending(ip, local_server):
+    ip.user_ns["big"] = "word " * 200_000  # 1 MB, 200,000 tokens; the demo model's window is 128,000
+    with capture_output() as refused, pytest.raises(nbopenai.ContextLengthExceeded):
+        ip.run_cell("%%ask --new\nSummarise this: {big}")
+    assert asks(local_server) == []
+    assert "This prompt alone is 200,00" in refused.stdout and "the window is 128,000" in refused.stdout
+    assert "--new" not in refused.stdout and "Nothing was sent" in refused.stdout
+    assert magics_of(ip).session.usage().empty

@@ -135,9 +135,17 @@ class BadRequestError(APIError):
 
 class ContextLengthExceeded(BadRequestError):
     hint = "The thread is longer than the model's context window: run `%nbopenai compact` or start fresh with --new."
+    # When the prompt itself is too long, neither compacting nor --new helps.
+    SHORTEN = (
+        "Shorten the prompt: a `{name}` inserts the whole value (pass a slice or a summary instead), "
+        "or choose a model with a larger context window (-m)."
+    )
 
-    def name_thread(self, thread: str) -> "ContextLengthExceeded":
-        """Point the hint at the thread that overflowed (the command to shrink it, exactly)."""
+    def name_thread(self, thread: str, *, fresh: bool = False) -> "ContextLengthExceeded":
+        """Point the hint at the thread that overflowed; ``fresh``: it held nothing before this prompt."""
+        if fresh:
+            self.hint = f"The prompt alone is too long (thread {thread!r} held nothing before it). {self.SHORTEN}"
+            return self
         self.hint = (
             f"Thread {thread!r} is longer than the model's context window: run `%nbopenai compact -t {thread}` "
             f"(or `session.compact({thread!r})`), or start fresh with --new."

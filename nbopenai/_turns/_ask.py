@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._answer import Answer, Usage
 from ._conversation import Plan, Thread, Turn
-from ._compact import near_limit_warning
+from ._compact import near_limit_warning, refuse_oversized_prompt
 from .._ledger._prices import missing_price_note
 from .._core._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UsageError, translate
 from .._core._retry import reached_server
@@ -159,7 +159,10 @@ def prepare(session: "Session", prompt: str, options: AskOptions) -> PreparedAsk
     kept = thread.turns[: plan.base]
     history = (kept[-1].input_tokens + kept[-1].output_tokens) if (kept and store) else 0
     replay_text = " ".join(str(item.get("content", "")) for item in plan.replay)
-    estimate = history + count_tokens(f"{params.get('instructions') or ''} {replay_text} {prompt}", params["model"])
+    prompt_tokens = count_tokens(prompt, params["model"])  # counted once: for the window and the estimate
+    refuse_oversized_prompt(session, params["model"], prompt_tokens)
+    context = f"{params.get('instructions') or ''} {replay_text}".strip()
+    estimate = history + prompt_tokens + (count_tokens(context, params["model"]) if context else 0)
     return PreparedAsk(prompt, thread, plan, params, estimate, options)
 
 
@@ -269,7 +272,7 @@ class PriorRounds:
 def _translated(exc: BaseException, prepared: PreparedAsk, **details: Any) -> NbOpenAIError:
     error = translate(exc, **details)
     if isinstance(error, ContextLengthExceeded):
-        error.name_thread(prepared.thread.name)
+        error.name_thread(prepared.thread.name, fresh=prepared.plan.base == 0)
     return error
 
 

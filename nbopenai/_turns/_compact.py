@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._answer import Usage
 from ._conversation import COMPACTED, Thread, Turn
-from .._core._errors import UsageError, translate
+from .._core._errors import ContextLengthExceeded, UsageError, translate
 from .._core._retry import reached_server
 
 if TYPE_CHECKING:
     from .._session import Session
 
-__all__ = ["WARN_AT", "ContextWindows", "Compaction", "thread_tokens", "near_limit_warning", "compact"]
+__all__ = ["WARN_AT", "ContextWindows", "Compaction", "thread_tokens", "near_limit_warning", "refuse_oversized_prompt", "compact"]
 
 WARN_AT = 0.8
 _SNAPSHOT_SUFFIX = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -98,6 +98,16 @@ def near_limit_warning(session: "Session", thread: Thread, model: str) -> str | 
         f"thread {thread.name} holds {used:,} tokens, {used / window:.0%} of {model}'s {window:,}-token "
         f"context window: run {_compact_command(thread.name)} before it overflows"
     )
+
+
+def refuse_oversized_prompt(session: "Session", model: str, prompt_tokens: int) -> None:
+    """Refuse, before sending, a prompt that alone is larger than ``model``'s context window."""
+    window = session.context_windows.window(model)
+    if window is not None and prompt_tokens > window:
+        raise ContextLengthExceeded(
+            f"This prompt alone is {prompt_tokens:,} tokens; the window is {window:,} ({model}). Nothing was sent.",
+            hint=ContextLengthExceeded.SHORTEN,
+        )
 
 
 @dataclass(frozen=True)
