@@ -312,3 +312,128 @@ def test_one_bad_row_does_not_block_the_rows_after_it(tmp_path):
             ledger.record(UsageRecord(2.0, "s", "ask", "nbopenai-local", "completed"))
     with Ledger(path) as ledger:
         assert [r.time for r in ledger.records()] == [2.0]
+
+
+# ---- every SQLite file the package writes (nbopenai/_core/_store.py) ---------------------------
+
+EXTRACT_SETUP = """
+from pydantic import BaseModel
+
+class Person(BaseModel):
+    name: str
+    age: int | None
+"""
+
+
+def _person():
+    namespace: dict = {}
+    exec(EXTRACT_SETUP, namespace)
+    return namespace["Person"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_extraction_run_first_keeps_the_data_folder_and_its_cache_private(tmp_path, monkeypatch, local_server):
+    home = tmp_path / "home" / "nbopenai"
+    monkeypatch.setenv("NBOPENAI_HOME", str(home))
+    old = os.umask(0o022)
+    try:
+        with nbopenai.Session(base_url=local_server.base_url, model="nbopenai-local") as session:
+            frame = nbopenai.extract(_person(), ["Ada Lovelace is 36."], session=session, progress=False)
+            assert frame["_status"].tolist() == ["ok"]
+            cache = home / "extract.sqlite3"
+            assert os.stat(home).st_mode & 0o777 == 0o700
+            assert os.stat(home.parent).st_mode & 0o777 == 0o700  # every folder it had to make
+            for file in (cache, f"{cache}-wal", f"{cache}-shm"):
+                assert os.stat(file).st_mode & 0o777 == 0o600, file
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_a_cache_an_older_version_left_readable_is_made_private(tmp_path):
+    from nbopenai._extract._cache import ExtractStore
+
+    path = tmp_path / "extract.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)")
+        conn.execute("INSERT INTO answers VALUES ('k', '{}', NULL, 1.0)")
+    os.chmod(path, 0o644)
+    store = ExtractStore(str(path))
+    try:
+        assert store.get_many(["k"]) == {"k": ("{}", None)}  # adopted as it is
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    finally:
+        store.close()
+
+
+def test_the_extraction_cache_waits_while_another_kernel_sets_the_file_up(tmp_path, monkeypatch):
+    from nbopenai._core import _store
+    from nbopenai._extract._cache import ExtractStore
+
+    path = tmp_path / "extract.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)")
+    other.execute("BEGIN IMMEDIATE")  # the other kernel is still creating it: switching to WAL fails at once
+
+    def other_kernel_finishes(seconds):
+        if other.in_transaction:
+            other.execute("COMMIT")
+
+    monkeypatch.setattr(_store, "_pause", other_kernel_finishes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "carrying on without it" would be a warning
+        store = ExtractStore(str(path))
+        store.put_many([("k", "{}", None)])
+        assert len(store) == 1
+        assert store._db.run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()) == ("wal",)
+    store.close()
+    other.close()
+
+
+def test_a_corrupt_extraction_cache_is_moved_aside_and_a_fresh_one_started(tmp_path):
+    from nbopenai._extract._cache import ExtractStore
+
+    path = tmp_path / "extract.sqlite3"
+    garbage = b"not a database at all " * 400
+    path.write_bytes(garbage)
+    store = ExtractStore(str(path))
+    with pytest.warns(RuntimeWarning, match="extraction cache at .* was corrupt"):
+        store.put_many([("k", "{}", "resp_1")])
+    try:
+        assert store.get_many(["k"]) == {"k": ("{}", "resp_1")}
+        assert store.notice is not None and "started a fresh one" in store.notice
+        aside = [p for p in tmp_path.iterdir() if p.name.startswith("extract.sqlite3.corrupt-")]
+        assert len(aside) == 1 and aside[0].read_bytes() == garbage
+    finally:
+        store.close()
+
+
+def test_migrations_run_once_each_in_order_and_a_newer_files_extra_ones_are_left_alone(tmp_path):
+    from nbopenai._core._store import Migrations, open_database
+
+    ran = []
+    schema = Migrations()
+
+    @schema
+    def m001_items(conn):
+        ran.append("m001")
+        conn.execute("CREATE TABLE IF NOT EXISTS items (name TEXT)")
+
+    path = tmp_path / "items.sqlite3"
+    first = open_database(path, migrations=schema, label="items")
+    first.write(lambda conn: conn.execute("INSERT INTO items VALUES ('a')"))
+    first.write(lambda conn: conn.execute("INSERT INTO _migrations VALUES ('m900_from_a_newer_version', 0)"))
+    first.close()
+
+    @schema
+    def m002_colour(conn):
+        ran.append("m002")
+        conn.execute("ALTER TABLE items ADD COLUMN colour TEXT NOT NULL DEFAULT 'red'")
+
+    for _ in range(2):
+        again = open_database(path, migrations=schema, label="items")
+        assert again.run(lambda conn: conn.execute("SELECT name, colour FROM items").fetchall()) == [("a", "red")]
+        again.close()
+    assert ran == ["m001", "m002"]
+    with pytest.raises(ValueError, match="defined twice"):
+        schema(m002_colour)

@@ -314,7 +314,7 @@ def test_file_and_new_folders_are_private(tmp_path):
 
 def test_schema_is_versioned_and_matches_the_record(ledger):
     with sqlite3.connect(ledger.path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(_usage._MIGRATIONS),)]
+        assert [name for (name,) in conn.execute("SELECT name FROM _migrations")] == _usage._SCHEMA.names
         columns = [row[1] for row in conn.execute("PRAGMA table_info(usage)")]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert columns == ["id"] + [f.name for f in dataclasses.fields(UsageRecord)]

@@ -7,8 +7,9 @@ again. Batch records keep enough (batch ids, row keys, the index) for a restarte
 the results.
 
 It lives in SQLite next to the usage ledger (``extract.sqlite3``), or in memory when the ledger is
-``":memory:"``. Like the ledger, a broken disk never breaks an extraction: it warns and carries on
-without the cache.
+``":memory:"``, opened like every file the package writes (``_core._store``: private, WAL, corruption
+recovery). Like the ledger, a broken disk never breaks an extraction: it warns and carries on without
+the cache.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .._core._store import Migrations, open_database, transaction
 
 if TYPE_CHECKING:
     from .._session import Session
@@ -30,10 +31,14 @@ if TYPE_CHECKING:
 __all__ = ["ExtractStore", "cache_key", "store_for", "store_path"]
 
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)",
-)
+_SCHEMA = Migrations()
+
+
+@_SCHEMA
+def m001_answers_and_batch_jobs(conn: sqlite3.Connection) -> None:
+    # IF NOT EXISTS: files made before named migrations already have both tables.
+    conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)")
+    conn.execute("CREATE TABLE IF NOT EXISTS batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)")
 
 
 def cache_key(model: str, schema_hash: str, instructions: str | None, text: str) -> str:
@@ -48,7 +53,7 @@ def store_path(settings: "Settings") -> str:
 
 
 class ExtractStore:
-    """The answer cache and the batch records, in one SQLite database.
+    """The answer cache and the batch records, in one SQLite database (opened by ``_core._store``).
 
     Parameters
     ----------
@@ -57,33 +62,16 @@ class ExtractStore:
     """
 
     def __init__(self, path: str = ":memory:") -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._warned = False
+        self._db = open_database(path, migrations=_SCHEMA, label="extraction cache")
+        self.path = self._db.path
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            self._conn = conn
-        return self._conn
+    @property
+    def notice(self) -> str | None:
+        """Set when a corrupt file was moved aside and a fresh one started."""
+        return self._db.notice
 
     def _run(self, operation, fallback):
-        with self._lock:
-            try:
-                return operation(self._connection())
-            except (sqlite3.Error, OSError) as exc:
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(f"the extraction cache at {self.path} is unusable ({exc}); carrying on without it", RuntimeWarning, stacklevel=4)
-                return fallback
+        return self._db.read_or(operation, fallback, "carrying on without it")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         """The cached ``(answer JSON, response id)`` of each key that has one."""
@@ -108,13 +96,8 @@ class ExtractStore:
             return
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 conn.executemany("INSERT OR REPLACE INTO answers (key, text, response_id, created) VALUES (?, ?, ?, ?)", values)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         self._run(write, None)
 
@@ -139,10 +122,7 @@ class ExtractStore:
         return [json.loads(text) for (text,) in rows]
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
 
 def store_for(session: "Session") -> ExtractStore:

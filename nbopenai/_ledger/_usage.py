@@ -1,8 +1,8 @@
 """The usage ledger: one row per API call, in a SQLite file shared by every kernel of the user.
 
-Several kernels, processes and threads may write at once (WAL mode, ``BEGIN IMMEDIATE``, a busy
-timeout), and writing never raises into an answer: if the disk fails, rows are kept in memory and a
-warning is shown once; a corrupt file is moved aside and a fresh one started, with a ``notice``.
+The file is opened by ``_core._store`` (private, WAL, busy timeout, corruption recovery, migrations),
+and writing never raises into an answer: if the disk fails, rows are kept in memory and a warning is
+shown once; a corrupt file is moved aside and a fresh one started, with a ``notice``.
 
 pandas and matplotlib are imported only inside the methods that need them.
 """
@@ -10,20 +10,21 @@ pandas and matplotlib are imported only inside the methods that need them.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import os
 import re
 import sqlite3
-import threading
 import time
-import warnings
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._core._errors import UsageError
+from .._core._store import Migrations, open_database
 
 if TYPE_CHECKING:
+    import numpy
     import pandas
     from matplotlib.figure import Figure
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["UsageRecord", "Totals", "Ledger"]
 
-_BUSY_TIMEOUT_S = 10.0
 _TOKEN_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
 
 # A call stopped on our side may still have been billed for a partial answer the server never
@@ -169,13 +169,16 @@ class Totals:
 
 
 _COLUMNS = tuple(f.name for f in fields(UsageRecord))
-_PANDAS_DTYPES = {"str": "string", "str | None": "string", "int": "Int64", "float | None": "Float64"}
+_TIME = _COLUMNS.index("time")
 
-# Each step brings the schema up by one version; add columns with a DEFAULT so that an older
-# nbopenai, which names its columns when inserting, can still write to a newer file.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE usage (
+_SCHEMA = Migrations()
+
+
+@_SCHEMA
+def m001_usage_table(conn: sqlite3.Connection) -> None:
+    # IF NOT EXISTS: a ledger made before named migrations already has the table and indexes.
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS usage (
             id INTEGER PRIMARY KEY,
             time REAL NOT NULL,
             session_id TEXT NOT NULL,
@@ -195,11 +198,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             cost_usd REAL,
             attempt INTEGER NOT NULL DEFAULT 1,
             error TEXT
-        )""",
-        "CREATE INDEX usage_by_session ON usage (session_id, time)",
-        "CREATE INDEX usage_by_time ON usage (time)",
-    ),
-)
+        )"""
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS usage_by_session ON usage (session_id, time)")
+    conn.execute("CREATE INDEX IF NOT EXISTS usage_by_time ON usage (time)")
+    # Older nbopenai (before named migrations) read this table: at version 1 they use the file as is.
+    # Add later columns with a DEFAULT, so that they, naming their columns when inserting, still can.
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    if conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
 
 
 class Ledger:
@@ -217,21 +224,21 @@ class Ledger:
     """
 
     def __init__(self, path: str | os.PathLike = ":memory:") -> None:
-        self.path = ":memory:" if str(path) == ":memory:" else str(Path(path).expanduser())
-        self.notice: str | None = None
-        # One connection behind a lock rather than one per thread: ":memory:" is per connection,
-        # recovering from corruption must swap every connection at once, and close() must be able
-        # to close it from any thread. Writers in one process serialise in SQLite anyway; other
-        # processes are kept safe by WAL, BEGIN IMMEDIATE and the busy timeout.
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._file_identity: tuple[int, int] | None = None
+        self._db = open_database(path, migrations=_SCHEMA, label="usage ledger")
+        self.path = self._db.path
         self._unsaved: list[UsageRecord] = []
-        self._warned = False
+        # Each session's totals so far, kept up to date by record_many once first asked for, so that
+        # the budget check before every call is a lookup, not a sum over the session's rows. A session
+        # id belongs to one Session, whose rows all pass through its one Ledger.
+        self._running: dict[str, Totals] = {}
         try:
-            self._with_connection(lambda conn: None)
+            self._db.run(lambda conn: None)
         except (sqlite3.Error, OSError) as exc:
-            self._warn_once(f"could not open the usage ledger at {self.path} ({exc}); usage is kept in memory")
+            self._db.warn_once(f"could not open the usage ledger at {self.path} ({exc}); usage is kept in memory")
+
+    @property
+    def notice(self) -> str | None:
+        return self._db.notice
 
     def record(self, rec: UsageRecord) -> None:
         """Store one call. Never raises: on failure the row is kept in memory and a warning shown once."""
@@ -241,34 +248,47 @@ class Ledger:
         """Store several calls in one transaction (extraction writes its rows this way)."""
         if not recs:
             return
-        with self._lock:
+        with self._db.lock:
             rows = [*self._unsaved, *recs]
+            refused: list[UsageRecord] = []
             try:
-                self._with_connection(lambda conn: _insert(conn, rows))
+                self._db.write(lambda conn: _insert(conn, rows))
             except _REFUSED_ROW as exc:
                 # A row the schema refuses would fail every later write if kept for a retry:
                 # save the others one by one and drop only the refused ones, with a warning.
-                self._unsaved = [row for row in rows if not self._insert_or_refuse(row)]
-                self._warn_once(f"the usage ledger refused a row ({exc}); it was dropped, the others were kept")
+                self._unsaved = []
+                for row in rows:
+                    outcome = self._insert_one(row)
+                    if outcome is _Outcome.REFUSED:
+                        refused.append(row)
+                    elif outcome is _Outcome.FAILED:
+                        self._unsaved.append(row)
+                self._db.warn_once(f"the usage ledger refused a row ({exc}); it was dropped, the others were kept")
             except Exception as exc:  # an answer must never fail because its bookkeeping did
                 self._unsaved.extend(recs)
-                self._warn_once(
+                self._db.warn_once(
                     f"could not write to the usage ledger at {self.path} ({exc}); "
                     "keeping usage in memory and retrying with the next call"
                 )
             else:
                 self._unsaved.clear()
-                self._warned = False
+                self._db.working()
+            self._count([rec for rec in recs if not any(rec is row for row in refused)])
 
-    def _insert_or_refuse(self, row: UsageRecord) -> bool:
-        """Insert one row; True when it is saved or refused for good, False to keep it for a retry."""
+    def _insert_one(self, row: UsageRecord) -> "_Outcome":
+        """Insert one row: saved, refused for good, or failed (worth another try with the next call)."""
         try:
-            self._with_connection(lambda conn: _insert(conn, [row]))
+            self._db.write(lambda conn: _insert(conn, [row]))
         except _REFUSED_ROW:
-            return True
-        except Exception:  # disk full, locked, read-only: worth another try with the next call
-            return False
-        return True
+            return _Outcome.REFUSED
+        except Exception:  # disk full, locked, read-only
+            return _Outcome.FAILED
+        return _Outcome.SAVED
+
+    def _count(self, recs: Sequence[UsageRecord]) -> None:
+        """Add ``recs`` (stored or kept in memory) to the running totals of their sessions."""
+        for session_id in {rec.session_id for rec in recs}.intersection(self._running):
+            self._running[session_id] += Totals.of(rec for rec in recs if rec.session_id == session_id)
 
     def records(
         self,
@@ -291,16 +311,36 @@ class Ledger:
             ``"2d"``, ``"1w"``.
         """
         wanted = _Filter.build(session_id=session_id, model=model, thread=thread, since=since, kind=kind)
+        return [UsageRecord(*row) for row in self._rows(wanted)]
+
+    def _rows(self, wanted: "_Filter") -> list[tuple]:
+        """The matching calls as tuples in ``_COLUMNS`` order, oldest first, unsaved ones included."""
         where, params = wanted.sql()
         query = f"SELECT {', '.join(_COLUMNS)} FROM usage {where} ORDER BY time, id"
-        with self._lock:
-            saved = self._read(lambda conn: [UsageRecord(*row) for row in conn.execute(query, params)], [])
-            unsaved = [rec for rec in self._unsaved if wanted.matches(rec)]
-        return sorted(saved + unsaved, key=lambda rec: rec.time) if unsaved else saved
+        with self._db.lock:
+            saved = self._db.read_or(lambda conn: conn.execute(query, params).fetchall(), [], _SHOWING_UNSAVED)
+            unsaved = [astuple(rec) for rec in self._unsaved if wanted.matches(rec)]
+        return sorted(saved + unsaved, key=lambda row: row[_TIME]) if unsaved else saved
 
     def totals(self, **filters: Any) -> Totals:
-        """Sums over the calls matching ``filters`` (those of :meth:`records`, e.g. ``session_id``)."""
-        wanted = _Filter.build(**filters)
+        """Sums over the calls matching ``filters`` (those of :meth:`records`, e.g. ``session_id``).
+
+        A session's totals alone (``totals(session_id=...)``, what the budget check asks before every
+        call) are summed once and then kept up to date as rows are recorded.
+        """
+        session_id = filters.get("session_id")
+        if session_id is None or set(filters) != {"session_id"}:
+            return self._sum(_Filter.build(**filters))[0]
+        with self._db.lock:
+            running = self._running.get(session_id)
+            if running is None:
+                running, read = self._sum(_Filter.build(session_id=session_id))
+                if read:  # a failed read is no base to add to: sum again next time
+                    self._running[session_id] = running
+            return running
+
+    def _sum(self, wanted: "_Filter") -> tuple[Totals, bool]:
+        """The totals over ``wanted`` and whether the file could be read."""
         where, params = wanted.sql()
         query = (
             "SELECT COUNT(*), "
@@ -312,9 +352,10 @@ class Ledger:
             calls, *tokens, cost, unpriced = conn.execute(query, params).fetchone()
             return Totals(calls, *tokens, cost_usd=cost, cost_complete=unpriced == 0)
 
-        with self._lock:
-            saved = self._read(aggregate, Totals())
-            return saved + Totals.of(rec for rec in self._unsaved if wanted.matches(rec))
+        with self._db.lock:
+            saved = self._db.read_or(aggregate, None, _SHOWING_UNSAVED)
+            unsaved = Totals.of(rec for rec in self._unsaved if wanted.matches(rec))
+        return (unsaved if saved is None else saved + unsaved), saved is not None
 
     def to_dataframe(self, **filters: Any) -> "pandas.DataFrame":
         """The calls matching ``filters`` (those of :meth:`records`) as a DataFrame.
@@ -322,17 +363,16 @@ class Ledger:
         Columns follow :class:`UsageRecord`; ``time`` is a UTC datetime, and the other columns use
         pandas' nullable dtypes (``string``, ``Int64``, ``Float64``) so a missing cost is ``<NA>``.
         """
+        import numpy as np
         import pandas as pd
 
-        records = self.records(**filters)
-        columns: dict[str, Any] = {}
-        for field in fields(UsageRecord):
-            values = [getattr(rec, field.name) for rec in records]
-            if field.name == "time":
-                columns["time"] = pd.to_datetime(pd.Series(values, dtype="float64"), unit="s", utc=True)
-            else:
-                columns[field.name] = pd.array(values, dtype=_PANDAS_DTYPES[field.type])
-        return pd.DataFrame(columns)
+        rows = self._rows(_Filter.build(**filters))
+        # The rows straight from SQLite into one object array, sliced into columns: no record objects
+        # and no per-field attribute lookups, so this costs about what pandas.read_sql does.
+        table = np.array(rows, dtype=object).reshape(len(rows), len(_COLUMNS))
+        columns = {name: _pandas_column(pd, table[:, i], _COLUMN_TYPES[name]) for i, name in enumerate(_COLUMNS)}
+        columns["time"] = pd.to_datetime(table[:, _TIME].astype("float64"), unit="s", utc=True)
+        return pd.DataFrame(columns, copy=False)
 
     def summary(self, **filters: Any) -> "pandas.DataFrame":
         """Calls, tokens, cost and mean latencies per model and thread, for the calls matching ``filters``.
@@ -386,8 +426,9 @@ class Ledger:
 
     def close(self) -> None:
         """Close the database connection; a later call opens it again (a ``":memory:"`` ledger starts empty)."""
-        with self._lock:
-            self._close_connection()
+        with self._db.lock:
+            self._db.close()
+            self._running.clear()
 
     def __enter__(self) -> "Ledger":
         return self
@@ -398,89 +439,14 @@ class Ledger:
     def __repr__(self) -> str:
         return f"Ledger({self.path!r})"
 
-    def _with_connection(self, operation):
-        """``operation(connection)``; a corrupt file is moved aside and the operation run again on a fresh one."""
-        with self._lock:
-            try:
-                return operation(self._connection())
-            except sqlite3.DatabaseError as exc:
-                if not _is_corruption(exc) or self.path == ":memory:":
-                    raise
-                self._move_corrupt_file_aside()
-                return operation(self._connection())
 
-    def _read(self, operation, fallback):
-        # Reads feed the budget check before every call, so a broken disk must not block asking.
-        try:
-            return self._with_connection(operation)
-        except (sqlite3.Error, OSError) as exc:
-            self._warn_once(f"could not read the usage ledger at {self.path} ({exc}); showing unsaved usage only")
-            return fallback
+_SHOWING_UNSAVED = "showing unsaved usage only"
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is not None and self._same_file():
-            return self._conn
-        # First use, after close(), or the file was replaced (another kernel moved a corrupt one aside).
-        self._close_connection()
-        if self.path != ":memory:":
-            _create_private_file(Path(self.path))
-            stat = os.stat(self.path)
-            self._file_identity = (stat.st_dev, stat.st_ino)
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            _enable_wal(conn)
-            # NORMAL in WAL mode survives an application crash; only a power cut can lose the last
-            # rows, a fair price for not syncing the disk on every call.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            _migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
 
-    def _same_file(self) -> bool:
-        return self.path == ":memory:" or self._same_file_as(self._file_identity)
-
-    def _close_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
-            self._conn = None
-
-    def _move_corrupt_file_aside(self) -> None:
-        corrupt_identity = self._file_identity
-        self._close_connection()
-        if not self._same_file_as(corrupt_identity):
-            return  # another kernel has already moved it aside and started a fresh one
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = f"{self.path}.corrupt-{stamp}"
-        n = 1
-        while os.path.exists(aside):
-            aside = f"{self.path}.corrupt-{stamp}-{n}"
-            n += 1
-        # The -wal and -shm files travel with it: left behind, SQLite would replay them into the fresh file.
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                os.replace(self.path + suffix, aside + suffix)
-            except FileNotFoundError:
-                pass
-        self.notice = f"usage ledger at {self.path} was corrupt; moved to {aside}, started a fresh one"
-        warnings.warn(self.notice, RuntimeWarning, stacklevel=4)
-
-    def _same_file_as(self, identity: tuple[int, int] | None) -> bool:
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return False
-        return (stat.st_dev, stat.st_ino) == identity
-
-    def _warn_once(self, message: str) -> None:
-        if not self._warned:
-            self._warned = True
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+class _Outcome(enum.Enum):
+    SAVED = "saved"
+    REFUSED = "refused"
+    FAILED = "failed"
 
 
 # Errors about the row itself (a NOT NULL column left empty, a value SQLite cannot store), as
@@ -495,92 +461,37 @@ _ROWS_PER_STATEMENT = 400
 
 
 def _insert(conn: sqlite3.Connection, rows: list[UsageRecord]) -> None:
+    """Insert ``rows`` (the caller holds the transaction)."""
     row_placeholders = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _ROWS_PER_STATEMENT]
-            values = ", ".join([row_placeholders] * len(chunk))
-            conn.execute(
-                f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES {values}",
-                [getattr(row, column) for row in chunk for column in _COLUMNS],
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        values = ", ".join([row_placeholders] * len(chunk))
+        conn.execute(
+            f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES {values}",
+            [getattr(row, column) for row in chunk for column in _COLUMNS],
+        )
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
-        # A newer nbopenai's file (version beyond ours) is used as is: its extra columns have defaults.
-        for step in _MIGRATIONS[version:]:
-            for statement in step:
-                conn.execute(statement)
-        if version < len(_MIGRATIONS):
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(_MIGRATIONS),))
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
+# Each column's Python type (``int``, ``str | None``, ...), resolved from UsageRecord's annotations,
+# picks its pandas dtype: a new column needs no entry anywhere.
+_COLUMN_TYPES = typing.get_type_hints(UsageRecord)
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # the original error is the one worth reporting
-
-
-def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-    message = str(exc).lower()
-    return "not a database" in message or "malformed" in message
-
-
-def _enable_wal(conn: sqlite3.Connection) -> None:
-    """Switch a new ledger file to WAL, waiting while another process does the same.
-
-    Changing the journal mode fails at once with "database is locked" when another connection
-    holds the file (two kernels opening a fresh ledger together): SQLite does not call the busy
-    handler for it. So retry, with the same patience as every other write.
-    """
-    deadline = time.monotonic() + _BUSY_TIMEOUT_S
-    pause = 0.005
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
-
-
-def _create_private_file(path: Path) -> None:
-    """Create ``path`` (and missing folders) readable by the owner only; leave an existing file alone."""
-    missing = []
-    folder = path.parent
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            pass  # another kernel made it first
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        pass
+def _pandas_column(pd: Any, values: "numpy.ndarray", annotation: Any) -> Any:
+    """An object array of one column's values as the nullable pandas array for its type."""
+    arguments = typing.get_args(annotation)
+    nullable = type(None) in arguments
+    base = next(a for a in arguments if a is not type(None)) if nullable else annotation
+    if base is float:
+        return pd.array(values.astype("float64"), dtype="Float64")  # None becomes NaN, then <NA>
+    if base is int:
+        # NOT NULL integers convert in one C loop; a nullable one takes pandas' slower, general path.
+        return pd.array(values if nullable else values.astype("int64"), dtype="Int64")
+    if base is bool:
+        return pd.array(values, dtype="boolean")
+    if base is str:
+        return pd.array(values, dtype="string")
+    raise TypeError(f"no pandas dtype for a ledger column of type {annotation}")
 
 
 @dataclass(frozen=True)
