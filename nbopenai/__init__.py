@@ -22,6 +22,7 @@ from typing import Any
 from ._turns._answer import Answer, Usage
 from ._core._errors import (
     APIError,
+    APIUnavailable,
     AuthenticationError,
     BadRequestError,
     BudgetExceeded,
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "APIUnavailable",
     "Answer",
     "AuthenticationError",
     "BadRequestError",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._turns import _ask
 from ._turns._answer import Answer, Usage
 from ._turns._conversation import ThreadStore
+from ._core._breaker import CircuitBreaker
 from ._core._errors import UsageError
 from ._core._loop import LoopThread
 from ._core._retry import RetryPolicy, retry_policy
@@ -77,6 +78,7 @@ class Session:
         self._clients_lock = threading.Lock()
         self._client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
+        self._breaker: CircuitBreaker | None = None
         self.jobs: list[Job] = []
         if local:
             self.use_local(model=overrides.get("model"))
@@ -170,8 +172,17 @@ class Session:
                 self._async_client = build_async_client(self.settings)
             return self._async_client
 
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker of this session's endpoint (a new one when the endpoint or key changes)."""
+        with self._clients_lock:
+            if self._breaker is None:
+                self._breaker = CircuitBreaker()
+            return self._breaker
+
     def _drop_clients(self) -> None:
         with self._clients_lock:
+            self._breaker = None
             old, self._client = self._client, None
             old_async, self._async_client = self._async_client, None
         if old is not None:

@@ -64,3 +64,48 @@ def test_extract_and_the_magic_in_a_live_kernel(local_server, tmp_path):
     assert outputs[4][-1].text.strip() == "['a', 'b', 'c'] ['Ada Lovelace', 'Alan Turing', 'Grace Hopper']"
     requests = [r for r in local_server.requests if r.path == "/v1/responses"]
     assert len(requests) == 6
+
+
+def test_the_stop_button_stops_run_all_after_binding_the_partial_frame(local_server, tmp_path):
+    """Run All queues the cells; the stop button during ``%%extract`` must abort the ones after it."""
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+
+    from _kernels import kernel_env
+
+    env = kernel_env(OPENAI_BASE_URL=local_server.base_url, NBOPENAI_MODEL="nbopenai-local")
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        kc.execute_interactive(SETUP + "\nbios = pd.Series([f'Person {i} is {20 + i}.' for i in range(40)])\n%load_ext nbopenai",
+                               timeout=60)
+        local_server.configure(latency=0.2)
+        slow = kc.execute("%%extract Person --over bios -o people --no-cache --concurrency 1\nExtract the person.",
+                          stop_on_error=True)
+        after = kc.execute("ran_next = True", stop_on_error=True)  # queued, as Run All queues it
+        deadline = time.monotonic() + 60
+        while len([r for r in local_server.requests if r.path == "/v1/responses"]) < 3:
+            assert time.monotonic() < deadline, "the extraction never started"
+            time.sleep(0.02)
+        km.interrupt_kernel()
+        replies = {}
+        while len(replies) < 2:
+            reply = kc.get_shell_msg(timeout=60)
+            replies[reply["parent_header"]["msg_id"]] = reply["content"]
+        assert replies[slow]["status"] == "error" and replies[slow]["ename"] == "KeyboardInterrupt"
+        assert replies[after]["status"] == "aborted"  # the next cell did not run
+        local_server.configure(latency=0.0)
+        check = kc.execute("print('ran_next' in globals(), people.attrs['interrupted'], (people['_status'] == 'ok').sum() >= 1)")
+        texts = []
+        while True:
+            message = kc.get_iopub_msg(timeout=30)
+            if message["parent_header"].get("msg_id") != check:
+                continue
+            if message["msg_type"] == "stream":
+                texts.append(message["content"]["text"])
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                break
+        assert "".join(texts).strip() == "False True True"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

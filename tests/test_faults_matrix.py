@@ -93,6 +93,8 @@ LINE = "the batch line failed; " + LINES_NOT_RETRIED
 REFUSED = "the refusal's words are the answer, marked `[refused]`; billed, and kept in the thread"
 NOT_IN_A_BATCH = "not injectable into a batch line: no effect"
 NOT_A_LINE_FAULT = "a batch line cannot be cut or slowed: the fault hits the batch's creation call"
+FAILS_FAST = ("no row can succeed: the run stops at once (nothing more is sent) and raises; the partial frame is "
+              "bound by `-o` and kept on the error's `partial`")
 WEB_PAGE = "not retried: the message says the server is not the API, and to check the base URL"
 
 EXPECTED: dict[tuple[str, str], Cell] = {
@@ -150,12 +152,12 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("midstream_error", "extract"): _c("row ok", "-", "error completed", 2, 1, note=LATE_500),
     ("midstream_error_flat", "extract"): _c("row ok", "-", "error completed", 2, 1, note=LATE_500),
     ("incomplete", "extract"): _c("row incomplete", "-", "incomplete", 1, 1, note="the row keeps `_error`; --retry-failed redoes it"),
-    ("unauthorized", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
+    ("unauthorized", "extract"): _c("AuthenticationError", "-", "error", 1, 0, note=FAILS_FAST),
     ("context_length_exceeded", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
     ("bad_request", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
     ("invalid_json", "extract"): _c("row ok", "-", "completed completed", 2, 2, note="re-asked once with the validation error (`validation_retries`): both answers billed, both in the ledger"),
     ("refusal", "extract"): _c("row refusal", "-", "completed", 1, 1, note="`_error` holds the refusal's words; not re-asked"),
-    ("not_json", "extract"): _c("row error", "-", "error", 1, 0, note="`_error` says why; " + WEB_PAGE),
+    ("not_json", "extract"): _c("UnexpectedResponse", "-", "error", 1, 0, note=FAILS_FAST + "; " + WEB_PAGE),
     # %%extract --batch, one row: the fault hits the row's line inside the batch
     ("rate_limit", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("server_error", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
@@ -298,7 +300,7 @@ def _sees_extract(ip, batch: bool) -> str:
     option = " --batch" if batch else ""
     try:
         frame = ip.run_cell(f"%%extract Person --no-cache{option}\nAda Lovelace is 36 years old.").result
-    except Exception as error:  # a batch whose creation failed: no frame, one short message
+    except Exception as error:  # a batch whose creation failed, or a run that stopped at once: one short message
         return type(error).__name__
     assert len(frame) == 1
     return f"row {frame['_status'].iloc[0]}"

@@ -14,6 +14,7 @@ message (what happened, what to do) without an SDK traceback. All carry ``messag
           ├── BadRequestError       400 / 404 / 422
           │    └── ContextLengthExceeded
           ├── ServerError           5xx, after every retry
+          │    └── APIUnavailable   the circuit breaker is open: the service keeps failing (outage)
           ├── TimeoutError          connect / read / write / pool timeout, after every retry
           ├── ConnectionError       could not reach the server, after every retry
           ├── UnexpectedResponse    the server answered, but not as the API does (an HTML page from
@@ -40,6 +41,7 @@ __all__ = [
     "BadRequestError",
     "ContextLengthExceeded",
     "ServerError",
+    "APIUnavailable",
     "TimeoutError",
     "ConnectionError",
     "StreamError",
@@ -157,6 +159,12 @@ class ServerError(APIError):
     hint = "The server failed even after retries; try again in a moment."
 
 
+class APIUnavailable(ServerError):
+    """Failures in a row (5xx, timeouts, dropped connections): nothing is sent until the service answers again."""
+
+    hint = "The service looks down; wait a little and re-run (https://status.openai.com shows OpenAI's outages)."
+
+
 class TimeoutError(APIError):  # noqa: A001 - deliberately mirrors the builtin's name inside our namespace
     hint = "The server took too long; raise the timeout (`%config AskMagics.read_timeout = 120`) or try again."
 
@@ -213,6 +221,17 @@ def _sent_credentials(exc: BaseException) -> tuple[str, ...]:
     return tuple(value for value in found if value)
 
 
+def _waited(error: APIError, exc: BaseException) -> APIError:
+    """``error`` with the wait the server asked for (``retry-after``, "try again in 2s") in its hint."""
+    from ._retry import describe_wait, retry_after
+
+    asked = retry_after(exc)
+    if asked is not None and asked >= 1:
+        error.hint = (f"The server asked to wait {describe_wait(asked)} before trying again: re-run the cell after that"
+                      f"{' (or lower --concurrency)' if isinstance(error, RateLimitError) else ''}.")
+    return error
+
+
 def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
     import openai  # the SDK is a core dependency; imported here to keep this module's top light
 
@@ -236,9 +255,9 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
         if status in (401, 403):
             return AuthenticationError(f"The API refused the credentials: {text}", **fields)
         if status == 429:
-            return RateLimitError(f"Rate limited: {text}", **fields)
+            return _waited(RateLimitError(f"Rate limited: {text}", **fields), exc)
         if status >= 500:
-            return ServerError(f"The API failed: {text}", **fields)
+            return _waited(ServerError(f"The API failed: {text}", **fields), exc)
         return BadRequestError(f"The API rejected the request: {text}", **fields)
     if isinstance(exc, openai.APIResponseValidationError):
         return UnexpectedResponse(f"The server's answer was not the API's JSON (HTTP {exc.status_code}): {exc.message}",

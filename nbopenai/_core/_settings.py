@@ -106,6 +106,15 @@ class Settings:
         A JSON price table that overrides/extends the shipped one.
     budget_usd, budget_tokens
         Optional per-session caps; a call that would pass one is refused before sending.
+    max_retry_wait
+        The longest ``retry-after`` (seconds) a request waits out; a server asking for longer ends it,
+        and the error says how long it asked for.
+    outage_timeout
+        Seconds an outage (5xx, timeouts, dropped connections in a row: the circuit breaker is open) may
+        last before an extraction stops, keeping its finished rows; ``%%ask`` fails at once while open.
+    rpm, tpm
+        Requests and tokens per minute your account allows; extraction paces itself to them. Learned
+        from the ``x-ratelimit-*`` headers when not given.
     concurrency
         Parallel requests for extraction.
     update_rate
@@ -130,6 +139,10 @@ class Settings:
     prices_path: str | None = None
     budget_usd: float | None = None
     budget_tokens: int | None = None
+    max_retry_wait: float = 120.0
+    outage_timeout: float = 15.0
+    rpm: int | None = None
+    tpm: int | None = None
     concurrency: int = 16
     update_rate: float = 20.0
 
@@ -142,6 +155,14 @@ class Settings:
             raise ValueError("concurrency must be at least 1")
         if self.update_rate <= 0:
             raise ValueError("update_rate must be positive")
+        if not self.max_retry_wait >= 0:
+            raise ValueError("max_retry_wait must be 0 or more (seconds)")
+        if not self.outage_timeout > 0:
+            raise ValueError("outage_timeout must be positive (seconds)")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1 (or None: learned from the API's headers)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .._core._errors import UsageError
+from .._core._errors import NbOpenAIError, UsageError
 from .._core._retry import retry_policy
 from ._cache import cache_key, store_for
 from ._format import StrictFormat, strict_format
@@ -298,8 +298,16 @@ def _dry_run(prepared: Prepared, cached: int) -> ExtractPlan:
     )
 
 
-def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> bool:
-    """Run the pending rows; returns True when interrupted. Finished rows are final either way."""
+@dataclass
+class LiveRun:
+    """How a live run ended: interrupted (the stop button), or stopped by ``error`` (fail fast, an outage)."""
+
+    interrupted: bool = False
+    error: NbOpenAIError | None = None
+
+
+def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> LiveRun:
+    """Run the pending rows. Finished rows are final whatever happens; rows not run stay ``pending``."""
     options, settings = prepared.options, session.settings
     session.async_client  # noqa: B018 - built now: a missing key is a ConfigurationError before any progress shows
     concurrency = options.concurrency or settings.concurrency
@@ -315,18 +323,33 @@ def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> bool:
         ledger.flush()
         view.update(tally.snapshot())
 
-    interrupted = False
+    ended = LiveRun()
     try:
         drive(session, runner.run(prepared.todo), tick, interval)
     except KeyboardInterrupt:
-        interrupted = True
+        ended.interrupted = True
     finally:
         ledger.flush()
         try:
             view.close(tally.snapshot(finished=True))
         except KeyboardInterrupt:  # a callback that stops at the end: everything has ended anyway
             pass
-    return interrupted
+    ended.error = runner.stop_error
+    return ended
+
+
+def _mark_not_sent(prepared: Prepared, error: NbOpenAIError) -> None:
+    """Rows a stopped run did not finish end ``cancelled``, saying why; the error says how many rows are kept."""
+    reason = f"not sent: the run stopped ({error.message.split(':')[0]})"
+    unfinished = 0
+    for result in prepared.results:
+        if result.status == "pending":
+            result.status, result.error = "cancelled", reason
+            unfinished += 1
+    kept = sum(1 for result in prepared.results if result.status == "ok")
+    if unfinished:
+        error.message += f" {kept:,} rows kept, {unfinished:,} not run: re-run with --retry-failed (retry_failed=True) to finish them."
+    error.args = (error.message,)
 
 
 def _tally_for(prepared: Prepared, cached: int, label: str = "extract") -> Tally:
@@ -372,7 +395,17 @@ def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> A
         columns (nested ones dotted), and ``_status``, ``_error``, ``_attempts``, token, cost,
         ``_response_id``, ``_latency_s`` and ``_from_cache`` columns; ``df.attrs`` holds the
         provenance and totals. Interrupted (the stop button), it is the partial frame with
-        ``attrs["interrupted"] = True`` and unfinished rows ``cancelled``. ``dry_run`` returns an
+        ``attrs["interrupted"] = True`` and unfinished rows ``cancelled``.
+
+    Raises
+    ------
+    NbOpenAIError
+        When an answer shows that no row can succeed (``AuthenticationError`` for a refused key,
+        ``BadRequestError`` for an unknown model, ``ConnectionError`` for a closed port,
+        ``UnexpectedResponse``, ``RateLimitError`` asking for a wait longer than
+        ``Settings.max_retry_wait``) or the service stays down (``APIUnavailable``): the run stops
+        at once. The error's ``partial`` attribute is the frame of the rows that did finish
+        (the others ``cancelled``), so ``retry_failed=error.partial`` (or ``True``) finishes them. ``dry_run`` returns an
         ``ExtractPlan``; ``batch`` with ``wait=False`` a ``BatchJob``.
 
     Examples
@@ -397,7 +430,14 @@ def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> A
 
         return submit(session, prepared, cached=cached)
     tally = _tally_for(prepared, cached)
-    interrupted = _run_live(session, prepared, tally) if todo else False
+    ended = _run_live(session, prepared, tally) if todo else LiveRun()
+    if ended.error is not None:
+        _mark_not_sent(prepared, ended.error)
     if opts.cache:
         _save_answers(session, prepared)
-    return prepared.frame(prepared.attrs(session, tally.totals(), interrupted=interrupted))
+    frame = prepared.frame(prepared.attrs(session, tally.totals(), interrupted=ended.interrupted,
+                                          stopped=ended.error.message if ended.error else None))
+    if ended.error is not None:
+        ended.error.partial = frame  # type: ignore[attr-defined]  # the rows that finished, for the caller to keep
+        raise ended.error
+    return frame

@@ -12,7 +12,14 @@
 - Every attempt that reached the server is a ledger row, usage included. Records are built on the
   loop and written from the caller's thread between progress ticks, so SQLite never stalls the loop.
 - Results live in ``RowResult`` objects created by the caller: if the run is interrupted, what
-  finished is already there.
+  finished is already there. ``on_row_done(position, result)`` is called (on the loop) as each row ends.
+- **Fail fast**: the first answer no row can get past (``_retry.fails_every_request``: a refused key,
+  an unknown model, a closed port, not the API, a wait longer than allowed) stops the run: nothing
+  new is sent, requests in flight finish, rows not begun stay ``pending`` (``cancelled`` in the
+  frame) and ``stop_error`` holds the typed error for the caller to raise.
+- **Circuit breaker** (``session.breaker``): every attempt reports to it; while it is open rows wait
+  without spending attempts; an outage longer than ``Settings.outage_timeout`` stops the run as above.
+  A model not yet answered on this endpoint goes out one request at a time until one is answered.
 
 ``drive`` runs the coroutine on ``session.loop`` and, while waiting, ticks the progress view and
 flushes the ledger from the calling thread. ``KeyboardInterrupt`` (Jupyter's stop button) cancels
@@ -31,9 +38,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._turns._answer import Usage
+from .._core._breaker import FAILURE
 from .._core._client import create_response_dict
-from .._core._errors import translate
-from .._core._retry import RetryPolicy, reached_server
+from .._core._errors import NbOpenAIError, translate
+from .._core._retry import RetryPolicy, describe_wait, fails_every_request, reached_server, too_long_to_wait
 from ._progress import Snapshot
 from ._rows import Outcome, RowResult, classify
 
@@ -237,6 +245,7 @@ class Runner:
         tally: Tally,
         ledger: LedgerBuffer,
         concurrency: int,
+        on_row_done: Callable[[int, RowResult], None] | None = None,
     ) -> None:
         self.session = session
         self.fmt = fmt
@@ -247,6 +256,12 @@ class Runner:
         self.ledger = ledger
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
+        self.on_row_done = on_row_done
+        self.breaker = session.breaker
+        self.outage_timeout = session.settings.outage_timeout
+        self.stop_error: NbOpenAIError | None = None  # set by the first answer that ends the run
+        self._stopped = asyncio.Event()
+        self._news = asyncio.Event()  # replaced after every answer: rows held back for the breaker look again
         self._parked: set[asyncio.Future[None]] = set()  # rows waiting out a retry in tasks of their own
 
     async def run(self, positions: Sequence[int]) -> None:
@@ -258,6 +273,8 @@ class Runner:
 
         async def worker() -> None:
             for position in rows:
+                if self._stopped.is_set():
+                    return
                 await self._guarded(client, _Row(position, self.texts[position]))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(positions)))]
@@ -275,9 +292,7 @@ class Runner:
         try:
             await self._row(client, row, parked_for)
         except Exception as exc:  # a bug costs one row, not the run
-            result = self.results[row.position]
-            result.status, result.error = "error", f"unexpected {type(exc).__name__}: {exc}"
-            self.tally.finish(result)
+            self._finish(row.position, row.started, Outcome("error", error=f"unexpected {type(exc).__name__}: {exc}"))
 
     def _park(self, client: Any, row: "_Row", wait: float) -> None:
         """Finish ``row`` in a task of its own after ``wait`` s, so its worker moves on to the next row.
@@ -298,7 +313,10 @@ class Runner:
         return record
 
     async def _row(self, client: Any, row: "_Row", parked_for: float | None = None) -> None:
-        """Ask for ``row`` until it ends; a parked row (in a task of its own) first waits ``parked_for`` s."""
+        """Ask for ``row`` until it ends; a parked row (in a task of its own) first waits ``parked_for`` s.
+
+        A row still ``pending`` when this returns was not finished because the run stopped.
+        """
         request, limit = self.request, self.limit
         result = self.results[row.position]
         parked = parked_for is not None
@@ -306,9 +324,17 @@ class Runner:
             await self._sleep(parked_for)
         held = False
         while True:
+            if self._stopped.is_set():
+                if held:
+                    limit.release()
+                return
             # A row already started (a retry, a re-ask) goes before rows not yet begun.
             epoch = limit.epoch if held else await limit.acquire(first=result.attempts > 0)
             held = False
+            probe = await self._admitted()
+            if probe is None:  # the run stopped while this row waited
+                limit.release()
+                return
             if row.started is None:  # from its first send: time queued for a slot is not its latency
                 row.started = time.perf_counter()
             row.tries += 1
@@ -320,14 +346,20 @@ class Runner:
                 response = await create_response_dict(client, {**request.params, "input": row.input})
             except asyncio.CancelledError:
                 limit.release()
+                self._abandoned(probe)
                 self._record(status="cancelled", started_wall=started_wall, latency=time.perf_counter() - started,
                              attempt=result.attempts, model=request.model, error="interrupted by the user")
                 raise
             except Exception as exc:
                 limit.release()
+                self._settled(exc, probe)
                 wait = self._failed(exc, epoch, row.tries, result.attempts, started, started_wall)
-                if wait is None:
-                    self._finish(result, row.started, Outcome("error", error=translate(exc, attempts=row.tries).message))
+                ends_the_run = fails_every_request(exc, max_wait=request.retry.max_wait)
+                if wait is None or ends_the_run:
+                    error = translate(exc, attempts=row.tries)
+                    if ends_the_run:
+                        self._stop(self._run_ender(exc, error))
+                    self._finish(row.position, row.started, Outcome("error", error=error.message))
                     return
                 if not parked and len(self._parked) < self.concurrency:
                     self._park(client, row, wait)
@@ -335,22 +367,86 @@ class Runner:
                 await self._sleep(wait)
                 continue
             try:
+                self._settled(None, probe)
                 limit.succeeded()
                 outcome = self._answered(response, result, started, started_wall)
-                if outcome.status == "invalid" and row.reasks < request.validation_retries:
+                if outcome.status == "invalid" and row.reasks < request.validation_retries and not self._stopped.is_set():
                     row.reasks, row.tries, held = row.reasks + 1, 0, True  # the re-ask goes out on this same slot
                     row.input = reask(row.text or "", outcome.text, outcome.error)
                     continue
             finally:
                 if not held:
                     limit.release()
-            self._finish(result, row.started, outcome)
+            self._finish(row.position, row.started, outcome)
             return
 
+    async def _admitted(self) -> bool | None:
+        """Wait until the breaker lets a request go: True for its half-open probe, None if the run stopped.
+
+        While the breaker is open (or a model's first request is out) rows wait here, spending no
+        attempt; an outage longer than ``outage_timeout`` stops the run.
+        """
+        breaker, model = self.breaker, self.request.model
+        while not self._stopped.is_set():
+            wait, probe = breaker.wait_before_sending()
+            if wait <= 0:
+                if probe or breaker.first_contact(model):
+                    return probe
+                wait = 1.0  # the first request for this model is out: its answer (news) wakes us sooner
+            elif breaker.outage_s() >= self.outage_timeout:
+                self._stop(breaker.unavailable())
+                break
+            self.tally.retrying += 1
+            try:
+                await self._until(self._news, min(wait, 1.0))
+            finally:
+                self.tally.retrying -= 1
+        return None
+
+    def _settled(self, exc: BaseException | None, probe: bool) -> None:
+        """Tell the breaker how an attempt went, and wake the rows waiting for news."""
+        self.breaker.settle(exc, model=self.request.model, probe=probe, describe=lambda e: translate(e).message)
+        self._news.set()
+        self._news = asyncio.Event()
+
+    def _abandoned(self, probe: bool) -> None:
+        """An attempt cancelled before its answer: the breaker hears nothing, the next request may try."""
+        if probe:
+            self.breaker.release_probe()
+        self.breaker.forget_contact(self.request.model)
+
+    def _run_ender(self, exc: BaseException, error: NbOpenAIError) -> NbOpenAIError:
+        """The error that ends the run for ``exc``; a wait too long to sit out says how long it was."""
+        asked = too_long_to_wait(exc, self.request.retry.max_wait)
+        if asked is not None:
+            error.message += (f" The server asked to wait {describe_wait(asked)}, longer than the "
+                              f"{describe_wait(self.request.retry.max_wait)} nbopenai waits (Settings.max_retry_wait).")
+            error.args = (error.message,)
+        return error
+
+    def _stop(self, error: NbOpenAIError) -> None:
+        """End the run: nothing new is sent; requests in flight finish; ``error`` is what the caller raises."""
+        if self.stop_error is None:
+            self.stop_error = error
+        self._stopped.set()
+        self._news.set()
+
+    async def _until(self, event: asyncio.Event, seconds: float) -> None:
+        """Sleep ``seconds``, or less if ``event`` or the stop comes first."""
+        waits = [asyncio.ensure_future(event.wait())]
+        if event is not self._stopped:
+            waits.append(asyncio.ensure_future(self._stopped.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
     async def _sleep(self, seconds: float) -> None:
+        """Wait out a retry's pause (cut short if the run stops)."""
         self.tally.retrying += 1
         try:
-            await asyncio.sleep(seconds)
+            await self._until(self._stopped, seconds)
         finally:
             self.tally.retrying -= 1
 
@@ -387,10 +483,13 @@ class Runner:
         tally.cost_usd += cost or 0.0
         return outcome
 
-    def _finish(self, result: RowResult, row_started: float, outcome: Outcome) -> None:
+    def _finish(self, position: int, row_started: float | None, outcome: Outcome) -> None:
+        result = self.results[position]
         result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
-        result.latency_s = time.perf_counter() - row_started
+        result.latency_s = time.perf_counter() - row_started if row_started is not None else None
         self.tally.finish(result)
+        if self.on_row_done is not None:
+            self.on_row_done(position, result)
 
 
 @dataclass(slots=True)

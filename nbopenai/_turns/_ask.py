@@ -296,7 +296,7 @@ def send(
     stream_wanted = prepared.options.stream
     try:
         result = session.retry.call(
-            lambda: session.client.responses.create(**params, stream=stream_wanted),
+            lambda: session.breaker.call(lambda: session.client.responses.create(**params, stream=stream_wanted)),
             on_failure=attempts,
         )
     except Exception as exc:

@@ -88,7 +88,8 @@ def submit(session: "Session", prepared: "PreparedAsk", on_done: Callable[[Job],
     # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
     attempts = _Attempts(session, prepared, "background")
     try:
-        response = session.retry.call(lambda: session.client.responses.create(**params), on_failure=attempts)
+        response = session.retry.call(lambda: session.breaker.call(lambda: session.client.responses.create(**params)),
+                                      on_failure=attempts)
     except Exception as exc:
         raise translate(exc, attempts=attempts.count) from None
     job = Job(

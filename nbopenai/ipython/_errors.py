@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from .._core import _errors as e
 
-__all__ = ["TITLES", "reported", "render_lines"]
+__all__ = ["TITLES", "interrupted", "reported", "render_lines"]
 
 # Most specific first: the first class the error is an instance of names it.
 TITLES: tuple[tuple[type[e.NbOpenAIError], str], ...] = (
@@ -30,6 +30,7 @@ TITLES: tuple[tuple[type[e.NbOpenAIError], str], ...] = (
     (e.RateLimitError, "Rate limit exceeded"),
     (e.ContextLengthExceeded, "Context length exceeded"),
     (e.BadRequestError, "Bad request"),
+    (e.APIUnavailable, "API unavailable"),
     (e.ServerError, "Server error"),
     (e.TimeoutError, "Timed out"),
     (e.ConnectionError, "Connection failed"),
@@ -62,6 +63,13 @@ def _interrupted_lines() -> list[str]:
         f"{_RED}KeyboardInterrupt{_RESET}: stopped. The text that arrived is kept above, marked partial; "
         "the thread stays at its last good answer."
     ]
+
+
+def interrupted(note: str) -> KeyboardInterrupt:
+    """A ``KeyboardInterrupt`` to raise after a stopped cell kept its partial result: shown as ``note``, one line."""
+    interrupt = KeyboardInterrupt(note)
+    interrupt._render_traceback_ = lambda: [f"{_RED}KeyboardInterrupt{_RESET}: {note}"]  # type: ignore[attr-defined]
+    return interrupt
 
 
 @contextmanager

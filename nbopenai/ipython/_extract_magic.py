@@ -16,7 +16,7 @@ from traitlets import Bool, Int, TraitError, validate
 from .._core import _errors
 from .._turns._prompt import interpolate
 from ._args import parse_line, text, variable_name
-from ._errors import reported
+from ._errors import interrupted, reported
 
 if TYPE_CHECKING:
     from .._session import Session
@@ -99,20 +99,30 @@ class ExtractMagics(Magics):
         with reported(self._key()):
             schema = self._evaluate(args.schema, "the Pydantic class")
             texts, instructions = (self._evaluate(args.over, "--over"), body) if args.over else (body, args.system)
-            result = extract(
-                self.session, schema, texts, instructions=instructions, many=args.many, model=args.model,
-                concurrency=args.concurrency or self.concurrency, max_attempts=args.max_attempts,
-                validation_retries=self.validation_retries, cache=self.cache and not args.no_cache,
-                retry_failed=self._previous(args) if args.retry_failed else None, batch=args.batch,
-                wait=not args.no_wait, dry_run=args.dry_run,
-            )
+            try:
+                result = extract(
+                    self.session, schema, texts, instructions=instructions, many=args.many, model=args.model,
+                    concurrency=args.concurrency or self.concurrency, max_attempts=args.max_attempts,
+                    validation_retries=self.validation_retries, cache=self.cache and not args.no_cache,
+                    retry_failed=self._previous(args) if args.retry_failed else None, batch=args.batch,
+                    wait=not args.no_wait, dry_run=args.dry_run,
+                )
+            except _errors.NbOpenAIError as error:  # the run stopped: keep what finished, then fail the cell
+                if _is_result(partial := getattr(error, "partial", None)):
+                    self._keep(args, partial)
+                raise
+        self._keep(args, result)
+        if _is_result(result) and result.attrs.get("interrupted"):
+            # The stop button stops Run All too: the partial frame is bound, and the cell fails.
+            raise interrupted(_stopped_note(result))
+        return result
+
+    def _keep(self, args: Any, result: Any) -> None:
+        """Bind ``result`` to ``-o NAME`` and remember it for ``--retry-failed``."""
         if args.out:
             self.shell.user_ns[args.out] = result
         if _is_result(result):
             self.last = result
-            if result.attrs.get("interrupted"):
-                print(_stopped_note(result))
-        return result
 
     def _evaluate(self, expression: str, what: str) -> Any:
         try:
