@@ -36,6 +36,7 @@ from ._core._errors import (
     StreamError,
     TimeoutError,
     UnexpectedResponse,
+    UnreadableAnswer,
     UsageError,
 )
 from ._session import Session, current_session, use_session
@@ -65,6 +66,7 @@ __all__ = [
     "TimeoutError",
     "Timeouts",
     "UnexpectedResponse",
+    "UnreadableAnswer",
     "Usage",
     "UsageError",
     "__version__",

@@ -39,6 +39,11 @@ def verdict(exc: BaseException | None) -> str:
         return SUCCESS
     import openai
 
+    from ._retry import unreadable_answer
+
+    if unreadable_answer(exc):  # it answered; the body was lost on the way
+        return SUCCESS
+
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
             return FAILURE

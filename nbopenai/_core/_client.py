@@ -15,6 +15,7 @@ import httpx2
 import openai
 
 from ._errors import ConfigurationError, UnexpectedResponse
+from ._retry import ANSWERED
 from ._settings import Settings
 
 __all__ = ["build_sync_client", "build_async_client", "create_response_dict", "sdk_timeout", "LOCAL_API_KEY"]
@@ -81,6 +82,15 @@ def _known_length(response: httpx2.Response) -> bool:
     return length.isdigit() and int(length) <= _PEEK_LIMIT
 
 
+def _note_status(response: httpx2.Response) -> None:
+    """Keep the status on the request, so a body that fails to arrive is known to follow a 2xx (billed: not re-sent).
+
+    Not for an event stream: its events are read as they come, and a cut is a stream that stopped short.
+    """
+    if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+        response.request.extensions[ANSWERED] = response.status_code
+
+
 def _refuse_web_pages(response: httpx2.Response) -> None:
     """A response hook: an HTML page where the API's answer belongs raises ``UnexpectedResponse``.
 
@@ -91,6 +101,7 @@ def _refuse_web_pages(response: httpx2.Response) -> None:
     and refused only if it is not JSON; a streamed (chunked) answer labelled HTML is refused
     unread, since reading it would end the streaming.
     """
+    _note_status(response)
     if not _labelled_html(response):
         return
     if _known_length(response):
@@ -101,6 +112,7 @@ def _refuse_web_pages(response: httpx2.Response) -> None:
 
 
 async def _refuse_web_pages_async(response: httpx2.Response) -> None:
+    _note_status(response)
     if not _labelled_html(response):
         return
     if _known_length(response):

@@ -17,6 +17,7 @@ message (what happened, what to do) without an SDK traceback. All carry ``messag
           │    └── APIUnavailable   the circuit breaker is open: the service keeps failing (outage)
           ├── TimeoutError          connect / read / write / pool timeout, after every retry
           ├── ConnectionError       could not reach the server, after every retry
+          ├── UnreadableAnswer      a 2xx whose body was cut short or corrupt: billed, not re-sent
           ├── UnexpectedResponse    the server answered, but not as the API does (an HTML page from
           │                         a proxy, a sign-in portal, or a base URL that is a web app)
           └── StreamError           the response failed mid-stream (``error`` event, ``response.failed``)
@@ -46,6 +47,7 @@ __all__ = [
     "ConnectionError",
     "StreamError",
     "UnexpectedResponse",
+    "UnreadableAnswer",
     "redact",
     "translate",
 ]
@@ -182,6 +184,13 @@ class UnexpectedResponse(APIError):
     )
 
 
+class UnreadableAnswer(APIError):
+    """The server answered 2xx, but its body could not be read: the answer is billed and was not sent again."""
+
+    hint = ("Re-run to ask again (that is billed again). If it keeps happening, something between you and the API "
+            "(a proxy, a VPN, the network) is cutting or corrupting answers.")
+
+
 class StreamError(APIError):
     """The response failed after it started; ``partial_text`` is what arrived before."""
 
@@ -237,7 +246,14 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
 
     if isinstance(exc, NbOpenAIError):
         return exc
+    from ._retry import ANSWERED, unreadable_answer
+
     tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
+    if unreadable_answer(exc):
+        cause = exc.__cause__ or exc
+        return UnreadableAnswer(
+            f"The server answered, but its answer could not be read ({type(cause).__name__}: {cause}); it is billed, "
+            "so it was not sent again (tokens estimated in the ledger).", status=exc.request.extensions.get(ANSWERED))
     if isinstance(exc, openai.APITimeoutError):
         return TimeoutError(f"The request timed out{tries}.")
     if isinstance(exc, openai.APIConnectionError):

@@ -6,7 +6,8 @@ down when 429s arrive, and the jitter is "full" (uniform in ``[0, backoff]``), w
 thundering herd of notebook rows better than the SDK's ±25 %.
 
 Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Never retried: 400, 401, 403, 404, 422,
-and answers that are not the API's (a web page where JSON belongs: see ``_client``).
+answers that are not the API's (a web page where JSON belongs: see ``_client``), and a 2xx whose
+body could not be read (``unreadable_answer``: billed, like a create that timed out).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ._errors import UnexpectedResponse
 
 __all__ = [
     "RetryPolicy", "is_retryable", "retry_after", "asked_wait", "fails_every_request", "parse_duration", "describe_wait", "too_long_to_wait",
-    "reached_server", "retry_policy", "RATE_LIMIT_ATTEMPTS",
+    "reached_server", "retry_policy", "unreadable_answer", "failed_attempt_status", "ANSWERED", "RATE_LIMIT_ATTEMPTS",
 ]
 
 T = TypeVar("T")
@@ -44,6 +45,34 @@ def _status(exc: BaseException) -> int | None:
     return exc.status_code if isinstance(exc, openai.APIStatusError) else None
 
 
+# Set on each request by the clients' response hook (``_client``): the status its headers carried.
+ANSWERED = "nbopenai.answered_status"
+
+
+def unreadable_answer(exc: BaseException) -> bool:
+    """True when the server had answered 2xx but the body could not be read (cut short, badly compressed, too slow).
+
+    Such an answer is billed: like a create that timed out, it is never re-sent automatically.
+    """
+    import openai
+
+    if not isinstance(exc, openai.APIConnectionError):
+        return False
+    try:
+        status = exc.request.extensions.get(ANSWERED)
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError for an unset request
+        return False
+    return isinstance(status, int) and 200 <= status < 300
+
+
+def failed_attempt_status(exc: BaseException) -> str:
+    """The ledger status of an attempt that reached the server and failed: ``unreadable`` (billed, its tokens
+    estimated), ``rate_limited`` or ``error``."""
+    if unreadable_answer(exc):
+        return "unreadable"
+    return "rate_limited" if getattr(exc, "status_code", None) == 429 else "error"
+
+
 def is_retryable(exc: BaseException, *, idempotent: bool = False) -> bool:
     """True for connection errors, timeouts, 408, 409, 429 and 5xx.
 
@@ -54,6 +83,8 @@ def is_retryable(exc: BaseException, *, idempotent: bool = False) -> bool:
     import httpx2
     import openai
 
+    if unreadable_answer(exc):
+        return idempotent
     if isinstance(exc, openai.APITimeoutError):
         return idempotent or not isinstance(exc.__cause__, (httpx2.ReadTimeout, httpx2.WriteTimeout))
     if isinstance(exc, openai.APIConnectionError):
@@ -74,6 +105,8 @@ def reached_server(exc: BaseException) -> bool:
 
     # UnexpectedResponse: a web page our response hook refused (``_client``); the SDK raises it as is.
     if isinstance(exc, (openai.APIStatusError, openai.APIResponseValidationError, UnexpectedResponse)):
+        return True
+    if unreadable_answer(exc):  # (a body that failed to decode is not a transport error)
         return True
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__

@@ -22,7 +22,7 @@ from ._frame import Column, build_frame, columns_for, source_positions, splice
 from ._inputs import Inputs, as_inputs
 from ._progress import choose_view
 from ._rows import RowResult
-from ._runner import LedgerBuffer, Request, Runner, Tally, drive
+from ._runner import InputEstimate, LedgerBuffer, Request, Runner, Tally, drive
 
 if TYPE_CHECKING:
     import pandas
@@ -238,10 +238,8 @@ def prepare(session: "Session", schema: Any, texts: Any, options: ExtractOptions
 
 
 def _estimate_input_tokens(prepared: Prepared, positions: list[int]) -> int:
-    from .._core._tokens import count_tokens
-
-    shared = count_tokens(prepared.instructions + json.dumps(prepared.fmt.schema), prepared.model)
-    return sum(shared + count_tokens(prepared.inputs.texts[i] or "", prepared.model) for i in positions)
+    estimate = InputEstimate(prepared.params, prepared.model)
+    return sum(estimate(prepared.inputs.texts[i] or "") for i in positions)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,15 @@ from .._turns._answer import Usage
 from .._core._breaker import FAILURE
 from .._core._client import create_response_dict
 from .._core._errors import NbOpenAIError, translate
-from .._core._retry import RetryPolicy, describe_wait, fails_every_request, reached_server, too_long_to_wait
+from .._core._retry import (
+    RetryPolicy,
+    describe_wait,
+    failed_attempt_status,
+    fails_every_request,
+    reached_server,
+    too_long_to_wait,
+)
+from .._core._tokens import count_tokens
 from ._progress import Snapshot
 from ._rows import Outcome, RowResult, classify
 
@@ -50,7 +58,7 @@ if TYPE_CHECKING:
     from .._ledger._usage import UsageRecord
     from ._format import StrictFormat
 
-__all__ = ["AdaptiveLimit", "Tally", "Runner", "drive"]
+__all__ = ["AdaptiveLimit", "InputEstimate", "Tally", "Runner", "drive"]
 
 _UNWIND_TIMEOUT_S = 30.0
 
@@ -222,6 +230,22 @@ class LedgerBuffer:
         ledger.record_many(batch)
 
 
+class InputEstimate:
+    """Input tokens of one row's request, counted offline (tiktoken) before sending: the shared instructions and
+    schema once, plus the row's input. For the budget check, pacing, and answers billed but lost."""
+
+    def __init__(self, params: dict[str, Any], model: str) -> None:
+        import json
+
+        self.model = model
+        schema = ((params.get("text") or {}).get("format") or {}).get("schema")
+        self.shared = count_tokens(f"{params.get('instructions') or ''}{json.dumps(schema) if schema else ''}", model)
+
+    def __call__(self, row_input: Any) -> int:
+        text = row_input if isinstance(row_input, str) else " ".join(str(item.get("content", "")) for item in row_input or ())
+        return self.shared + count_tokens(text, self.model)
+
+
 @dataclass(frozen=True)
 class Request:
     """What every row's request shares (``input`` is added per row)."""
@@ -256,6 +280,7 @@ class Runner:
         self.ledger = ledger
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
+        self.estimate = InputEstimate(request.params, request.model)
         self.on_row_done = on_row_done
         self.breaker = session.breaker
         self.outage_timeout = session.settings.outage_timeout
@@ -353,7 +378,7 @@ class Runner:
             except Exception as exc:
                 limit.release()
                 self._settled(exc, probe)
-                wait = self._failed(exc, epoch, row.tries, result.attempts, started, started_wall)
+                wait = self._failed(exc, epoch, row, result, started, started_wall)
                 ends_the_run = fails_every_request(exc, max_wait=request.retry.max_wait)
                 if wait is None or ends_the_run:
                     error = translate(exc, attempts=row.tries)
@@ -450,17 +475,22 @@ class Runner:
         finally:
             self.tally.retrying -= 1
 
-    def _failed(self, exc: Exception, epoch: int, tries: int, attempt: int, started: float, started_wall: float) -> float | None:
+    def _failed(self, exc: Exception, epoch: int, row: "_Row", result: RowResult, started: float,
+                started_wall: float) -> float | None:
         """Account for a failed attempt; returns the seconds to wait before the next, or None to give up."""
-        rate_limited = getattr(exc, "status_code", None) == 429
-        if rate_limited:
+        if getattr(exc, "status_code", None) == 429:
             self.limit.rate_limited(epoch)
             self.tally.limit = self.limit.limit
-        if reached_server(exc):  # refused before any token: billed nothing
-            self._record(status="rate_limited" if rate_limited else "error", started_wall=started_wall,
-                         latency=time.perf_counter() - started, attempt=attempt, model=self.request.model,
-                         error=translate(exc).message)
-        return self.request.retry.delay(tries, exc)
+        if reached_server(exc):
+            status = failed_attempt_status(exc)
+            # Refused before any token: billed nothing. Unreadable: billed, its body lost; estimate what it cost.
+            usage = Usage(input=self.estimate(row.input), estimated=True) if status == "unreadable" else None
+            cost = self._record(status=status, started_wall=started_wall, latency=time.perf_counter() - started,
+                                attempt=result.attempts, model=self.request.model, usage=usage,
+                                error=translate(exc).message).cost_usd
+            if usage is not None:
+                self._count_usage(result, usage, cost)
+        return self.request.retry.delay(row.tries, exc)
 
     def _answered(self, response: dict[str, Any], result: RowResult, started: float, started_wall: float) -> Outcome:
         """Account for an answer (ledger, row and tally usage); returns what it means for the row."""
@@ -474,14 +504,17 @@ class Runner:
         cost = self._record(status=response.get("status") or "completed", started_wall=started_wall, latency=latency,
                             attempt=result.attempts, model=response.get("model") or self.request.model, usage=usage,
                             response_id=response_id, error=outcome.error).cost_usd
-        result.add_usage(usage, cost)
+        self._count_usage(result, usage, cost)
         result.response_id = response_id
+        return outcome
+
+    def _count_usage(self, result: RowResult, usage: Usage, cost: float | None) -> None:
+        result.add_usage(usage, cost)
         tally = self.tally
         tally.input_tokens += usage.input
         tally.cached_tokens += usage.cached
         tally.output_tokens += usage.output
         tally.cost_usd += cost or 0.0
-        return outcome
 
     def _finish(self, position: int, row_started: float | None, outcome: Outcome) -> None:
         result = self.results[position]

@@ -19,8 +19,8 @@ from ._answer import Answer, Usage
 from ._conversation import Plan, Thread, Turn
 from ._compact import near_limit_warning, refuse_oversized_prompt
 from .._ledger._prices import missing_price_note
-from .._core._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UsageError, translate
-from .._core._retry import reached_server
+from .._core._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UnreadableAnswer, UsageError, translate
+from .._core._retry import failed_attempt_status, reached_server
 from ._streaming import StreamState, TextDelta
 from .._core._tokens import count_tokens
 
@@ -221,10 +221,12 @@ class _Attempts:
     def __call__(self, exc: BaseException, attempt: int, will_retry: bool) -> None:
         self.count = attempt
         if reached_server(exc):
+            status = failed_attempt_status(exc)
             self.session.record(
                 kind=self.kind,
                 model=self.prepared.model,
-                status="rate_limited" if getattr(exc, "status_code", None) == 429 else "error",
+                status=status,
+                usage=_estimated_usage(self.prepared, "") if status == "unreadable" else None,  # billed, body lost
                 thread=self.prepared.thread.name,
                 cell_id=self.prepared.options.cell_id,
                 attempt=attempt,
@@ -353,6 +355,8 @@ def record_round(
     ended = _clock()
     response = state.final
     status = "interrupted" if interrupted else ("failed" if error else state.status)
+    if isinstance(error, UnreadableAnswer):  # a 2xx whose body was lost: billed, tokens estimated
+        status = "unreadable"
     if status == "streaming":  # the stream ended without an end event
         status, state.error = "failed", "the stream ended before the response completed"
     usage_obj = getattr(response, "usage", None) if response is not None else None

@@ -35,6 +35,7 @@ TITLES: tuple[tuple[type[e.NbOpenAIError], str], ...] = (
     (e.TimeoutError, "Timed out"),
     (e.ConnectionError, "Connection failed"),
     (e.UnexpectedResponse, "Not the API"),
+    (e.UnreadableAnswer, "Unreadable answer"),
     (e.StreamError, "The answer failed mid-stream"),
     (e.BudgetExceeded, "Budget exceeded"),
     (e.SchemaError, "Schema not usable"),

@@ -1,0 +1,71 @@
+"""A 2xx whose body is cut short or badly compressed: billed, so never re-sent; recorded ``unreadable``.
+
+Written against a server that sends exact bytes (``_byte_server``): a ``Content-Length`` longer than
+the body it sends, or a ``gzip`` body that is not gzip. Before, the SDK's ``APIConnectionError`` was
+retried like a connection that never got an answer (billed again), recorded with 0 tokens, or (a
+decoding error is not a transport error) not recorded at all.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import pytest
+from pydantic import BaseModel
+
+import nbopenai
+from nbopenai._extract import extract
+
+from _byte_server import ByteServer, http_reply
+
+ANSWER = {
+    "id": "resp_1", "object": "response", "created_at": 0, "status": "completed", "model": "m",
+    "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": '{"name": "Ada", "age": 36}', "annotations": []}]}],
+    "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+}
+BODY = json.dumps(ANSWER).encode()
+
+
+def cut_short(request) -> bytes:
+    return http_reply(200, BODY[:60], length=len(BODY))
+
+
+def bad_gzip(request) -> bytes:
+    return http_reply(200, b"\x1f\x8b\x08\x00not really gzip" + BODY[:40], headers={"content-encoding": "gzip"})
+
+
+class Person(BaseModel):
+    name: str
+    age: Optional[int]
+
+
+def _session(server) -> nbopenai.Session:
+    return nbopenai.Session(base_url=server.base_url, model="gpt-4.1-mini", ledger_path=":memory:", backoff_base=0.001)
+
+
+@pytest.mark.parametrize("answer", [cut_short, bad_gzip])
+@pytest.mark.parametrize("stream", [False, True])  # (a server that ignores stream=true answers JSON)
+def test_ask_records_an_unreadable_answer_once_and_does_not_resend_it(answer, stream):
+    with ByteServer(answer) as server, _session(server) as session:
+        with pytest.raises(nbopenai.UnreadableAnswer) as caught:
+            session.ask("Tell me about Ada Lovelace in one line.", stream=stream)
+        assert len(server.requests) == 1  # billed once, paid once
+        ledger = session.usage()
+    assert list(ledger["status"]) == ["unreadable"]
+    assert ledger["input_tokens"].iloc[0] > 0  # estimated: the answer's own usage never arrived
+    assert "billed" in caught.value.message and "not sent again" in caught.value.message
+
+
+@pytest.mark.parametrize("answer", [cut_short, bad_gzip])
+def test_an_extraction_row_with_an_unreadable_answer_is_billed_once(answer):
+    with ByteServer(answer) as server, _session(server) as session:
+        frame = extract(session, Person, ["Ada Lovelace is 36.", "Alan Turing is 41."], progress=False, cache=False,
+                        concurrency=1)
+        assert len(server.requests) == 2  # one per row: none re-sent
+        ledger = session.usage()
+    assert list(frame["_status"]) == ["error", "error"]
+    assert "could not be read" in frame.loc[0, "_error"]
+    assert list(ledger["status"]) == ["unreadable", "unreadable"]
+    assert (frame["_input_tokens"] > 0).all() and list(frame["_attempts"]) == [1, 1]
