@@ -119,12 +119,20 @@ class Session:
         return new
 
     def use_local(self, *, model: str | None = None, **server_config: Any) -> str:
-        """Start the offline demo server (once) and point the session at it; returns its base URL."""
+        """Start the offline demo server (once) and point the session at it; returns its base URL.
+
+        Its calls cost nothing, so they are kept out of the usage ledger on disk (where they would
+        mix with real spending in totals, budgets and ``usage --all``): unless a ledger path was set
+        explicitly, the session's ledger (and extraction cache) move to memory, for this session only.
+        """
         from .local import start
 
         if self.local_server is None:
             self.local_server = start(**server_config)
-        self.configure(base_url=self.local_server.base_url, api_key=None, model=model or LOCAL_MODEL)
+        changes: dict[str, Any] = {"base_url": self.local_server.base_url, "api_key": None, "model": model or LOCAL_MODEL}
+        if self.settings.ledger_path is None:
+            changes["ledger_path"] = ":memory:"
+        self.configure(**changes)
         return self.local_server.base_url
 
     def warm_up(self) -> threading.Thread:

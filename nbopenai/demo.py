@@ -3,6 +3,10 @@
 By default the run is offline: the kernel gets no ``OPENAI_API_KEY``, so the notebook's setup cell
 starts the bundled demo server (``%nbopenai local``). Pass ``--real`` to keep your key and use the
 real API. The executed notebook is written to ``out/`` and its answers are printed here.
+
+An offline run leaves no trace in your data folder: the demo server's calls are kept in memory
+(``%nbopenai local`` does that), and the kernel's ``NBOPENAI_HOME`` is a temporary folder, removed
+afterwards. A ``--real`` run costs money, so its calls go to your usage ledger as any other.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main", "run_notebook"]
@@ -23,16 +28,19 @@ def run_notebook(source: Path, target: Path, *, real: bool = False, timeout: int
 
     notebook = nbformat.read(source, as_version=4)
     env = dict(os.environ)
-    if not real:
-        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
-            env.pop(name, None)
     client = NotebookClient(
         notebook,
         timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(source.parent)}},
     )
-    client.execute(env=env)  # passed on to the kernel manager: the child's environment only
+    if real:
+        client.execute(env=env)  # passed on to the kernel manager: the child's environment only
+    else:
+        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            env.pop(name, None)
+        with tempfile.TemporaryDirectory(prefix="nbopenai-demo-") as home:
+            client.execute(env={**env, "NBOPENAI_HOME": home})
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, target)
     return target

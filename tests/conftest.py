@@ -21,12 +21,15 @@
     own tests do): ``recording_comm.comms`` in creation order, ``recording_comm.messages`` all sent data.
 
 Autouse: ``OPENAI_*`` and ``NBOPENAI_MODEL`` are removed from the environment and ``NBOPENAI_HOME``
-points at a fresh temporary folder, so no test sees a real key or writes to the user's ledger.
+points at a fresh temporary folder, so no test sees a real key or writes to the user's ledger. For
+what runs before any test (session-wide fixtures), ``NBOPENAI_HOME`` is a folder of the run's own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from typing import Any
 
@@ -35,6 +38,16 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 SECRET_KEY = "sk-test-" + "S3cr3tN0tRealKey" * 2  # tests that want a key set it and assert it never shows
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config._nbopenai_home = tempfile.mkdtemp(prefix="nbopenai-tests-")  # type: ignore[attr-defined]
+    os.environ["NBOPENAI_HOME"] = config._nbopenai_home  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if home := getattr(config, "_nbopenai_home", None):
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -639,3 +639,14 @@ def test_a_prompt_larger_than_the_window_is_refused_before_sending(ip, local_ser
     assert "This prompt alone is 200,00" in refused.stdout and "the window is 128,000" in refused.stdout
     assert "--new" not in refused.stdout and "Nothing was sent" in refused.stdout
     assert magics_of(ip).session.usage().empty
+
+
+def test_the_demo_servers_calls_stay_out_of_the_ledger_on_disk(ip):
+    import os
+    from pathlib import Path
+
+    said = run(ip, "%nbopenai local")
+    assert "kept in memory, for this session only, not in your usage ledger" in said
+    run(ip, "%ask Hi")
+    assert len(magics_of(ip).session.usage()) == 1 and "in memory" in run(ip, "%nbopenai status")
+    assert not (Path(os.environ["NBOPENAI_HOME"]) / "usage.sqlite3").exists()

@@ -237,3 +237,19 @@ def test_binder_installs_this_checkout_and_opens_the_quickstart_with_no_key():
         schema = schemas / package / f"{plugin}.json"
         if schemas.exists():
             assert set(values) <= set(json.loads(schema.read_text())["properties"]), plugin_id
+
+
+def test_the_readmes_first_command_leaves_the_data_folder_untouched(tmp_path):
+    """`python -m nbopenai.demo` as a new user runs it: a fresh HOME, no NBOPENAI_HOME; the demo's rows stay out of it."""
+    import subprocess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = kernel_env(HOME=str(home))
+    for name in ("NBOPENAI_HOME", "XDG_DATA_HOME", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-m", "nbopenai.demo", "--out", str(tmp_path / "out")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Your name is Ada." in done.stdout and (tmp_path / "out" / "quickstart.ipynb").exists()
+    assert not (home / ".local" / "share" / "nbopenai").exists()

@@ -47,9 +47,14 @@ def _status(m: "AskMagics", args: argparse.Namespace) -> None:
         f"  threads     {threads}",
         f"  jobs        {len(m.session.jobs)} ({running} running)",
         f"  network     connect {t.connect} s, read {t.read} s, {s.max_attempts} attempts",
-        f"  ledger      {s.resolved_ledger_path}",
+        f"  ledger      {_ledger_place(s)}",
     ]
     print("\n".join(lines))
+
+
+def _ledger_place(settings: Any) -> str:
+    path = settings.resolved_ledger_path
+    return "in memory, for this session only" if path == ":memory:" else f"in {path}"
 
 
 def _local(m: "AskMagics", args: argparse.Namespace) -> None:
@@ -57,6 +62,7 @@ def _local(m: "AskMagics", args: argparse.Namespace) -> None:
     # Keep the traits in step with the session (they show in `%config AskMagics`).
     m.base_url, m.model = m.session.settings.base_url, m.session.settings.model
     print(f"Using the offline demo server at {url} (model {m.model}): no key needed, nothing leaves this machine.")
+    print(f"Its calls are free: they are kept {_ledger_place(m.session.settings)}, not in your usage ledger.")
 
 
 def _threads(m: "AskMagics", args: argparse.Namespace) -> Any:
