@@ -104,3 +104,24 @@ def test_configuration_is_validated(shell):
 def test_help_has_examples(shell):
     doc = shell.magics_manager.magics["cell"]["extract"].__doc__
     assert "Examples" in doc and "--over" in doc and "--retry-failed" in doc
+
+
+def test_the_cache_command_shows_its_size_and_clears_by_schema_or_model(shell, local_server, capsys):
+    shell.run_cell("class Pet(BaseModel):\n    name: str\n")
+    shell.run_cell("%%extract Person --over df.bio -o people\nExtract the person.")
+    shell.run_cell("%%extract Pet --over df.bio -o pets\nExtract the pet.")
+    capsys.readouterr()
+    shell.run_cell("%nbopenai cache")
+    shown = capsys.readouterr().out
+    assert "6 answers" in shown and "Person with nbopenai-local: 3" in shown and "Pet with nbopenai-local: 3" in shown
+    shell.run_cell("%nbopenai cache clear --schema Pet")
+    assert "Removed 3 cached answers (schema Pet)" in capsys.readouterr().out
+    shell.run_cell("%nbopenai cache clear --model another-model")
+    assert "Removed 0 cached answers" in capsys.readouterr().out
+    local_server.clear_requests()
+    again = shell.run_cell("%%extract Person --over df.bio\nExtract the person.").result
+    assert again["_from_cache"].all() and model_requests(local_server) == []
+    shell.run_cell("%nbopenai cache clear")
+    assert "Removed 3 cached answers." in capsys.readouterr().out
+    shell.run_cell("%nbopenai cache")
+    assert "0 answers" in capsys.readouterr().out

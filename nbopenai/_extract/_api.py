@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._errors import NbOpenAIError, UsageError
 from .._core._retry import retry_policy
-from ._cache import cache_key, store_for
+from ._cache import cache_key, request_scope, store_for
 from ._format import StrictFormat, strict_format
 from ._frame import Column, build_frame, columns_for, source_positions, splice
 from ._inputs import Inputs, as_inputs
@@ -226,8 +226,10 @@ def prepare(session: "Session", schema: Any, texts: Any, options: ExtractOptions
     inputs = as_inputs(texts)
     model = options.model or session.settings.model
     instructions = options.instructions or (DEFAULT_MANY_INSTRUCTIONS if options.many else DEFAULT_INSTRUCTIONS)
-    keys = [cache_key(model, fmt.schema_hash, instructions, text) if text is not None else "" for text in inputs.texts]
-    prepared = Prepared(fmt, columns_for(fmt), inputs, keys, model, instructions, _params(session, fmt, model, instructions, options), options)
+    params = _params(session, fmt, model, instructions, options)
+    scope = request_scope(session.settings, params)
+    keys = [cache_key(scope, text) if text is not None else "" for text in inputs.texts]
+    prepared = Prepared(fmt, columns_for(fmt), inputs, keys, model, instructions, params, options)
     prepared.results = [
         RowResult() if text is not None else RowResult(status="error", error="no text: the input value is missing")
         for text in inputs.texts
@@ -366,7 +368,7 @@ def _save_answers(session: "Session", prepared: Prepared) -> None:
         if r.status == "ok" and not r.from_cache and r.text is not None
     ]
     if rows:
-        store_for(session).put_many(rows)
+        store_for(session).put_many(rows, model=prepared.model, schema=prepared.fmt.model.__name__)
 
 
 def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> Any:
@@ -428,7 +430,11 @@ def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> A
 
         return submit(session, prepared, cached=cached)
     tally = _tally_for(prepared, cached)
-    ended = _run_live(session, prepared, tally) if todo else LiveRun()
+    if todo:
+        ended = _run_live(session, prepared, tally)
+    else:  # nothing to send: the summary line still says where the rows came from
+        choose_view(opts.progress).close(tally.snapshot(finished=True))
+        ended = LiveRun()
     if ended.error is not None:
         _mark_not_sent(prepared, ended.error)
     if opts.cache:

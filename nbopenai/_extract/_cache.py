@@ -1,9 +1,11 @@
 """What extraction remembers between runs: answers that validated, and the batch jobs it started.
 
-The cache is content-addressed: a row's key is the SHA-256 of (model, schema hash, instructions,
-input text), so re-running a cell pays only for rows whose text, schema, model or instructions
-changed. Only ``ok`` answers are kept (their JSON and response id); anything that failed is asked
-again. Batch records keep enough (batch ids, row keys, the index) for a restarted kernel to collect
+The cache is content-addressed: a row's key is the SHA-256 of the endpoint (base URL, organisation,
+project), every request field that shapes the answer (model, instructions, schema, temperature,
+reasoning, output limits, ...: the exact request, less the fields that cannot change an answer) and
+the row's input. Re-running a cell pays only for rows whose answer could differ; another endpoint or
+another temperature is asked afresh. Only ``ok`` answers are kept (their JSON and response id), written
+as they arrive; anything that failed is asked again. Batch records keep enough (batch ids, row keys, the index) for a restarted kernel to collect
 the results.
 
 It lives in SQLite next to the usage ledger (``extract.sqlite3``), or in memory when the ledger is
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +32,7 @@ if TYPE_CHECKING:
     from .._session import Session
     from .._core._settings import Settings
 
-__all__ = ["ExtractStore", "cache_key", "store_for", "store_path"]
+__all__ = ["CacheSize", "ExtractStore", "cache_key", "request_scope", "store_for", "store_path"]
 
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
 _SCHEMA = Migrations()
@@ -41,10 +45,43 @@ def m001_answers_and_batch_jobs(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)")
 
 
-def cache_key(model: str, schema_hash: str, instructions: str | None, text: str) -> str:
-    """The content address of one row's answer."""
-    payload = json.dumps([model, schema_hash, instructions or "", text], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+@_SCHEMA
+def m002_keys_cover_endpoint_and_options(conn: sqlite3.Connection) -> None:
+    # Keys now cover the endpoint and every answer-shaping option: no older key can match again,
+    # so those answers are dropped. The model and schema are kept per answer for `%nbopenai cache`.
+    conn.execute("DELETE FROM answers")
+    conn.execute("ALTER TABLE answers ADD COLUMN model TEXT")
+    conn.execute("ALTER TABLE answers ADD COLUMN schema TEXT")
+
+
+# Request fields that cannot change an answer (where it is stored, how it is delivered, who asked):
+# left out of the key so that changing them keeps the cache. Anything else, including fields added
+# later, is part of the key: a field wrongly kept costs a re-ask, a field wrongly left out a wrong answer.
+_NOT_ANSWER_SHAPING = frozenset(
+    {"store", "metadata", "user", "safety_identifier", "prompt_cache_key", "service_tier", "stream", "background", "input"}
+)
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def request_scope(settings: "Settings", params: dict[str, Any]) -> str:
+    """The hash of what shapes every row's answer but its input: the endpoint and the request ``params``."""
+    endpoint = {
+        "base_url": (settings.base_url or _DEFAULT_BASE_URL).rstrip("/"),
+        "organization": settings.organization,
+        "project": settings.project,
+    }
+    request = {name: value for name, value in params.items() if name not in _NOT_ANSWER_SHAPING}
+    return _digest([endpoint, request])
+
+
+def cache_key(scope: str, row_input: Any) -> str:
+    """The content address of one row's answer: its ``request_scope`` and its input (text, or content parts)."""
+    return _digest([scope, row_input])
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def store_path(settings: "Settings") -> str:
@@ -88,22 +125,47 @@ class ExtractStore:
 
         return self._run(read, {}) if keys else {}
 
-    def put_many(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
-        """Store ``(key, answer JSON, response id)`` rows in one transaction."""
+    def put_many(self, rows: Iterable[tuple[str, str, str | None]], *, model: str | None = None, schema: str | None = None) -> None:
+        """Store ``(key, answer JSON, response id)`` rows in one transaction; ``model`` and ``schema`` label them."""
         now = time.time()
-        values = [(key, text, response_id, now) for key, text, response_id in rows]
+        values = [(key, text, response_id, now, model, schema) for key, text, response_id in rows]
         if not values:
             return
 
         def write(conn: sqlite3.Connection) -> None:
             with transaction(conn):
-                conn.executemany("INSERT OR REPLACE INTO answers (key, text, response_id, created) VALUES (?, ?, ?, ?)", values)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO answers (key, text, response_id, created, model, schema) VALUES (?, ?, ?, ?, ?, ?)",
+                    values,
+                )
 
         self._run(write, None)
 
-    def clear(self) -> None:
-        """Forget every cached answer (batch records stay)."""
-        self._run(lambda conn: conn.execute("DELETE FROM answers"), None)
+    def clear(self, *, schema: str | None = None, model: str | None = None) -> int:
+        """Forget the cached answers (those of ``schema`` and/or ``model`` only, if given); returns how many.
+
+        Batch records stay. Emptied completely, the file is compacted too (when no other kernel is using it).
+        """
+        clauses = [f"{column} = ?" for column, value in (("schema", schema), ("model", model)) if value is not None]
+        params = [value for value in (schema, model) if value is not None]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        removed = self._run(lambda conn: conn.execute(f"DELETE FROM answers{where}", params).rowcount, 0)
+        if not clauses:
+            self._run(_compact_quietly, None)
+        return removed
+
+    def size(self) -> "CacheSize":
+        """How many answers the cache holds, per schema and model, and the bytes its files take."""
+        query = "SELECT schema, model, COUNT(*) FROM answers GROUP BY schema, model ORDER BY COUNT(*) DESC, schema, model"
+        groups = self._run(lambda conn: conn.execute(query).fetchall(), [])
+        disk = 0
+        if self.path != ":memory:":
+            for suffix in ("", "-wal"):
+                try:
+                    disk += os.stat(self.path + suffix).st_size
+                except OSError:
+                    pass
+        return CacheSize(self.path, sum(n for _, _, n in groups), disk, tuple(groups))
 
     def __len__(self) -> int:
         return self._run(lambda conn: conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0], 0)
@@ -123,6 +185,37 @@ class ExtractStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _compact_quietly(conn: sqlite3.Connection) -> None:
+    """Give an emptied file's pages back to the disk; skipped while another kernel holds it."""
+    try:
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.OperationalError:
+        pass
+
+
+@dataclass(frozen=True)
+class CacheSize:
+    """What the extraction cache holds (``ExtractStore.size``): answers per (schema, model), bytes on disk."""
+
+    path: str
+    answers: int
+    disk_bytes: int
+    groups: tuple[tuple[str | None, str | None, int], ...]
+
+    def __str__(self) -> str:
+        where = "in memory" if self.path == ":memory:" else f"at {self.path}, {_megabytes(self.disk_bytes)} on disk"
+        lines = [f"Extraction cache {where}: {self.answers:,} answer{'s' if self.answers != 1 else ''}."]
+        lines += [f"  {schema or '?'} with {model or '?'}: {count:,}" for schema, model, count in self.groups]
+        if self.answers:
+            lines.append("`%nbopenai cache clear` empties it (--schema NAME, --model NAME: only those answers).")
+        return "\n".join(lines)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
 
 
 def store_for(session: "Session") -> ExtractStore:

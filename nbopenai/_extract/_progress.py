@@ -38,7 +38,7 @@ class Snapshot:
         return self.done / self.total if self.total else 1.0
 
     def line(self) -> str:
-        """``extract 120/1,000 · 118 ok · 2 failed · 3 retrying · 45,210 tokens · $0.0123 · 4.2 s``."""
+        """``extract 120/1,000 · 118 ok · 2 failed · 3 retrying · 40 from cache · 45,210 tokens · $0.0123 · 4.2 s``."""
         parts = [
             f"{self.label} {self.done:,}/{self.total:,}",
             f"{self.ok:,} ok",
@@ -47,7 +47,7 @@ class Snapshot:
         if self.retrying:
             parts.append(f"{self.retrying:,} retrying")
         if self.cached:
-            parts.append(f"{self.cached:,} cached")
+            parts.append(f"{self.cached:,} from cache")
         parts.append(f"{self.input_tokens + self.output_tokens:,} tokens")
         parts.append(f"${self.cost_usd:.4f}")
         parts.append(f"{self.elapsed_s:.1f} s")

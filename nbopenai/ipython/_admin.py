@@ -19,7 +19,8 @@ nbopenai: the OpenAI Responses API in IPython.
   %%ask [options]        the cell is the prompt; the answer streams in, then stays as Markdown
   %ask [options] PROMPT  the same, prompt on the line
   %nbopenai COMMAND      status, local, threads, history [-t NAME], reset [-t NAME | --all],
-                         compact [-t NAME], jobs, cancel JOB, usage [--summary] [--plot] [--all] [--since] [--model] [--thread], help
+                         compact [-t NAME], jobs, cancel JOB, usage [--summary] [--plot] [--all] [--since] [--model] [--thread],
+                         cache [clear [--schema NAME] [--model NAME]], help
 
 Options of %%ask: -m MODEL, -t THREAD, --new, -s INSTRUCTIONS, --temperature, --max-output-tokens,
 --reasoning, --no-stream, --background, --format {markdown,text,code,json}, --dry-run, -o NAME.
@@ -94,11 +95,11 @@ def _jobs(m: "AskMagics", args: argparse.Namespace) -> Any:
 
 
 def _cancel(m: "AskMagics", args: argparse.Namespace) -> None:
-    if not args.job:
+    if not args.target:
         raise UsageError("which job? `%nbopenai cancel job-1` (`%nbopenai jobs` lists them)")
-    job = next((job for job in m.session.jobs if args.job in (job.id, job.response_id)), None)
+    job = next((job for job in m.session.jobs if args.target in (job.id, job.response_id)), None)
     if job is None:
-        raise UsageError(f"no job {args.job!r}; `%nbopenai jobs` lists them")
+        raise UsageError(f"no job {args.target!r}; `%nbopenai jobs` lists them")
     job.cancel()
     print(f"Asked the server to cancel {job.id}.")
 
@@ -115,7 +116,20 @@ def _usage(m: "AskMagics", args: argparse.Namespace) -> Any:
     return session.ledger.to_dataframe(**filters)
 
 
+def _cache(m: "AskMagics", args: argparse.Namespace) -> None:
+    store = m.session.extract_store
+    if args.target == "clear":
+        removed = store.clear(schema=args.schema, model=args.model)
+        which = " and ".join(f"{name} {value}" for name, value in (("schema", args.schema), ("model", args.model)) if value)
+        print(f"Removed {removed:,} cached answer{'s' if removed != 1 else ''}{f' ({which})' if which else ''}.")
+    elif args.target is None:
+        print(store.size())
+    else:
+        raise UsageError(f"cache takes `clear` or nothing, not {args.target!r}: `%nbopenai cache clear --schema Person`")
+
+
 COMMANDS: dict[str, Callable[["AskMagics", argparse.Namespace], Any]] = {
+    "cache": _cache,
     "cancel": _cancel,
     "compact": _compact,
     "help": _help,

@@ -220,16 +220,17 @@ class AskMagics(Magics):
 
     @magic_arguments()
     @argument("command", nargs="?", default="help", choices=sorted(_admin.COMMANDS), help="What to do (default: help).")
-    @argument("job", nargs="?", help="cancel: the job id (from `%%nbopenai jobs`).")
+    @argument("target", nargs="?", metavar="JOB|clear", help="cancel: the job id (from `%%nbopenai jobs`); cache: `clear` empties it.")
     @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset, compact: the thread (default 'default'); usage: filter.")
     @argument("--all", action="store_true", help="reset: every thread; usage: every kernel's calls, not just this one's.")
     @argument("--summary", action="store_true", help="usage: totals per model and thread.")
     @argument("--plot", action="store_true", help="usage: cumulative tokens and cost over time (needs matplotlib).")
     @argument("--since", type=text, help="usage: calls since a duration ago (30m, 2d) or an ISO date.")
-    @argument("--model", type=text, help="usage: only this model's calls; compact: the model that compacts.")
+    @argument("--model", type=text, help="usage: only this model's calls; compact: the model that compacts; cache clear: only its answers.")
+    @argument("--schema", type=text, metavar="NAME", help="cache clear: only the answers of this Pydantic class.")
     @line_magic
     def nbopenai(self, line: str) -> Any:
-        """Look after nbopenai: threads, history, reset, compact, status, local, jobs, cancel, usage, help.
+        """Look after nbopenai: threads, history, reset, compact, status, local, jobs, cancel, usage, cache, help.
 
         Examples
         --------
@@ -244,6 +245,8 @@ class AskMagics(Magics):
             %nbopenai jobs                   # background jobs
             %nbopenai cancel job-1
             %nbopenai usage --summary --since 1d
+            %nbopenai cache                  # what the extraction cache holds
+            %nbopenai cache clear --schema Person
         """
         args = parse_line(self.nbopenai, line)
         with reported(self._key()):
