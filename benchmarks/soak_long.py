@@ -44,8 +44,6 @@ __all__ = ["SoakReport", "run_soak", "main", "RANDOM_KINDS"]
 # Faults drawn at random (each as its default shape). `slow` is left out: it only bites with a read
 # timeout shorter than its delay, that is with waiting; the fault matrix covers it.
 RANDOM_KINDS = ("server_error", "unavailable", "midstream_error", "midstream_error_flat", "drop", "incomplete")
-# Faults after which the server made (and would bill) a response, by whether the request streamed.
-_REJECTED = frozenset({"rate_limit", "server_error", "unavailable", "unauthorized", "context_length_exceeded", "bad_request"})
 TURNS_PER_THREAD = 100  # threads grow with the asks: a thread of 1,000 turns would pass the context window
 RATE_LIMIT_EVERY = 25  # a queued 429 (retry-after 10 ms) before every 25th ask; a burst before the extraction
 
@@ -121,15 +119,13 @@ class SoakReport:
 
 
 def _made_a_response(request: Any) -> bool:
+    """Whether the server made (and would bill) a response for this request: the fault's own rule."""
+    from nbopenai.local._faults import FAULTS
+
+    if request.fault is None:
+        return True
     body = request.body if isinstance(request.body, dict) else {}
-    streaming = body.get("stream") is True
-    if request.fault in _REJECTED:
-        return False
-    if request.fault == "drop" and not streaming:
-        return False  # cut before the model ran
-    if (request.fault or "").startswith("midstream_error") and not streaming:
-        return False  # answered 500
-    return True
+    return FAULTS[request.fault].makes_response(body.get("stream") is True, body.get("background") is True)
 
 
 def _marker(request: Any) -> str | None:

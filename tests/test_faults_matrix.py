@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SECRET_KEY
 
 FAULTS: dict[str, tuple[str, dict[str, Any]]] = {  # kind: (how the doc names it, injection parameters)
     "rate_limit": ("429 with `retry-after`", {"retry_after": 0.05}),
@@ -44,6 +45,18 @@ FAULTS: dict[str, tuple[str, dict[str, Any]]] = {  # kind: (how the doc names it
     "refusal": ("the model refuses (a `refusal` part)", {}),
     "invalid_json": ("completed, but the text is not valid JSON", {}),
     "not_json": ("200 with a web page instead of JSON (a proxy, a wrong base URL)", {}),
+    "not_json_text": ("200 with a `text/plain` body", {}),
+    "not_json_binary": ("200 with an `application/octet-stream` body", {}),
+    "cut_body": ("200 whose body is cut short (`Content-Length` says more)", {}),
+    "corrupt_gzip": ("200 with `Content-Encoding: gzip` and a broken body", {}),
+    "stream_ignored": ("asked to stream, the whole JSON response comes back", {}),
+    "held_open": ("the stream stays open, silent, after `response.completed` (cut 1 s later)", {"hold": 1.0}),
+    "held_open_pings": ("the stream stays open after `response.completed`, sending keep-alive comments (cut 1 s later)",
+                        {"hold": 1.0, "every": 0.1}),
+    "empty_usage": ('the answer says `"usage": {}`', {}),
+    "echo_auth_error": ("a proxy's 400 that quotes the `Authorization` header", {}),
+    "echo_auth_failed": ("a failure that quotes the `Authorization` header: flat `error` event and `response.failed` "
+                         "(streamed), a 200 with `status: \"failed\"` (otherwise)", {"after": 3}),
 }
 
 PATHS: dict[str, str] = {
@@ -96,6 +109,18 @@ NOT_A_LINE_FAULT = "a batch line cannot be cut or slowed: the fault hits the bat
 FAILS_FAST = ("no row can succeed: the run stops at once (nothing more is sent) and raises; the partial frame is "
               "bound by `-o` and kept on the error's `partial`")
 WEB_PAGE = "not retried: the message says the server is not the API, and to check the base URL"
+NOT_THE_API = "any 200 that is not the API's JSON is one `Not the API` error; " + WEB_PAGE
+UNREADABLE = ("a 200 was billed: never re-sent; recorded `unreadable` with estimated tokens, and the message says "
+              "the answer could not be read")
+BATCH_UNREADABLE = ("the batch's creation got a 200 it could not read: never re-sent; its line's answer is billed "
+                    "but never seen")
+STREAMS_ONLY = "only a stream can be held open or ignored: no effect"
+NOT_A_STREAM = "only non-streamed answers are cut or compressed (a stream cut mid-way is `drop`): no effect"
+HELD_OPEN = "the answer is complete at `response.completed`: finished there, not when the connection ends"
+USED_ANYWAY = "the whole response is used as the answer, not thrown away"
+ESTIMATED = "missing counts are unknown, not zero: the tokens are estimated (a budget still trips)"
+ECHO_SCRUBBED = "the proxy's message is shown with the key scrubbed; " + NOT_RETRIED
+ECHO_FAILED = "the failure's message is shown, kept and recorded with the key scrubbed"
 
 EXPECTED: dict[tuple[str, str], Cell] = {
     # %%ask, streaming
@@ -173,9 +198,76 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("invalid_json", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
     ("refusal", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
     ("not_json", "batch"): _c("UnexpectedResponse", "-", "", 1, 0, note="a batch line is never a web page: the fault hits the batch's creation call; " + WEB_PAGE),
+    # Other bytes than the API's (issue 14): a 200 that is not JSON, or that cannot be read.
+    ("not_json_text", "ask"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
+    ("not_json_text", "no-stream"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
+    ("not_json_text", "background"): _c("UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + NOT_THE_API),
+    ("not_json_text", "extract"): _c("UnexpectedResponse", "-", "error", 1, 0, note=FAILS_FAST + "; " + NOT_THE_API),
+    ("not_json_text", "batch"): _c("UnexpectedResponse", "-", "", 1, 0, note="the fault hits the batch's creation call; " + NOT_THE_API),
+    ("not_json_binary", "ask"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
+    ("not_json_binary", "no-stream"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
+    ("not_json_binary", "background"): _c("UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + NOT_THE_API),
+    ("not_json_binary", "extract"): _c("UnexpectedResponse", "-", "error", 1, 0, note=FAILS_FAST + "; " + NOT_THE_API),
+    ("not_json_binary", "batch"): _c("UnexpectedResponse", "-", "", 1, 0, note="the fault hits the batch's creation call; " + NOT_THE_API),
+    ("cut_body", "ask"): _c("answer", "moves", "completed", 1, 1, note=NOT_A_STREAM),
+    ("cut_body", "no-stream"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note=UNREADABLE),
+    ("cut_body", "background"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note="the creation's 200 was cut; " + UNREADABLE),
+    ("cut_body", "extract"): _c("row error", "-", "unreadable", 1, 1, note=UNREADABLE),
+    ("cut_body", "batch"): _c("UnreadableAnswer", "-", "", 1, 1, 1, note=BATCH_UNREADABLE),
+    ("corrupt_gzip", "ask"): _c("answer", "moves", "completed", 1, 1, note=NOT_A_STREAM),
+    ("corrupt_gzip", "no-stream"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note=UNREADABLE),
+    ("corrupt_gzip", "background"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note="the creation's 200 was unreadable; " + UNREADABLE),
+    ("corrupt_gzip", "extract"): _c("row error", "-", "unreadable", 1, 1, note=UNREADABLE),
+    ("corrupt_gzip", "batch"): _c("UnreadableAnswer", "-", "", 1, 1, 1, note=BATCH_UNREADABLE),
+    # Streams that do not behave: ignored, or held open after their last event.
+    ("stream_ignored", "ask"): _c("answer", "moves", "completed", 1, 1, note=USED_ANYWAY),
+    ("stream_ignored", "no-stream"): _c("answer", "moves", "completed", 1, 1, note=STREAMS_ONLY),
+    ("stream_ignored", "background"): _c("job completed", "moves", "completed", 1, 1, note=STREAMS_ONLY),
+    ("stream_ignored", "extract"): _c("row ok", "-", "completed", 1, 1, note=STREAMS_ONLY),
+    ("stream_ignored", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
+    ("held_open", "ask"): _c("answer", "moves", "completed", 1, 1, note=HELD_OPEN),
+    ("held_open", "no-stream"): _c("answer", "moves", "completed", 1, 1, note=STREAMS_ONLY),
+    ("held_open", "background"): _c("job completed", "moves", "completed", 1, 1, note=STREAMS_ONLY),
+    ("held_open", "extract"): _c("row ok", "-", "completed", 1, 1, note=STREAMS_ONLY),
+    ("held_open", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
+    ("held_open_pings", "ask"): _c("answer", "moves", "completed", 1, 1, note=HELD_OPEN),
+    ("held_open_pings", "no-stream"): _c("answer", "moves", "completed", 1, 1, note=STREAMS_ONLY),
+    ("held_open_pings", "background"): _c("job completed", "moves", "completed", 1, 1, note=STREAMS_ONLY),
+    ("held_open_pings", "extract"): _c("row ok", "-", "completed", 1, 1, note=STREAMS_ONLY),
+    ("held_open_pings", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
+    # Usage that says nothing.
+    ("empty_usage", "ask"): _c("answer", "moves", "completed", 1, 1, note=ESTIMATED),
+    ("empty_usage", "no-stream"): _c("answer", "moves", "completed", 1, 1, note=ESTIMATED),
+    ("empty_usage", "background"): _c("job completed", "moves", "completed", 1, 1, note=ESTIMATED),
+    ("empty_usage", "extract"): _c("row ok", "-", "completed", 1, 1, note=ESTIMATED),
+    ("empty_usage", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
+    # A proxy that quotes the request's Authorization header back (the key must never show: checked in every cell).
+    ("echo_auth_error", "ask"): _c("BadRequestError", "stays", "error", 1, 0, note=ECHO_SCRUBBED),
+    ("echo_auth_error", "no-stream"): _c("BadRequestError", "stays", "error", 1, 0, note=ECHO_SCRUBBED),
+    ("echo_auth_error", "background"): _c("BadRequestError", "stays", "error", 1, 0, note="raised at submission; " + ECHO_SCRUBBED),
+    ("echo_auth_error", "extract"): _c("row error", "-", "error", 1, 0, note="`_error` says why, scrubbed"),
+    ("echo_auth_error", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
+    ("echo_auth_failed", "ask"): _c("StreamError+partial", "stays", "failed", 1, 1, note=ECHO_FAILED),
+    ("echo_auth_failed", "no-stream"): _c("StreamError+partial", "stays", "failed", 1, 1, note="a 200 whose status is `failed`; " + ECHO_FAILED),
+    ("echo_auth_failed", "background"): _c("job failed", "stays", "failed", 1, 1, note=ECHO_FAILED),
+    ("echo_auth_failed", "extract"): _c("row error", "-", "failed", 1, 1, note="a 200 whose status is `failed`; `_error` is scrubbed"),
+    ("echo_auth_failed", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
 }
 
-BATCH_CREATION_FAULTS = frozenset({"slow", "drop", "not_json"})  # the rest hit the batch line
+# Cells whose client fix had not landed when the server learnt the fault (issue 14): strict xfails, so
+# the suite stays green and the fix shows by turning them into passes. The fixer deletes the entry.
+PENDING: dict[tuple[str, str], str] = {
+    **{(kind, path): "client fix pending: secrets"
+       for kind in ("not_json_text", "not_json_binary") for path in ("ask", "no-stream", "background", "batch")},
+    ("stream_ignored", "ask"): "client fix pending: secrets",
+    ("held_open", "ask"): "client fix pending: turns",
+    ("held_open_pings", "ask"): "client fix pending: turns",
+    **{("empty_usage", path): "client fix pending: turns" for path in ("ask", "no-stream", "background", "extract")},
+    **{("echo_auth_failed", path): "client fix pending: secrets" for path in ("ask", "no-stream", "background", "extract")},
+}
+
+# The rest hit the batch line.
+BATCH_CREATION_FAULTS = frozenset({"slow", "drop", "not_json", "not_json_text", "not_json_binary", "cut_body", "corrupt_gzip"})
 
 
 # ---- running one cell ------------------------------------------------------------------------------
@@ -196,6 +288,7 @@ class Observed:
     cell: Cell
     ledger_rows: list[Any]
     produced: dict[str, str]  # response id -> status, for the responses the server made for the call
+    leaks: list[str]  # where the API key showed (it never may)
 
 
 def _magics(ip):
@@ -211,20 +304,14 @@ def _wait_until(condition, timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
-REJECTED = frozenset({"rate_limit", "server_error", "unavailable", "unauthorized", "context_length_exceeded", "bad_request", "not_json"})
-
-
 def _makes_something(request) -> bool:
     """Whether a create request leaves a response (or batch) on the server, however it ends for us."""
+    from nbopenai.local._faults import FAULTS
+
+    if request.fault is None:
+        return True
     body = request.body if isinstance(request.body, dict) else {}
-    streaming, background = body.get("stream") is True, body.get("background") is True
-    if request.fault in REJECTED:
-        return False
-    if request.fault == "drop" and not streaming:
-        return False  # cut before the route runs
-    if (request.fault or "").startswith("midstream_error") and not (streaming or background):
-        return False  # answered 500
-    return True
+    return FAULTS[request.fault].makes_response(body.get("stream") is True, body.get("background") is True)
 
 
 def _settled(server, path: str, requests_before: int, responses_before: set[str]) -> bool:
@@ -267,42 +354,53 @@ def title_of(error: BaseException) -> str:
     return title(error)
 
 
-def _sees_ask(ip, source: str) -> str:
+def _error_texts(error: BaseException) -> list[str]:
+    return [str(error), repr(error), repr(error.args), repr(vars(error))]
+
+
+def _sees_ask(ip, source: str, shown: list[str]) -> str:
     from IPython.utils.capture import capture_output
 
     with capture_output() as captured:
         try:
             ip.run_cell(source)
         except Exception as error:  # the test shell re-raises the cell's error after showing it
-            shown = captured.stdout + captured.stderr
+            text = captured.stdout + captured.stderr
+            shown += [text, *_error_texts(error)]
             # One short message (the title in red, what happened, the hint), after any partial text.
-            assert shown.count(f"{title_of(error)}\x1b[0m: ") == 1 and "Traceback" not in shown, shown
+            assert text.count(f"{title_of(error)}\x1b[0m: ") == 1 and "Traceback" not in text, text
             partial = "[failed" in captured.stdout
             return type(error).__name__ + ("+partial" if partial else "")
+    shown.append(captured.stdout + captured.stderr)
     reply = ip.user_ns["reply"]
+    shown.append(repr(vars(reply)))
     sees = "answer" if reply.status == "completed" else f"answer {reply.status}"
     return sees + (" (empty)" if not reply.text.strip() else "")
 
 
-def _sees_background(ip) -> str:
+def _sees_background(ip, shown: list[str]) -> str:
     try:
         ip.run_cell("%%ask --background -o job\nPlease write me something long enough to stream")
     except Exception as error:
+        shown += _error_texts(error)
         return type(error).__name__
     job = ip.user_ns["job"]  # a terminal shows "Submitted job-1"; `%nbopenai jobs` and the view show how it ended
     job.wait(timeout=30)
     status = job.answer.status if job.answer is not None else job.status
+    shown += [repr(vars(job)), repr(vars(job.answer)) if job.answer is not None else ""]
     empty = job.answer is not None and status == "completed" and not job.answer.text.strip()
     return f"job {status}" + (" (empty)" if empty else "")
 
 
-def _sees_extract(ip, batch: bool) -> str:
+def _sees_extract(ip, batch: bool, shown: list[str]) -> str:
     option = " --batch" if batch else ""
     try:
         frame = ip.run_cell(f"%%extract Person --no-cache{option}\nAda Lovelace is 36 years old.").result
     except Exception as error:  # a batch whose creation failed, or a run that stopped at once: one short message
+        shown += _error_texts(error)
         return type(error).__name__
     assert len(frame) == 1
+    shown.append(frame.to_csv())
     return f"row {frame['_status'].iloc[0]}"
 
 
@@ -329,13 +427,14 @@ def observe(ip, server, kind: str, path: str) -> Observed:
     else:
         server.inject(kind, **params)
 
+    shown: list[str] = []
     if path in ("ask", "no-stream"):
         option = " --no-stream" if path == "no-stream" else ""
-        sees = _sees_ask(ip, f"%%ask{option} -o reply\nPlease write me something long enough to stream")
+        sees = _sees_ask(ip, f"%%ask{option} -o reply\nPlease write me something long enough to stream", shown)
     elif path == "background":
-        sees = _sees_background(ip)
+        sees = _sees_background(ip, shown)
     else:
-        sees = _sees_extract(ip, batch=path == "batch")
+        sees = _sees_extract(ip, batch=path == "batch", shown=shown)
 
     _wait_until(lambda: _settled(server, path, requests_before, responses_before))
     head = session.threads.get().head
@@ -345,7 +444,9 @@ def observe(ip, server, kind: str, path: str) -> Observed:
     rows = _new_rows(session.ledger.records(session_id=session.session_id), rows_before)
     produced = _produced_since(server, responses_before)  # a batch's lines are stored responses too
     in_ledger = {row.response_id for row in rows if row.response_id}
-    orphans = sum(1 for rid in produced if rid not in in_ledger)
+    # An `unreadable` row stands for a billed response whose id never arrived: it is not unseen.
+    unreadable = sum(1 for row in rows if row.status == "unreadable")
+    orphans = max(0, sum(1 for rid in produced if rid not in in_ledger) - unreadable)
     cell = Cell(
         sees=sees,
         head=moved,
@@ -354,7 +455,9 @@ def observe(ip, server, kind: str, path: str) -> Observed:
         billed=len(produced),
         orphans=orphans,
     )
-    return Observed(cell, rows, produced)
+    shown += [repr(row) for row in rows]
+    leaks = [text for text in shown if SECRET_KEY in text or SECRET_KEY.removeprefix("sk-") in text]
+    return Observed(cell, rows, produced, leaks)
 
 
 def _check_accounting(observed: Observed, expected: Cell) -> None:
@@ -363,20 +466,29 @@ def _check_accounting(observed: Observed, expected: Cell) -> None:
     ids = [row.response_id for row in rows if row.response_id]
     assert len(ids) == len(set(ids)), "a response is in the ledger more than once"
     assert set(ids) <= set(produced), "a ledger row names a response the server never made"
-    billed_rows = [row for row in rows if row.status in ("completed", "incomplete", "failed")]
+    billed_rows = [row for row in rows if row.status in ("completed", "incomplete", "failed", "unreadable")]
     assert len(billed_rows) == len(produced) - expected.orphans
     for row in rows:
         if row.status in ("error", "rate_limited"):
             assert row.total_tokens == 0 and row.response_id is None and row.error, row
+        elif row.status == "unreadable":  # billed, but its body never could be read: tokens estimated
+            assert row.total_tokens > 0 and row.error, row
         else:
             assert row.response_id in produced and produced[row.response_id] == row.status, row
+        if row.status in ("completed", "incomplete"):
+            assert row.total_tokens > 0, f"an answer recorded with no tokens: {row}"
 
 
 # ---- the tests -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", list(FAULTS))
-@pytest.mark.parametrize("path", list(PATHS))
+def _cells() -> list[Any]:
+    return [pytest.param(kind, path, id=f"{path}-{kind}",
+                         marks=[pytest.mark.xfail(strict=True, reason=PENDING[(kind, path)])] if (kind, path) in PENDING else [])
+            for path in PATHS for kind in FAULTS]
+
+
+@pytest.mark.parametrize(("kind", "path"), _cells())
 def test_fault_matrix(ip, local_server, kind, path):
     expected = EXPECTED[(kind, path)]
     observed = observe(ip, local_server, kind, path)
@@ -385,6 +497,7 @@ def test_fault_matrix(ip, local_server, kind, path):
         expected.sees, expected.head, expected.ledger, expected.requests, expected.billed, expected.orphans,
     ), repr(got)
     _check_accounting(observed, expected)
+    assert observed.leaks == [], "the API key showed"
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
@@ -413,8 +526,11 @@ def test_a_refusal_is_shown_not_an_empty_answer(session, local_server, stream):
 def test_the_matrix_covers_every_fault_kind_and_path():
     from nbopenai.local import FAULT_KINDS
 
+    missing = set(FAULT_KINDS) - set(FAULTS)
+    assert not missing, f"every fault kind needs its row in the matrix (FAULTS and EXPECTED): {sorted(missing)}"
     assert set(FAULTS) == set(FAULT_KINDS)
     assert set(EXPECTED) == {(kind, path) for kind in FAULTS for path in PATHS}
+    assert set(PENDING) <= set(EXPECTED)
 
 
 # ---- the doc -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
+import gzip
 import http.client
 import json
 import re
@@ -825,3 +826,93 @@ def test_command_line_rate_limits():
             assert raw.headers["x-ratelimit-limit-tokens"] == "50000"
             with pytest.raises(openai.RateLimitError):
                 sdk.responses.create(model="nbopenai-local", input="hi")
+
+
+# --- faults that send other bytes than the API's (issue 14) ---------------------------------------
+
+
+def _raw_reply(server, body: dict, fault: str) -> bytes:
+    """Everything the server sent for one request, read until it closed the connection."""
+    data = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer sk-echo-me\r\nConnection: close\r\nx-nbopenai-fault: " + fault.encode()
+                     + b"\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    return received
+
+
+def test_cut_body_claims_more_than_it_sends_and_the_response_was_made(server):
+    head, _, body = _raw_reply(server, {"model": "nbopenai-local", "input": "hi"}, "cut_body").partition(b"\r\n\r\n")
+    claimed = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    assert head.startswith(b"HTTP/1.1 200") and 0 < len(body) < claimed
+    assert [stored.response["status"] for stored in server.state.responses.values()] == ["completed"]
+
+
+def test_corrupt_gzip_does_not_decompress(server, client):
+    raw = _raw_reply(server, {"model": "nbopenai-local", "input": "hi"}, "corrupt_gzip")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: gzip" in head and body[:2] == b"\x1f\x8b"
+    with pytest.raises(Exception):
+        gzip.decompress(body)
+
+
+@pytest.mark.parametrize("kind", ["held_open", "held_open_pings"])
+def test_a_stream_held_open_after_completed_then_cut(server, kind):
+    body = {"model": "nbopenai-local", "input": "hi", "stream": True}
+    raw = _raw_reply(server, body, f"{kind};hold=0.2;every=0.05")
+    completed = raw.index(b"event: response.completed")
+    after = raw[completed:].split(b"\n\n", 1)[1]
+    assert b"event:" not in after and not raw.endswith(b"0\r\n\r\n")  # nothing more, and never properly ended
+    assert (b": keep-alive" in after) == (kind == "held_open_pings")
+
+
+def test_stream_ignored_answers_with_the_whole_response(server, client):
+    raw = client.responses.with_raw_response.create(model="nbopenai-local", input="hi", stream=True,
+                                                    extra_headers={"x-nbopenai-fault": "stream_ignored"})
+    assert raw.headers["content-type"] == "application/json"
+    assert json.loads(raw.http_response.read())["status"] == "completed"
+
+
+def test_empty_usage(server, client):
+    response = _raw(server, "POST", "/v1/responses", json={"model": "nbopenai-local", "input": "hi"},
+                    headers={"x-nbopenai-fault": "empty_usage"}).json()
+    assert response["status"] == "completed" and response["usage"] == {}
+
+
+@pytest.mark.parametrize(("kind", "content_type"),
+                         [("not_json_text", "text/plain"), ("not_json_binary", "application/octet-stream")])
+def test_not_json_of_any_content_type(server, kind, content_type):
+    answer = _raw(server, "POST", "/v1/responses", json={"model": "nbopenai-local", "input": "hi"},
+                  headers={"x-nbopenai-fault": kind})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith(content_type)
+    assert server.state.responses == {}  # a stand-in answered: the API never ran
+
+
+def test_a_proxy_echoes_the_authorization_header_into_every_error_shape(server):
+    key = "sk-echo-me"
+    error = _raw_reply(server, {"model": "nbopenai-local", "input": "hi"}, "echo_auth_error")
+    assert error.startswith(b"HTTP/1.1 400") and key.encode() in error
+    body = {"model": "nbopenai-local", "input": "Tell me a story."}
+    streamed = _raw_reply(server, {**body, "stream": True}, "echo_auth_failed")
+    events = [json.loads(line[6:]) for line in streamed.split(b"\n") if line.startswith(b"data: ")]
+    flat, failed = events[-2], events[-1]
+    assert flat["type"] == "error" and key in flat["message"]
+    assert failed["type"] == "response.failed" and key in failed["response"]["error"]["message"]
+    plain = json.loads(_raw_reply(server, body, "echo_auth_failed").partition(b"\r\n\r\n")[2])
+    assert plain["status"] == "failed" and key in plain["error"]["message"]
+
+
+def test_every_fault_kind_is_one_class_in_one_registry():
+    from nbopenai.local import FAULT_KINDS
+    from nbopenai.local._faults import FAULTS, Fault, make_fault
+
+    assert list(FAULT_KINDS) == list(FAULTS) and all(issubclass(cls, Fault) and cls.summary for cls in FAULTS.values())
+    assert make_fault("drop", {"after": 1}).stream_cut_after() == 1
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        make_fault("meteor_strike")

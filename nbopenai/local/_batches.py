@@ -30,7 +30,6 @@ from email.policy import HTTP
 from typing import Any
 
 from ._errors import ApiError, not_found
-from ._faults import http_error_for
 from ._responses import generate
 from ._routes import Reply, Request, Route, paginate, route
 from ._state import State, new_id
@@ -331,7 +330,7 @@ def _answer(state: State, line: dict[str, Any]) -> tuple[dict[str, Any], bool, d
     request_id = "req_" + secrets.token_hex(16)
     head = {"id": "batch_req_" + secrets.token_hex(12), "custom_id": line["custom_id"]}
     fault = state.faults.take("POST", LINE_PATH)
-    error = http_error_for(fault, streaming=False) if fault is not None else None
+    error = fault.error() if fault is not None else None
     if error is None:
         try:
             response = generate(line["body"], state)

@@ -10,10 +10,11 @@ import time
 from typing import Any, Iterator
 
 from ._errors import ApiError
-from ._faults import Fault, server_error_message
-from ._responses import DROP, Event, Output, Turn, answer_computed, prepare, run_model
+from ._faults import Fault
+from ._responses import Output, Turn, answer_computed, prepare, run_model
 from ._routes import Reply, Request, Route, route
 from ._state import new_id
+from ._wire import Event
 
 __all__ = ["ROUTES"]
 
@@ -145,7 +146,7 @@ def _stream(turn: Turn, output: Output, fault: Fault | None, completion_id: str,
         }
         return Event(None, data, is_delta)
 
-    stop_after = int(fault.get("after", 3)) if fault and fault.kind in ("midstream_error", "midstream_error_flat", "drop") else None
+    stop_after = fault.stream_cut_after() if fault is not None else None
     yield chunk({"role": "assistant", "content": "" if output.items[0]["type"] == "message" else None})
     sent = 0
     for index, item in enumerate(output.items):
@@ -156,11 +157,7 @@ def _stream(turn: Turn, output: Output, fault: Fault | None, completion_id: str,
             if at != index:
                 continue
             if stop_after is not None and sent >= stop_after:
-                if fault.kind == "drop":
-                    yield DROP
-                    return
-                # Chat streams report failures as a bare error object (the SDK raises APIError).
-                yield Event(None, {"error": {"message": server_error_message(), "type": "server_error", "param": None, "code": "server_error"}})
+                yield from fault.chat_stream_break()
                 return
             sent += 1
             if item["type"] == "function_call":

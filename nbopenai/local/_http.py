@@ -7,7 +7,6 @@ goes away mid-answer costs the server nothing but that connection.
 
 from __future__ import annotations
 
-import importlib
 import json
 import secrets
 import socket
@@ -22,19 +21,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .._core._tokens import count_tokens
-from . import _chat, _routes
+from . import _batches, _chat, _routes
 from ._errors import ApiError, error_body
-from ._faults import MODEL_ROUTES, Fault, http_error_for, not_json_reply, parse_fault_header, unauthorized_error
+from ._faults import MODEL_ROUTES, Fault, parse_fault_header, unauthorized_error
 from ._items import normalize_input, render_context
-from ._responses import DROP, Event
-from ._routes import Reply, Request, Route
+from ._routes import Route
 from ._state import RecordedRequest, State
+from ._wire import DROP, Comment, Cut, Event, Pause, Reply, Request
 
 __all__ = ["LocalHTTPServer", "route_table"]
-
-# Route modules written separately add themselves here: each exposes ``ROUTES`` (see _routes.route).
-# ``_batches`` (``/v1/files``, ``/v1/batches``) is optional: the server runs without it.
-EXTENSION_MODULES = ("nbopenai.local._batches",)
 
 ADMIN_PREFIX = "/_nbopenai/"
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
@@ -42,16 +37,8 @@ _FLUSH_BYTES = 64 * 1024
 
 
 def route_table() -> list[Route]:
-    routes = [*_routes.ROUTES, *_chat.ROUTES]
-    for name in EXTENSION_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        routes.extend(getattr(module, "ROUTES", []))
-    return routes
+    """Every route: each module declares its own ``ROUTES`` (see _routes.route)."""
+    return [*_routes.ROUTES, *_chat.ROUTES, *_batches.ROUTES]
 
 
 class _Aborted(Exception):
@@ -116,7 +103,9 @@ def _token_cost(path: str, body: Any) -> int:
     return count_tokens(render_context(instructions, items), model) + reserved
 
 
-def _sse_bytes(event: Event) -> bytes:
+def _sse_bytes(event: Event | Comment) -> bytes:
+    if isinstance(event, Comment):
+        return f": {event.text}\n\n".encode()
     data = event.data if isinstance(event.data, str) else json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
     head = f"event: {event.name}\n" if event.name else ""
     return f"{head}data: {data}\n\n".encode()
@@ -190,12 +179,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(error, request_id)
             return
         state.record(RecordedRequest(self.command, path, headers, body, len(raw), started, fault.kind if fault else None))
+        request = Request(self.command, path, {}, query, headers, body, raw, state, fault)
         try:
-            self._before_first_byte(path, headers, body, fault)
-            reply = not_json_reply() if fault is not None and fault.kind == "not_json" else self._route(path, query, headers, body, raw, fault)
+            reply = self._before_first_byte(request)
+            if reply is None:
+                if fault is not None:
+                    request.body = fault.request_body(body)
+                reply = self._route(request)
+            if fault is not None:
+                reply = fault.on_reply(reply)
         except ApiError as error:
             self._send_error(error, request_id)
             return
+        except Cut:
+            self._abort()
         except (_Aborted,) + _DISCONNECTS:
             raise
         except Exception:
@@ -216,29 +213,18 @@ class _Handler(BaseHTTPRequestHandler):
         if error is not None:
             raise error
 
-    def _before_first_byte(self, path: str, headers: dict[str, str], body: Any, fault: Fault | None) -> None:
+    def _before_first_byte(self, request: Request) -> Reply | None:
+        """Latency, the API key, then the fault's first hook (which may answer instead of the route)."""
         config = self.server.state.config
         if config.latency > 0:
             time.sleep(config.latency)
         if config.require_api_key is not None:
-            if headers.get("authorization", "") != f"Bearer {config.require_api_key}":
+            if request.headers.get("authorization", "") != f"Bearer {config.require_api_key}":
                 raise unauthorized_error()
-        if fault is None:
-            return
-        if fault.kind == "slow":
-            time.sleep(float(fault.get("delay", 5.0)))
-        streaming = isinstance(body, dict) and body.get("stream") is True
-        if fault.kind == "drop" and not streaming:
-            self._abort()
-        # A background response fails later, on the server (see _routes._run_background), as a
-        # stream does: its creation succeeds and the job ends `failed`.
-        later = streaming or (isinstance(body, dict) and body.get("background") is True and fault.kind.startswith("midstream_error"))
-        error = http_error_for(fault, later)
-        if error is not None:
-            raise error
+        return request.fault.before_body(request) if request.fault is not None else None
 
-    def _route(self, path: str, query: dict[str, str], headers: dict[str, str], body: Any, raw: bytes, fault: Fault | None) -> Reply:
-        allowed = []
+    def _route(self, request: Request) -> Reply:
+        allowed, path = [], request.path
         for route in self.server.routes:
             match = route.pattern.match(path)
             if match is None:
@@ -246,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
             if route.method != self.command:
                 allowed.append(route.method)
                 continue
-            request = Request(self.command, path, match.groupdict(), query, headers, body, raw, self.server.state, fault)
+            request.params = match.groupdict()
             return route.handler(request)
         if allowed:
             raise ApiError(405, f"Method {self.command} is not allowed on {path} (use {', '.join(sorted(set(allowed)))}).")
@@ -347,11 +333,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif reply.content is not None:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.content)))
+            self.send_header("Content-Length", str(reply.claimed_length or len(reply.content)))
             self._common_headers(request_id, started, reply.headers)
             self.end_headers()
             self.wfile.write(reply.content)
             self.wfile.flush()
+            if reply.claimed_length is not None and reply.claimed_length > len(reply.content):
+                self._abort()  # the rest never comes
         else:
             self._send_json(reply.status, reply.json, request_id, reply.headers, started)
 
@@ -368,7 +356,11 @@ class _Handler(BaseHTTPRequestHandler):
             for event in events:
                 if event is DROP:
                     self._abort()
-                delay = state.config.chunk_delay if event.delta else 0.0
+                if isinstance(event, Pause):
+                    self.wfile.flush()
+                    time.sleep(event.seconds)
+                    continue
+                delay = state.config.chunk_delay if isinstance(event, Event) and event.delta else 0.0
                 if delay > 0:
                     self.wfile.flush()
                     time.sleep(delay)

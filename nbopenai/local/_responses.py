@@ -17,7 +17,8 @@ from typing import Any, Iterator
 from .._core import _tokens
 from . import _demo
 from ._errors import ApiError, not_found
-from ._faults import Fault, context_length_error, server_error_message
+from ._faults import Fault, Written, context_length_error
+from ._wire import DROP, Event
 from ._items import expand_compactions, message_text, normalize_input, render_context
 from ._schema_fill import fill_schema
 from ._state import DEMO_MODEL, Config, State, StoredResponse, new_id
@@ -26,18 +27,6 @@ __all__ = ["Turn", "Output", "prepare", "run_model", "response_object", "stream_
 
 _EFFORT_TOKENS = {"none": 0, "minimal": 8, "low": 16, "medium": 32, "high": 64, "xhigh": 128, "max": 256}
 _CHUNK = re.compile(r"\S+\s*|\s+")
-
-
-@dataclass(frozen=True)
-class Event:
-    """One server-sent event: ``event: <name>`` (omitted when None) and ``data: <json>``."""
-
-    name: str | None
-    data: Any
-    delta: bool = False  # the writer waits ``chunk_delay`` before each delta
-
-
-DROP = object()  # yielded by a stream to have the connection cut right there
 
 
 @dataclass
@@ -256,14 +245,12 @@ def run_model(turn: Turn, config: Config, fault: Fault | None = None) -> Output:
     incomplete = False
     if budget is not None and visible + reasoning > budget:
         text, incomplete = _truncate(text, budget - reasoning, turn.model), True
-    if fault is not None and fault.kind == "incomplete":
-        keep = fault.get("tokens")
-        text, incomplete = _truncate(text, int(keep) if keep is not None else max(1, visible // 2), turn.model), True
+    written = Written(text, turn.model, incomplete)
+    if fault is not None:
+        fault.on_answer(written)
+    text, incomplete = written.text, written.incomplete
     part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    if fault is not None and fault.kind == "invalid_json":
-        text = part["text"] = text[: max(1, len(text) // 2)] + " (cut: not JSON)"
-    if fault is not None and fault.kind == "refusal":
-        text = fault.get("message") or "I'm sorry, I can't help with that. (nbopenai offline demo: injected refusal)"
+    if written.refusal:
         part = {"type": "refusal", "refusal": text}
     visible = _tokens.count_tokens(text, turn.model)
     message = {
@@ -345,8 +332,12 @@ def response_object(
     return response
 
 
-def finished_response(turn: Turn, output: Output, *, id: str, created_at: int) -> dict[str, Any]:
-    return response_object(turn, id=id, created_at=created_at, status=output.status, output=output.items, usage=usage(turn, output))
+def finished_response(turn: Turn, output: Output, *, id: str, created_at: int,
+                      fault: Fault | None = None) -> dict[str, Any]:
+    """The finished Response, as a fault (if any) makes it look."""
+    response = response_object(turn, id=id, created_at=created_at, status=output.status, output=output.items,
+                               usage=usage(turn, output))
+    return fault.on_response(response) if fault is not None else response
 
 
 def remember(state: State, turn: Turn, response: dict[str, Any]) -> StoredResponse:
@@ -387,22 +378,11 @@ def generate(body: dict[str, Any], state: State) -> dict[str, Any]:
     return response
 
 
-def _error_event(fault: Fault, sequence_number: int) -> dict[str, Any]:
-    message = fault.get("message") or server_error_message()
-    if fault.kind == "midstream_error_flat":
-        return {"type": "error", "code": "server_error", "message": message, "param": None, "sequence_number": sequence_number}
-    # The shape the real service sends (the SDK raises openai.APIError on it).
-    error = {"type": "server_error", "code": "server_error", "message": message, "param": None}
-    return {"type": "error", "error": error, "sequence_number": sequence_number}
-
-
 def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None, *, id: str, created_at: int) -> Iterator[Any]:
     """The events of one streamed response, ending with completed, incomplete or failed (or a DROP)."""
     counter = iter(range(1 << 62))
-    final = finished_response(turn, output, id=id, created_at=created_at)
-    stop_after = None
-    if fault is not None and fault.kind in ("midstream_error", "midstream_error_flat", "drop"):
-        stop_after = max(0, int(fault.get("after", 3)))
+    final = finished_response(turn, output, id=id, created_at=created_at, fault=fault)
+    stop_after = fault.stream_cut_after() if fault is not None else None
     first_status = "queued" if turn.body.get("background") else "in_progress"
     snapshot = response_object(turn, id=id, created_at=created_at, status=first_status)
 
@@ -427,13 +407,10 @@ def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None,
                 yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "arguments": ""})
             for piece in pieces:
                 if stop_after is not None and sent >= stop_after:
-                    failed = _fail(state, turn, snapshot, fault)
+                    failed = {**snapshot, "status": "failed", "error": fault.failure()}
+                    remember(state, turn, failed)
                     finished = True
-                    if fault.kind == "drop":
-                        yield DROP
-                        return
-                    yield Event("error", _error_event(fault, next(counter)))
-                    yield event("response.failed", response=failed)
+                    yield from fault.stream_break(failed, next(counter))
                     return
                 sent += 1
                 if refusal:
@@ -460,10 +437,3 @@ def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None,
     finally:
         if not finished:
             remember(state, turn, final)
-
-
-def _fail(state: State, turn: Turn, snapshot: dict[str, Any], fault: Fault) -> dict[str, Any]:
-    message = fault.get("message") or server_error_message()
-    failed = {**snapshot, "status": "failed", "error": {"code": "server_error", "message": message}}
-    remember(state, turn, failed)
-    return failed

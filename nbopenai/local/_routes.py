@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ._errors import ApiError, not_found
 from ._faults import Fault
@@ -27,31 +27,9 @@ from ._responses import (
     Output,
 )
 from ._state import DEMO_MODEL, State, new_id
+from ._wire import Reply, Request
 
 __all__ = ["Request", "Reply", "Route", "ROUTES", "route", "paginate"]
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    params: dict[str, str]  # named groups of the route pattern
-    query: dict[str, str]
-    headers: dict[str, str]  # lowercase names
-    body: Any  # parsed JSON, or None
-    raw: bytes
-    state: State
-    fault: Fault | None = None
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    json: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    events: Iterator[Any] | None = None  # server-sent events (see _responses.Event and DROP)
-    content: bytes | None = None  # a raw body (file downloads), sent with ``content_type``
-    content_type: str = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -123,7 +101,7 @@ def create_response(request: Request) -> Reply:
     response_id, created_at = new_id("resp"), int(time.time())
     if stream:
         return Reply(events=stream_events(state, turn, output, request.fault, id=response_id, created_at=created_at))
-    response = finished_response(turn, output, id=response_id, created_at=created_at)
+    response = finished_response(turn, output, id=response_id, created_at=created_at, fault=request.fault)
     remember(state, turn, response)
     return Reply(json=response)
 
@@ -156,9 +134,7 @@ def _run_background(state: State, turn, cancel: threading.Event, fault: Fault | 
         for _ in output.deltas:
             if cancel.wait(config.chunk_delay):
                 return
-    response = finished_response(turn, output, id=response_id, created_at=created_at)
-    if fault is not None and fault.kind in ("midstream_error", "midstream_error_flat", "drop"):
-        response = {**response, "status": "failed", "completed_at": None, "error": {"code": "server_error", "message": "The model failed to generate a response."}}
+    response = finished_response(turn, output, id=response_id, created_at=created_at, fault=fault)
     with state.lock:
         if not cancel.is_set():
             remember(state, turn, response)
