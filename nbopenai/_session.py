@@ -20,10 +20,10 @@ from ._turns import _ask
 from ._turns._answer import Answer, Usage
 from ._turns._conversation import ThreadStore
 from ._core._breaker import CircuitBreaker
-from ._core._errors import UsageError
+from ._core._errors import UsageError, translate
 from ._core._loop import LoopThread
 from ._core._retry import RetryPolicy, retry_policy
-from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings
+from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings, shown_url
 
 if TYPE_CHECKING:
     import openai
@@ -167,7 +167,7 @@ class Session:
             if self._client is None:
                 from ._core._client import build_sync_client
 
-                self._client = build_sync_client(self.settings)
+                self._client = _built(build_sync_client, self.settings)
             return self._client
 
     @property
@@ -177,7 +177,7 @@ class Session:
             if self._async_client is None:
                 from ._core._client import build_async_client
 
-                self._async_client = build_async_client(self.settings)
+                self._async_client = _built(build_async_client, self.settings)
             return self._async_client
 
     @property
@@ -416,7 +416,16 @@ class Session:
     def __repr__(self) -> str:
         s = self.settings
         key = s.api_key.masked if s.api_key else "none"
-        return f"<nbopenai.Session {self.session_id} model={s.model!r} base_url={s.base_url!r} key={key}>"
+        return f"<nbopenai.Session {self.session_id} model={s.model!r} base_url={shown_url(s.base_url)!r} key={key}>"
+
+
+def _built(build: Any, settings: Settings) -> Any:
+    """A client, or the translated reason it could not be built (a malformed base URL, say): every
+    path that builds one (an ask, extraction, a job) fails with one of our errors, not the SDK's."""
+    try:
+        return build(settings)
+    except Exception as exc:
+        raise translate(exc) from None
 
 
 class _Current:

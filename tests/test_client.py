@@ -3,6 +3,7 @@
 Real SDK, real HTTP, the package's own server on 127.0.0.1.
 """
 
+import json
 import random
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 import nbopenai
 from nbopenai import Session, Settings, Timeouts
 from nbopenai._core._retry import RetryPolicy, is_retryable
+
+from _proxies import RawServer, http, response_json
 
 
 def test_import_loads_neither_ipython_widgets_nor_pandas():
@@ -134,30 +137,31 @@ def test_a_web_page_instead_of_the_api_is_one_clear_error_and_not_retried(local_
     assert list(session.usage()["status"]) == ["error"]  # it reached a server: in the ledger
 
 
-def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>", **kwargs):
+def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>", *, sent: bytes = b'{"model":"m"}', **kwargs):
     import httpx2
 
-    request = httpx2.Request("POST", "https://proxy.example:8443/v1/responses?key=secret")
+    request = httpx2.Request("POST", "https://proxy.example:8443/v1/responses?key=secret", content=sent,
+                             headers={"accept": "application/json"})
     headers = {"content-type": content_type, "content-length": str(len(body))}
     return httpx2.Response(status, headers=headers, content=body, request=request, **kwargs)
 
 
 def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_alone():
-    from nbopenai._core._client import _refuse_web_pages
+    from nbopenai._core._client import _refuse_non_api
 
-    _refuse_web_pages(_answer(502, "text/html"))  # a gateway's bad minute: left to be retried as a 5xx
-    _refuse_web_pages(_answer(200, "application/json", b'{"id": "resp_1"}'))
-    _refuse_web_pages(_answer(200, "text/event-stream", b"event: response.created\ndata: {}\n\n"))
-    _refuse_web_pages(_answer(200, "Text/HTML; charset=UTF-8", b'\n {"id": "resp_1"}'))  # JSON, mislabelled: the SDK reads it
+    _refuse_non_api(_answer(502, "text/html"))  # a gateway's bad minute: left to be retried as a 5xx
+    _refuse_non_api(_answer(200, "application/json", b'{"id": "resp_1"}'))
+    _refuse_non_api(_answer(200, "text/event-stream", b"event: response.created\ndata: {}\n\n", sent=b'{"stream":true}'))
+    _refuse_non_api(_answer(200, "Text/HTML; charset=UTF-8", b'\n {"id": "resp_1"}'))  # JSON, mislabelled: the SDK reads it
 
 
 def test_web_page_check_names_the_server_and_path_but_not_the_query():
     import httpx2
 
-    from nbopenai._core._client import _refuse_web_pages
+    from nbopenai._core._client import _refuse_non_api
 
     with pytest.raises(nbopenai.UnexpectedResponse) as missing:
-        _refuse_web_pages(_answer(404, "text/html; charset=utf-8"))
+        _refuse_non_api(_answer(404, "text/html; charset=utf-8"))
     assert str(missing.value).splitlines()[0] == (
         "https://proxy.example:8443 answered POST /v1/responses with a web page (HTTP 404, text/html), not the API's JSON."
     )
@@ -165,8 +169,98 @@ def test_web_page_check_names_the_server_and_path_but_not_the_query():
     login = httpx2.Request("GET", "https://proxy.example:8443/login")
     page = httpx2.Response(200, headers={"content-type": "text/html"}, content=b"<html/>", request=login, history=[first])
     with pytest.raises(nbopenai.UnexpectedResponse) as redirected:
-        _refuse_web_pages(page)
+        _refuse_non_api(page)
     assert "answered POST /v1/responses with a web page (HTTP 200 after a redirect to /login, text/html)" in redirected.value.message
+
+
+# ---- servers that are not the API (written byte by byte, or the standard library's own) -------------
+
+
+@pytest.fixture
+def raw_session():
+    """``raw_session(handler)``: a session (4 attempts) on a raw server answering with ``handler``; returns both."""
+    opened = []
+
+    def build(handler):
+        server = RawServer(handler)
+        session = Session(Settings(base_url=server.base_url, api_key="sk-raw-0123456789", model="nbopenai-local"),
+                          ledger_path=":memory:", backoff_base=0.001, backoff_max=0.01, max_attempts=4)
+        opened.extend([server, session])
+        return server, session
+
+    yield build
+    for thing in opened:
+        thing.close()
+
+
+def _ask_by(session, path):
+    if path == "background":
+        return session.submit("hello")
+    return session.ask("hello", stream=path == "stream")
+
+
+@pytest.mark.parametrize("path", ["stream", "no-stream", "background"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+def test_a_200_that_is_not_json_is_one_not_the_api_error_on_every_path(raw_session, content_type, path):
+    server, session = raw_session(lambda request: http(200, content_type, b"OK, received."))
+    with pytest.raises(nbopenai.UnexpectedResponse) as raised:
+        _ask_by(session, path)
+    kind = content_type or "no content type"
+    assert f"answered POST /v1/responses with something that is not JSON (HTTP 200, {kind})" in raised.value.message
+    assert len(server.requests) == 1  # not retried
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+@pytest.mark.parametrize("path", ["no-stream", "background"])
+def test_an_event_stream_where_json_was_asked_for_is_not_the_api(raw_session, path):
+    events = b"event: response.created\ndata: {}\n\n"
+    server, session = raw_session(lambda request: http(200, "text/event-stream", events))
+    with pytest.raises(nbopenai.UnexpectedResponse, match="with an event stream"):
+        _ask_by(session, path)
+
+
+@pytest.mark.parametrize("path", ["stream", "no-stream", "background"])
+def test_a_plain_web_server_refusing_post_is_not_the_api_and_not_retried(make, tmp_path, path):
+    import http.server
+    import threading
+    from functools import partial
+
+    refused = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the standard library's name
+            refused.append(format % args)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        session = make(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", max_attempts=4)
+        with pytest.raises(nbopenai.UnexpectedResponse) as raised:
+            _ask_by(session, path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "(HTTP 501, text/html)" in raised.value.message and "/v1" in raised.value.hint
+    assert sum(line.startswith('"POST') for line in refused) == 1  # asked once: a 501 says the method is wrong, not "try again"
+
+
+def test_a_server_that_ignores_stream_true_gets_its_whole_answer_used_and_recorded(raw_session):
+    answer = response_json("completed", text="The whole answer, at once.")
+    server, session = raw_session(lambda request: http(200, "application/json", json.dumps(answer)))
+    reply = session.ask("hello")  # streaming is the default
+    assert server.requests[0].json()["stream"] is True
+    assert (reply.status, reply.text, reply.turn) == ("completed", "The whole answer, at once.", 1)
+    assert (reply.usage.input, reply.usage.output, reply.usage.estimated) == (5, 3, False)
+    [row] = session.ledger.records()
+    assert (row.status, row.input_tokens, row.output_tokens, row.response_id) == ("completed", 5, 3, "resp_raw1")
+    assert session.ask("and then?").turn == 2  # the thread moved on from it
+
+
+def test_json_that_is_not_a_response_where_events_were_asked_for_is_not_the_api(raw_session):
+    server, session = raw_session(lambda request: http(200, "application/json", b'{"hello": "world"}'))
+    with pytest.raises(nbopenai.UnexpectedResponse):
+        session.ask("hello")
+    assert len(server.requests) == 1
 
 
 def test_full_jitter_stays_within_the_exponential_envelope():

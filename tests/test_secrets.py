@@ -23,7 +23,8 @@ import nbopenai
 from nbopenai import Secret, Session, Settings
 
 from conftest import SECRET_KEY
-from _kernels import REPO, local_kernel_env
+from _kernels import REPO, kernel_env, local_kernel_env
+from _proxies import ECHOES, RawServer, echo_proxy
 
 OPAQUE_KEY = "azure0f3c9b27d4e8a1650b9c2f7e3d4a1b8c"  # no sk- prefix: no pattern can know it
 KEYS = [SECRET_KEY, OPAQUE_KEY]
@@ -193,6 +194,143 @@ def test_the_ledger_file_never_holds_the_key(key, local_server, tmp_path):
         assert key.encode() not in data and key[4:-4].encode() not in data, file.name
 
 
+# ---- a proxy that echoes the Authorization header into every shape, byte by byte ---------------------
+
+
+@pytest.fixture
+def proxy():
+    """A raw server that answers as ``_proxies.echo_proxy`` does (``FAULT:<shape>`` in the prompt)."""
+    with RawServer(echo_proxy) as server:
+        yield server
+
+
+@pytest.fixture
+def proxied(key, proxy):
+    """A session through the echoing proxy, with its ledger and extraction store in the data folder (real files)."""
+    with Session(Settings(base_url=proxy.base_url, api_key=key, model="nbopenai-local"), max_attempts=1) as session:
+        yield session
+
+
+def _data_folder_is_clean(key: str) -> None:
+    """No file under the data folder (the ledger, extraction's store, their -wal and -shm) holds the key."""
+    home = Path(os.environ["NBOPENAI_HOME"])
+    files = [path for path in home.rglob("*") if path.is_file()]
+    assert files, "nothing was written: the scan would prove nothing"
+    for path in files:
+        data = path.read_bytes()
+        assert key.encode() not in data and key[4:-4].encode() not in data, f"the key is in {path.name}"
+
+
+def _exception_texts(error: BaseException) -> list[str]:
+    return [*_error_texts(error), repr(error.args), *map(str, error.args)]
+
+
+def _scan_after_fault(session, key: str, *texts: str) -> None:
+    _scan_everything(session, key, *texts)
+    _data_folder_is_clean(key)
+
+
+SHAPES = sorted(ECHOES)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_an_echoed_key_in_any_shape_reaches_no_output_ledger_or_file(proxied, key, proxy, shape, stream):
+    with pytest.raises(nbopenai.APIError) as raised:
+        proxied.ask(f"Answer me. FAULT:{shape}", stream=stream)
+    assert proxy.requests[-1].authorization == f"Bearer {key}"  # the key was really sent, and echoed
+    error = raised.value
+    said = [error.message, *(record.error or "" for record in proxied.ledger.records())]
+    assert any("proxy saw Bearer ***" in text for text in said) or shape == "plain_text" or not stream
+    _scan_after_fault(proxied, key, *_exception_texts(error))
+
+
+def test_a_failed_response_in_extraction_leaves_no_key_in_the_error_column(proxied, key, proxy):
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+
+    frame = nbopenai.extract(Person, ["Ada. FAULT:failed_body", "Grace. FAULT:failed_body_gzip"], session=proxied,
+                             progress=False)
+    assert frame["_status"].tolist() == ["error", "error"]
+    assert frame["_error"].tolist() == ["proxy saw Bearer ***"] * 2
+    _scan_after_fault(proxied, key, frame.to_string(), repr(frame.attrs), repr(frame.to_dict()))
+
+
+def test_a_background_job_that_fails_with_an_echo_keeps_no_key(proxied, key, proxy):
+    job = proxied.submit("Work on this. FAULT:job_failed")
+    answer = job.wait(timeout=30)
+    assert job.status == "failed" and answer.error == "proxy saw Bearer ***"
+    _scan_after_fault(proxied, key, repr(job), repr(answer), answer.error)
+
+
+def test_a_cancel_refused_with_an_echo_is_one_translated_error(proxied, key, proxy):
+    job = proxied.submit("Work on this for a while.")
+    with pytest.raises(nbopenai.AuthenticationError) as raised:
+        job.cancel()
+    assert "proxy saw Bearer ***" in raised.value.message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    _scan_after_fault(proxied, key, *_exception_texts(raised.value))
+
+
+def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(key, proxy, tmp_path):
+    password = "pa55-W0rd-S3cret"
+    url = proxy.base_url.replace("http://", f"http://ada:{password}@")
+    settings = Settings(base_url=url, api_key=key, model="nbopenai-local")
+    with Session(settings, ledger_path=str(tmp_path / "usage.sqlite3"), max_attempts=1) as session:
+        with pytest.raises(nbopenai.AuthenticationError) as raised:
+            session.ask("FAULT:status_401")
+        sent = proxy.requests[-1].authorization  # httpx sends the URL's user info as Basic auth
+        assert sent.startswith("Basic ") and "Basic ***" in raised.value.message
+        shown = [repr(settings), str(settings), repr(session), *_exception_texts(raised.value)]
+        shown += [repr(record) for record in session.ledger.records()]
+    for text in shown:
+        assert password not in text and sent.split()[1] not in text
+    assert "http://***@127.0.0.1" in repr(session)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_verbose_traceback_through_the_sdk_shows_the_key_masked(key, asynchronous):
+    """The key reaches the SDK wrapped: an error inside ``OpenAI.__init__`` (whose frame ``%xmode Verbose``
+    prints with its arguments) shows ``Secret('...abcd')``."""
+    import sys
+
+    import openai
+    from IPython.core.ultratb import VerboseTB
+
+    from nbopenai._core._client import _AsyncKey, _credentials, _Key
+
+    settings = Settings(api_key=key, base_url="http://127.0.0.1:9/v1")
+    build = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+    with pytest.raises(TypeError):
+        try:
+            build(**_credentials(settings, _AsyncKey if asynchronous else _Key), http_client="not a client")
+        except TypeError:
+            kind, error, trace = sys.exc_info()
+            shown = VerboseTB().text(kind, error, trace.tb_next)  # the SDK's frames, not this test's (it has the key)
+            raise
+    assert "api_key" in shown and f"...{key[-4:]}" in shown
+    assert_no_key(shown, key, "verbose traceback")
+
+
+def test_the_scrubber_catches_a_secret_cut_across_chunks_at_every_place():
+    from nbopenai._core._errors import Scrubber
+
+    secret = "azure0f3c9b27d4e8a1650b9c2f7e3d4a1b8c"
+    scrubber = Scrubber([secret, "short"])  # a short one would rewrite ordinary words: left alone
+    body = f"data: proxy saw Bearer {secret} and short words\n\n".encode()
+    for cut in range(1, len(body)):
+        out, held = b"", b""
+        for chunk in (body[:cut], body[cut:]):
+            ready, held = scrubber.split(held + chunk)
+            out += ready
+        out += scrubber.data(held)
+        assert out == b"data: proxy saw Bearer *** and short words\n\n", cut
+    assert scrubber.split(b"event: x\n\n") == (b"event: x\n\n", b"")  # a whole event is never held back
+    assert secret not in repr(scrubber)
+
+
 # ---- the magics --------------------------------------------------------------------------------------
 
 
@@ -263,6 +401,47 @@ def test_extract_magic_output_is_clean(keyed_ip, key, local_server):
     assert_no_key(shown, key)
 
 
+@pytest.fixture
+def verbose(keyed_ip):
+    """``%xmode Verbose``: a traceback, if one is shown, prints every frame's arguments and locals."""
+    keyed_ip.run_cell("%xmode Verbose")
+    yield keyed_ip
+    keyed_ip.run_cell("%xmode Context")
+
+
+def test_a_refused_cancel_shows_one_message_and_no_key_even_verbose(verbose, key, proxy):
+    verbose.run_cell(f"%config AskMagics.base_url = {proxy.base_url!r}")
+    shown = _run(verbose, "%%ask --background -o job\nWork on this for a while.")
+    shown += _run(verbose, "%nbopenai cancel resp_job_queued")
+    assert proxy.requests[-1].path.endswith("/cancel") and proxy.requests[-1].authorization == f"Bearer {key}"
+    assert "Authentication failed" in shown and "proxy saw Bearer ***" in shown
+    assert "Traceback" not in shown
+    assert_no_key(shown, key)
+
+
+@pytest.mark.parametrize("cell", ["%%extract Person\nAda Lovelace.", "%%ask\nHello", "%%ask --background\nHello"])
+def test_a_malformed_base_url_is_one_message_and_no_key_even_verbose(verbose, key, cell):
+    verbose.run_cell("from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str")
+    verbose.run_cell("%config AskMagics.base_url = 'http://127.0.0.1:badport/v1'")
+    shown = _run(verbose, cell)
+    assert "nbopenai is not configured" in shown and "Invalid port" in shown
+    assert "Traceback" not in shown
+    assert_no_key(shown, key)
+
+
+def test_credentials_in_the_base_url_show_nowhere_in_the_magics(ip, key, monkeypatch):
+    password = "pa55-W0rd-S3cret"
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://ada:{password}@127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    ip.run_cell("%reload_ext nbopenai")
+    shown = [_run(ip, cell) for cell in ("%nbopenai status", "%%ask --dry-run\nHello", "%config AskMagics",
+                                          "%%ask --dry-run -o request\nHello", "request",
+                                          "import nbopenai; nbopenai.current_session()")]
+    for text in shown:
+        assert password not in text and "ada:" not in text
+    assert "http://***@127.0.0.1:9/v1" in shown[0] and "POST http://***@127.0.0.1:9/v1/responses" in shown[1]
+
+
 # ---- notebooks in a real kernel -------------------------------------------------------------------
 
 
@@ -322,3 +501,42 @@ def test_the_shipped_notebooks_save_no_key(local_server, tmp_path, notebook):
     saved = _execute(notebook, local_kernel_env(local_server, OPAQUE_KEY), tmp_path)
     assert_no_key(saved, OPAQUE_KEY, f"saved {notebook.name}")
     assert any(r.headers.get("authorization") == f"Bearer {OPAQUE_KEY}" for r in local_server.requests)
+
+
+PROXIED_CELLS = [
+    "%xmode Verbose",
+    "%load_ext nbopenai",
+    "%nbopenai status",
+    "%%ask\nFAULT:stream_error_event",
+    "%%ask\nFAULT:stream_response_failed",
+    "%%ask\nFAULT:stream_split_echo",
+    "%%ask\nFAULT:stream_nested_error",
+    "%%ask --no-stream\nFAULT:failed_body",
+    "%%ask --no-stream\nFAULT:failed_body_gzip",
+    "%%ask --no-stream\nFAULT:status_401",
+    "%%ask --no-stream\nFAULT:plain_text",
+    "%%ask --background -o failing\nFAULT:job_failed",
+    "failing.wait(timeout=60)\nprint(failing.answer.error)",
+    "%%ask --background -o queued\nThis one stays queued.",
+    "%nbopenai cancel resp_job_queued",
+    "from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str",
+    "%%extract Person -o people\nAda. FAULT:failed_body",
+    "people",
+    "print(people['_error'].iloc[0])",
+    "%nbopenai usage",
+    "%config AskMagics.base_url = 'http://127.0.0.1:badport/v1'",
+    "%%extract Person\nAda Lovelace.",
+    "%%ask\nHello",
+]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("key", KEYS, ids=["sk-key", "opaque-key"])
+def test_a_notebook_behind_an_echoing_proxy_saves_no_key_even_verbose(key, proxy, tmp_path):
+    saved = _execute(PROXIED_CELLS, kernel_env(OPENAI_BASE_URL=proxy.base_url, OPENAI_API_KEY=key,
+                                               NBOPENAI_MODEL="nbopenai-local"), tmp_path)
+    assert_no_key(saved, key, "saved notebook")
+    assert saved.count("proxy saw Bearer ***") >= 8  # every shape was met, and scrubbed
+    assert "Not the API" in saved and "Authentication failed" in saved and "Invalid port" in saved
+    assert {request.authorization for request in proxy.requests} == {f"Bearer {key}"}
+    _data_folder_is_clean(key)

@@ -2,23 +2,30 @@
 
 Both clients share the session's settings: granular timeouts (connect, read, write, pool),
 connection pools sized for extraction's concurrency, and ``max_retries=0`` because retries are
-ours (see ``_retry``). A response hook on their HTTP clients turns a web page where the API's
-answer belongs into one clear ``UnexpectedResponse``. The key is handed to the SDK and nowhere else.
+ours (see ``_retry``). Two response hooks on their HTTP clients are where every server's bytes
+enter the package: the first scrubs the session's secrets from every header and body (a proxy
+may quote the request's ``Authorization`` header anywhere: an error event, a failed response, a
+file), the second turns anything that is not the API's answer (a web page, plain text, bytes, a
+501) into one clear ``UnexpectedResponse``. The key is handed to the SDK, wrapped, and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 import httpx2
 import openai
 
-from ._errors import ConfigurationError, UnexpectedResponse
+from ._errors import ConfigurationError, Scrubber, UnexpectedResponse, translate
 from ._retry import ANSWERED
-from ._settings import Settings
+from ._settings import Secret, Settings
 
-__all__ = ["build_sync_client", "build_async_client", "create_response_dict", "sdk_timeout", "LOCAL_API_KEY"]
+__all__ = [
+    "build_sync_client", "build_async_client", "create_response_dict", "sdk_timeout", "whole_response", "LOCAL_API_KEY",
+]
 
 # Compatible servers without auth (the local demo, many self-hosted ones) still need a non-empty key.
 LOCAL_API_KEY = "nbopenai-local-no-key"
@@ -35,11 +42,16 @@ def _limits(settings: Settings) -> httpx2.Limits:
     return httpx2.Limits(max_connections=1000, max_keepalive_connections=max(100, settings.concurrency * 2))
 
 
-def _credentials(settings: Settings) -> dict:
+def _credentials(settings: Settings, key: type["_Key"]) -> dict:
     if settings.api_key is None and not settings.base_url:
         raise ConfigurationError("No OpenAI API key and no base URL are set.")
+    if settings.base_url:
+        try:
+            httpx2.URL(settings.base_url)
+        except httpx2.InvalidURL as exc:  # here, not deep in the SDK: one clear error, nothing of the key
+            raise translate(exc) from None
     return {
-        "api_key": settings.api_key.reveal() if settings.api_key else LOCAL_API_KEY,
+        "api_key": key(settings.api_key) if settings.api_key else LOCAL_API_KEY,
         "base_url": settings.base_url or None,
         "organization": settings.organization,
         "project": settings.project,
@@ -48,38 +60,177 @@ def _credentials(settings: Settings) -> dict:
     }
 
 
-# Enough to tell a page from a JSON answer; a longer body that is labelled HTML is not read here.
+# ---- secrets: scrubbed where every response enters ------------------------------------------
+
+
+class _Key:
+    """The API key as the SDK asks for it (once per request): a frame or repr shows only the mask.
+
+    Handed to the SDK instead of the string, so a verbose traceback through ``OpenAI.__init__``
+    (``%xmode Verbose`` prints every frame's arguments) shows ``Secret('sk-...abcd')``.
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: Secret) -> None:
+        self._secret = secret
+
+    def __call__(self) -> str:
+        return self._secret.reveal()
+
+    def __repr__(self) -> str:
+        return repr(self._secret)
+
+
+class _AsyncKey(_Key):
+    __slots__ = ()
+
+    async def __call__(self) -> str:  # type: ignore[override]  # the async client awaits its key provider
+        return self._secret.reveal()
+
+
+def _decoding(response: httpx2.Response) -> httpx2.Response:
+    """A response over ``response``'s raw stream that undoes its content encoding (gzip, br...).
+
+    The scrubber must see the bytes as sent, not compressed; ``response`` itself then carries them
+    decoded, so its content-encoding (and the length that described the encoded body) goes.
+    """
+    encoding = ", ".join(response.headers.get_list("content-encoding"))
+    source = httpx2.Response(
+        response.status_code,
+        headers={"content-encoding": encoding} if encoding else None,
+        stream=response.stream,
+        request=response.request,
+    )
+    if encoding:
+        del response.headers["content-encoding"]
+        response.headers.pop("content-length", None)
+    return source
+
+
+class _ScrubbedStream(httpx2.SyncByteStream):
+    """A response body with the session's secrets replaced, chunk by chunk (a stream stays live)."""
+
+    def __init__(self, source: httpx2.Response, scrubber: Scrubber) -> None:
+        self._source, self._scrubber = source, scrubber
+
+    def __iter__(self) -> Iterator[bytes]:
+        held = b""
+        for chunk in self._source.iter_bytes():
+            ready, held = self._scrubber.split(held + chunk)
+            if ready:
+                yield ready
+        if held:
+            yield self._scrubber.data(held)
+
+    def close(self) -> None:
+        self._source.close()
+
+
+class _ScrubbedAsyncStream(httpx2.AsyncByteStream):
+    """The async twin of ``_ScrubbedStream``."""
+
+    def __init__(self, source: httpx2.Response, scrubber: Scrubber) -> None:
+        self._source, self._scrubber = source, scrubber
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        held = b""
+        async for chunk in self._source.aiter_bytes():
+            ready, held = self._scrubber.split(held + chunk)
+            if ready:
+                yield ready
+        if held:
+            yield self._scrubber.data(held)
+
+    async def aclose(self) -> None:
+        await self._source.aclose()
+
+
+def _scrub_headers(response: httpx2.Response, scrubber: Scrubber) -> None:
+    for name, value in list(response.headers.items()):
+        if (clean := scrubber.text(value)) != value:
+            response.headers[name] = clean
+
+
+def _scrub(scrubber: Scrubber, response: httpx2.Response) -> None:
+    """A response hook (the first): every header and body byte a server sends passes ``scrubber``."""
+    _scrub_headers(response, scrubber)
+    response.stream = _ScrubbedStream(_decoding(response), scrubber)
+
+
+async def _scrub_async(scrubber: Scrubber, response: httpx2.Response) -> None:
+    _scrub_headers(response, scrubber)
+    response.stream = _ScrubbedAsyncStream(_decoding(response), scrubber)
+
+
+# ---- answers that are not the API's ----------------------------------------------------------
+
+# Enough to tell a page from a JSON answer; a longer body that is not labelled JSON is not read here.
 _PEEK_LIMIT = 1 << 20
+# Statuses that say the URL or the method is wrong rather than the request: nothing to retry.
+_WRONG_PLACE = frozenset({404, 405, 501})
 
 
-def _labelled_html(response: httpx2.Response) -> bool:
-    if not response.headers.get("content-type", "").lower().startswith("text/html"):
+def _content_type(response: httpx2.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _asked_for_events(request: httpx2.Request) -> bool:
+    """The request said ``"stream":true`` (the SDK writes compact JSON; inside a string the quotes are escaped)."""
+    try:
+        return b'"stream":true' in request.content
+    except httpx2.RequestNotRead:  # an upload streamed from a file: not a stream request
         return False
-    # A gateway's 5xx page is a bad minute, retried like any 5xx; a 2xx/404/405 page is the wrong place.
-    return response.is_success or response.status_code in (404, 405)
 
 
-def _json_body(response: httpx2.Response) -> bool:
-    return response.content.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"["))
+def _suspect(response: httpx2.Response) -> bool:
+    """Where JSON was asked for, a body labelled neither JSON nor (asked-for) events, with a status an
+    answer or a wrong URL has.
+
+    A gateway's 5xx page is a bad minute, retried like any 5xx; a file's content is asked for as
+    ``application/binary`` and may be anything.
+    """
+    accept = response.request.headers.get("accept", "*/*")
+    if "json" not in accept and "*/*" not in accept:
+        return False
+    kind = _content_type(response)
+    if kind.endswith("json"):
+        return False
+    if kind == "text/event-stream":
+        return not _asked_for_events(response.request)
+    return response.is_success or response.status_code in _WRONG_PLACE
 
 
-def _web_page_error(response: httpx2.Response) -> UnexpectedResponse:
+def _readable(response: httpx2.Response) -> bool:
+    """Small enough to read and check; a long body labelled as a page is refused unread."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit():
+        return int(length) <= _PEEK_LIMIT
+    return _content_type(response) != "text/html"
+
+
+def _api_body(response: httpx2.Response) -> bool:
+    """JSON (some servers label everything ``text/html``), or asked-for events under a wrong label."""
+    start = response.content.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith((b"{", b"[")):
+        return True
+    events = response.is_success and start.startswith((b"event:", b"data:", b":"))
+    return events and _asked_for_events(response.request)
+
+
+def _not_the_api(response: httpx2.Response) -> UnexpectedResponse:
     original = response.history[0].request if response.history else response.request
     url = original.url
     where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
     redirected = f" after a redirect to {response.request.url.path}" if response.history else ""
-    kind = response.headers.get("content-type", "").split(";")[0]
+    kind = _content_type(response) or "no content type"
+    what = {"text/html": "a web page", "text/event-stream": "an event stream"}.get(kind, "something that is not JSON")
     return UnexpectedResponse(
-        f"{where} answered {original.method} {url.path} with a web page (HTTP {response.status_code}{redirected}, "
+        f"{where} answered {original.method} {url.path} with {what} (HTTP {response.status_code}{redirected}, "
         f"{kind}), not the API's JSON.",
         status=response.status_code,
         request_id=response.headers.get("x-request-id"),
     )
-
-
-def _known_length(response: httpx2.Response) -> bool:
-    length = response.headers.get("content-length", "")
-    return length.isdigit() and int(length) <= _PEEK_LIMIT
 
 
 def _note_status(response: httpx2.Response) -> None:
@@ -91,51 +242,84 @@ def _note_status(response: httpx2.Response) -> None:
         response.request.extensions[ANSWERED] = response.status_code
 
 
-def _refuse_web_pages(response: httpx2.Response) -> None:
-    """A response hook: an HTML page where the API's answer belongs raises ``UnexpectedResponse``.
+def _refuse_non_api(response: httpx2.Response) -> None:
+    """A response hook: an answer that is not the API's raises ``UnexpectedResponse`` (never retried).
 
-    A base URL without ``/v1``, a sign-in portal or a proxy answers with a web page. Left to the
-    SDK, a 200 page becomes a ``str`` where a ``Response`` was expected (or a stream with no
-    events), and a 404 page a "bad request" quoting HTML. The SDK accepts JSON under a wrong
-    content-type (some servers label everything ``text/html``), so a body of known length is read
-    and refused only if it is not JSON; a streamed (chunked) answer labelled HTML is refused
-    unread, since reading it would end the streaming.
+    A base URL without ``/v1``, a sign-in portal, a proxy or a plain web server answers with a page,
+    plain text or bytes. Left to the SDK, a 200 of that becomes a ``str`` where a ``Response`` was
+    expected (or a stream with no events), a 404 a "bad request" quoting HTML, and a 501 (``python
+    -m http.server`` refusing POST) a server error retried four times. The SDK accepts JSON under
+    a wrong content-type, so a body of readable size is read and refused only if it is not JSON.
     """
     _note_status(response)
-    if not _labelled_html(response):
+    if not _suspect(response):
         return
-    if _known_length(response):
+    if _readable(response):
         response.read()
-        if _json_body(response):
+        if _api_body(response):
             return
-    raise _web_page_error(response)
+    raise _not_the_api(response)
 
 
-async def _refuse_web_pages_async(response: httpx2.Response) -> None:
+async def _refuse_non_api_async(response: httpx2.Response) -> None:
     _note_status(response)
-    if not _labelled_html(response):
+    if not _suspect(response):
         return
-    if _known_length(response):
+    if _readable(response):
         await response.aread()
-        if _json_body(response):
+        if _api_body(response):
             return
-    raise _web_page_error(response)
+    raise _not_the_api(response)
+
+
+def whole_response(stream: Any) -> Any | None:
+    """The complete response a server sent as JSON where events were asked for, else ``None``.
+
+    Some servers and proxies ignore ``stream=true``; their answer is as good (and as billed), so
+    it is used rather than read as a stream with no events. JSON that is not a response is not the API.
+    """
+    http = stream.response
+    if _content_type(http) == "text/event-stream":
+        return None
+    if not http.read().lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return None  # events under another label: read as a stream
+    try:
+        data = json.loads(http.content)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("object", "response") != "response" or "status" not in data:
+        raise _not_the_api(http)
+    from openai.types.responses import Response
+
+    return Response.construct(**data)
+
+
+# ---- the clients -------------------------------------------------------------------------------
+
+
+def _hooks(settings: Settings, *, asynchronous: bool) -> dict[str, list]:
+    scrubber = Scrubber(settings.secrets)
+    scrub = partial(_scrub_async if asynchronous else _scrub, scrubber)
+    refuse = _refuse_non_api_async if asynchronous else _refuse_non_api
+    return {"response": [scrub, refuse] if scrubber else [refuse]}
 
 
 def build_sync_client(settings: Settings, *, strict: bool = False) -> openai.OpenAI:
     """The session's blocking client (asks, streaming)."""
     http_client = openai.DefaultHttpxClient(
-        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks={"response": [_refuse_web_pages]}
+        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks=_hooks(settings, asynchronous=False)
     )
-    return openai.OpenAI(**_credentials(settings), http_client=http_client, _strict_response_validation=strict)
+    return openai.OpenAI(**_credentials(settings, _Key), http_client=http_client, _strict_response_validation=strict)
 
 
 def build_async_client(settings: Settings, *, strict: bool = False) -> openai.AsyncOpenAI:
     """The session's async client; use it only on the session's own loop (``_loop.LoopThread``)."""
     http_client = openai.DefaultAsyncHttpxClient(
-        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks={"response": [_refuse_web_pages_async]}
+        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks=_hooks(settings, asynchronous=True)
     )
-    return openai.AsyncOpenAI(**_credentials(settings), http_client=http_client, _strict_response_validation=strict)
+    return openai.AsyncOpenAI(
+        **_credentials(settings, _AsyncKey), http_client=http_client, _strict_response_validation=strict
+    )
 
 
 async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any]) -> dict[str, Any]:

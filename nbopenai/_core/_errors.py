@@ -29,6 +29,9 @@ None of these subclass ``BaseException`` directly, so ``except Exception`` catch
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from ._settings import url_credentials
 
 __all__ = [
     "NbOpenAIError",
@@ -49,6 +52,7 @@ __all__ = [
     "UnexpectedResponse",
     "UnreadableAnswer",
     "redact",
+    "Scrubber",
     "translate",
 ]
 
@@ -62,6 +66,66 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return _KEY_PATTERN.sub("***", text)
+
+
+class Scrubber:
+    """A session's own secrets, and the one rule that keeps them out of what a server sends.
+
+    Built from ``Settings.secrets`` (the key, the base URL's credentials, in each form a server
+    could echo them). The client's response hook passes every header and body through it where
+    they enter the package (``_core._client``), so a proxy that quotes the request's
+    ``Authorization`` header in an error event, a failed response or a file cannot get the key
+    into an answer, the ledger, a frame or a notebook. Only exact secrets are replaced in bodies
+    (a pattern would rewrite answers that merely talk about keys), and only those of 8 characters
+    or more (a shorter one would rewrite ordinary words).
+    """
+
+    MIN_LENGTH = 8
+
+    __slots__ = ("_texts", "_bytes")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first: a secret that contains another (user:password, password) goes whole.
+        kept = sorted({secret for secret in secrets if secret and len(secret) >= self.MIN_LENGTH}, key=len, reverse=True)
+        self._texts = tuple(kept)
+        self._bytes = tuple(secret.encode() for secret in kept)
+
+    def __bool__(self) -> bool:
+        return bool(self._texts)
+
+    def __repr__(self) -> str:
+        return f"<Scrubber of {len(self._texts)} secret(s)>"
+
+    def __reduce__(self):
+        raise TypeError("Scrubber cannot be pickled")
+
+    def text(self, text: str) -> str:
+        """``text`` with every secret (and anything shaped like a key) replaced by ``***``."""
+        return redact(text, *self._texts)
+
+    def data(self, data: bytes) -> bytes:
+        """``data`` with every secret replaced by ``***``."""
+        for secret in self._bytes:
+            if secret in data:
+                data = data.replace(secret, b"***")
+        return data
+
+    def split(self, data: bytes) -> tuple[bytes, bytes]:
+        """``data`` scrubbed and cut in two: what can go on now, and a tail that may begin a secret.
+
+        For a body that arrives in chunks: the tail is held back and put before the next chunk,
+        so a secret split across two chunks is still caught whole.
+        """
+        data = self.data(data)
+        cut = len(data)
+        for secret in self._bytes:
+            start = data.find(secret[:1], max(0, len(data) - len(secret) + 1))
+            while start != -1 and start < cut:
+                if secret.startswith(data[start:]):
+                    cut = start
+                    break
+                start = data.find(secret[:1], start + 1)
+        return data[:cut], data[cut:]
 
 
 class NbOpenAIError(Exception):
@@ -197,6 +261,9 @@ class StreamError(APIError):
     hint = "The answer stopped part-way; the thread is unchanged, so re-run the cell to try again."
 
 
+_BAD_BASE_URL = "Fix OPENAI_BASE_URL (or base_url=): the API's root, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1."
+
+
 def translate(exc: BaseException, *, attempts: int = 1, partial_text: str = "") -> NbOpenAIError:
     """Turn an SDK/network exception into one of ours, with the key scrubbed from every word."""
     error = _translate(exc, attempts)
@@ -225,8 +292,10 @@ def _sent_credentials(exc: BaseException) -> tuple[str, ...]:
     for name in ("authorization", "api-key"):
         value = headers.get(name) or ""
         found.append(value)
-        if value[:7].lower() == "bearer ":
-            found.append(value[7:].strip())
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() in ("bearer", "basic"):
+            found.append(token.strip())
+    found.extend(url_credentials(str(exc.request.url)))  # type: ignore[attr-defined]
     return tuple(value for value in found if value)
 
 
@@ -244,10 +313,14 @@ def _waited(error: APIError, exc: BaseException) -> APIError:
 def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
     import openai  # the SDK is a core dependency; imported here to keep this module's top light
 
-    if isinstance(exc, NbOpenAIError):
-        return exc
+    import httpx2
+
     from ._retry import ANSWERED, unreadable_answer
 
+    if isinstance(exc, NbOpenAIError):
+        return exc
+    if isinstance(exc, httpx2.InvalidURL):  # the SDK parses the base URL when the client is built
+        return ConfigurationError(f"The base URL is not a valid URL ({exc}).", hint=_BAD_BASE_URL)
     tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
     if unreadable_answer(exc):
         cause = exc.__cause__ or exc

@@ -6,14 +6,20 @@ The core never reaches back into IPython for configuration.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-__all__ = ["ENVIRONMENT", "EnvironmentWatch", "Secret", "Timeouts", "Settings", "default_data_dir", "environment_values"]
+__all__ = [
+    "ENVIRONMENT", "EnvironmentWatch", "Secret", "Timeouts", "Settings", "default_data_dir", "environment_values",
+    "shown_url", "url_credentials",
+]
 
 LOCAL_MODEL = "nbopenai-local"
 
@@ -60,6 +66,26 @@ class Secret:
 
     def __reduce__(self):  # never pickled into a saved object with its value
         raise TypeError("Secret cannot be pickled")
+
+
+# scheme://userinfo@ : the user info runs to the authority's last "@" (as urlsplit reads it).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)@")
+
+
+def shown_url(url: str | None) -> str | None:
+    """``url`` as it may be shown: credentials in it (``http://user:password@host``) become ``***``."""
+    return _USERINFO.sub(r"\1***@", url) if url else url
+
+
+def url_credentials(url: str | None) -> tuple[str, ...]:
+    """The credentials a URL carries, in every form a server could echo them (raw, decoded, as Basic auth)."""
+    found = _USERINFO.match(url or "")
+    if not found:
+        return ()
+    userinfo = found.group(2)
+    user, _, password = userinfo.partition(":")
+    basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return tuple(dict.fromkeys(value for value in (userinfo, unquote(userinfo), password, unquote(password), basic) if value))
 
 
 @dataclass(frozen=True)
@@ -170,6 +196,18 @@ class Settings:
         values = environment_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def __repr__(self) -> str:  # the dataclass's own, with the base URL's credentials masked
+        fields = ", ".join(
+            f"{f.name}={shown_url(self.base_url) if f.name == 'base_url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({fields})"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential this session sends: the API key and the base URL's user info (see ``Scrubber``)."""
+        return ((self.api_key.reveal(),) if self.api_key else ()) + url_credentials(self.base_url)
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)

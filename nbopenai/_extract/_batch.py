@@ -185,7 +185,10 @@ class BatchJob:
     # ---- network (on the session's loop) --------------------------------------------------------
 
     async def _call(self, make: Any, *, idempotent: bool = False) -> Any:
-        return await self.session.retry.acall(make, idempotent=idempotent)
+        try:
+            return await self.session.retry.acall(make, idempotent=idempotent)
+        except Exception as exc:  # every batch call ends in one of our errors (cancel, resubmit, polling)
+            raise translate(exc) from None
 
     async def _create(self, part: Part, data: bytes) -> None:
         client = self.session.async_client

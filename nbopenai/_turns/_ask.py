@@ -308,9 +308,14 @@ def send(
         state = state_of(result, _clock())
         sink.text(state.text, state)
     else:
+        from .._core._client import whole_response  # the SDK is loaded by now (it answered)
+
         try:
             with result as stream:
-                for event in stream:
+                if (whole := whole_response(stream)) is not None:  # the server ignored stream=true
+                    state = state_of(whole, _clock())
+                    sink.text(state.text, state)
+                for event in stream if whole is None else ():
                     for update in state.handle(event, _clock()):
                         if isinstance(update, TextDelta):
                             sink.text(update.delta, state)

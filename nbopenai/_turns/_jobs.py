@@ -65,7 +65,10 @@ class Job:
         """Ask the server to cancel; the poller records the final state."""
         if self.done():
             return
-        self._session.retry.call(lambda: self._session.client.responses.cancel(self.response_id), idempotent=True)
+        try:
+            self._session.retry.call(lambda: self._session.client.responses.cancel(self.response_id), idempotent=True)
+        except Exception as exc:  # a refused cancel is one of our errors, never the SDK's (with its request)
+            raise translate(exc) from None
 
     def row(self) -> dict[str, Any]:
         return {

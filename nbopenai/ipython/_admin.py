@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core._errors import UsageError
+from .._core._settings import shown_url
 
 if TYPE_CHECKING:
     from ._magics import AskMagics
@@ -42,7 +43,7 @@ def _status(m: "AskMagics", args: argparse.Namespace) -> None:
     lines = [
         f"nbopenai session {m.session.session_id}",
         f"  model       {s.model}",
-        f"  endpoint    {s.base_url or 'https://api.openai.com/v1'}" + (" (offline demo server)" if server else ""),
+        f"  endpoint    {shown_url(s.base_url) or 'https://api.openai.com/v1'}" + (" (offline demo server)" if server else ""),
         f"  API key     {s.api_key.masked if s.api_key else 'not set'}",
         f"  store       {s.store}",
         f"  threads     {threads}",

@@ -16,6 +16,7 @@ and the user needs one line saying so, not a traceback through the HTTP stack.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -73,15 +74,28 @@ def interrupted(note: str) -> KeyboardInterrupt:
     return interrupt
 
 
+def _escaped_translation(exc: BaseException) -> bool:
+    """An SDK or HTTP error that a core path let out untranslated: it is translated here, not shown
+    with its request (whose headers hold the key) and its frames (``%xmode Verbose`` prints them)."""
+    openai, httpx2 = sys.modules.get("openai"), sys.modules.get("httpx2")
+    return (openai is not None and isinstance(exc, openai.OpenAIError)) or (
+        httpx2 is not None and isinstance(exc, (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError))
+    )
+
+
 @contextmanager
 def reported(*secrets: str | None) -> Iterator[None]:
     """Let nbopenai errors and ``KeyboardInterrupt`` out of the block as one short message each.
 
-    ``secrets`` (the session's key) are masked on top of the key-shaped patterns the core masks.
+    ``secrets`` (the session's key and base-URL credentials) are masked on top of the key-shaped
+    patterns the core masks. An SDK error that escaped the core is translated first.
     """
     try:
         yield
-    except e.NbOpenAIError as error:
+    except Exception as caught:
+        if not isinstance(caught, e.NbOpenAIError) and not _escaped_translation(caught):
+            raise
+        error = e.translate(caught)
         # The kernel also sends str(error) as the error's `evalue`: mask it too.
         error.message = e.redact(error.message, *secrets)
         error.args = (error.message,)

@@ -96,7 +96,7 @@ class ExtractMagics(Magics):
 
         args = parse_line(self.extract, line)
         body = interpolate(cell, self.shell.user_ns).strip()
-        with reported(self._key()):
+        with reported(*self._secrets()):
             schema = self._evaluate(args.schema, "the Pydantic class")
             texts, instructions = (self._evaluate(args.over, "--over"), body) if args.over else (body, args.system)
             try:
@@ -138,9 +138,8 @@ class ExtractMagics(Magics):
         previous = named if _is_result(named) else self.last
         return True if previous is None else previous
 
-    def _key(self) -> str | None:
-        key = self.session.settings.api_key
-        return key.reveal() if key is not None else None
+    def _secrets(self) -> tuple[str, ...]:
+        return self.session.settings.secrets
 
 
 def _is_result(value: Any) -> bool:

@@ -21,6 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, observe, validate
 
+from .._core._settings import shown_url
 from .._turns._ask import REASONING_EFFORTS
 from .._turns._printer import StdoutSink
 from .._turns._images import interpolate_with_images
@@ -94,7 +95,7 @@ class AskMagics(Magics):
     _budget_usd = _from_session("budget_usd", lambda s: s.budget_usd)
     _budget_tokens = _from_session("budget_tokens", lambda s: s.budget_tokens)
     _ledger_path = _from_session("ledger_path", lambda s: s.ledger_path)
-    _base_url = _from_session("base_url", lambda s: s.base_url)
+    _base_url = _from_session("base_url", lambda s: shown_url(s.base_url))  # shown by %config: no credentials
 
     def __init__(self, shell: Any = None, session: "Session | None" = None, **kwargs: Any) -> None:
         if session is None:
@@ -203,7 +204,7 @@ class AskMagics(Magics):
         args, rest = parse_ask(self.ask, line)
         if cell is not None and rest:
             raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
-        with reported(self._key()):
+        with reported(*self._secrets()):
             prompt, figures = interpolate_with_images(rest if cell is None else _trim(cell), self.shell.user_ns)
             options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
             options.update(attachments(args, self.shell.user_ns, figures))
@@ -249,14 +250,13 @@ class AskMagics(Magics):
             %nbopenai cache clear --schema Person
         """
         args = parse_line(self.nbopenai, line)
-        with reported(self._key()):
+        with reported(*self._secrets()):
             return _admin.COMMANDS[args.command](self, args)
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _key(self) -> str | None:
-        key = self.session.settings.api_key
-        return key.reveal() if key is not None else None
+    def _secrets(self) -> tuple[str, ...]:
+        return self.session.settings.secrets
 
     def _use_widgets(self) -> bool:
         if self.widgets != "auto":

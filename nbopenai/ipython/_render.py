@@ -17,6 +17,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from .._core._settings import shown_url
+
 if TYPE_CHECKING:
     from .._turns._answer import Answer
     from .._turns._ask import PreparedAsk
@@ -97,7 +99,7 @@ class DryRun:
 
     def __init__(self, prepared: "PreparedAsk", base_url: str | None) -> None:
         self.params = prepared.params
-        self.url = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/responses"
+        self.url = f"{(shown_url(base_url) or DEFAULT_BASE_URL).rstrip('/')}/responses"
         self.estimated_input_tokens = prepared.estimated_input_tokens
         self.notice = prepared.plan.notice(prepared.thread.name)
         self._stream = prepared.options.stream
