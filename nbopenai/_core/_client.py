@@ -89,34 +89,32 @@ class _AsyncKey(_Key):
         return self._secret.reveal()
 
 
-def _decoding(response: httpx2.Response) -> httpx2.Response:
-    """A response over ``response``'s raw stream that undoes its content encoding (gzip, br...).
+def _decoding(response: httpx2.Response) -> Any:
+    """``response``'s raw stream, or (when it is compressed) a response over it that decodes it.
 
-    The scrubber must see the bytes as sent, not compressed; ``response`` itself then carries them
+    The scrubber must see the bytes as sent, not gzip or br; ``response`` itself then carries them
     decoded, so its content-encoding (and the length that described the encoded body) goes.
     """
     encoding = ", ".join(response.headers.get_list("content-encoding"))
-    source = httpx2.Response(
-        response.status_code,
-        headers={"content-encoding": encoding} if encoding else None,
-        stream=response.stream,
-        request=response.request,
+    if not encoding:
+        return response.stream
+    del response.headers["content-encoding"]
+    response.headers.pop("content-length", None)
+    return httpx2.Response(
+        response.status_code, headers={"content-encoding": encoding}, stream=response.stream, request=response.request
     )
-    if encoding:
-        del response.headers["content-encoding"]
-        response.headers.pop("content-length", None)
-    return source
 
 
 class _ScrubbedStream(httpx2.SyncByteStream):
     """A response body with the session's secrets replaced, chunk by chunk (a stream stays live)."""
 
-    def __init__(self, source: httpx2.Response, scrubber: Scrubber) -> None:
+    def __init__(self, source: Any, scrubber: Scrubber) -> None:
         self._source, self._scrubber = source, scrubber
 
     def __iter__(self) -> Iterator[bytes]:
         held = b""
-        for chunk in self._source.iter_bytes():
+        chunks = self._source.iter_bytes() if isinstance(self._source, httpx2.Response) else self._source
+        for chunk in chunks:
             ready, held = self._scrubber.split(held + chunk)
             if ready:
                 yield ready
@@ -130,12 +128,13 @@ class _ScrubbedStream(httpx2.SyncByteStream):
 class _ScrubbedAsyncStream(httpx2.AsyncByteStream):
     """The async twin of ``_ScrubbedStream``."""
 
-    def __init__(self, source: httpx2.Response, scrubber: Scrubber) -> None:
+    def __init__(self, source: Any, scrubber: Scrubber) -> None:
         self._source, self._scrubber = source, scrubber
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         held = b""
-        async for chunk in self._source.aiter_bytes():
+        chunks = self._source.aiter_bytes() if isinstance(self._source, httpx2.Response) else self._source
+        async for chunk in chunks:
             ready, held = self._scrubber.split(held + chunk)
             if ready:
                 yield ready
