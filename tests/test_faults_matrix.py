@@ -257,13 +257,9 @@ EXPECTED: dict[tuple[str, str], Cell] = {
 # Cells whose client fix had not landed when the server learnt the fault (issue 14): strict xfails, so
 # the suite stays green and the fix shows by turning them into passes. The fixer deletes the entry.
 PENDING: dict[tuple[str, str], str] = {
-    **{(kind, path): "client fix pending: secrets"
-       for kind in ("not_json_text", "not_json_binary") for path in ("ask", "no-stream", "background", "batch")},
-    ("stream_ignored", "ask"): "client fix pending: secrets",
     ("held_open", "ask"): "client fix pending: turns",
     ("held_open_pings", "ask"): "client fix pending: turns",
     **{("empty_usage", path): "client fix pending: turns" for path in ("ask", "no-stream", "background", "extract")},
-    **{("echo_auth_failed", path): "client fix pending: secrets" for path in ("ask", "no-stream", "background", "extract")},
 }
 
 # The rest hit the batch line.
