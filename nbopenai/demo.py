@@ -21,8 +21,13 @@ from pathlib import Path
 __all__ = ["main", "run_notebook"]
 
 
-def run_notebook(source: Path, target: Path, *, real: bool = False, timeout: int = 300) -> Path:
-    """Execute ``source`` in a fresh ``python3`` kernel and save it to ``target``."""
+def run_notebook(
+    source: Path, target: Path, *, real: bool = False, timeout: int = 300, kernel_options: list[str] | None = None
+) -> Path:
+    """Execute ``source`` in a fresh ``python3`` kernel and save it to ``target``.
+
+    ``kernel_options`` are passed on the kernel's command line (e.g. ``--IPKernelApp.exec_lines=...``).
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -33,6 +38,7 @@ def run_notebook(source: Path, target: Path, *, real: bool = False, timeout: int
         timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(source.parent)}},
+        extra_arguments=list(kernel_options or ()),
     )
     if real:
         client.execute(env=env)  # passed on to the kernel manager: the child's environment only

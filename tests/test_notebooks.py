@@ -13,6 +13,7 @@ What the page looks like in JupyterLab is ``test_browser.py``'s job.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,17 @@ NAMES = ["quickstart.ipynb", "extraction.ipynb", "usage.ipynb", "advanced.ipynb"
 KEY_SHAPED = re.compile(r"\b(?:sk|sess)-[A-Za-z0-9_-]{8,}")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT_S = 180
+
+
+def _regenerate_module():
+    """``docs/regenerate.py``, which fills the README's output blocks from executed notebooks."""
+    spec = importlib.util.spec_from_file_location("nbopenai_docs_regenerate", REPO / "docs" / "regenerate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REGENERATE = _regenerate_module()
 
 # What each notebook must show once run against the demo model (its answers are deterministic).
 EXPECTED: dict[str, list[str]] = {
@@ -78,7 +90,9 @@ def _execute(name: str, folder: Path, env: dict[str, str]) -> tuple[object, str]
 
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     resources = {"metadata": {"path": str(folder)}}
-    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources=resources)
+    # Run as docs/regenerate.py runs them (tables one line per row), so the README can be checked against these runs.
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources=resources,
+                            extra_arguments=REGENERATE.KERNEL_OPTIONS)
     client.execute(env=env)
     saved = folder / name
     nbformat.write(notebook, saved)
@@ -253,3 +267,16 @@ def test_the_readmes_first_command_leaves_the_data_folder_untouched(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Your name is Ada." in done.stdout and (tmp_path / "out" / "quickstart.ipynb").exists()
     assert not (home / ".local" / "share" / "nbopenai").exists()
+
+
+def test_the_readme_shows_what_the_notebooks_print(executed):
+    """Every output in README.md is a notebook's, from the current code (``python docs/regenerate.py``)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    outside = REGENERATE.BLOCK.sub("", readme)
+    # Output-looking text outside the generated blocks would be typed by hand, and drift.
+    assert not re.search(r"<sub>nbopenai-local|offline demo server at http|\(\d+ cached\)|^extract \d+/\d+", outside, re.M)
+    names = REGENERATE.needed(readme)
+    assert names, "README.md has no generated output blocks"
+    regenerated = REGENERATE.rewrite(readme, {name: executed(name)[0] for name in names})
+    stale = REGENERATE.differences(readme, regenerated)
+    assert not stale, f"README.md's outputs differ from the notebooks' ({', '.join(stale)}): run python docs/regenerate.py"
