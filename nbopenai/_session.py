@@ -7,7 +7,10 @@ IPython extension holds one session; scripts make their own (``nbopenai.Session(
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
+import importlib
 import threading
 import time
 import uuid
@@ -36,6 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "current_session", "use_session"]
 
+# Modules the first ask imports besides the client's: the tool loop (pydantic), the ledger, and the SDK's
+# streaming helpers (imported by its first streamed response; a name this SDK lacks is skipped).
+_WARM_MODULES = ("nbopenai._turns._tools", "nbopenai._ledger._usage", "openai.lib.streaming.responses")
 # Settings whose change needs new clients (the pool is rebuilt; threads and ledger stay).
 _NETWORK_FIELDS = frozenset({"api_key", "base_url", "organization", "project", "timeouts", "concurrency"})
 
@@ -135,25 +141,36 @@ class Session:
         self.configure(**changes)
         return self.local_server.base_url
 
-    def warm_up(self) -> threading.Thread:
-        """Load the tokenizer's vocabulary in a background thread.
+    def warm_up(self, modules: Iterable[str] = ()) -> threading.Thread:
+        """A thread, not started, that loads what the first ask needs: the SDK and its client, pydantic
+        (tools), the ledger's module, the tokenizer's vocabulary, and ``modules`` (e.g. the live view).
 
-        The first ask otherwise pays for it (about a second, more on a busy machine) before any
-        text appears; the IPython extension calls this on load so the kernel is ready by then.
+        The first ask otherwise pays for it (about a second, several on a busy machine) before any
+        text appears. Start it only while no other code imports: importing one package from two
+        threads at once can hand one of them a half-initialised module (packages with circular
+        imports), so the IPython extension runs it between cells and the next cell waits for it.
+        Nothing here is required: what fails is left for the first ask to do, and report.
         """
+        from ._core._tokens import encoding_for_model
 
-        from ._core._tokens import encoding_for_model, vocabulary_package
+        def stream_events() -> None:
+            from ._core._client import prepare_streaming
 
-        # Only data loading happens in the thread: importing a package from two threads at once
-        # can hand one of them a half-initialised module, so imports stay on the caller's thread.
-        vocabulary_package()
+            prepare_streaming()
+
+        steps: list[Any] = [
+            lambda: self.client.responses,  # the SDK, its client, its lazily imported Responses resource
+            stream_events,
+            *(functools.partial(importlib.import_module, name) for name in _WARM_MODULES + tuple(modules)),
+            lambda: encoding_for_model(self.settings.model),
+        ]
 
         def load() -> None:
-            encoding_for_model(self.settings.model)
+            for step in steps:
+                with contextlib.suppress(Exception):
+                    step()
 
-        worker = threading.Thread(target=load, name="nbopenai-warm-up", daemon=True)
-        worker.start()
-        return worker
+        return threading.Thread(target=load, name="nbopenai-warm-up", daemon=True)
 
     @property
     def retry(self) -> RetryPolicy:

@@ -48,6 +48,22 @@ def test_one_client_pair_per_session_reused_across_calls(local_server, make):
     assert first.max_retries == 0  # retries are ours, so every attempt is visible
 
 
+def test_the_warm_up_leaves_the_sdk_stream_validator_built_for_the_first_stream(local_server, make):
+    """The first streamed response of a kernel spent ~0.7 s building the SDK's validator of stream
+    events before any text showed; ``prepare_streaming`` (run by the warm-up) builds the very one
+    the stream uses, so the stream builds none (if the SDK changes its cache key, this says so)."""
+    from openai._models import TypeAdapter
+
+    from nbopenai._core._client import prepare_streaming
+
+    TypeAdapter.cache_clear()
+    prepare_streaming()
+    built = TypeAdapter.cache_info().misses
+    session = make()
+    assert "demo model" in session.ask("Hello").text
+    assert TypeAdapter.cache_info().misses == built
+
+
 def test_granular_timeouts_reach_the_sdk_and_its_http_client(local_server, make):
     session = make(timeouts=Timeouts(connect=1.5, read=7.0, write=3.0, pool=2.0))
     timeout = session.client.timeout

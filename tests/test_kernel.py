@@ -146,3 +146,24 @@ def test_a_failing_ask_fails_the_cell_with_one_short_error(kernel, local_server)
     status, shown = kernel.execute("%ask Hello")
     assert status == "error"
     assert "Authentication failed" in shown and "Traceback" not in shown and SECRET_KEY not in shown
+
+
+def test_an_ask_right_after_loading_runs_beside_the_warm_up_safely(kernel, local_server):
+    """``%load_ext`` starts loading what the first ask needs (SDK, client, widgets, tokenizer) when its
+    cell ends; an ask typed at once waits for that instead of importing the same packages beside it
+    (two threads importing one package can hand one a half-initialised module)."""
+    assert kernel.execute("%load_ext nbopenai", "c0")[0] == "ok"
+    status, shown = kernel.execute("%%ask\nMy name is Ada.", "c1")  # at once
+    assert status == "ok" and "Noted: your name is Ada." in shown
+    status, shown = kernel.execute(
+        "import sys, threading, nbopenai\n"
+        "print([t.name for t in threading.enumerate() if t.name == 'nbopenai-warm-up'], 'anywidget' in sys.modules)"
+    )
+    assert (status, shown.strip()) == ("ok", "[] True")
+
+
+def test_an_ask_in_the_loading_cell_itself_works(kernel, local_server):
+    status, shown = kernel.execute("%load_ext nbopenai\n%ask My name is Ada.")  # before the warm-up starts
+    assert status == "ok" and "Noted: your name is Ada." in shown
+    status, shown = kernel.execute("%ask What is my name?")
+    assert status == "ok" and "Your name is Ada." in shown

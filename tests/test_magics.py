@@ -85,6 +85,22 @@ def test_loading_imports_neither_pandas_nor_ipywidgets():
     assert out.split()[-2:] == ["False", "False"]
 
 
+def test_the_warm_up_runs_between_cells_and_the_next_cell_waits_for_it(shell, local_server, monkeypatch):
+    """What the first ask needs loads after the loading cell (``%load_ext`` stays cheap, and nothing
+    imports beside it), and is ready when the next cell starts: the client is built by then."""
+    monkeypatch.setenv("OPENAI_BASE_URL", local_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    shell.run_cell("%load_ext nbopenai\nimport threading\n_during = [t.name for t in threading.enumerate()]")
+    try:
+        session = shell.magics_manager.registry["AskMagics"].session
+        assert "nbopenai-warm-up" not in shell.user_ns["_during"]
+        shell.run_cell("_after = [t.name for t in threading.enumerate()]")
+        assert "nbopenai-warm-up" not in shell.user_ns["_after"]  # the cell started once it was done
+        assert session._client is not None
+    finally:
+        shell.run_cell("%unload_ext nbopenai")
+
+
 def test_loading_without_a_key_fails_only_at_the_first_ask(shell):
     shell.run_cell("%load_ext nbopenai")  # no key, no base URL: loading still works
     try:

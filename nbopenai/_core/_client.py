@@ -311,6 +311,20 @@ def build_sync_client(settings: Settings, *, strict: bool = False) -> openai.Ope
     return openai.OpenAI(**_credentials(settings, _Key), http_client=http_client, _strict_response_validation=strict)
 
 
+def prepare_streaming() -> None:
+    """Build the SDK's validator of Responses stream events now, in a warm-up.
+
+    Its first streamed response otherwise spends about 0.7 s (more on a busy machine) generating
+    pydantic schemas for the union of every event type before the first text shows. The SDK caches
+    that validator, so one event built the way its stream builds them (``openai._models.construct_type``,
+    not public API: an SDK without it is simply not warmed) leaves it ready.
+    """
+    from openai._models import construct_type
+    from openai.types.responses import ResponseStreamEvent
+
+    construct_type(type_=ResponseStreamEvent, value={"type": "response.output_text.delta", "delta": ""})
+
+
 def build_async_client(settings: Settings, *, strict: bool = False) -> openai.AsyncOpenAI:
     """The session's async client; use it only on the session's own loop (``_loop.LoopThread``)."""
     http_client = openai.DefaultAsyncHttpxClient(

@@ -35,7 +35,7 @@ def load_ipython_extension(ipython: Any) -> None:
     session = ipython.__dict__.pop(_PARKED, None)  # a reload: the same cell unloaded it
     if session is None:
         session = Session()
-        session.warm_up()  # SDK import + tokenizer load off the critical path of the first %%ask
+        _warm_start(ipython, session)
     use_session(session)
     magics = AskMagics(shell=ipython, session=session)
     ipython.register_magics(magics)
@@ -50,6 +50,34 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.events.register("post_run_cell", magics.post_run_cell)
     ipython.input_transformer_manager.line_transforms.append(ask_lines_keep_question_marks)
     reread_the_running_cell(ipython)  # this cell's `%ask ...?` lines were read before the transform existed
+
+
+def _warm_start(ipython: Any, session: Any) -> None:
+    """Load what the first ask needs while the user types: ``Session.warm_up`` in a thread that starts
+    when the loading cell ends, and that the next cell (an ask typed at once) waits for if still running.
+
+    So nothing else imports while it does (see ``Session.warm_up``), and ``%load_ext`` itself stays
+    cheap. In a kernel it also loads the live view (anywidget, ipywidgets).
+    """
+    from .._session import current_session
+
+    kernel = getattr(ipython, "kernel", None) is not None
+    worker = session.warm_up(("nbopenai.widgets._answer_view", "nbopenai.widgets._answer_widget") if kernel else ())
+
+    def start(result: Any = None) -> None:
+        ipython.events.unregister("post_run_cell", start)
+        if current_session() is session:  # not unloaded in the same cell
+            worker.start()
+
+    def wait(info: Any = None) -> None:
+        if worker.ident is None and current_session() is session:
+            return  # loaded outside a cell: it starts when this cell ends
+        ipython.events.unregister("pre_run_cell", wait)
+        if worker.ident is not None:
+            worker.join()
+
+    ipython.events.register("post_run_cell", start)
+    ipython.events.register("pre_run_cell", wait)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
