@@ -109,3 +109,70 @@ def test_the_stop_button_stops_run_all_after_binding_the_partial_frame(local_ser
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def _cached_ages(folder: Path) -> dict[int, str]:
+    """The extraction cache's answers (by the age extracted) and their response ids, read as another process would."""
+    import json
+    import sqlite3
+
+    if not (folder / "extract.sqlite3").exists():
+        return {}
+    try:
+        with sqlite3.connect(folder / "extract.sqlite3", timeout=10) as conn:
+            rows = conn.execute("SELECT text, response_id FROM answers").fetchall()
+    except sqlite3.OperationalError:  # the kernel is still creating it
+        return {}
+    return {json.loads(text)["age"]: response_id for text, response_id in rows}
+
+
+def test_a_kernel_killed_mid_run_keeps_its_answers_and_the_rerun_pays_only_for_the_rest(local_server, tmp_path):
+    """SIGKILL in the middle of ``%%extract``: what finished is in the cache (and billed in the ledger), the re-run sends only the rest."""
+    import re
+    import signal
+    import sqlite3
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+
+    from _kernels import kernel_env
+
+    rows = 60
+    folder = Path(os.environ["NBOPENAI_HOME"])  # both kernels' data folder
+    env = kernel_env(OPENAI_BASE_URL=local_server.base_url, NBOPENAI_MODEL="nbopenai-local")
+    setup = SETUP + f"\nbios = pd.Series([f'Someone is {{i}} years old.' for i in range({rows})])\n%load_ext nbopenai"
+    cell = "%%extract Person --over bios -o people --concurrency 2\nExtract the person."
+
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        kc.execute_interactive(setup, timeout=60)
+        local_server.configure(latency=0.1)
+        kc.execute(cell)
+        deadline = time.monotonic() + 60
+        while len(_cached_ages(folder)) < 10:
+            assert time.monotonic() < deadline, "no answer reached the cache while the extraction ran"
+            time.sleep(0.05)
+        os.kill(km.provisioner.pid, signal.SIGKILL)  # no cleanup, no finally: the kernel just dies
+        km.provisioner.process.wait(timeout=30)
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()
+    local_server.configure(latency=0.0)
+    kept = _cached_ages(folder)
+    assert 10 <= len(kept) < rows  # it died mid-run, with some answers kept
+    with sqlite3.connect(folder / "usage.sqlite3", timeout=10) as conn:
+        billed = {r for (r,) in conn.execute("SELECT response_id FROM usage WHERE kind = 'extract' AND status = 'completed'")}
+    assert set(kept.values()) <= billed  # every cached answer's call is in the ledger
+
+    local_server.clear_requests()
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        kc.execute_interactive(setup, timeout=60)
+        reply = kc.execute_interactive(cell, timeout=120)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    resent = [int(re.search(r"is (\d+) years", r.body["input"])[1]) for r in local_server.requests if r.path == "/v1/responses"]
+    assert sorted(resent) == sorted(set(range(rows)) - set(kept))  # only the rows not finished before
+    assert len(_cached_ages(folder)) == rows

@@ -425,3 +425,19 @@ def test_works_when_the_caller_runs_an_event_loop(session):
 
     frame = asyncio.run(cell())
     assert (frame["_status"] == "ok").all()
+
+
+def test_answers_reach_the_cache_while_the_run_goes_on(session, local_server):
+    """Crash-safe progress: the cache is written every 50 answers (or second), not only when the run ends."""
+    local_server.configure(latency=0.01)
+    texts = [f"Bob is {i} years old." for i in range(150)]
+    seen = []
+
+    def watch(snapshot):
+        if not snapshot.finished:
+            seen.append((snapshot.done, len(session.extract_store)))
+
+    frame = run(session, texts, concurrency=4, progress=watch)
+    assert (frame["_status"] == "ok").all() and len(session.extract_store) == 150
+    assert any(0 < stored < 150 for _, stored in seen), seen
+    assert all(stored <= done for done, stored in seen)  # only finished rows, never ahead of them

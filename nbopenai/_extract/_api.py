@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._errors import NbOpenAIError, UsageError
 from .._core._retry import retry_policy
-from ._cache import cache_key, request_scope, store_for
+from ._cache import AnswerWriter, cache_key, request_scope, store_for
 from ._format import StrictFormat, strict_format
 from ._frame import Column, build_frame, columns_for, source_positions, splice
 from ._inputs import Inputs, as_inputs
@@ -314,13 +314,23 @@ def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> LiveRun:
     retry = retry_policy(settings, attempts=options.max_attempts)
     request = Request(prepared.params, prepared.model, options.validation_retries, retry)
     ledger = LedgerBuffer(session)
-    runner = Runner(session, prepared.fmt, request, prepared.inputs.texts, prepared.results, tally, ledger, concurrency)
+    answers = None
+    if options.cache:  # answers reach the cache as they arrive: a kernel that dies keeps what finished
+        answers = AnswerWriter(store_for(session), prepared.keys, prepared.model, prepared.fmt.model.__name__)
+    runner = Runner(session, prepared.fmt, request, prepared.inputs.texts, prepared.results, tally, ledger, concurrency,
+                    on_row_done=answers.add if answers else None)
     tally.limit = concurrency
     view = choose_view(options.progress)
     interval = 1.0 / min(settings.update_rate, _MAX_TICKS_PER_S)
 
+    def save(*, due_only: bool) -> None:
+        if answers is None:
+            ledger.flush()
+        else:
+            answers.flush(ledger_first=ledger.flush, due_only=due_only)
+
     def tick() -> None:
-        ledger.flush()
+        save(due_only=True)
         view.update(tally.snapshot())
 
     ended = LiveRun()
@@ -329,7 +339,7 @@ def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> LiveRun:
     except KeyboardInterrupt:
         ended.interrupted = True
     finally:
-        ledger.flush()
+        save(due_only=False)
         try:
             view.close(tally.snapshot(finished=True))
         except KeyboardInterrupt:  # a callback that stops at the end: everything has ended anyway
@@ -437,8 +447,6 @@ def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> A
         ended = LiveRun()
     if ended.error is not None:
         _mark_not_sent(prepared, ended.error)
-    if opts.cache:
-        _save_answers(session, prepared)
     frame = prepared.frame(prepared.attrs(session, tally.totals(), interrupted=ended.interrupted,
                                           stopped=ended.error.message if ended.error else None))
     if ended.error is not None:

@@ -16,13 +16,14 @@ the cache.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,10 @@ from .._core._store import Migrations, open_database, transaction
 
 if TYPE_CHECKING:
     from .._session import Session
+    from ._rows import RowResult
     from .._core._settings import Settings
 
-__all__ = ["CacheSize", "ExtractStore", "cache_key", "request_scope", "store_for", "store_path"]
+__all__ = ["AnswerWriter", "CacheSize", "ExtractStore", "cache_key", "request_scope", "store_for", "store_path"]
 
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
 _SCHEMA = Migrations()
@@ -185,6 +187,52 @@ class ExtractStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+@dataclass
+class AnswerWriter:
+    """Answers written to the cache as they arrive, in small transactions, so a kernel that dies keeps them.
+
+    ``add`` is the runner's ``on_row_done`` (called on the loop as each row ends); ``flush`` runs in the
+    caller's thread between progress ticks and writes once ``rows`` answers wait or the oldest has waited
+    ``seconds``. It flushes the ledger first: an answer's ledger row is buffered before its row ends, so
+    every answer the cache holds after a crash has its billed call in the ledger.
+
+    Parameters
+    ----------
+    store
+        Where the answers go.
+    keys
+        Each row's cache key, by position.
+    model, schema
+        The labels ``%nbopenai cache`` shows and clears by.
+    rows, seconds
+        Write when this many answers wait, or the oldest has waited this long.
+    """
+
+    store: ExtractStore
+    keys: Sequence[str]
+    model: str
+    schema: str
+    rows: int = 50
+    seconds: float = 1.0
+    _waiting: collections.deque[tuple[float, tuple[str, str, str | None]]] = field(default_factory=collections.deque)
+
+    def add(self, position: int, result: "RowResult") -> None:
+        """Keep a row's answer for the next write if it is a new ``ok`` one."""
+        if result.status == "ok" and not result.from_cache and result.text is not None:
+            self._waiting.append((time.monotonic(), (self.keys[position], result.text, result.response_id)))
+
+    def flush(self, *, ledger_first: Callable[[], None], due_only: bool = False) -> None:
+        """Write the waiting answers (``due_only``: only when enough wait, or long enough), after ``ledger_first()``."""
+        waiting = len(self._waiting)  # these rows ended, so their ledger rows are buffered already
+        ledger_first()
+        if not waiting:
+            return
+        if due_only and waiting < self.rows and time.monotonic() - self._waiting[0][0] < self.seconds:
+            return
+        answers = [self._waiting.popleft()[1] for _ in range(waiting)]
+        self.store.put_many(answers, model=self.model, schema=self.schema)
 
 
 def _compact_quietly(conn: sqlite3.Connection) -> None:
