@@ -235,14 +235,15 @@ SHAPES = sorted(ECHOES)
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_an_echoed_key_in_any_shape_reaches_no_output_ledger_or_file(proxied, key, proxy, shape, stream):
+def test_an_echoed_key_in_any_shape_reaches_no_output_ledger_or_file(proxied, key, proxy, shape, stream,
+                                                                    everything_logged):
     with pytest.raises(nbopenai.APIError) as raised:
         proxied.ask(f"Answer me. FAULT:{shape}", stream=stream)
     assert proxy.requests[-1].authorization == f"Bearer {key}"  # the key was really sent, and echoed
     error = raised.value
     said = [error.message, *(record.error or "" for record in proxied.ledger.records())]
     assert any("proxy saw Bearer ***" in text for text in said) or shape == "plain_text" or not stream
-    _scan_after_fault(proxied, key, *_exception_texts(error))
+    _scan_after_fault(proxied, key, *_exception_texts(error), everything_logged.getvalue())
 
 
 def test_a_failed_response_in_extraction_leaves_no_key_in_the_error_column(proxied, key, proxy):
@@ -274,7 +275,7 @@ def test_a_cancel_refused_with_an_echo_is_one_translated_error(proxied, key, pro
     _scan_after_fault(proxied, key, *_exception_texts(raised.value))
 
 
-def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(key, proxy, tmp_path):
+def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(key, proxy, tmp_path, everything_logged):
     password = "pa55-W0rd-S3cret"
     url = proxy.base_url.replace("http://", f"http://ada:{password}@")
     settings = Settings(base_url=url, api_key=key, model="nbopenai-local")
@@ -285,7 +286,9 @@ def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(
         assert sent.startswith("Basic ") and "Basic ***" in raised.value.message
         shown = [repr(settings), str(settings), repr(session), *_exception_texts(raised.value)]
         shown += [repr(record) for record in session.ledger.records()]
-    for text in shown:
+    logged = everything_logged.getvalue()
+    assert "HTTP Request: POST http://***@127.0.0.1" in logged  # httpx logs each URL, at INFO
+    for text in [*shown, logged]:
         assert password not in text and sent.split()[1] not in text
     assert "http://***@127.0.0.1" in repr(session)
 
@@ -504,6 +507,7 @@ def test_the_shipped_notebooks_save_no_key(local_server, tmp_path, notebook):
 
 
 PROXIED_CELLS = [
+    "import logging\nlogging.basicConfig(level=logging.DEBUG)  # the HTTP stack logs raw response headers",
     "%xmode Verbose",
     "%load_ext nbopenai",
     "%nbopenai status",
@@ -538,5 +542,6 @@ def test_a_notebook_behind_an_echoing_proxy_saves_no_key_even_verbose(key, proxy
     assert_no_key(saved, key, "saved notebook")
     assert saved.count("proxy saw Bearer ***") >= 8  # every shape was met, and scrubbed
     assert "Not the API" in saved and "Authentication failed" in saved and "Invalid port" in saved
+    assert "receive_response_headers.complete" in saved  # the raw headers' trace (with an echo) reached the notebook
     assert {request.authorization for request in proxy.requests} == {f"Bearer {key}"}
     _data_folder_is_clean(key)

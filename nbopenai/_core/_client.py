@@ -6,12 +6,16 @@ ours (see ``_retry``). Two response hooks on their HTTP clients are where every 
 enter the package: the first scrubs the session's secrets from every header and body (a proxy
 may quote the request's ``Authorization`` header anywhere: an error event, a failed response, a
 file), the second turns anything that is not the API's answer (a web page, plain text, bytes, a
-501) into one clear ``UnexpectedResponse``. The key is handed to the SDK, wrapped, and nowhere else.
+501) into one clear ``UnexpectedResponse``. While a client lives, the HTTP stack's own log records
+(raw response headers at DEBUG, each request's URL) pass the same scrubber. The key is handed to
+the SDK, wrapped, and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -162,6 +166,36 @@ async def _scrub_async(scrubber: Scrubber, response: httpx2.Response) -> None:
     response.stream = _ScrubbedAsyncStream(_decoding(response), scrubber)
 
 
+# The HTTP stack's loggers that write below the response hook (httpcore2's DEBUG trace of the raw
+# response headers) or the request URL (with any credentials in it: httpx2's "HTTP Request" line).
+_NETWORK_LOGGERS = (
+    "httpx2", "httpcore2.connection", "httpcore2.http11", "httpcore2.http2", "httpcore2.proxy", "httpcore2.socks",
+)
+
+
+class _ScrubbedLogs(logging.Filter):
+    """Scrubs the network loggers' records (a notebook with DEBUG logging shows them) while a client lives."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        super().__init__()
+        self._scrubber = scrubber
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if (clean := self._scrubber.text(message)) != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def _scrub_logs(client: Any, scrubber: Scrubber) -> None:
+    """Filter the network loggers with ``scrubber`` until ``client`` is gone."""
+    loggers = [logging.getLogger(name) for name in _NETWORK_LOGGERS]
+    log_filter = _ScrubbedLogs(scrubber)
+    for logger in loggers:
+        logger.addFilter(log_filter)
+    weakref.finalize(client, lambda: [logger.removeFilter(log_filter) for logger in loggers])
+
+
 # ---- answers that are not the API's ----------------------------------------------------------
 
 # Enough to tell a page from a JSON answer; a longer body that is not labelled JSON is not read here.
@@ -296,19 +330,27 @@ def whole_response(stream: Any) -> Any | None:
 # ---- the clients -------------------------------------------------------------------------------
 
 
-def _hooks(settings: Settings, *, asynchronous: bool) -> dict[str, list]:
+def _http_client(settings: Settings, *, asynchronous: bool) -> Any:
+    """The SDK's HTTP client with our hooks: the scrubber first (when there are secrets), then the API check."""
     scrubber = Scrubber(settings.secrets)
     scrub = partial(_scrub_async if asynchronous else _scrub, scrubber)
     refuse = _refuse_non_api_async if asynchronous else _refuse_non_api
-    return {"response": [scrub, refuse] if scrubber else [refuse]}
+    build = openai.DefaultAsyncHttpxClient if asynchronous else openai.DefaultHttpxClient
+    client = build(
+        timeout=sdk_timeout(settings),
+        limits=_limits(settings),
+        event_hooks={"response": [scrub, refuse] if scrubber else [refuse]},
+    )
+    if scrubber:
+        _scrub_logs(client, scrubber)
+    return client
 
 
 def build_sync_client(settings: Settings, *, strict: bool = False) -> openai.OpenAI:
     """The session's blocking client (asks, streaming)."""
-    http_client = openai.DefaultHttpxClient(
-        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks=_hooks(settings, asynchronous=False)
-    )
-    return openai.OpenAI(**_credentials(settings, _Key), http_client=http_client, _strict_response_validation=strict)
+    credentials = _credentials(settings, _Key)
+    http_client = _http_client(settings, asynchronous=False)
+    return openai.OpenAI(**credentials, http_client=http_client, _strict_response_validation=strict)
 
 
 def prepare_streaming() -> None:
@@ -327,12 +369,9 @@ def prepare_streaming() -> None:
 
 def build_async_client(settings: Settings, *, strict: bool = False) -> openai.AsyncOpenAI:
     """The session's async client; use it only on the session's own loop (``_loop.LoopThread``)."""
-    http_client = openai.DefaultAsyncHttpxClient(
-        timeout=sdk_timeout(settings), limits=_limits(settings), event_hooks=_hooks(settings, asynchronous=True)
-    )
-    return openai.AsyncOpenAI(
-        **_credentials(settings, _AsyncKey), http_client=http_client, _strict_response_validation=strict
-    )
+    credentials = _credentials(settings, _AsyncKey)
+    http_client = _http_client(settings, asynchronous=True)
+    return openai.AsyncOpenAI(**credentials, http_client=http_client, _strict_response_validation=strict)
 
 
 async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any]) -> dict[str, Any]:
