@@ -23,6 +23,7 @@ from ._turns import _ask
 from ._turns._answer import Answer, Usage
 from ._turns._conversation import ThreadStore
 from ._core._breaker import CircuitBreaker
+from ._core._pacing import Pacer
 from ._core._errors import UsageError, translate
 from ._core._loop import LoopThread
 from ._core._retry import RetryPolicy, retry_policy
@@ -85,6 +86,7 @@ class Session:
         self._client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
         self._breaker: CircuitBreaker | None = None
+        self._pacer: Pacer | None = None
         self.jobs: list[Job] = []
         if local:
             self.use_local(model=overrides.get("model"))
@@ -120,6 +122,8 @@ class Session:
                     stale.close()
         if new.prices_path != self.settings.prices_path:
             self.__dict__.pop("prices", None)
+        if (new.rpm, new.tpm) != (self.settings.rpm, self.settings.tpm):
+            self._pacer = None
         self.threads.default_store = new.store
         self.settings = new
         return new
@@ -205,9 +209,17 @@ class Session:
                 self._breaker = CircuitBreaker()
             return self._breaker
 
+    @property
+    def pacer(self) -> Pacer:
+        """Extraction's pace for this endpoint: ``Settings.rpm``/``tpm``, else the limits its answers announce."""
+        with self._clients_lock:
+            if self._pacer is None:
+                self._pacer = Pacer(self.settings.rpm, self.settings.tpm)
+            return self._pacer
+
     def _drop_clients(self) -> None:
         with self._clients_lock:
-            self._breaker = None
+            self._breaker = self._pacer = None
             old, self._client = self._client, None
             old_async, self._async_client = self._async_client, None
         if old is not None:

@@ -374,8 +374,9 @@ def build_async_client(settings: Settings, *, strict: bool = False) -> openai.As
     return openai.AsyncOpenAI(**credentials, http_client=http_client, _strict_response_validation=strict)
 
 
-async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any]) -> dict[str, Any]:
-    """``await client.responses.create(**body)``, returning the response as a plain dict.
+async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any]) -> tuple[dict[str, Any], httpx2.Headers]:
+    """``await client.responses.create(**body)``, returning the response as a plain dict, and the answer's headers
+    (``x-ratelimit-*``: extraction paces itself by them).
 
     Extraction's hot path. It is the SDK's documented low-level ``post`` ("making custom requests"):
     the same auth, headers, timeouts and typed ``APIStatusError``s, but without the per-call
@@ -391,4 +392,4 @@ async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any])
         response = None
     if not isinstance(response, dict):
         raise openai.APIResponseValidationError(raw, raw.text, message="The server's answer was not a JSON object.")
-    return response
+    return response, raw.headers

@@ -111,6 +111,13 @@ def default_data_dir() -> Path:
     return base / "nbopenai"
 
 
+def per_minute_problem(name: str, value: object) -> str | None:
+    """What is wrong with ``value`` as a per-minute limit (``rpm``, ``tpm``), or None if nothing."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return f"{name} must be a whole number of at least 1 (a limit per minute), or None to learn it from the API's headers"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about a session. Build with ``Settings.from_env(**overrides)``.
@@ -186,9 +193,8 @@ class Settings:
         if not self.outage_timeout > 0:
             raise ValueError("outage_timeout must be positive (seconds)")
         for name in ("rpm", "tpm"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a whole number of at least 1 (or None: learned from the API's headers)")
+            if problem := per_minute_problem(name, getattr(self, name)):
+                raise ValueError(problem)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":

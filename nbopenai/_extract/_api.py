@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .._core._errors import NbOpenAIError, UsageError
+from .._core._settings import per_minute_problem
 from .._core._retry import retry_policy
 from ._cache import AnswerWriter, cache_key, request_scope, store_for
 from ._format import StrictFormat, strict_format
@@ -77,6 +78,11 @@ class ExtractOptions:
         Send nothing; return an ``ExtractPlan`` showing the schema, the first request and counts.
     temperature, max_output_tokens, reasoning
         Passed on to every request.
+    rpm, tpm
+        Requests and tokens per minute the account allows; default the session's (``Settings.rpm``/
+        ``tpm``), else learned from the answers' ``x-ratelimit-*`` headers. Rows are paced to them.
+    pace
+        ``False``: send as fast as ``concurrency`` allows and let 429s slow the run (for comparison).
     """
 
     instructions: str | None = None
@@ -94,12 +100,18 @@ class ExtractOptions:
     temperature: float | None = None
     max_output_tokens: int | None = None
     reasoning: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    pace: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
             raise UsageError("concurrency must be at least 1")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise UsageError("max_attempts must be at least 1")
+        for name in ("rpm", "tpm"):
+            if problem := per_minute_problem(name, getattr(self, name)):
+                raise UsageError(problem)
         if self.validation_retries < 0:
             raise UsageError("validation_retries must be 0 or more")
         if self.reasoning is not None and self.reasoning not in _REASONING:
@@ -317,8 +329,9 @@ def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> LiveRun:
     answers = None
     if options.cache:  # answers reach the cache as they arrive: a kernel that dies keeps what finished
         answers = AnswerWriter(store_for(session), prepared.keys, prepared.model, prepared.fmt.model.__name__)
+    pacer = session.pacer.with_limits(options.rpm, options.tpm) if options.pace else None
     runner = Runner(session, prepared.fmt, request, prepared.inputs.texts, prepared.results, tally, ledger, concurrency,
-                    on_row_done=answers.add if answers else None)
+                    on_row_done=answers.add if answers else None, pacer=pacer)
     tally.limit = concurrency
     view = choose_view(options.progress)
     interval = 1.0 / min(settings.update_rate, _MAX_TICKS_PER_S)
@@ -368,6 +381,7 @@ def _tally_for(prepared: Prepared, cached: int, label: str = "extract") -> Tally
         if result.status != "pending":
             tally.finish(result)
     tally.cached = cached + (len(prepared.reused[1]) if prepared.reused else 0)
+    tally.done_before = tally.done
     return tally
 
 

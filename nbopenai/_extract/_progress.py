@@ -32,13 +32,17 @@ class Snapshot:
     limit: int
     finished: bool = False
     label: str = "extract"
+    pace: str | None = None  # "paced to 3,000 requests/min and 200,000 tokens/min"
+    eta_s: float | None = None  # seconds left at the pace so far
+    rows_per_s: float | None = None  # this run's pace so far
 
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 1.0
 
     def line(self) -> str:
-        """``extract 120/1,000 · 118 ok · 2 failed · 3 retrying · 40 from cache · 45,210 tokens · $0.0123 · 4.2 s``."""
+        """``extract 120/1,000 · 118 ok · 2 failed · 3 retrying · 40 from cache · 45,210 tokens · $0.0123 · 4.2 s ·
+        28.6 rows/s · ETA 31 s · paced to 3,000 requests/min``."""
         parts = [
             f"{self.label} {self.done:,}/{self.total:,}",
             f"{self.ok:,} ok",
@@ -51,7 +55,23 @@ class Snapshot:
         parts.append(f"{self.input_tokens + self.output_tokens:,} tokens")
         parts.append(f"${self.cost_usd:.4f}")
         parts.append(f"{self.elapsed_s:.1f} s")
+        if self.rows_per_s is not None:
+            parts.append(f"{self.rows_per_s:.1f} rows/s")
+        if self.eta_s is not None and not self.finished:
+            parts.append(f"ETA {_duration(self.eta_s)}")
+        if self.pace:
+            parts.append(self.pace)
         return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 class ProgressView(Protocol):

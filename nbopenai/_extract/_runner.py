@@ -47,13 +47,16 @@ from .._core._retry import (
     failed_attempt_status,
     fails_every_request,
     reached_server,
+    retry_after,
     too_long_to_wait,
 )
+from .._core._pacing import rate_limit_kind
 from .._core._tokens import count_tokens
 from ._progress import Snapshot
 from ._rows import Outcome, RowResult, classify
 
 if TYPE_CHECKING:
+    from .._core._pacing import Pacer
     from .._session import Session
     from .._ledger._usage import UsageRecord
     from ._format import StrictFormat
@@ -164,10 +167,19 @@ class Tally:
     started: float = field(default_factory=time.perf_counter)
     limit: int = 0
     label: str = "extract"
+    done_before: int = 0  # rows that ended before the run (cached, kept, missing): not part of its pace
+    pace: str | None = None  # "paced to 3,000 requests/min ..." once limits are known
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
+
+    def pace_so_far(self, elapsed: float) -> tuple[float | None, float | None]:
+        """``(rows a second, seconds left)`` at this run's pace so far (None before its first row has ended)."""
+        ran = self.done - self.done_before
+        if ran < 1 or elapsed <= 0:
+            return None, None
+        return ran / elapsed, (self.total - self.done) * elapsed / ran
 
     def finish(self, result: RowResult) -> None:
         if result.status == "ok":
@@ -176,6 +188,8 @@ class Tally:
             self.failed += 1
 
     def snapshot(self, *, finished: bool = False) -> Snapshot:
+        elapsed = time.perf_counter() - self.started
+        rows_per_s, eta_s = self.pace_so_far(elapsed)
         return Snapshot(
             total=self.total,
             done=self.done,
@@ -186,10 +200,13 @@ class Tally:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             cost_usd=self.cost_usd,
-            elapsed_s=time.perf_counter() - self.started,
+            elapsed_s=elapsed,
             limit=self.limit,
             finished=finished,
             label=self.label,
+            pace=self.pace,
+            eta_s=None if finished else eta_s,
+            rows_per_s=rows_per_s,
         )
 
     def totals(self) -> dict[str, Any]:
@@ -270,6 +287,7 @@ class Runner:
         ledger: LedgerBuffer,
         concurrency: int,
         on_row_done: Callable[[int, RowResult], None] | None = None,
+        pacer: "Pacer | None" = None,
     ) -> None:
         self.session = session
         self.fmt = fmt
@@ -281,6 +299,8 @@ class Runner:
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
         self.estimate = InputEstimate(request.params, request.model)
+        self.pacer = pacer
+        self.max_output_tokens = request.params.get("max_output_tokens")
         self.on_row_done = on_row_done
         self.breaker = session.breaker
         self.outage_timeout = session.settings.outage_timeout
@@ -288,6 +308,7 @@ class Runner:
         self._stopped = asyncio.Event()
         self._news = asyncio.Event()  # replaced after every answer: rows held back for the breaker look again
         self._parked: set[asyncio.Future[None]] = set()  # rows waiting out a retry in tasks of their own
+        self._pace_queue = asyncio.Lock()  # rows wait for their share of the limits one at a time, in order
 
     async def run(self, positions: Sequence[int]) -> None:
         """Run every row in ``positions``; returns when all have ended (or raises when cancelled)."""
@@ -357,7 +378,9 @@ class Runner:
             epoch = limit.epoch if held else await limit.acquire(first=result.attempts > 0)
             held = False
             probe = await self._admitted()
-            if probe is None:  # the run stopped while this row waited
+            paced = await self._paced(row) if probe is not None else False
+            if probe is None or not paced:  # the run stopped while this row waited
+                self._abandoned(bool(probe))
                 limit.release()
                 return
             if row.started is None:  # from its first send: time queued for a slot is not its latency
@@ -368,7 +391,7 @@ class Runner:
             self.tally.requests += 1
             started, started_wall = time.perf_counter(), time.time()
             try:
-                response = await create_response_dict(client, {**request.params, "input": row.input})
+                response, headers = await create_response_dict(client, {**request.params, "input": row.input})
             except asyncio.CancelledError:
                 limit.release()
                 self._abandoned(probe)
@@ -379,6 +402,7 @@ class Runner:
                 limit.release()
                 self._settled(exc, probe)
                 wait = self._failed(exc, epoch, row, result, started, started_wall)
+                self._heard_refusal(exc)
                 ends_the_run = fails_every_request(exc, max_wait=request.retry.max_wait)
                 if wait is None or ends_the_run:
                     error = translate(exc, attempts=row.tries)
@@ -394,6 +418,7 @@ class Runner:
             try:
                 self._settled(None, probe)
                 limit.succeeded()
+                self._heard(headers, row, response)
                 outcome = self._answered(response, result, started, started_wall)
                 if outcome.status == "invalid" and row.reasks < request.validation_retries and not self._stopped.is_set():
                     row.reasks, row.tries, held = row.reasks + 1, 0, True  # the re-ask goes out on this same slot
@@ -427,6 +452,49 @@ class Runner:
             finally:
                 self.tally.retrying -= 1
         return None
+
+    async def _paced(self, row: "_Row") -> bool:
+        """Wait until this request's share of the account's limits is there (its input tokens counted offline,
+        plus its ``max_output_tokens``) and take it; False if the run stopped meanwhile. One row waits at a time."""
+        pacer = self.pacer
+        row.estimated_input = row.reserved_input = 0
+        if pacer is None or (pacer.calibrated and not pacer.active):
+            return True
+        row.estimated_input = self.estimate(row.input)  # (before any limit is known: to calibrate on the answer)
+        row.reserved_input = pacer.input_tokens_for(row.estimated_input)
+        tokens = row.reserved_input + (self.max_output_tokens or 0)
+        if not pacer.active:
+            pacer.take(tokens)  # remembered: it still counts against the limits once they are known
+            row.reserved_input = 0
+            return True
+        async with self._pace_queue:
+            while (wait := pacer.wait_for(tokens)) > 0:
+                await self._until(self._stopped, wait)
+                if self._stopped.is_set():
+                    return False
+            pacer.take(tokens)
+        return True
+
+    def _heard(self, headers: Any, row: "_Row", response: dict[str, Any]) -> None:
+        """An answer: learn the limits its headers announce, and how the server counts tokens."""
+        pacer = self.pacer
+        if pacer is None:
+            return
+        pacer.learn(headers)
+        if row.estimated_input:
+            pacer.counted(row.estimated_input, row.reserved_input, Usage.from_api(response.get("usage")).input)
+        self.tally.pace = pacer.describe()
+
+    def _heard_refusal(self, exc: BaseException) -> None:
+        """A refused attempt: its headers may announce the limits; a 429 holds everyone back for its wait."""
+        pacer, response = self.pacer, getattr(exc, "response", None)
+        if pacer is None or response is None:
+            return
+        if getattr(exc, "status_code", None) == 429:
+            pacer.rejected(response.headers, rate_limit_kind(exc), retry_after(exc))
+        else:
+            pacer.learn(response.headers)
+        self.tally.pace = pacer.describe()
 
     def _settled(self, exc: BaseException | None, probe: bool) -> None:
         """Tell the breaker how an attempt went, and wake the rows waiting for news."""
@@ -535,6 +603,8 @@ class _Row:
     tries: int = 0  # attempts at the current question; a re-ask starts a fresh retry budget
     reasks: int = 0
     started: float | None = None
+    estimated_input: int = 0  # input tokens of the request out, counted offline (when paced)
+    reserved_input: int = 0  # and reserved against the tokens limit
 
     def __post_init__(self) -> None:
         if self.input is None:

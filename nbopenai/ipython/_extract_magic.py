@@ -57,6 +57,8 @@ class ExtractMagics(Magics):
     @argument("-s", "--system", type=text, metavar="TEXT", help="Instructions when the cell is the text (without --over).")
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight at most (halved while 429s arrive).")
     @argument("--max-attempts", type=int, metavar="N", help="Attempts per request on 429/5xx/timeouts.")
+    @argument("--rpm", type=int, metavar="N", help="Requests per minute your account allows (default: learned from the API's headers).")
+    @argument("--tpm", type=int, metavar="N", help="Tokens per minute your account allows (default: learned from the API's headers).")
     @argument("-o", "--out", type=variable_name, metavar="NAME", help="Bind the frame (the BatchJob with --no-wait) to this variable.")
     @argument("--batch", action="store_true", help="Send through the Batch API (half price, results within 24 h).")
     @argument("--no-wait", action="store_true", help="With --batch: return the BatchJob at once; it fills in while you work.")
@@ -105,7 +107,7 @@ class ExtractMagics(Magics):
                     concurrency=args.concurrency or self.concurrency, max_attempts=args.max_attempts,
                     validation_retries=self.validation_retries, cache=self.cache and not args.no_cache,
                     retry_failed=self._previous(args) if args.retry_failed else None, batch=args.batch,
-                    wait=not args.no_wait, dry_run=args.dry_run,
+                    wait=not args.no_wait, dry_run=args.dry_run, rpm=args.rpm, tpm=args.tpm,
                 )
             except _errors.NbOpenAIError as error:  # the run stopped: keep what finished, then fail the cell
                 if _is_result(partial := getattr(error, "partial", None)):
