@@ -23,23 +23,12 @@ import time
 
 from ._harness import Context, Row, fmt_ratio, fmt_s, median, verdict
 from ._texts import extraction_texts
+from .extraction import INSTRUCTIONS, _person  # the same rows and schema as figure 5
 
 NAME = "pacing"
 TITLE = "8. Pacing to the account's limits"
 TIME_GOAL = 1.15
 REJECTED_GOAL = 0.02
-INSTRUCTIONS = "Extract the person from the text."
-
-
-def _person():
-    from pydantic import BaseModel
-
-    class Person(BaseModel):
-        name: str
-        age: int | None
-        city: str | None
-
-    return Person
 
 
 def _allowed(rows: int, tokens: int, rpm: int, tpm: int, window: float, latency: float) -> float:
