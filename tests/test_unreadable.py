@@ -18,6 +18,7 @@ import nbopenai
 from nbopenai._extract import extract
 
 from _byte_server import ByteServer, http_reply
+from conftest import SECRET_KEY
 
 ANSWER = {
     "id": "resp_1", "object": "response", "created_at": 0, "status": "completed", "model": "m",
@@ -41,14 +42,16 @@ class Person(BaseModel):
     age: Optional[int]
 
 
-def _session(server) -> nbopenai.Session:
-    return nbopenai.Session(base_url=server.base_url, model="gpt-4.1-mini", ledger_path=":memory:", backoff_base=0.001)
+def _session(server, key: str | None = None) -> nbopenai.Session:
+    return nbopenai.Session(base_url=server.base_url, model="gpt-4.1-mini", ledger_path=":memory:", backoff_base=0.001,
+                            api_key=key)
 
 
 @pytest.mark.parametrize("answer", [cut_short, bad_gzip])
 @pytest.mark.parametrize("stream", [False, True])  # (a server that ignores stream=true answers JSON)
-def test_ask_records_an_unreadable_answer_once_and_does_not_resend_it(answer, stream):
-    with ByteServer(answer) as server, _session(server) as session:
+@pytest.mark.parametrize("key", [None, SECRET_KEY])  # (with a key, every body passes the scrubber first)
+def test_ask_records_an_unreadable_answer_once_and_does_not_resend_it(answer, stream, key):
+    with ByteServer(answer) as server, _session(server, key) as session:
         with pytest.raises(nbopenai.UnreadableAnswer) as caught:
             session.ask("Tell me about Ada Lovelace in one line.", stream=stream)
         assert len(server.requests) == 1  # billed once, paid once

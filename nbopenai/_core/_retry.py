@@ -54,9 +54,11 @@ def unreadable_answer(exc: BaseException) -> bool:
 
     Such an answer is billed: like a create that timed out, it is never re-sent automatically.
     """
+    import httpx2
     import openai
 
-    if not isinstance(exc, openai.APIConnectionError):
+    # The SDK wraps a body that fails while it reads it; one read later (a stream's body) fails as httpx raised it.
+    if not isinstance(exc, (openai.APIConnectionError, httpx2.RequestError)):
         return False
     try:
         status = exc.request.extensions.get(ANSWERED)
