@@ -160,7 +160,8 @@ def test_nested_error_event_has_the_real_services_shape(http):
         ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}, "headers": {"x-nbopenai-fault": "rate_limit"}}, 429),
         ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}, "headers": {"x-nbopenai-fault": "server_error"}}, 500),
         ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}, "headers": {"x-nbopenai-fault": "unauthorized"}}, 401),
-        ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi", "previous_response_id": "resp_x"}}, 400),
+        ({"method": "POST", "url": "/responses", "json": {"model": "nbopenai-local", "input": "hi", "previous_response_id": "resp_x"}}, 400),
+        ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}}, 404),  # model_not_found
         ({"method": "GET", "url": "/responses/resp_missing"}, 404),
         ({"method": "GET", "url": "/nowhere"}, 404),
     ],

@@ -79,7 +79,7 @@ def test_create_plain_text_answer(client):
     assert usage.output_tokens_details.reasoning_tokens == 0
 
 
-def test_any_model_name_is_echoed_and_reasoning_models_report_reasoning_tokens(client):
+def test_the_model_is_echoed_and_reasoning_models_report_reasoning_tokens(client):
     response = client.responses.create(model="gpt-5-mini", input="hi", reasoning={"effort": "low"})
     assert response.model == "gpt-5-mini"
     assert response.usage.output_tokens_details.reasoning_tokens > 0
@@ -489,7 +489,7 @@ def test_chat_completions_plain_and_stream(client):
     assert streamed.startswith(MARKER)
     assert chunks[-1].usage.completion_tokens == count_tokens(streamed)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["parameters"]}}]
-    called = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "get_weather for Oslo"}], tools=tools)
+    called = client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": "get_weather for Oslo"}], tools=tools)
     assert called.choices[0].finish_reason == "tool_calls"
     assert json.loads(called.choices[0].message.tool_calls[0].function.arguments)["city"] == "Oslo"
 
@@ -916,3 +916,60 @@ def test_every_fault_kind_is_one_class_in_one_registry():
     assert make_fault("drop", {"after": 1}).stream_cut_after() == 1
     with pytest.raises(ValueError, match="unknown fault kind"):
         make_fault("meteor_strike")
+
+
+# --- models: the demo model and OpenAI's; any other name is the API's 404 -------------------------
+
+
+def test_an_unknown_model_gets_the_apis_404(server, client):
+    for call in (lambda: client.responses.create(model="nonsense-model-xyz", input="hi"),
+                 lambda: client.responses.create(model="nonsense-model-xyz", input="hi", stream=True),
+                 lambda: client.chat.completions.create(model="nonsense-model-xyz", messages=[{"role": "user", "content": "hi"}]),
+                 lambda: client.models.retrieve("nonsense-model-xyz")):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert caught.value.response.json() == {"error": {
+            "message": "The model `nonsense-model-xyz` does not exist or you do not have access to it.",
+            "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+    assert server.state.responses == {}
+
+
+def test_the_demo_model_openais_models_and_their_snapshots_are_answered(server, client):
+    for model in ("nbopenai-local", "gpt-4.1", "o4-mini", "gpt-4.1-mini-2025-04-14", "gpt-4o-2024-05-13"):
+        assert client.responses.create(model=model, input="hi").model == model
+    server.configure(models=["my-gateway-model"])  # a name a test or gateway needs besides those
+    assert client.responses.create(model="my-gateway-model", input="hi").status == "completed"
+    assert client.models.retrieve("gpt-4.1").id == "gpt-4.1"
+
+
+# --- a bounded server: what it keeps stays within its limits -------------------------------------
+
+
+def test_the_server_keeps_its_newest_responses_conversations_and_requests(server, client):
+    server.configure(max_responses=3, max_conversations=2, max_requests=4)
+    ids = [client.responses.create(model="nbopenai-local", input=f"hi {n}").id for n in range(5)]
+    assert list(server.state.responses) == ids[2:]
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.retrieve(ids[0])
+    assert caught.value.body["message"] == (f"Response with id '{ids[0]}' not found. "
+                                            "The offline server keeps only its 3 newest responses.")
+    with pytest.raises(openai.BadRequestError) as chained:
+        client.responses.create(model="nbopenai-local", input="again", previous_response_id=ids[1])
+    assert chained.value.code == "previous_response_not_found" and "3 newest responses" in chained.value.body["message"]
+    assert client.responses.create(model="nbopenai-local", input="on", previous_response_id=ids[4]).status == "completed"
+    conversations = [client.conversations.create().id for _ in range(3)]
+    with pytest.raises(openai.NotFoundError, match="2 newest conversations"):
+        client.conversations.retrieve(conversations[0])
+    assert client.conversations.retrieve(conversations[2]).id == conversations[2]
+    assert len(server.requests) == 4 and server.requests[-1].path == "/v1/conversations/" + conversations[2]
+    server.reset()
+    with pytest.raises(openai.NotFoundError) as fresh:
+        client.responses.retrieve(ids[4])
+    assert fresh.value.body["message"] == f"Response with id '{ids[4]}' not found."  # nothing was dropped
+
+
+def test_the_server_memory_benchmark_runs():
+    from benchmarks import server_memory
+
+    figures = server_memory.run([20, 40], workers=2)
+    assert [sent for sent, _, _ in figures] == [0, 20, 40] and all(rss > 0 for _, rss, _ in figures)

@@ -20,6 +20,11 @@ Rate limits, off by default, as the API enforces them (details in ``nbopenai.loc
 ``rate_limit_window`` seconds; every answer carries the six ``x-ratelimit-*`` headers; a request over
 a limit gets the API's 429 with "Please try again in 120ms." in its message and no ``retry-after``.
 A request costs one request and its prompt's tokens plus its ``max_output_tokens``.
+
+It answers for the demo model (``nbopenai-local``) and OpenAI's models (those in ``nbopenai/data``, dated
+snapshots too; ``configure(models=[...])`` adds names); any other model gets the API's 404
+``model_not_found``. It keeps its newest 5,000 responses, 1,000 conversations and 10,000 recorded
+requests (``max_responses``, ``max_conversations``, ``max_requests``), so it can run for days.
 """
 
 from ._demo import MARKER

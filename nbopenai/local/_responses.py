@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from .._core import _tokens
 from . import _demo
-from ._errors import ApiError, not_found
+from ._errors import ApiError, model_not_found, not_found
 from ._faults import Fault, Written, context_length_error
 from ._wire import DROP, Event
 from ._items import expand_compactions, message_text, normalize_input, render_context
@@ -145,6 +145,8 @@ def prepare(body: Any, state: State, *, need_model: bool = True, compute: bool =
         if need_model or model is not None:
             raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
         model = DEMO_MODEL
+    if not state.knows_model(model):
+        raise model_not_found(model)
     _check_types(body)
     previous_id = body.get("previous_response_id")
     conversation_id = _conversation_id(body.get("conversation"))
@@ -157,12 +159,15 @@ def prepare(body: Any, state: State, *, need_model: bool = True, compute: bool =
         if previous_id:
             previous = state.responses.get(previous_id)
             if previous is None:
-                raise ApiError(400, f"Previous response with id '{previous_id}' not found.", param="previous_response_id", code="previous_response_not_found")
+                why = state.responses.forgotten("responses")
+                raise ApiError(400, f"Previous response with id '{previous_id}' not found.{why}", param="previous_response_id",
+                               code="previous_response_not_found")
             history = previous.chain_items
         elif conversation_id:
             conversation = state.conversations.get(conversation_id)
             if conversation is None:
-                raise not_found("Conversation", conversation_id, param="conversation")
+                raise not_found("Conversation", conversation_id, param="conversation",
+                                why=state.conversations.forgotten("conversations"))
             history = list(conversation.items)
         window = state.config.context_window
     rendered = render_context(instructions, history + new_items)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ._errors import ApiError, not_found
+from ._errors import ApiError, model_not_found, not_found
 from ._faults import Fault
 from ._items import encode_compaction, normalize_input, render_context
 from ._responses import (
@@ -81,7 +81,7 @@ def paginate(items: list[dict[str, Any]], query: dict[str, str], default_order: 
 def _stored(state: State, response_id: str):
     stored = state.responses.get(response_id)
     if stored is None:
-        raise not_found("Response", response_id)
+        raise not_found("Response", response_id, why=state.responses.forgotten("responses"))
     return stored
 
 
@@ -217,7 +217,7 @@ def create_conversation(request: Request) -> Reply:
 def _conversation(state: State, conversation_id: str):
     conversation = state.conversations.get(conversation_id)
     if conversation is None:
-        raise not_found("Conversation", conversation_id)
+        raise not_found("Conversation", conversation_id, why=state.conversations.forgotten("conversations"))
     return conversation
 
 
@@ -279,7 +279,7 @@ def delete_conversation_item(request: Request) -> Reply:
         return Reply(json=conversation.resource())
 
 
-# Any model name is accepted; these are the ones listed.
+# The demo model and OpenAI's models are answered (others get the API's 404); these are the ones listed.
 LISTED_MODELS = (DEMO_MODEL, "gpt-5-mini", "gpt-4.1-mini", "gpt-4o-mini", "o4-mini")
 
 
@@ -294,5 +294,7 @@ def list_models(request: Request) -> Reply:
 
 @route("GET", "/v1/models/{id}")
 def retrieve_model(request: Request) -> Reply:
+    if not request.state.knows_model(request.params["id"]):
+        raise model_not_found(request.params["id"])
     return Reply(json=_model(request.params["id"]))
 

@@ -65,7 +65,9 @@ class LocalServer:
         Initial settings (see ``configure``): ``latency``, ``chunk_delay``, ``chunk_size``, ``seed``,
         ``fault_rate``, ``fault_kinds``, ``answer_tokens``, ``require_api_key``, ``context_window``,
         ``max_body_bytes``, ``background_delay``, ``rpm``, ``tpm``, ``rate_limit_window`` (rate limits:
-        see ``nbopenai.local._limits``).
+        see ``nbopenai.local._limits``), ``models`` (names answered besides the demo model and OpenAI's;
+        any other gets the API's 404 ``model_not_found``), ``max_responses``, ``max_conversations``,
+        ``max_requests`` (what the server keeps, oldest dropped first).
 
     Examples
     --------

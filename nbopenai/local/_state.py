@@ -2,6 +2,10 @@
 
 One ``State`` per server; every field is guarded by ``State.lock`` because the HTTP server answers
 each connection on its own thread and background responses finish on worker threads.
+
+Everything it keeps is bounded, so a server that runs for days stays flat in memory: the newest
+``max_responses`` responses, ``max_conversations`` conversations and ``max_requests`` recorded requests
+(oldest dropped first). An id that was dropped gets the API's 404, which then says why.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ import dataclasses
 import secrets
 import threading
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+from .._turns._compact import ContextWindows
 from ._faults import FaultQueue, check_kind
 from ._limits import RateLimits
 from ._prompt_cache import PromptCache
@@ -44,6 +50,12 @@ class Config:
     rpm: int | None = None
     tpm: int | None = None
     rate_limit_window: float = 1.0  # seconds over which a minute's allowance is spread
+    # Model names answered besides the demo model and OpenAI's (those in nbopenai/data); others get a 404.
+    models: tuple[str, ...] = ()
+    # What the server keeps (oldest dropped first), so memory stays flat however long it runs.
+    max_responses: int = 5_000
+    max_conversations: int = 1_000
+    max_requests: int = 10_000  # the log tests read as ``server.requests``
 
     def update(self, **changes: Any) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -51,6 +63,10 @@ class Config:
         if unknown:
             raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
         for name, value in changes.items():
+            if name.startswith("max_") and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{name} must be a positive whole number; got {value!r}")
+            if name == "models":
+                value = tuple(value or ())
             if name == "fault_kinds" and value is not None:
                 value = tuple(value)
                 for kind in value:
@@ -65,6 +81,7 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["fault_kinds"] = list(self.fault_kinds)
+        data["models"] = list(self.models)
         return data
 
 
@@ -110,6 +127,32 @@ class Conversation:
         return {"id": self.id, "object": "conversation", "created_at": self.created_at, "metadata": self.metadata}
 
 
+class Newest(OrderedDict):
+    """A table that keeps its ``limit()`` newest entries: adding one more drops the oldest."""
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        super().__init__()
+        self._limit = limit
+        self.dropped = 0  # entries forgotten so far, for the 404 that explains why
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        fresh = key not in self
+        super().__setitem__(key, value)
+        if fresh:
+            limit = self._limit()
+            while len(self) > limit:
+                self.popitem(last=False)
+                self.dropped += 1
+
+    def clear(self) -> None:
+        super().clear()
+        self.dropped = 0
+
+    def forgotten(self, what: str) -> str:
+        """The sentence a 404 adds once entries were dropped ('' before)."""
+        return f" The offline server keeps only its {self._limit():,} newest {what}." if self.dropped else ""
+
+
 class State:
     """Everything a server holds; ``reset`` returns it to a fresh start."""
 
@@ -117,14 +160,19 @@ class State:
         self.lock = threading.RLock()
         self.config = config or Config()
         self._initial_config = dataclasses.replace(self.config)
-        self.responses: dict[str, StoredResponse] = {}
-        self.conversations: dict[str, Conversation] = {}
-        self.requests: list[RecordedRequest] = []
+        self.responses: Newest = Newest(lambda: self.config.max_responses)
+        self.conversations: Newest = Newest(lambda: self.config.max_conversations)
+        self.requests: deque[RecordedRequest] = deque(maxlen=self.config.max_requests)
         self.faults = FaultQueue(seed=self.config.seed)
         self.prompt_cache = PromptCache()
         self.limits = RateLimits()
+        self._known_models = ContextWindows.load()  # OpenAI's models and the demo model, dated snapshots too
         # Other route modules (files, batches) keep their own tables here, keyed by module name.
         self.extensions: dict[str, Any] = {}
+
+    def knows_model(self, model: str) -> bool:
+        """Whether this server answers for ``model``: the demo model, a known OpenAI model, or a configured one."""
+        return model == DEMO_MODEL or model in self.config.models or self._known_models.window(model) is not None
 
     def record(self, request: RecordedRequest) -> None:
         with self.lock:
@@ -137,6 +185,8 @@ class State:
     def configure(self, **changes: Any) -> None:
         with self.lock:
             self.config.update(**changes)
+            if self.requests.maxlen != self.config.max_requests:
+                self.requests = deque(self.requests, maxlen=self.config.max_requests)
             if "seed" in changes:
                 self.faults.reseed(self.config.seed)
 
@@ -147,7 +197,7 @@ class State:
             self.config = dataclasses.replace(self._initial_config)
             self.responses.clear()
             self.conversations.clear()
-            self.requests.clear()
+            self.requests = deque(maxlen=self.config.max_requests)
             self.extensions.clear()
             self.faults = FaultQueue(seed=self.config.seed)
             self.prompt_cache.clear()
