@@ -29,10 +29,11 @@ class Received:
 
 def http_reply(status: int, body: bytes, *, headers: dict[str, str] | None = None, length: int | None = None,
                reason: str = "X") -> bytes:
-    """A whole HTTP/1.1 answer; ``length`` overrides the ``Content-Length`` (a lie, to cut a body short)."""
+    """A whole HTTP/1.1 answer; ``length`` overrides the ``Content-Length`` (a lie, to cut a body short); a header
+    given as ``None`` is left out."""
     head = {"content-type": "application/json", "content-length": str(len(body) if length is None else length),
             "connection": "close", **(headers or {})}
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in head.items()), "", ""]
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in head.items() if value is not None), "", ""]
     return "\r\n".join(lines).encode() + body
 
 

@@ -3,6 +3,7 @@
 Real SDK, real HTTP, the package's own server on 127.0.0.1.
 """
 
+import contextlib
 import json
 import random
 import subprocess
@@ -16,7 +17,8 @@ import nbopenai
 from nbopenai import Session, Settings, Timeouts
 from nbopenai._core._retry import RetryPolicy, is_retryable
 
-from _proxies import RawServer, http, response_json
+from _byte_server import ByteServer
+from _proxies import http, response_json
 
 
 def test_import_loads_neither_ipython_widgets_nor_pandas():
@@ -194,19 +196,18 @@ def test_web_page_check_names_the_server_and_path_but_not_the_query():
 
 @pytest.fixture
 def raw_session():
-    """``raw_session(handler)``: a session (4 attempts) on a raw server answering with ``handler``; returns both."""
-    opened = []
+    """``raw_session(handler)``: a session (4 attempts) on a byte server answering with ``handler``; returns both."""
+    with contextlib.ExitStack() as opened:
 
-    def build(handler):
-        server = RawServer(handler)
-        session = Session(Settings(base_url=server.base_url, api_key="sk-raw-0123456789", model="nbopenai-local"),
-                          ledger_path=":memory:", backoff_base=0.001, backoff_max=0.01, max_attempts=4)
-        opened.extend([server, session])
-        return server, session
+        def build(handler):
+            server = opened.enter_context(ByteServer(handler))
+            settings = Settings(base_url=server.base_url, api_key="sk-raw-0123456789", model="nbopenai-local")
+            session = opened.enter_context(
+                Session(settings, ledger_path=":memory:", backoff_base=0.001, backoff_max=0.01, max_attempts=4)
+            )
+            return server, session
 
-    yield build
-    for thing in opened:
-        thing.close()
+        yield build
 
 
 def _ask_by(session, path):
@@ -264,7 +265,7 @@ def test_a_server_that_ignores_stream_true_gets_its_whole_answer_used_and_record
     answer = response_json("completed", text="The whole answer, at once.")
     server, session = raw_session(lambda request: http(200, "application/json", json.dumps(answer)))
     reply = session.ask("hello")  # streaming is the default
-    assert server.requests[0].json()["stream"] is True
+    assert server.requests[0].body["stream"] is True
     assert (reply.status, reply.text, reply.turn) == ("completed", "The whole answer, at once.", 1)
     assert (reply.usage.input, reply.usage.output, reply.usage.estimated) == (5, 3, False)
     [row] = session.ledger.records()

@@ -24,7 +24,8 @@ from nbopenai import Secret, Session, Settings
 
 from conftest import SECRET_KEY
 from _kernels import REPO, kernel_env, local_kernel_env
-from _proxies import ECHOES, RawServer, echo_proxy
+from _byte_server import ByteServer
+from _proxies import ECHOES, authorization, echo_proxy
 
 OPAQUE_KEY = "azure0f3c9b27d4e8a1650b9c2f7e3d4a1b8c"  # no sk- prefix: no pattern can know it
 KEYS = [SECRET_KEY, OPAQUE_KEY]
@@ -200,7 +201,7 @@ def test_the_ledger_file_never_holds_the_key(key, local_server, tmp_path):
 @pytest.fixture
 def proxy():
     """A raw server that answers as ``_proxies.echo_proxy`` does (``FAULT:<shape>`` in the prompt)."""
-    with RawServer(echo_proxy) as server:
+    with ByteServer(echo_proxy) as server:
         yield server
 
 
@@ -239,7 +240,7 @@ def test_an_echoed_key_in_any_shape_reaches_no_output_ledger_or_file(proxied, ke
                                                                     everything_logged):
     with pytest.raises(nbopenai.APIError) as raised:
         proxied.ask(f"Answer me. FAULT:{shape}", stream=stream)
-    assert proxy.requests[-1].authorization == f"Bearer {key}"  # the key was really sent, and echoed
+    assert authorization(proxy.requests[-1]) == f"Bearer {key}"  # the key was really sent, and echoed
     error = raised.value
     said = [error.message, *(record.error or "" for record in proxied.ledger.records())]
     assert any("proxy saw Bearer ***" in text for text in said) or shape == "plain_text" or not stream
@@ -282,7 +283,7 @@ def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(
     with Session(settings, ledger_path=str(tmp_path / "usage.sqlite3"), max_attempts=1) as session:
         with pytest.raises(nbopenai.AuthenticationError) as raised:
             session.ask("FAULT:status_401")
-        sent = proxy.requests[-1].authorization  # httpx sends the URL's user info as Basic auth
+        sent = authorization(proxy.requests[-1])  # httpx sends the URL's user info as Basic auth
         assert sent.startswith("Basic ") and "Basic ***" in raised.value.message
         shown = [repr(settings), str(settings), repr(session), *_exception_texts(raised.value)]
         shown += [repr(record) for record in session.ledger.records()]
@@ -416,7 +417,7 @@ def test_a_refused_cancel_shows_one_message_and_no_key_even_verbose(verbose, key
     verbose.run_cell(f"%config AskMagics.base_url = {proxy.base_url!r}")
     shown = _run(verbose, "%%ask --background -o job\nWork on this for a while.")
     shown += _run(verbose, "%nbopenai cancel resp_job_queued")
-    assert proxy.requests[-1].path.endswith("/cancel") and proxy.requests[-1].authorization == f"Bearer {key}"
+    assert proxy.requests[-1].path.endswith("/cancel") and authorization(proxy.requests[-1]) == f"Bearer {key}"
     assert "Authentication failed" in shown and "proxy saw Bearer ***" in shown
     assert "Traceback" not in shown
     assert_no_key(shown, key)
@@ -543,5 +544,5 @@ def test_a_notebook_behind_an_echoing_proxy_saves_no_key_even_verbose(key, proxy
     assert saved.count("proxy saw Bearer ***") >= 8  # every shape was met, and scrubbed
     assert "Not the API" in saved and "Authentication failed" in saved and "Invalid port" in saved
     assert "receive_response_headers.complete" in saved  # the raw headers' trace (with an echo) reached the notebook
-    assert {request.authorization for request in proxy.requests} == {f"Bearer {key}"}
+    assert {authorization(request) for request in proxy.requests} == {f"Bearer {key}"}
     _data_folder_is_clean(key)
