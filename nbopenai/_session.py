@@ -61,7 +61,8 @@ class Session:
 
     Settings read from the environment follow it: after ``os.environ["OPENAI_API_KEY"] = ...`` the
     next request uses the new key (likewise ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``,
-    ``OPENAI_PROJECT_ID``), unless that setting was given explicitly (here or with ``configure``).
+    ``OPENAI_PROJECT_ID``, ``NBOPENAI_MODEL``), unless that setting was given explicitly (here or
+    with ``configure``).
 
     The newest session is the one ``nbopenai.ask`` uses, unless the IPython extension's is loaded;
     inside ``with session:`` it is that session (closed at the end of the block).
