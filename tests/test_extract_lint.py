@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from nbopenai import SchemaError, UsageError
 from nbopenai._extract import lint_schema, strict_format
-from nbopenai._extract._lint import MAX_DEPTH, MAX_PROPERTIES
+from nbopenai._core._strict import MAX_DEPTH, MAX_PROPERTIES
 
 
 def errors_of(model: type[BaseModel], **kwargs: Any) -> dict[str, str]:

@@ -106,9 +106,9 @@ def test_rpm_and_tpm_given_are_used_from_the_first_request(local_server, make):
 
 
 def test_per_minute_limits_are_checked():
-    with pytest.raises(ValueError, match="rpm"):
+    with pytest.raises(nbopenai.UsageError, match="rpm must be a whole number of at least 1"):
         nbopenai.Settings(rpm=0)
-    with pytest.raises(ValueError, match="tpm"):
+    with pytest.raises(nbopenai.UsageError, match="tpm must be a whole number of at least 1"):
         nbopenai.Settings(tpm=1.5)
 
 

@@ -28,10 +28,11 @@ None of these subclass ``BaseException`` directly, so ``except Exception`` catch
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote
 
-from ._settings import url_credentials
 
 __all__ = [
     "NbOpenAIError",
@@ -51,7 +52,10 @@ __all__ = [
     "StreamError",
     "UnexpectedResponse",
     "UnreadableAnswer",
+    "describe",
     "redact",
+    "shown_url",
+    "url_credentials",
     "Scrubber",
     "translate",
 ]
@@ -66,6 +70,26 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return _KEY_PATTERN.sub("***", text)
+
+
+# scheme://userinfo@ : the user info runs to the authority's last "@" (as urlsplit reads it).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)@")
+
+
+def shown_url(url: str | None) -> str | None:
+    """``url`` as it may be shown: credentials in it (``http://user:password@host``) become ``***``."""
+    return _USERINFO.sub(r"\1***@", url) if url else url
+
+
+def url_credentials(url: str | None) -> tuple[str, ...]:
+    """The credentials a URL carries, in every form a server could echo them (raw, decoded, as Basic auth)."""
+    found = _USERINFO.match(url or "")
+    if not found:
+        return ()
+    userinfo = found.group(2)
+    user, _, password = userinfo.partition(":")
+    basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return tuple(dict.fromkeys(value for value in (userinfo, unquote(userinfo), password, unquote(password), basic) if value))
 
 
 class Scrubber:
@@ -126,6 +150,21 @@ class Scrubber:
                     break
                 start = data.find(secret[:1], start + 1)
         return data[:cut], data[cut:]
+
+def describe(value: object) -> str:
+    """``value`` for an error message: its repr if a short plain value, else only its type.
+
+    A message must not dump what the user passed by mistake (a 500-row DataFrame, a class).
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        if len(text) <= 60:
+            return text
+        return f"a str of {len(value):,} characters" if isinstance(value, str) else f"a {type(value).__name__}"
+    kind = type(value)
+    if isinstance(value, type):
+        return f"the class {value.__qualname__}"
+    return f"a {kind.__module__.split('.')[0] + '.' if kind.__module__ != 'builtins' else ''}{kind.__qualname__}"
 
 
 class NbOpenAIError(Exception):

@@ -1,24 +1,44 @@
-"""Frozen settings: what a session needs to know, as plain values.
+"""Frozen settings: what a session needs to know, as plain values, each checked by its rule.
 
 The IPython layer builds these from traitlets; scripts build them directly or from the environment.
 The core never reaches back into IPython for configuration.
+
+Every field says, once, what values it accepts (``Rule``), what it means (``help``, shown by
+``%config AskMagics``) and where it goes in a request (``request``). ``Settings`` checks itself with
+those rules, per-call options check themselves with the same rules (``check_fields``), the
+traitlets of ``AskMagics`` are generated from these fields, and ``_core/_request`` builds the
+request from them: a new request setting is one field here.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
+import numbers
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
-from urllib.parse import unquote
+
+from ._errors import UsageError, describe, shown_url, url_credentials
 
 __all__ = [
-    "ENVIRONMENT", "EnvironmentWatch", "Secret", "Timeouts", "Settings", "default_data_dir", "environment_values",
-    "shown_url", "url_credentials",
+    "ENVIRONMENT",
+    "EnvironmentWatch",
+    "REASONING_EFFORTS",
+    "VERBOSITIES",
+    "Rule",
+    "Secret",
+    "Timeouts",
+    "Settings",
+    "check_fields",
+    "check_setting",
+    "default_data_dir",
+    "environment_values",
+    "setting_fields",
+    "shown_url",
+    "url_credentials",
 ]
 
 LOCAL_MODEL = "nbopenai-local"
@@ -32,6 +52,86 @@ ENVIRONMENT = {
     "model": "NBOPENAI_MODEL",
 }
 DEFAULT_MODEL = "gpt-4.1-mini"
+# The API's lists (OpenAI's OpenAPI description: ReasoningEffort, Verbosity); the one copy in the package.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+VERBOSITIES = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values one setting accepts, said once; ``None`` always means "not set" and passes."""
+
+    accepts: Callable[[Any], bool]
+    requirement: str  # completes "<name> must be ..."
+    choices: tuple[str, ...] = ()
+    show: Callable[[Any], str] = describe  # the refused value as the message may show it
+
+    def check(self, name: str, value: Any) -> None:
+        if value is not None and not self.accepts(value):
+            raise UsageError(f"{name} must be {self.requirement}, not {self.show(value)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # NaN is not
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def between(low: float, high: float) -> Rule:
+    return Rule(lambda v: _is_number(v) and low <= v <= high, f"a number from {low} to {high}")
+
+
+def at_least(least: float, *, whole: bool = False, why: str = "") -> Rule:
+    kind = _is_whole if whole else _is_number
+    bound = "0 or more" if least == 0 else f"at least {least}"
+    requirement = f"{'a whole number' if whole else 'a number'} of {bound}{f' ({why})' if why else ''}"
+    return Rule(lambda v: kind(v) and v >= least, requirement)
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(lambda v: isinstance(v, str) and v in choices, f"one of {', '.join(choices)}", choices)
+
+
+def _is_model_name(value: Any) -> bool:
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        return False
+    return value.isprintable() and not any(c.isspace() for c in value)
+
+
+PER_MINUTE = at_least(1, whole=True, why="a limit per minute; None learns it from the API's headers")
+POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "a positive number")
+TEXT = Rule(lambda v: isinstance(v, str), "text (a str)")
+FLAG = Rule(lambda v: isinstance(v, bool), "True or False")
+MODEL = Rule(_is_model_name, "a model name such as 'gpt-4.1-mini' (no spaces)")
+URL = Rule(
+    lambda v: isinstance(v, str) and v.startswith(("http://", "https://")),
+    "an http(s) URL such as 'https://api.openai.com/v1'",
+    show=lambda v: describe(shown_url(v) if isinstance(v, str) else v),  # never the credentials it carries
+)
+
+
+def setting(
+    default: Any = None, help: str = "", rule: Rule | None = None, *, request: tuple[str, ...] = (),
+    shown: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A settings field: its default, its ``help`` (``%config``), its ``rule``, its path in a request, and
+    ``shown``, what a display of it may show (a URL without its credentials)."""
+    return field(default=default, metadata={"help": help, "rule": rule, "request": request, "shown": shown})
+
+
+def check_fields(values: Any) -> None:
+    """Check every field of a dataclass by its rule (its own, or the setting it overrides; see ``per_call``)."""
+    for f in dataclasses.fields(values):
+        rule = f.metadata.get("rule") or RULES.get(f.metadata.get("setting", f.name))
+        if rule is not None:
+            rule.check(f.name, getattr(values, f.name))
+
+
+def per_call(setting_name: str, default: Any = None, **more: Any) -> Any:
+    """A per-call option that overrides the session setting ``setting_name`` and obeys its rule."""
+    return field(default=default, metadata={"setting": setting_name}, **more)
 
 
 class Secret:
@@ -68,34 +168,21 @@ class Secret:
         raise TypeError("Secret cannot be pickled")
 
 
-# scheme://userinfo@ : the user info runs to the authority's last "@" (as urlsplit reads it).
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)@")
-
-
-def shown_url(url: str | None) -> str | None:
-    """``url`` as it may be shown: credentials in it (``http://user:password@host``) become ``***``."""
-    return _USERINFO.sub(r"\1***@", url) if url else url
-
-
-def url_credentials(url: str | None) -> tuple[str, ...]:
-    """The credentials a URL carries, in every form a server could echo them (raw, decoded, as Basic auth)."""
-    found = _USERINFO.match(url or "")
-    if not found:
-        return ()
-    userinfo = found.group(2)
-    user, _, password = userinfo.partition(":")
-    basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
-    return tuple(dict.fromkeys(value for value in (userinfo, unquote(userinfo), password, unquote(password), basic) if value))
-
-
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds allowed for each phase of a request (``None`` means no limit)."""
+    """Seconds allowed for each phase of a request (``None`` means no limit).
 
-    connect: float | None = 5.0
-    read: float | None = 120.0
-    write: float | None = 30.0
-    pool: float | None = 10.0
+    As settings they are flat: ``Settings.replace(read_timeout=30)``, ``%config AskMagics.read_timeout``.
+    """
+
+    connect: float | None = setting(5.0, "Seconds to connect (None: no limit).", POSITIVE)
+    read: float | None = setting(120.0, "Seconds to wait for each chunk of the answer (None: no limit).", POSITIVE)
+    write: float | None = setting(30.0, "Seconds to send the request (None: no limit).", POSITIVE)
+    pool: float | None = setting(10.0, "Seconds to wait for a free connection (None: no limit).", POSITIVE)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            f.metadata["rule"].check(f"{f.name}_timeout", getattr(self, f.name))
 
 
 def default_data_dir() -> Path:
@@ -111,28 +198,25 @@ def default_data_dir() -> Path:
     return base / "nbopenai"
 
 
-def per_minute_problem(name: str, value: object) -> str | None:
-    """What is wrong with ``value`` as a per-minute limit (``rpm``, ``tpm``), or None if nothing."""
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return None
-    return f"{name} must be a whole number of at least 1 (a limit per minute), or None to learn it from the API's headers"
-
-
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about a session. Build with ``Settings.from_env(**overrides)``.
+
+    Each value is checked when the settings are built (``UsageError`` naming the setting and what it
+    accepts), whichever way they were set: ``Session(...)``, ``configure``, ``%config AskMagics``.
 
     Parameters
     ----------
     api_key, base_url
         Credentials and endpoint; default from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.
-    model, instructions, temperature, max_output_tokens, reasoning_effort
+    model, instructions, temperature, top_p, max_output_tokens, reasoning_effort, verbosity
         Request defaults; every call can override them.
     store
         ``True`` chains turns on the server with ``previous_response_id``; ``False`` keeps the
         conversation items client-side and re-sends them (for organisations that cannot store).
     timeouts, max_attempts, backoff_base, backoff_max
-        Network policy: granular timeouts, attempts per request (1 = no retry), full-jitter backoff.
+        Network policy: granular timeouts (also settable one by one: ``read_timeout=30``),
+        attempts per request (1 = no retry), full-jitter backoff.
     ledger_path
         SQLite file of the usage ledger, or ``":memory:"``; default ``<data dir>/usage.sqlite3``.
     prices_path
@@ -155,53 +239,72 @@ class Settings:
     """
 
     api_key: Secret | None = None
-    base_url: str | None = None
-    organization: str | None = None
-    project: str | None = None
-    model: str = DEFAULT_MODEL
-    instructions: str | None = None
-    temperature: float | None = None
-    max_output_tokens: int | None = None
-    reasoning_effort: str | None = None
-    store: bool = True
+    base_url: str | None = setting(None, "API base URL (an OpenAI-compatible server).", URL, shown=shown_url)
+    organization: str | None = setting(None, "OpenAI organization id (default: OPENAI_ORG_ID).", TEXT)
+    project: str | None = setting(None, "OpenAI project id (default: OPENAI_PROJECT_ID).", TEXT)
+    model: str = setting(DEFAULT_MODEL, "Model used when %%ask gets no -m.", MODEL, request=("model",))
+    instructions: str | None = setting(
+        None, "Instructions sent on every turn (-s overrides).", TEXT, request=("instructions",)
+    )
+    temperature: float | None = setting(
+        None, "Sampling temperature, 0 to 2 (None: the model's).", between(0, 2), request=("temperature",)
+    )
+    top_p: float | None = setting(
+        None, "Nucleus sampling: the probability mass to sample from, 0 to 1 (None: the model's).", between(0, 1),
+        request=("top_p",),
+    )
+    max_output_tokens: int | None = setting(
+        None, "Cap on output tokens per answer, at least 16 (None: no cap).",
+        at_least(16, whole=True, why="the API's minimum"), request=("max_output_tokens",),
+    )
+    reasoning_effort: str | None = setting(
+        None, "Reasoning effort (reasoning models only).", one_of(REASONING_EFFORTS), request=("reasoning", "effort")
+    )
+    verbosity: str | None = setting(
+        None, "How long the answers are: low, medium or high (models that support it).", one_of(VERBOSITIES),
+        request=("text", "verbosity"),
+    )
+    store: bool = setting(
+        True, "True chains turns on the server (previous_response_id); False re-sends them.", FLAG, request=("store",)
+    )
     timeouts: Timeouts = field(default_factory=Timeouts)
-    max_attempts: int = 4
-    backoff_base: float = 0.5
-    backoff_max: float = 20.0
-    ledger_path: str | None = None
-    prices_path: str | None = None
-    budget_usd: float | None = None
-    budget_tokens: int | None = None
-    max_retry_wait: float = 120.0
-    outage_timeout: float = 15.0
-    rpm: int | None = None
-    tpm: int | None = None
-    concurrency: int = 16
-    update_rate: float = 20.0
+    max_attempts: int = setting(4, "Attempts per request, retries included (1: no retry).", at_least(1, whole=True))
+    backoff_base: float = setting(0.5, "Seconds of the first retry's backoff (full jitter).", at_least(0))
+    backoff_max: float = setting(20.0, "Longest backoff between retries, in seconds.", at_least(0))
+    ledger_path: str | None = setting(None, "SQLite file of the usage ledger (':memory:' for none).", TEXT)
+    prices_path: str | None = setting(None, "A JSON price table that overrides or extends the shipped one.", TEXT)
+    budget_usd: float | None = setting(None, "Refuse asks once this session spent this many US dollars.", at_least(0))
+    budget_tokens: int | None = setting(
+        None, "Refuse asks once this session used this many tokens.", at_least(0, whole=True)
+    )
+    max_retry_wait: float = setting(
+        120.0, "The longest retry-after (seconds) a request waits out; longer ends it.", at_least(0)
+    )
+    outage_timeout: float = setting(
+        15.0, "Seconds an outage may last before an extraction stops (its finished rows kept).", POSITIVE
+    )
+    rpm: int | None = setting(
+        None, "Requests per minute your account allows (None: learned from the API's headers).", PER_MINUTE
+    )
+    tpm: int | None = setting(
+        None, "Tokens per minute your account allows (None: learned from the API's headers).", PER_MINUTE
+    )
+    concurrency: int = setting(16, "Requests in flight at most when extracting.", at_least(1, whole=True))
+    update_rate: float = setting(20.0, "Live view refreshes per second at most.", POSITIVE)
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):
             object.__setattr__(self, "api_key", Secret(self.api_key))
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.update_rate <= 0:
-            raise ValueError("update_rate must be positive")
-        if not self.max_retry_wait >= 0:
-            raise ValueError("max_retry_wait must be 0 or more (seconds)")
-        if not self.outage_timeout > 0:
-            raise ValueError("outage_timeout must be positive (seconds)")
-        for name in ("rpm", "tpm"):
-            if problem := per_minute_problem(name, getattr(self, name)):
-                raise ValueError(problem)
+        if not isinstance(self.timeouts, Timeouts):
+            raise UsageError(f"timeouts must be a Timeouts, not {describe(self.timeouts)}")
+        check_fields(self)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Settings from ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and ``NBOPENAI_MODEL``; ``overrides`` win."""
         values = environment_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls().replace(**values)
 
     def __repr__(self) -> str:  # the dataclass's own, with the base URL's credentials masked
         fields = ", ".join(
@@ -215,8 +318,21 @@ class Settings:
         """Every credential this session sends: the API key and the base URL's user info (see ``Scrubber``)."""
         return ((self.api_key.reveal(),) if self.api_key else ()) + url_credentials(self.base_url)
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes``; a timeout can be given alone (``read_timeout=30``)."""
+        unknown = sorted(set(changes) - {*setting_fields(), "api_key", "timeouts"})
+        if unknown:
+            raise UsageError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(setting_fields())}")
+        phases = {name.removesuffix("_timeout"): changes.pop(name) for name in list(changes) if name in _TIMEOUT_NAMES}
+        if phases:
+            changes["timeouts"] = dataclasses.replace(changes.get("timeouts", self.timeouts), **phases)
         return dataclasses.replace(self, **changes)
+
+    def get(self, name: str) -> Any:
+        """The value of the setting ``name`` (``read_timeout`` reads ``timeouts.read``)."""
+        if name in _TIMEOUT_NAMES:
+            return getattr(self.timeouts, name.removesuffix("_timeout"))
+        return getattr(self, name)
 
     @property
     def resolved_ledger_path(self) -> str:
@@ -269,3 +385,24 @@ class EnvironmentWatch:
         kept = [(name, seen) for name, seen in zip(self._fields, self._seen) if name not in dropped]
         self._fields = tuple(name for name, _ in kept)
         self._seen = tuple(seen for _, seen in kept)
+
+
+def setting_fields() -> dict[str, dataclasses.Field]:
+    """Every setting a user may set by name (the timeouts one by one), without the API key."""
+    flat = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("api_key", "timeouts")}
+    flat.update({f"{f.name}_timeout": f for f in dataclasses.fields(Timeouts)})
+    return flat
+
+
+_TIMEOUT_NAMES = frozenset(f"{f.name}_timeout" for f in dataclasses.fields(Timeouts))
+# The rule of every setting by name, and of the per-call options that are no setting of the session.
+RULES = MappingProxyType({
+    **{name: f.metadata["rule"] for name, f in setting_fields().items() if f.metadata.get("rule")},
+    "validation_retries": at_least(0, whole=True),
+})
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Raise ``UsageError`` if ``value`` is not one the setting (or option) ``name`` accepts."""
+    if rule := RULES.get(name):
+        rule.check(name, value)

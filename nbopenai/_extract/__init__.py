@@ -3,7 +3,7 @@
 ``extract(session, Model, texts, **options)`` is the whole API (``nbopenai.extract`` without the
 session); the pieces, each usable alone:
 
-- ``_lint`` / ``_format``: the strict schema, linted and fixed once, before anything is sent;
+- ``_format`` (with ``_core._strict``): the strict schema, linted and fixed once, before anything is sent;
 - ``_inputs``: a text, a list, a dict or a Series to texts plus the index the frame keeps;
 - ``_runner``: the bounded, adaptive, retrying async runner on the session's loop;
 - ``_rows``: one row's outcome, and how a response becomes one (``ok``, ``refusal``, ...);
@@ -16,7 +16,7 @@ session); the pieces, each usable alone:
 from ._api import ExtractOptions, ExtractPlan, extract
 from ._batch import BatchJob, batch_jobs, collect_batch
 from ._format import StrictFormat, strict_format
-from ._lint import Finding, LintReport, lint_schema
+from .._core._strict import Finding, LintReport, lint_schema
 from ._progress import Snapshot
 
 __all__ = [

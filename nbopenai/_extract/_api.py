@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .._core._errors import NbOpenAIError, UsageError
-from .._core._settings import per_minute_problem
+from .._core._request import RequestOptions, request_params
 from .._core._retry import retry_policy
 from ._cache import AnswerWriter, cache_key, request_scope, store_for
 from ._format import StrictFormat, strict_format
@@ -41,13 +41,13 @@ DEFAULT_MANY_INSTRUCTIONS = (
     "JSON schema (an empty list when there is none). Use only what the text says; use null where the "
     "schema allows it and the text is silent."
 )
-_REASONING = ("minimal", "low", "medium", "high")
 _MAX_TICKS_PER_S = 10.0
+_MISSING = "no text: the input value is missing"
 
 
 @dataclass(frozen=True)
-class ExtractOptions:
-    """Options of one extraction (``None`` means "the session's setting").
+class ExtractOptions(RequestOptions):
+    """Options of one extraction (``None`` means "the session's setting"), each checked by its rule.
 
     Parameters
     ----------
@@ -76,8 +76,8 @@ class ExtractOptions:
         With ``batch``: block with progress until the batch ends (default) or return a ``BatchJob``.
     dry_run
         Send nothing; return an ``ExtractPlan`` showing the schema, the first request and counts.
-    temperature, max_output_tokens, reasoning
-        Passed on to every request.
+    temperature, top_p, max_output_tokens, reasoning, verbosity
+        Passed on to every request (``RequestOptions``).
     rpm, tpm
         Requests and tokens per minute the account allows; default the session's (``Settings.rpm``/
         ``tpm``), else learned from the answers' ``x-ratelimit-*`` headers. Rows are paced to them.
@@ -85,9 +85,7 @@ class ExtractOptions:
         ``False``: send as fast as ``concurrency`` allows and let 429s slow the run (for comparison).
     """
 
-    instructions: str | None = None
     many: bool = False
-    model: str | None = None
     concurrency: int | None = None
     max_attempts: int | None = None
     validation_retries: int = 1
@@ -97,29 +95,12 @@ class ExtractOptions:
     batch: bool = False
     wait: bool = True
     dry_run: bool = False
-    temperature: float | None = None
-    max_output_tokens: int | None = None
-    reasoning: str | None = None
     rpm: int | None = None
     tpm: int | None = None
     pace: bool = True
 
     def __post_init__(self) -> None:
-        if self.concurrency is not None and self.concurrency < 1:
-            raise UsageError("concurrency must be at least 1")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise UsageError("max_attempts must be at least 1")
-        for name in ("rpm", "tpm"):
-            if problem := per_minute_problem(name, getattr(self, name)):
-                raise UsageError(problem)
-        if self.validation_retries < 0:
-            raise UsageError("validation_retries must be 0 or more")
-        if self.reasoning is not None and self.reasoning not in _REASONING:
-            raise UsageError(f"reasoning must be one of {', '.join(_REASONING)}, not {self.reasoning!r}")
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise UsageError("temperature must be between 0 and 2")
-        if self.max_output_tokens is not None and self.max_output_tokens < 16:
-            raise UsageError("max_output_tokens must be at least 16 (the API's minimum)")
+        super().__post_init__()
         if self.retry_failed is True and not self.cache:
             raise UsageError("retry_failed=True relies on the cache; pass the earlier frame instead, or keep cache on")
 
@@ -146,6 +127,59 @@ class Prepared:
     options: ExtractOptions
     results: list[RowResult] = field(default_factory=list)
     reused: Any = None  # the earlier frame whose ok rows are kept
+
+    @classmethod
+    def build(
+        cls, fmt: StrictFormat, inputs: Inputs, keys: list[str], model: str, instructions: str, params: dict[str, Any],
+        options: ExtractOptions,
+    ) -> "Prepared":
+        """An extraction of ``inputs`` sending ``params`` (see ``_params``), its columns from ``fmt``; rows pending."""
+        prepared = cls(fmt, columns_for(fmt), inputs, keys, model, instructions, params, options)
+        prepared.results = [RowResult() for _ in range(len(inputs))]
+        return prepared
+
+    def record(self) -> dict[str, Any]:
+        """What ``from_record`` needs to rebuild this extraction in another kernel (JSON-safe)."""
+        return {
+            "model": self.model,
+            "schema": self.fmt.model.__name__,
+            "schema_hash": self.fmt.schema_hash,
+            "many": self.fmt.many,
+            "instructions": self.instructions,
+            "rows": len(self.results),
+            "index": _index_record(self.inputs.index),
+            "keys": self.keys,
+            "missing": [i for i, t in enumerate(self.inputs.texts) if t is None],
+            "cached": [i for i, r in enumerate(self.results) if r.status == "ok"],
+            "cache": self.options.cache,
+        }
+
+    @classmethod
+    def from_record(cls, session: "Session", fmt: StrictFormat, record: dict[str, Any], **options: Any) -> "Prepared":
+        """The extraction ``record()`` described (texts are not kept: rows are pending, missing ones ``error``).
+
+        ``options`` are further ``ExtractOptions`` (``progress``, ``wait``).
+        """
+        rows = record["rows"]
+        kept = ExtractOptions(model=record["model"], instructions=record["instructions"], many=record["many"],
+                              cache=record.get("cache", True), **options)
+        inputs = Inputs([None] * rows, _index_from(record["index"], rows))
+        model, instructions = record["model"], record["instructions"]
+        params = _params(session, fmt, model, instructions, kept)
+        prepared = cls.build(fmt, inputs, record["keys"], model, instructions, params, kept)
+        for position in record.get("missing", []):
+            prepared.results[position] = RowResult(status="error", error=_MISSING)
+        return prepared
+
+    def save_answers(self, session: "Session") -> None:
+        """Cache the answers this run validated (not those it took from the cache)."""
+        rows = [
+            (self.keys[i], r.text, r.response_id)
+            for i, r in enumerate(self.results)
+            if r.status == "ok" and not r.from_cache and r.text is not None
+        ]
+        if rows:
+            store_for(session).put_many(rows, model=self.model, schema=self.fmt.model.__name__)
 
     @property
     def todo(self) -> list[int]:
@@ -175,21 +209,32 @@ class Prepared:
 
 
 def _params(session: "Session", fmt: StrictFormat, model: str, instructions: str, options: ExtractOptions) -> dict[str, Any]:
-    settings = session.settings
-    params: dict[str, Any] = {
-        "model": model,
-        "instructions": instructions,
-        "text": {"format": fmt.text_format},
-        "store": settings.store,
-    }
-    temperature = options.temperature if options.temperature is not None else settings.temperature
-    if temperature is not None:
-        params["temperature"] = temperature
-    if max_tokens := options.max_output_tokens or settings.max_output_tokens:
-        params["max_output_tokens"] = max_tokens
-    if effort := options.reasoning or settings.reasoning_effort:
-        params["reasoning"] = {"effort": effort}
+    """The shared request of every row: the session's settings, these options, the schema."""
+    overrides = {**options.overrides(), "model": model, "instructions": instructions}
+    params = request_params(session.settings, overrides)
+    params.setdefault("text", {})["format"] = fmt.text_format
     return params
+
+
+def _index_record(index: "pandas.Index") -> dict[str, Any] | None:
+    labels = index.tolist()
+    simple = (str, int, float, bool, type(None))
+    flat = [item for label in labels for item in (label if isinstance(label, tuple) else (label,))]
+    if not all(isinstance(item, simple) for item in flat):
+        return None  # timestamps and other objects: the collected frame gets 0..n-1
+    labelled = [list(label) if isinstance(label, tuple) else label for label in labels]
+    return {"labels": labelled, "names": list(index.names)}
+
+
+def _index_from(record: dict[str, Any] | None, rows: int) -> "pandas.Index":
+    import pandas as pd
+
+    if record is None:
+        return pd.RangeIndex(rows)
+    names = record["names"]
+    if len(names) > 1:
+        return pd.MultiIndex.from_tuples([tuple(label) for label in record["labels"]], names=names)
+    return pd.Index(record["labels"], name=names[0])
 
 
 def _reuse_previous(prepared: Prepared, previous: Any) -> None:
@@ -241,11 +286,10 @@ def prepare(session: "Session", schema: Any, texts: Any, options: ExtractOptions
     params = _params(session, fmt, model, instructions, options)
     scope = request_scope(session.settings, params)
     keys = [cache_key(scope, text) if text is not None else "" for text in inputs.texts]
-    prepared = Prepared(fmt, columns_for(fmt), inputs, keys, model, instructions, params, options)
-    prepared.results = [
-        RowResult() if text is not None else RowResult(status="error", error="no text: the input value is missing")
-        for text in inputs.texts
-    ]
+    prepared = Prepared.build(fmt, inputs, keys, model, instructions, params, options)
+    for position, text in enumerate(inputs.texts):
+        if text is None:
+            prepared.results[position] = RowResult(status="error", error=_MISSING)
     if options.retry_failed is not None and options.retry_failed is not True and options.retry_failed is not False:
         _reuse_previous(prepared, options.retry_failed)
     return prepared
@@ -383,16 +427,6 @@ def _tally_for(prepared: Prepared, cached: int, label: str = "extract") -> Tally
     tally.cached = cached + (len(prepared.reused[1]) if prepared.reused else 0)
     tally.done_before = tally.done
     return tally
-
-
-def _save_answers(session: "Session", prepared: Prepared) -> None:
-    rows = [
-        (prepared.keys[i], r.text, r.response_id)
-        for i, r in enumerate(prepared.results)
-        if r.status == "ok" and not r.from_cache and r.text is not None
-    ]
-    if rows:
-        store_for(session).put_many(rows, model=prepared.model, schema=prepared.fmt.model.__name__)
 
 
 def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> Any:

@@ -29,8 +29,6 @@ from typing import TYPE_CHECKING, Any
 from .._turns._answer import Usage
 from .._core._errors import UsageError, translate
 from ._cache import store_for
-from ._frame import columns_for
-from ._inputs import Inputs
 from ._progress import NoProgress, Snapshot, TextProgress, choose_view
 from ._rows import RowResult, classify
 from ._runner import LedgerBuffer, drive
@@ -97,26 +95,6 @@ def _lines(prepared: "Prepared", positions: list[int]) -> list[tuple[int, str]]:
         (p, f'{{"custom_id":"row-{p}","method":"POST","url":"/v1/responses","body":{shared},"input":{json.dumps(prepared.inputs.texts[p], ensure_ascii=False)}}}}}')
         for p in positions
     ]
-
-
-def _index_record(index: "pandas.Index") -> dict[str, Any] | None:
-    labels = index.tolist()
-    simple = (str, int, float, bool, type(None))
-    flat = [item for label in labels for item in (label if isinstance(label, tuple) else (label,))]
-    if not all(isinstance(item, simple) for item in flat):
-        return None  # timestamps and other objects: the collected frame gets 0..n-1
-    return {"labels": [list(label) if isinstance(label, tuple) else label for label in labels], "names": list(index.names)}
-
-
-def _index_from(record: dict[str, Any] | None, rows: int) -> "pandas.Index":
-    import pandas as pd
-
-    if record is None:
-        return pd.RangeIndex(rows)
-    names = record["names"]
-    if len(names) > 1:
-        return pd.MultiIndex.from_tuples([tuple(label) for label in record["labels"]], names=names)
-    return pd.Index(record["labels"], name=names[0])
 
 
 class BatchJob:
@@ -311,10 +289,8 @@ class BatchJob:
     def _finish_part(self) -> None:
         if self._task is not None:  # in the background nobody else flushes the ledger
             self._ledger.flush()
-        from ._api import _save_answers
-
         if self.prepared.options.cache:
-            _save_answers(self.session, self.prepared)
+            self.prepared.save_answers(self.session)
 
     # ---- what users call --------------------------------------------------------------------
 
@@ -480,21 +456,8 @@ def submit(session: "Session", prepared: "Prepared", *, cached: int = 0) -> Any:
     lines = _lines(prepared, todo)
     chunks = split_lines(lines, MAX_LINES, MAX_BYTES)
     parts = [Part(number=n, positions=[p for p, _ in chunk]) for n, chunk in enumerate(chunks, 1)]
-    record = {
-        "id": job_id,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": prepared.model,
-        "schema": prepared.fmt.model.__name__,
-        "schema_hash": prepared.fmt.schema_hash,
-        "many": prepared.fmt.many,
-        "instructions": prepared.instructions,
-        "rows": len(prepared.results),
-        "index": _index_record(prepared.inputs.index),
-        "keys": prepared.keys,
-        "missing": [i for i, t in enumerate(prepared.inputs.texts) if t is None],
-        "cached": [i for i, r in enumerate(prepared.results) if r.status == "ok"],
-        "cache": prepared.options.cache,
-    }
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    record = {"id": job_id, "created_at": created, **prepared.record()}
     job = BatchJob(session, prepared, record, parts)
     job.cached = cached
     job._save()
@@ -535,7 +498,7 @@ def collect_batch(session: "Session", job_id: str, schema: Any, *, wait: bool = 
     schema
         The same Pydantic class the job was started with (checked against the saved schema hash).
     """
-    from ._api import ExtractOptions, Prepared, _params
+    from ._api import Prepared
     from ._format import strict_format
 
     record = store_for(session).load_batch(job_id)
@@ -545,13 +508,7 @@ def collect_batch(session: "Session", job_id: str, schema: Any, *, wait: bool = 
     fmt = strict_format(schema, many=record["many"])
     if fmt.schema_hash != record["schema_hash"]:
         raise UsageError(f"{schema.__name__} is not the schema batch job {job_id} was started with ({record['schema']}, hash {record['schema_hash']})")
-    rows = record["rows"]
-    options = ExtractOptions(model=record["model"], instructions=record["instructions"], many=record["many"], cache=record.get("cache", True), progress=progress, wait=wait)
-    inputs = Inputs([None] * rows, _index_from(record["index"], rows))
-    prepared = Prepared(fmt, columns_for(fmt), inputs, record["keys"], record["model"], record["instructions"], _params(session, fmt, record["model"], record["instructions"], options), options)
-    prepared.results = [RowResult() for _ in range(rows)]
-    for position in record.get("missing", []):
-        prepared.results[position] = RowResult(status="error", error="no text: the input value is missing")
+    prepared = Prepared.from_record(session, fmt, record, progress=progress, wait=wait)
     cached_positions = record.get("cached", [])
     found = store_for(session).get_many([record["keys"][p] for p in cached_positions])
     for position in cached_positions:

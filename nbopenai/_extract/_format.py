@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 
 from .._core._errors import SchemaError, UsageError
-from ._lint import Finding, LintReport, lint_schema
+from .._core._strict import Finding, LintReport, lint_schema, strict_json_schema
 
 __all__ = ["StrictFormat", "strict_format"]
 
@@ -40,7 +40,7 @@ class StrictFormat:
     name, schema, schema_hash
         The format name, the strict JSON schema sent, and a short hash of both (for the cache).
     fixes
-        What the lint changed to make the schema strict (see ``_lint``).
+        What the lint changed to make the schema strict (see ``_core._strict``).
     """
 
     model: type[pydantic.BaseModel]
@@ -113,13 +113,11 @@ def _relative(report: LintReport, unwrap: str | None) -> LintReport:
 
 def strict_format(model: Any, *, many: bool = False) -> StrictFormat:
     """Build (and lint) the strict format for ``model``; raises ``SchemaError`` before anything is sent."""
-    from openai.lib._pydantic import to_strict_json_schema
-
     if not (inspect.isclass(model) and issubclass(model, pydantic.BaseModel)):
         raise UsageError(f"expected a Pydantic model class (a subclass of pydantic.BaseModel), got {model!r}")
     validator, unwrap, notes = _envelope(model, many)
     try:
-        raw = to_strict_json_schema(validator)
+        raw = strict_json_schema(validator)
     except Exception as exc:  # PydanticInvalidForJsonSchema, PydanticUserError, a broken $ref...
         raise SchemaError(f"could not build a JSON schema for {model.__name__}: {exc}") from None
     report = _relative(lint_schema(raw), unwrap)

@@ -20,6 +20,7 @@ from ._conversation import Plan, Thread, Turn
 from ._compact import near_limit_warning, refuse_oversized_prompt
 from .._ledger._prices import missing_price_note
 from .._core._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UnreadableAnswer, UsageError, translate
+from .._core._request import RequestOptions, request_params
 from .._core._retry import failed_attempt_status, reached_server
 from ._streaming import StreamState, TextDelta
 from .._core._tokens import count_tokens
@@ -40,37 +41,23 @@ __all__ = [
     "state_of",
     "record_round",
     "finish",
-    "REASONING_EFFORTS",
 ]
 
-REASONING_EFFORTS = ("minimal", "low", "medium", "high")
-
-
 @dataclass(frozen=True)
-class AskOptions:
-    """Per-call options; ``None`` means "the session's setting"."""
+class AskOptions(RequestOptions):
+    """Per-call options; ``None`` means "the session's setting" (each checked by the setting's rule).
+
+    The request settings (``model``, ``temperature``, ``reasoning``...) come from ``RequestOptions``.
+    """
 
     thread: str = "default"
     new: bool = False
-    model: str | None = None
-    instructions: str | None = None
-    temperature: float | None = None
-    max_output_tokens: int | None = None
-    reasoning: str | None = None
     stream: bool = True
     store: bool | None = None
     cell_id: str | None = None
     content: tuple[dict, ...] = ()  # extra input parts (images) after the prompt text
     tools: tuple[dict, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.reasoning is not None and self.reasoning not in REASONING_EFFORTS:
-            raise UsageError(f"reasoning must be one of {', '.join(REASONING_EFFORTS)}, not {self.reasoning!r}")
-        if self.max_output_tokens is not None and self.max_output_tokens < 16:
-            raise UsageError("max_output_tokens must be at least 16 (the API's minimum)")
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise UsageError("temperature must be between 0 and 2")
 
 
 class AskSink(Protocol):
@@ -135,21 +122,10 @@ def prepare(session: "Session", prompt: str, options: AskOptions) -> PreparedAsk
         )
     plan = thread.plan(options.cell_id)
     user_item = _user_item(prompt, options.content)
-    params: dict[str, Any] = {
-        "model": options.model or settings.model,
-        "input": [*plan.replay, user_item],
-        "store": store,
-    }
+    params = request_params(settings, {**options.overrides(), "store": store})
+    params["input"] = [*plan.replay, user_item]
     if plan.previous_response_id:
         params["previous_response_id"] = plan.previous_response_id
-    optional = {
-        "instructions": options.instructions if options.instructions is not None else settings.instructions,
-        "temperature": options.temperature if options.temperature is not None else settings.temperature,
-        "max_output_tokens": options.max_output_tokens or settings.max_output_tokens,
-    }
-    params.update({k: v for k, v in optional.items() if v is not None})
-    if effort := options.reasoning or settings.reasoning_effort:
-        params["reasoning"] = {"effort": effort}
     if options.tools:
         params["tools"] = list(options.tools)
     if thread.truncation:  # set when compaction was unavailable for this thread (see _compact)

@@ -39,6 +39,7 @@ import pydantic
 
 from ._ask import NullSink, PriorRounds, output_items, record_round, send, finish
 from .._core._errors import SchemaError, UsageError
+from .._core._strict import lint_schema, strict_json_schema
 from ._prompt import preview
 
 if TYPE_CHECKING:
@@ -362,13 +363,9 @@ def _schema(
     tool_name: str,
 ) -> tuple[dict[str, Any], bool, str | None]:
     """(schema, strict, why not strict): the strict schema when it can be, the plain one otherwise."""
-    from openai.lib._pydantic import to_strict_json_schema
-
-    from .._extract._lint import lint_schema
-
     if strict is False:
         return _without_titles(loose_schema), False, "strict=False was asked for"
-    report = lint_schema(to_strict_json_schema(model))
+    report = lint_schema(strict_json_schema(model))
     named = {reason.split("'")[1] for reason in reasons if reason.startswith("parameter '")}
     for finding in report.errors:
         if finding.rule == "extra" and takes_any_keyword:

@@ -12,25 +12,36 @@ from .._core._settings import shown_url
 if TYPE_CHECKING:
     from ._magics import AskMagics
 
-__all__ = ["COMMANDS", "HELP"]
+__all__ = ["COMMANDS", "help_text"]
 
-HELP = """\
+_INTRO = """\
 nbopenai: the OpenAI Responses API in IPython.
 
   %%ask [options]        the cell is the prompt; the answer streams in, then stays as Markdown
   %ask [options] PROMPT  the same, prompt on the line
-  %nbopenai COMMAND      status, local, threads, history [-t NAME], reset [-t NAME | --all],
-                         compact [-t NAME], jobs, cancel JOB, usage [--summary] [--plot] [--all] [--since] [--model] [--thread],
-                         cache [clear [--schema NAME] [--model NAME]], help
+  %%extract SCHEMA       a Pydantic model from the cell (or --over texts) into a DataFrame
+  %nbopenai COMMAND      look after threads, jobs, usage and the extraction cache"""
 
-Options of %%ask: -m MODEL, -t THREAD, --new, -s INSTRUCTIONS, --temperature, --max-output-tokens,
---reasoning, --no-stream, --background, --format {markdown,text,code,json}, --dry-run, -o NAME.
-`%%ask?` shows them all with examples; `%config AskMagics` lists the settings.
+_OUTRO = """\
+`%%ask?`, `%%extract?` and `%nbopenai?` explain every option with examples; `%config AskMagics` lists the settings.
 The API key comes from OPENAI_API_KEY only; `%nbopenai local` needs none (offline demo server)."""
 
 
+def help_text(magics: "AskMagics") -> str:
+    """``%nbopenai help``: the magics' usage lines, generated from their parsers so they cannot go stale."""
+    registered = magics.shell.magics_manager.magics if magics.shell is not None else {"line": {}, "cell": {}}
+    parsers = [("%%ask", magics.ask), ("%nbopenai", magics.nbopenai)]
+    if extract := registered["cell"].get("extract"):
+        parsers.insert(1, ("%%extract", extract))
+    usages = []
+    for name, magic in parsers:
+        usage = magic.parser.format_usage().removeprefix("usage: ").rstrip()
+        usages.append(name + usage[usage.index(" "):])  # the parser's prog is the line-magic name
+    return "\n\n".join([_INTRO, *usages, _OUTRO])
+
+
 def _help(m: "AskMagics", args: argparse.Namespace) -> None:
-    print(HELP)
+    print(help_text(m))
 
 
 def _status(m: "AskMagics", args: argparse.Namespace) -> None:
@@ -61,8 +72,6 @@ def _ledger_place(settings: Any) -> str:
 
 def _local(m: "AskMagics", args: argparse.Namespace) -> None:
     url = m.session.use_local()
-    # Keep the traits in step with the session (they show in `%config AskMagics`).
-    m.base_url, m.model = m.session.settings.base_url, m.session.settings.model
     print(f"Using the offline demo server at {url} (model {m.model}): no key needed, nothing leaves this machine.")
     print(f"Its calls are free: they are kept {_ledger_place(m.session.settings)}, not in your usage ledger.")
 

@@ -8,17 +8,35 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import keyword
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, parse_argstring
 from IPython.utils.process import arg_split
 
-from .._turns._ask import REASONING_EFFORTS
+from .._core._request import RequestOptions, request_option_fields
+from .._core._settings import setting_fields
 
-__all__ = ["FORMATS", "ask_arguments", "ask_options", "attachments", "parse_ask", "parse_line", "text", "tool_loop_options", "variable_name"]
+__all__ = [
+    "FORMATS",
+    "REQUEST_FLAGS",
+    "ask_arguments",
+    "ask_options",
+    "attachments",
+    "option_arguments",
+    "options_from",
+    "parse_ask",
+    "parse_line",
+    "text",
+    "tool_loop_options",
+    "variable_name",
+    "with_arguments",
+]
 
 FORMATS = ("markdown", "text", "code", "json")
 
@@ -46,6 +64,63 @@ def variable_name(value: str) -> str:
     return name
 
 
+# The request settings every asking magic takes as --flags, generated from ``RequestOptions``
+# (model and instructions have their own short flags, -m and -s).
+REQUEST_FLAGS = tuple(f.name for f in request_option_fields() if f.name not in ("model", "instructions"))
+
+
+def _flag_type(options: type, name: str) -> Any:
+    """The non-``None`` type of the field ``name`` of the dataclass ``options``."""
+    hint = typing.get_type_hints(options)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def option_arguments(options: type, names: Iterable[str]) -> list[Callable]:
+    """``--flag`` arguments for the fields ``names`` of the options dataclass ``options``.
+
+    Each flag's type comes from the field's annotation, its choices from the rule of the setting it
+    overrides, its help from that setting (or the field's own ``help`` metadata): a new option is a
+    field and its name here, and the magic's help follows.
+    """
+    by_name = {f.name: f for f in dataclasses.fields(options)}
+    settings = setting_fields()
+    made = []
+    for name in names:
+        f = by_name[name]
+        setting = settings.get(f.metadata.get("setting", name))
+        about = {**(setting.metadata if setting else {}), **f.metadata}
+        kind = _flag_type(options, name)
+        flag = "--" + name.replace("_", "-")
+        help_text = (about.get("help") or "").replace("%", "%%")
+        if kind is bool:
+            made.append(argument(flag, action="store_true", help=help_text))
+            continue
+        rule = about.get("rule")
+        extra: dict[str, Any] = {"choices": rule.choices} if rule is not None and rule.choices else {}
+        if not extra:
+            extra["metavar"] = "N" if kind in (int, float) else "TEXT"
+        made.append(argument(flag, type=text if kind is str else kind, help=help_text, **extra))
+    return made
+
+
+def with_arguments(arguments: list[Callable]) -> Callable[[Callable], Callable]:
+    """A decorator adding ``arguments`` to a magic, in this order in its help."""
+
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(arguments):  # decorators apply bottom-up
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def options_from(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The parsed values of the flags ``option_arguments`` made, keyed by field name."""
+    return {name: getattr(args, name) for name in names}
+
+
 def ask_arguments(func: Callable) -> Callable:
     """Add the options every asking magic shares (model, thread, instructions, display...)."""
     options = [
@@ -55,9 +130,7 @@ def ask_arguments(func: Callable) -> Callable:
         argument("--new", action="store_true", help="Start the thread afresh (forget its earlier turns)."),
         argument("-s", "--system", type=text, metavar="TEXT",
                  help="Instructions (system prompt) for this turn; quote it."),
-        argument("--temperature", type=float, help="Sampling temperature, 0 to 2."),
-        argument("--max-output-tokens", type=int, metavar="N", help="Cap on output tokens (at least 16)."),
-        argument("--reasoning", choices=REASONING_EFFORTS, help="Reasoning effort (reasoning models only)."),
+        *option_arguments(RequestOptions, REQUEST_FLAGS),
         argument("--no-stream", action="store_true", help="Wait for the whole answer instead of streaming it."),
         argument("--background", action="store_true",
                  help="Submit as a background job and return at once; the view fills in when done."),
@@ -74,9 +147,7 @@ def ask_arguments(func: Callable) -> Callable:
         argument("-o", "--out", type=variable_name, metavar="NAME",
                  help="Also bind the Answer to this variable (the DryRun with --dry-run, the Job with --background)."),
     ]
-    for option in reversed(options):  # decorators apply bottom-up; keep the help in this order
-        func = option(func)
-    return func
+    return with_arguments(options)(func)
 
 
 def _rest_of_line(line: str, consumed: list[str]) -> str:
@@ -146,9 +217,7 @@ def ask_options(args: argparse.Namespace, *, cell_id: str | None) -> dict[str, A
         "new": args.new,
         "model": args.model,
         "instructions": args.system,
-        "temperature": args.temperature,
-        "max_output_tokens": args.max_output_tokens,
-        "reasoning": args.reasoning,
+        **options_from(args, REQUEST_FLAGS),
         "stream": not args.no_stream,
         "cell_id": cell_id,
     }

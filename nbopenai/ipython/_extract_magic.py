@@ -14,14 +14,20 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int, TraitError, validate
 
 from .._core import _errors
+from .._core._request import RequestOptions
+from .._core._settings import Settings, check_setting
 from .._turns._prompt import interpolate
-from ._args import parse_line, text, variable_name
+from ._args import REQUEST_FLAGS, option_arguments, options_from, parse_line, text, variable_name, with_arguments
 from ._errors import interrupted, reported
 
 if TYPE_CHECKING:
     from .._session import Session
 
 __all__ = ["ExtractMagics"]
+
+# Session settings %%extract also takes per run, as --flags generated from their Settings fields
+# (type, rule, help): a new one is a name here and an ExtractOptions field of the same name.
+PACING_FLAGS = ("rpm", "tpm")
 
 
 @magics_class
@@ -43,9 +49,10 @@ class ExtractMagics(Magics):
 
     @validate("concurrency", "validation_retries")
     def _check_counts(self, proposal: Any) -> Any:
-        least = 0 if proposal.trait.name == "validation_retries" else 1
-        if proposal.value is not None and proposal.value < least:
-            raise TraitError(f"{proposal.trait.name} must be at least {least}")
+        try:
+            check_setting(proposal.trait.name, proposal.value)
+        except _errors.UsageError as error:  # a TraitError, so that traitlets rolls the value back
+            raise TraitError(error.message) from None
         return proposal.value
 
     @no_var_expand
@@ -57,8 +64,8 @@ class ExtractMagics(Magics):
     @argument("-s", "--system", type=text, metavar="TEXT", help="Instructions when the cell is the text (without --over).")
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight at most (halved while 429s arrive).")
     @argument("--max-attempts", type=int, metavar="N", help="Attempts per request on 429/5xx/timeouts.")
-    @argument("--rpm", type=int, metavar="N", help="Requests per minute your account allows (default: learned from the API's headers).")
-    @argument("--tpm", type=int, metavar="N", help="Tokens per minute your account allows (default: learned from the API's headers).")
+    @with_arguments(option_arguments(Settings, PACING_FLAGS))
+    @with_arguments(option_arguments(RequestOptions, REQUEST_FLAGS))
     @argument("-o", "--out", type=variable_name, metavar="NAME", help="Bind the frame (the BatchJob with --no-wait) to this variable.")
     @argument("--batch", action="store_true", help="Send through the Batch API (half price, results within 24 h).")
     @argument("--no-wait", action="store_true", help="With --batch: return the BatchJob at once; it fills in while you work.")
@@ -107,7 +114,8 @@ class ExtractMagics(Magics):
                     concurrency=args.concurrency or self.concurrency, max_attempts=args.max_attempts,
                     validation_retries=self.validation_retries, cache=self.cache and not args.no_cache,
                     retry_failed=self._previous(args) if args.retry_failed else None, batch=args.batch,
-                    wait=not args.no_wait, dry_run=args.dry_run, rpm=args.rpm, tpm=args.tpm,
+                    wait=not args.no_wait, dry_run=args.dry_run,
+                    **options_from(args, (*PACING_FLAGS, *REQUEST_FLAGS)),
                 )
             except _errors.NbOpenAIError as error:  # the run stopped: keep what finished, then fail the cell
                 if _is_result(partial := getattr(error, "partial", None)):

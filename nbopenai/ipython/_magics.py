@@ -8,7 +8,6 @@ only thing kept here is execution context: the id of the cell now running (from 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
@@ -19,16 +18,15 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, observe, validate
+from traitlets import Enum
 
-from .._core._settings import shown_url
-from .._turns._ask import REASONING_EFFORTS
 from .._turns._printer import StdoutSink
 from .._turns._images import interpolate_with_images
 from . import _admin
 from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
 from ._errors import reported
 from ._render import DryRun, answer_bundle
+from ._traits import setting_traits
 
 if TYPE_CHECKING:
     from .._turns._ask import AskSink
@@ -43,21 +41,15 @@ def _trim(cell: str) -> str:
     return re.sub(r"\A(?:[ \t]*\n)+", "", cell).rstrip()
 
 
-def _from_session(name: str, read: Any) -> Any:
-    """A dynamic trait default: the session's current setting (env, ``Session(...)`` arguments)."""
-    return default(name)(lambda self: read(self.session.settings))
-
-
-# Traits that mirror a Settings field of the same name, and the two that live in Settings.timeouts.
-_SETTING_TRAITS = (
-    "model", "instructions", "temperature", "max_output_tokens", "reasoning_effort", "store", "update_rate",
-    "max_attempts", "budget_usd", "budget_tokens", "ledger_path", "base_url",
+# Every setting is a trait of AskMagics, a view of the session's (see _traits); concurrency is
+# configured per magic as ExtractMagics.concurrency instead.
+SessionSettings = type(
+    "SessionSettings", (Magics,), {**setting_traits(leave_out=("concurrency",)), "__doc__": "The session's settings."}
 )
-_SESSION_TRAITS = (*_SETTING_TRAITS, "connect_timeout", "read_timeout")
 
 
 @magics_class
-class AskMagics(Magics):
+class AskMagics(SessionSettings):
     """Ask the OpenAI Responses API from IPython: ``%%ask``, ``%ask`` and ``%nbopenai``.
 
     Every setting below is a trait: ``%config AskMagics.model = "gpt-4.1"`` in a notebook, or
@@ -66,36 +58,7 @@ class AskMagics(Magics):
     ``OPENAI_API_KEY`` only, so it cannot end up in a config file or a notebook.
     """
 
-    model = Unicode(help="Model used when %%ask gets no -m.").tag(config=True)
-    instructions = Unicode(None, allow_none=True, help="Instructions sent on every turn (-s overrides).").tag(config=True)
-    temperature = Float(None, allow_none=True, help="Sampling temperature, 0 to 2 (None: the model's).").tag(config=True)
-    max_output_tokens = Int(None, allow_none=True, help="Cap on output tokens per answer (None: no cap).").tag(config=True)
-    reasoning_effort = Enum(REASONING_EFFORTS, None, allow_none=True, help="Reasoning effort for reasoning models.").tag(config=True)
-    store = Bool(help="True chains turns on the server (previous_response_id); False re-sends them.").tag(config=True)
-    update_rate = Float(help="Live view refreshes per second at most.").tag(config=True)
-    connect_timeout = Float(None, allow_none=True, help="Seconds to connect (None: no limit).").tag(config=True)
-    read_timeout = Float(None, allow_none=True, help="Seconds to wait for each chunk of the answer.").tag(config=True)
-    max_attempts = Int(help="Attempts per request, retries included (1: no retry).").tag(config=True)
-    budget_usd = Float(None, allow_none=True, help="Refuse asks once this session spent this much.").tag(config=True)
-    budget_tokens = Int(None, allow_none=True, help="Refuse asks once this session used this many tokens.").tag(config=True)
-    ledger_path = Unicode(None, allow_none=True, help="SQLite file of the usage ledger (':memory:' for none).").tag(config=True)
-    base_url = Unicode(None, allow_none=True, help="API base URL (an OpenAI-compatible server).").tag(config=True)
     widgets = Enum(("auto", "on", "off"), "auto", help="Live widget view: auto (in a kernel), on, off (stdout).").tag(config=True)
-
-    _model = _from_session("model", lambda s: s.model)
-    _instructions = _from_session("instructions", lambda s: s.instructions)
-    _temperature = _from_session("temperature", lambda s: s.temperature)
-    _max_output_tokens = _from_session("max_output_tokens", lambda s: s.max_output_tokens)
-    _reasoning_effort = _from_session("reasoning_effort", lambda s: s.reasoning_effort)
-    _store = _from_session("store", lambda s: s.store)
-    _update_rate = _from_session("update_rate", lambda s: s.update_rate)
-    _connect_timeout = _from_session("connect_timeout", lambda s: s.timeouts.connect)
-    _read_timeout = _from_session("read_timeout", lambda s: s.timeouts.read)
-    _max_attempts = _from_session("max_attempts", lambda s: s.max_attempts)
-    _budget_usd = _from_session("budget_usd", lambda s: s.budget_usd)
-    _budget_tokens = _from_session("budget_tokens", lambda s: s.budget_tokens)
-    _ledger_path = _from_session("ledger_path", lambda s: s.ledger_path)
-    _base_url = _from_session("base_url", lambda s: shown_url(s.base_url))  # shown by %config: no credentials
 
     def __init__(self, shell: Any = None, session: "Session | None" = None, **kwargs: Any) -> None:
         if session is None:
@@ -106,48 +69,7 @@ class AskMagics(Magics):
         self.session = session
         self.cell_id: str | None = None  # the cell now running, if the front-end said
         self._asks_in_cell = 0
-        # Compute the session-derived defaults now: traitlets compares a configured value with the
-        # trait's *static* default when none was computed yet, and would silently skip pushing
-        # e.g. `store = False` (equal to Bool's static default) into the session.
-        for name in _SESSION_TRAITS:
-            getattr(self, name)
         super().__init__(shell=shell, **kwargs)
-
-    # ---- configuration: validated here, applied to the session ------------------------------
-
-    @validate("temperature")
-    def _check_temperature(self, proposal: Any) -> Any:
-        if proposal.value is not None and not 0 <= proposal.value <= 2:
-            raise TraitError("temperature must be between 0 and 2")
-        return proposal.value
-
-    @validate("max_output_tokens")
-    def _check_max_output_tokens(self, proposal: Any) -> Any:
-        if proposal.value is not None and proposal.value < 16:
-            raise TraitError("max_output_tokens must be at least 16 (the API's minimum)")
-        return proposal.value
-
-    @validate("update_rate", "connect_timeout", "read_timeout", "budget_usd", "budget_tokens")
-    def _check_positive(self, proposal: Any) -> Any:
-        if proposal.value is not None and proposal.value <= 0:
-            raise TraitError(f"{proposal.trait.name} must be positive")
-        return proposal.value
-
-    @validate("max_attempts")
-    def _check_attempts(self, proposal: Any) -> Any:
-        if proposal.value < 1:
-            raise TraitError("max_attempts must be at least 1 (1 means no retry)")
-        return proposal.value
-
-    @observe(*_SETTING_TRAITS)
-    def _push_setting(self, change: Any) -> None:
-        self.session.configure(**{change["name"]: change["new"]})
-
-    @observe("connect_timeout", "read_timeout")
-    def _push_timeout(self, change: Any) -> None:
-        phase = change["name"].removesuffix("_timeout")
-        timeouts = dataclasses.replace(self.session.settings.timeouts, **{phase: change["new"]})
-        self.session.configure(timeouts=timeouts)
 
     # ---- execution context ------------------------------------------------------------------
 

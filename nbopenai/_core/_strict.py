@@ -1,7 +1,9 @@
-"""Strict-schema lint: check a Pydantic model against the strict ``json_schema`` rules before sending.
+"""Strict schemas: the SDK's strict JSON schema of a Pydantic model, and its lint, for strict tools and extraction.
 
-We start from the SDK's own ``to_strict_json_schema`` (exactly what ``responses.parse(text_format=...)``
-would send), then walk the result once, fixing what can be fixed without changing which Python
+Strict function tools (``_turns/_tools``) and strict structured outputs (``_extract/_format``)
+obey the same rules. ``strict_json_schema`` is the one place that calls the SDK's (private)
+``to_strict_json_schema``, exactly what ``responses.parse(text_format=...)`` would send;
+``lint_schema`` then walks the result once, fixing what can be fixed without changing which Python
 values come back, and naming every field that cannot be sent.
 
 Fixed automatically (each listed in ``LintReport.fixes``):
@@ -19,8 +21,8 @@ Errors (``SchemaError``, raised before anything is spent), each with its field p
 (``prefixItems``), ``Any``, ``allOf`` intersections, more than 10 levels of nested objects, more
 than 5,000 properties, and property names outside ``^[a-zA-Z0-9_-]+$``.
 
-A non-object root (a ``RootModel``) and ``many=True`` are handled one level up, in ``_format``,
-by wrapping the model in an object.
+A non-object root (a ``RootModel``) and ``many=True`` are handled one level up, in
+``_extract/_format``, by wrapping the model in an object.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 from .._core._errors import SchemaError
 
-__all__ = ["Finding", "LintReport", "lint_schema", "MAX_DEPTH", "MAX_PROPERTIES"]
+__all__ = ["Finding", "LintReport", "lint_schema", "strict_json_schema", "MAX_DEPTH", "MAX_PROPERTIES"]
 
 MAX_DEPTH = 10
 MAX_PROPERTIES = 5000
@@ -44,6 +46,16 @@ _FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostnam
 # Keywords strict mode does not accept, all of which Pydantic still enforces after the answer.
 _CHECKED_LATER = ("minLength", "maxLength", "minProperties", "maxProperties", "contentMediaType", "contentEncoding")
 _SCHEMA_KEYS = frozenset({"type", "anyOf", "oneOf", "allOf", "$ref", "enum", "const", "properties", "items"})
+
+
+def strict_json_schema(model: Any) -> dict[str, Any]:
+    """The SDK's strict JSON schema of a Pydantic model (its ``to_strict_json_schema``, not public API).
+
+    The one import of it in the package: if the SDK moves it, this is the line to change.
+    """
+    from openai.lib._pydantic import to_strict_json_schema  # the SDK stays out of `import nbopenai`
+
+    return to_strict_json_schema(model)
 
 
 @dataclass(frozen=True)
