@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError as IPythonUsageError
+from IPython.utils.capture import capture_output
 
 import nbopenai
 from nbopenai._turns._prompt import interpolate
@@ -267,3 +268,17 @@ def test_out_names_must_be_plain_identifiers(ip, name):
     with pytest.raises(USAGE_ERRORS):
         ip.run_cell(f"%ask --dry-run -o '{name}' hello")
     ip.run_cell("assert print is not None")  # the namespace still works
+
+
+@pytest.mark.parametrize("name", ["get_ipython", "In", "Out", "exit", "quit", "display", "_", "_i", "_ii", "_oh",
+                                  "_ih", "_dh", "_3", "_i3", "print", "len"])
+@pytest.mark.parametrize("magic", ["%ask --dry-run -o {name} hello", "%%extract Person --dry-run -o {name}\nAda"])
+def test_out_refuses_the_names_ipython_needs(ip, name, magic):
+    ip.run_cell("from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str")
+    before = ip.user_ns.get(name, "unset")
+    with pytest.raises(IPythonUsageError, match=f"'{re.escape(name)}' is a name IPython or Python itself needs"):
+        ip.run_cell(magic.format(name=name))
+    assert ip.user_ns.get(name, "unset") is before
+    with capture_output():
+        ip.run_cell("%ask --dry-run -o request hello")  # later magics still work
+    assert ip.user_ns["request"].params["input"][-1]["content"] == "hello"

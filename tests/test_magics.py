@@ -666,3 +666,61 @@ def test_the_demo_servers_calls_stay_out_of_the_ledger_on_disk(ip):
     run(ip, "%ask Hi")
     assert len(magics_of(ip).session.usage()) == 1 and "in memory" in run(ip, "%nbopenai status")
     assert not (Path(os.environ["NBOPENAI_HOME"]) / "usage.sqlite3").exists()
+
+
+# ---- every example in the magics' help runs on the demo server ---------------------------------
+
+EXAMPLE_NAMESPACE = '''
+import pandas as pd
+from pydantic import BaseModel
+
+class Person(BaseModel):
+    name: str
+    born: str | None
+
+class LineItem(BaseModel):
+    description: str
+    amount: float | None
+
+df = pd.DataFrame({"bio": ["Ada Lovelace, born 1815 in London.", "Alan Turing, born 1912 in London."]})
+invoices = pd.DataFrame({"text": ["2 pencils, 3.50; 1 notebook, 4.00", "1 stapler, 12.00"]})
+'''
+
+
+def help_examples(doc: str) -> list[str]:
+    """The cells of a magic's ``Examples`` section: a ``%%`` block is one cell, other lines one each."""
+    import itertools
+    import textwrap
+
+    lines = doc.split("Examples\n", 1)[1].split("::\n", 1)[1].splitlines()
+    indented = list(itertools.takewhile(lambda line: not line.strip() or line[0].isspace(), lines))
+    section = "\n".join(indented)  # up to the parser's own help, which magic_arguments appends
+    cells = []
+    for block in textwrap.dedent(section).strip().split("\n\n"):
+        block = block.strip("\n")
+        cells.extend([block] if block.startswith("%%") else block.splitlines())
+    return cells
+
+
+@pytest.mark.parametrize("kind, name", [("cell", "ask"), ("cell", "extract"), ("line", "nbopenai")])
+def test_every_help_example_runs_on_the_demo_server(ip, local_server, kind, name):
+    ip.run_cell(EXAMPLE_NAMESPACE)
+    magic = ip.magics_manager.magics[kind][name]
+    examples = help_examples(magic.__doc__)
+    assert len(examples) >= 5
+    for example in examples:
+        # What an example takes for granted is made first, on the server the session uses by then
+        # (`%nbopenai local` moves it): a thread with turns to compact, a job to cancel (ids count
+        # per process, so the example's job-1 becomes the job made here).
+        if example.startswith("%nbopenai compact"):
+            with capture_output():
+                ip.run_cell("%ask My name is Ada.")
+        if "cancel job-1" in example:
+            job = magics_of(ip).session.submit("A job for `%nbopenai cancel` to cancel.")
+            example = example.replace("cancel job-1", f"cancel {job.id}")
+        with capture_output() as captured:
+            ip.run_cell(example)  # raises the cell's error, if any
+        shown = captured.stdout + captured.stderr + "".join(o.data.get("text/plain", "") for o in captured.outputs)
+        assert "not valid JSON" not in shown and "Error" not in shown, (example, shown)
+    if name == "ask":
+        assert ip.user_ns["result"].text and "```json" in ip.user_ns["result"].text

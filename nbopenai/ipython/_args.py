@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import dataclasses
 import keyword
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -52,15 +54,26 @@ def text(value: str) -> str:
     return value
 
 
-def variable_name(value: str) -> str:
-    """An ``-o`` target: a plain identifier that is not a keyword and not a dunder.
+# Names IPython keeps in the namespace for itself (the prompt history, the output cache, the shell):
+# binding an answer to one breaks every later cell. The numbered caches (_1, _i1) are matched below.
+_IPYTHON_NAMES = frozenset({
+    "In", "Out", "get_ipython", "exit", "quit", "display", "_", "__", "___", "_i", "_ii", "_iii",
+    "_ih", "_oh", "_dh", "_sh", "_exit_code",
+})
+_CACHE_NAME = re.compile(r"_i{0,3}\d+")
 
-    Binding ``-o __builtins__`` (or ``-o "x y"``) would break every later cell, so such names are
-    refused with a usage error before anything is sent.
+
+def variable_name(value: str) -> str:
+    """An ``-o`` target: a plain identifier that is not a keyword, a dunder, a builtin or a name IPython needs.
+
+    Binding ``-o __builtins__``, ``-o get_ipython`` or ``-o print`` (or ``-o "x y"``) would break
+    every later cell, so such names are refused with a usage error before anything is sent.
     """
     name = text(value)
     if not name.isidentifier() or keyword.iskeyword(name) or (name.startswith("__") and name.endswith("__")):
         raise argparse.ArgumentTypeError(f"{name!r} is not a usable variable name")
+    if name in _IPYTHON_NAMES or _CACHE_NAME.fullmatch(name) or hasattr(builtins, name):
+        raise argparse.ArgumentTypeError(f"{name!r} is a name IPython or Python itself needs; pick another for -o")
     return name
 
 
@@ -161,10 +174,23 @@ def _rest_of_line(line: str, consumed: list[str]) -> str:
     return rest
 
 
+def _without_comment(line: str) -> str:
+    """``line`` up to a ``#`` that starts a word outside quotes (``%nbopenai jobs  # what runs``)."""
+    quote = None
+    for position, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "#" and (position == 0 or line[position - 1].isspace()):
+            return line[:position]
+    return line
+
+
 def parse_line(magic: Callable, line: str) -> argparse.Namespace:
-    """``parse_argstring`` where an unbalanced quote is a usage error, not a ``ValueError`` from shlex."""
+    """``parse_argstring`` where a trailing ``# comment`` is ignored and an unbalanced quote is a usage error."""
     try:
-        return parse_argstring(magic, line)
+        return parse_argstring(magic, _without_comment(line))
     except ValueError as exc:
         raise UsageError(f"could not read the options: {exc} (check the quotes)") from None
 

@@ -49,6 +49,7 @@ _FACT = re.compile(r"^\s*(.+?)\s+(?:is|are|was)\s+(.+?)\s*[.!]?\s*$", re.I)
 _WH_START = re.compile(r"^\s*(what|who|where|when|why|how|which|is|are|do|does|can|could|please)\b", re.I)
 _COUNT_WORDS = re.compile(r"\b(?:count|how many)\b.*\bwords?\b", re.I)
 _CODE = re.compile(r"\b(code|function|snippet|script|python)\b", re.I)
+_JSON = re.compile(r"\bJSON\b", re.I)
 _FILLER = (
     "offline demo words stream from the nbopenai local server so notebooks benchmarks and tests "
     "see a long answer arrive piece by piece without any network or key"
@@ -264,6 +265,9 @@ def _compose(instructions: str | None, items: list[dict[str, Any]], last_user: i
         answers.append(f"I received {images} image{'s' if images != 1 else ''}.")
     if answers:
         paragraphs.append(" ".join(answers))
+    if _JSON.search(prompt):  # asked for JSON: a fenced JSON block, as models answer (`%%ask --format json`)
+        echo = {"you_said": sentences[0], "words": words, "model": "nbopenai offline demo model"}
+        paragraphs.append(f"```json\n{json.dumps(echo, ensure_ascii=False, indent=2)}\n```")
     if _CODE.search(prompt):
         paragraphs.append(_code_block(prompt))
     turn = len(user_texts)
