@@ -286,3 +286,25 @@ def test_lint_failure_spends_nothing(session, local_server):
     with pytest.raises(SchemaError):
         extract(session, Bad, ["a", "b"], progress=False)
     assert local_server.requests == []
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_field_named_like_a_bookkeeping_column_is_refused(many):
+    class Ticket(BaseModel):
+        status: str = Field(alias="_status")
+        cost: float = Field(alias="_cost_usd")
+        title: str
+
+    errors = errors_of(Ticket, many=many)
+    assert set(errors) == {"_status", "_cost_usd"}
+    assert "'_status' is a bookkeeping column of the extraction frame" in errors["_status"]
+
+
+def test_a_nested_field_named_like_a_bookkeeping_column_is_fine():
+    class Inner(BaseModel):
+        status: str = Field(alias="_status")
+
+    class Outer(BaseModel):
+        inner: Inner
+
+    assert strict_format(Outer).schema["properties"]["inner"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import nbopenai
 from nbopenai import SchemaError
 
 SETUP = '''
@@ -125,3 +126,13 @@ def test_the_cache_command_shows_its_size_and_clears_by_schema_or_model(shell, l
     assert "Removed 3 cached answers." in capsys.readouterr().out
     shell.run_cell("%nbopenai cache")
     assert "0 answers" in capsys.readouterr().out
+
+
+def test_a_frame_where_the_schema_goes_is_named_by_its_type_not_printed(shell, local_server):
+    shell.run_cell("tickets = pd.DataFrame({'text': [f'ticket number {i} about a printer' for i in range(500)]})")
+    with pytest.raises(nbopenai.UsageError) as caught:
+        shell.run_cell("%%extract tickets\nThe printer is broken.")
+    message = str(caught.value)
+    assert "got a pandas.DataFrame" in message and "--over" in message
+    assert "ticket number" not in message and len(message) < 400
+    assert model_requests(local_server) == []

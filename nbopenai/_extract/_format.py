@@ -19,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from .._core._errors import SchemaError, UsageError
+from .._core._errors import SchemaError, UsageError, describe
 from .._core._strict import Finding, LintReport, lint_schema, strict_json_schema
 
 __all__ = ["StrictFormat", "strict_format"]
@@ -111,16 +111,38 @@ def _relative(report: LintReport, unwrap: str | None) -> LintReport:
     return dataclasses.replace(report, errors=tuple(map(strip, report.errors)), fixes=tuple(map(strip, report.fixes)))
 
 
+def _bookkeeping_clashes(schema: dict[str, Any], unwrap: str | None) -> tuple[Finding, ...]:
+    """Fields named (or aliased) like a bookkeeping column of the frame: refused, or one would overwrite the other."""
+    from ._frame import BOOKKEEPING_COLUMNS
+
+    item = schema["properties"][unwrap] if unwrap else schema
+    if unwrap == "items":
+        item = item["items"]
+    ref = item.get("$ref") if isinstance(item, dict) else None
+    if isinstance(ref, str):
+        item = (schema.get("$defs") or {}).get(ref.rsplit("/", 1)[-1], {})
+    names = item.get("properties") or {} if isinstance(item, dict) else {}
+    return tuple(
+        Finding(name, "reserved", f"{name!r} is a bookkeeping column of the extraction frame; rename the field")
+        for name in names
+        if name in BOOKKEEPING_COLUMNS
+    )
+
+
 def strict_format(model: Any, *, many: bool = False) -> StrictFormat:
     """Build (and lint) the strict format for ``model``; raises ``SchemaError`` before anything is sent."""
     if not (inspect.isclass(model) and issubclass(model, pydantic.BaseModel)):
-        raise UsageError(f"expected a Pydantic model class (a subclass of pydantic.BaseModel), got {model!r}")
+        raise UsageError(
+            f"expected a Pydantic model class (a subclass of pydantic.BaseModel), got {describe(model)}",
+            hint="The schema comes first; the texts follow it (in %%extract: `%%extract Model --over texts`).",
+        )
     validator, unwrap, notes = _envelope(model, many)
     try:
         raw = strict_json_schema(validator)
     except Exception as exc:  # PydanticInvalidForJsonSchema, PydanticUserError, a broken $ref...
         raise SchemaError(f"could not build a JSON schema for {model.__name__}: {exc}") from None
     report = _relative(lint_schema(raw), unwrap)
+    report = dataclasses.replace(report, errors=(*report.errors, *_bookkeeping_clashes(report.schema, unwrap)))
     report.raise_for_errors(f"The model {model.__name__}")
     name = _format_name(validator.__name__)
     canonical = json.dumps({"name": name, "schema": report.schema}, sort_keys=True, separators=(",", ":"))
