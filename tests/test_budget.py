@@ -69,3 +69,14 @@ def test_negative_cap_is_rejected():
         Budget(usd=-1.0)
     with pytest.raises(ValueError):
         Budget(tokens=-1)
+
+
+def test_the_token_budget_refusal_names_the_token_setting(ip, local_server):
+    from IPython.utils.capture import capture_output
+
+    ip.run_cell("%config AskMagics.budget_tokens = 1")
+    with capture_output(), pytest.raises(BudgetExceeded) as caught:
+        ip.run_cell("%ask Hello, how are you today?")
+    assert "token budget" in caught.value.message
+    assert "AskMagics.budget_tokens" in caught.value.hint and "budget_usd" not in caught.value.hint
+    assert local_server.requests == []

@@ -73,7 +73,9 @@ class Budget:
             raise BudgetExceeded(
                 f"This call would pass the session's token budget: {spent.total_tokens:,} tokens used "
                 f"of {self.tokens:,}, and this call sends about {estimated_input_tokens:,} input tokens "
-                "(its output, unknown yet, is not counted)."
+                "(its output, unknown yet, is not counted).",
+                hint="Raise the token budget (`%config AskMagics.budget_tokens = ...` or `Session(budget_tokens=...)`) "
+                "or start a new session.",
             )
         if self.usd is None:
             return
