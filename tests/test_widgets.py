@@ -232,3 +232,15 @@ def test_importing_the_widgets_package_loads_no_ipywidgets():
     code = "import sys, nbopenai.widgets; print('ipywidgets' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_the_header_names_the_thread_once_and_uses_no_glyph_that_a_font_may_lack(recording_comm):
+    view, _ = _view(recording_comm)
+    view.started("nbopenai-local", "default", "thread default: re-ran turn 2 of 2")
+    working = view.widget.header
+    assert working == "nbopenai-local · thread default — re-ran turn 2 of 2 · answering…"  # words, no ⏳
+    view.finished(_answer("done", notice="thread default: re-ran turn 2 of 2"))
+    assert view.widget.header == "nbopenai-local · thread default — re-ran turn 2 of 2"
+    queued, _ = _view(recording_comm)
+    queued.queued("nbopenai-local", "default", "job-1")
+    assert queued.widget.header == "nbopenai-local · thread default · answering…"

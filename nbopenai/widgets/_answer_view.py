@@ -90,7 +90,7 @@ class AnswerView:
 
     def started(self, model: str, thread: str, notice: str | None) -> None:
         with self.widget.hold_sync():
-            self._set_header(f"⏳ {model} · thread {thread}", notice)
+            self._set_header(model, thread, notice, working=True)
             self.widget.streaming = True
         self.show()
 
@@ -110,7 +110,7 @@ class AnswerView:
                 else:  # the static output replaces the widget: only the tail the throttle held back
                     self._send_rest(answer.text)
                 widget.streaming = False
-                self._set_header(f"{answer.model} · thread {answer.thread}", answer.notice)
+                self._set_header(answer.model, answer.thread, answer.notice)
                 widget.status = answer.status_line() or ""
                 widget.footer = answer.footer()
             if self._render is not None:
@@ -131,7 +131,7 @@ class AnswerView:
             if self.answer is not None:  # the job ended before we got here
                 return
             with self.widget.hold_sync():
-                self._set_header(f"⏳ {model} · thread {thread}", None)
+                self._set_header(model, thread, None, working=True)
                 job = f" as {job_id}; %nbopenai jobs lists it" if job_id else ""
                 self.widget.note = f"queued…{job}"
             self.show()
@@ -186,5 +186,9 @@ class AnswerView:
             if part is not None:
                 part.close()
 
-    def _set_header(self, title: str, notice: str | None) -> None:
-        self.widget.header = title + (f" — {notice}" if notice else "")
+    def _set_header(self, model: str, thread: str, notice: str | None, *, working: bool = False) -> None:
+        # The header names the thread already: the notice says only what happened to it. Words, not
+        # an hourglass glyph, say it is working (the glyph is an empty box where a font lacks it).
+        said = notice.removeprefix(f"thread {thread}: ") if notice else ""
+        header = f"{model} · thread {thread}" + (f" — {said}" if said else "")
+        self.widget.header = header + (" · answering…" if working else "")
