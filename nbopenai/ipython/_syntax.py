@@ -91,7 +91,10 @@ def reread_the_running_cell(shell: Any) -> None:
     raw_cell = getattr(getattr(result, "info", None), "raw_cell", None)
     if not raw_cell or "%ask" not in raw_cell:
         return
-    misread = _misread_asks(shell, raw_cell)
+    try:
+        misread = _misread_asks(shell, raw_cell)
+    except Exception:  # noqa: BLE001 - IPython's transforms may refuse odd input; loading must still work
+        return
     frame = sys._getframe(1)
     while frame is not None and frame.f_globals is not shell.user_global_ns:
         frame = frame.f_back
