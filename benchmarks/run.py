@@ -5,7 +5,7 @@
     python -m benchmarks.run --only startup --only tokens
 
 Figures: overhead (1), streaming (2), conversation (3), ttft (4), extraction (5), startup (6),
-tokens (7), pacing (8). Peers (jupyter-ai-magics, chatlab) run from ``benchmarks/.peers/venv`` when it exists
+tokens (7), pacing (8), ledger (9). Peers (jupyter-ai-magics, chatlab) run from ``benchmarks/.peers/venv`` when it exists
 (``python -m benchmarks.peers install`` creates it from ``benchmarks/requirements.txt``).
 """
 
@@ -27,7 +27,7 @@ if str(_REPO) not in sys.path[:1]:
 
 from benchmarks._harness import BENCH_DIR, Context, Row, error_row, machine_header, render_results  # noqa: E402
 
-FIGURES = ("overhead", "streaming", "conversation", "ttft", "extraction", "startup", "tokens", "pacing")
+FIGURES = ("overhead", "streaming", "conversation", "ttft", "extraction", "startup", "tokens", "pacing", "ledger")
 _MODULES = {
     "overhead": "benchmarks.overhead",
     "streaming": "benchmarks.streaming",
@@ -37,6 +37,7 @@ _MODULES = {
     "startup": "benchmarks.startup",
     "tokens": "benchmarks.tokens",
     "pacing": "benchmarks.pacing",
+    "ledger": "benchmarks.ledger",
 }
 
 

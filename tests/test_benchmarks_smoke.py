@@ -20,6 +20,7 @@ TITLES = (
     "5. Extraction throughput",
     "6. Start-up",
     "7. Token counting",
+    "9. Ledger",
 )
 
 

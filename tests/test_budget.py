@@ -80,3 +80,24 @@ def test_the_token_budget_refusal_names_the_token_setting(ip, local_server):
     assert "token budget" in caught.value.message
     assert "AskMagics.budget_tokens" in caught.value.hint and "budget_usd" not in caught.value.hint
     assert local_server.requests == []
+
+
+# ---- the check before every call reads running totals, not a sum over the ledger -----------------
+
+
+def test_the_check_before_each_ask_reads_running_totals_that_match_the_ledger(local_server, tmp_path):
+    import nbopenai
+
+    path = tmp_path / "usage.sqlite3"
+    with nbopenai.Session(base_url=local_server.base_url, model="nbopenai-local", ledger_path=str(path),
+                          budget_tokens=10**9) as session:
+        session.ask("first")  # the first check sums the session's rows (none yet) once
+        statements = []
+        session.ledger._db.run(lambda conn: conn.set_trace_callback(statements.append))
+        for prompt in ("second", "third", "fourth"):
+            session.ask(prompt)
+        assert [s for s in statements if "SUM(" in s] == []  # rows were written, nothing was summed
+        running = session.ledger.totals(session_id=session.session_id)
+        assert running.calls == 4 and running.total_tokens > 0
+    with nbopenai.Session(ledger_path=str(path)) as reader:  # a fresh sum over the file agrees
+        assert reader.ledger.totals(session_id=session.session_id) == running

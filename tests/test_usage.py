@@ -455,3 +455,39 @@ def test_importing_the_core_loads_no_pandas_or_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_running_totals_count_unsaved_rows_and_skip_refused_ones(tmp_path, monkeypatch):
+    path = tmp_path / "usage.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.record(rec(session_id="s", input_tokens=10, total_tokens=10, cost_usd=0.5))
+        assert ledger.totals(session_id="s") == Totals(1, 10, 0, 0, 0, 10, 0.5, True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ledger.record(UsageRecord(T0, "s", "ask", None, "completed", input_tokens=99))  # type: ignore[arg-type]  # refused
+            ledger.record_many([rec(session_id="s", input_tokens=5, total_tokens=5, cost_usd=None), rec(session_id="t")])
+            with monkeypatch.context() as patch:
+                patch.setattr(_usage, "_insert", lambda conn, rows: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+                ledger.record(rec(session_id="s", input_tokens=1, total_tokens=1, cost_usd=0.25))  # kept in memory
+                assert ledger.totals(session_id="s") == Totals(3, 16, 0, 0, 0, 16, 0.75, False)
+        ledger.record(rec(session_id="t"))  # the disk is back: the kept row is written too
+        assert ledger.totals(session_id="s") == Totals(3, 16, 0, 0, 0, 16, 0.75, False)
+    with Ledger(path) as fresh:
+        assert fresh.totals(session_id="s") == Totals(3, 16, 0, 0, 0, 16, 0.75, False)
+
+
+def test_usage_frame_has_nullable_dtypes_by_column_type_and_unsaved_rows_in_time_order(ledger, monkeypatch):
+    ledger.record(rec(time=T0 + 2, cell_id="saved", cost_usd=None, latency_s=1.5))
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        patch.setattr(_usage, "_insert", lambda conn, rows: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+        ledger.record(rec(time=T0 + 1, cell_id="unsaved", cost_usd=0.5))
+        frame = ledger.to_dataframe()
+    assert frame["cell_id"].tolist() == ["unsaved", "saved"]
+    assert {name: str(dtype) for name, dtype in frame.dtypes.items() if name != "time"} == {
+        **{name: "string" for name in ("session_id", "kind", "model", "status", "thread", "cell_id", "response_id", "error")},
+        **{name: "Int64" for name in (*_usage._TOKEN_FIELDS, "attempt")},
+        **{name: "Float64" for name in ("latency_s", "ttft_s", "cost_usd")},
+    }
+    assert str(frame["time"].dt.tz) == "UTC" and frame["time"].iloc[0].timestamp() == T0 + 1
+    assert frame["cost_usd"].isna().tolist() == [False, True] and frame["latency_s"].tolist()[1] == 1.5
