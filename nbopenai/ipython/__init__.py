@@ -16,6 +16,8 @@ from typing import Any
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 _EXTRA_MAGICS = ("ExtractMagics",)
+# The longest a cell waits for the warm-up (seconds): a stuck warm-up must not hang the kernel.
+_WARM_UP_WAIT_S = 60.0
 # The attribute of the shell where an unloaded session waits for the end of its cell (a reload).
 _PARKED = "_nbopenai_parked_session"
 
@@ -74,7 +76,7 @@ def _warm_start(ipython: Any, session: Any) -> None:
             return  # loaded outside a cell: it starts when this cell ends
         ipython.events.unregister("pre_run_cell", wait)
         if worker.ident is not None:
-            worker.join()
+            worker.join(_WARM_UP_WAIT_S)
 
     ipython.events.register("post_run_cell", start)
     ipython.events.register("pre_run_cell", wait)
