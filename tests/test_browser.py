@@ -381,7 +381,8 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
             expect(page.locator(".lm-DockPanel-tabBar .lm-mod-current.jp-mod-dirty")).to_have_count(0)
             page.reload()
             outputs = page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-OutputArea-output")
-            expect(outputs.filter(has_text=re.compile(r"^Your name is Ada\.$", re.M))).to_have_count(1)
+            reloaded = outputs.filter(has_text=re.compile(r"^Your name is Ada\.$", re.M))
+            expect(reloaded).to_have_count(1, timeout=SERVER_START_S * 1000)  # the page loads anew
             expect(outputs.filter(has_text=re.compile(r"^Noted: your name is Ada\.$", re.M))).to_have_count(1)
             expect(outputs.locator(".nbopenai-answer")).to_have_count(0)
             expect(outputs.filter(has_text=re.compile(r"Error displaying widget|AnswerWidget\("))).to_have_count(0)
