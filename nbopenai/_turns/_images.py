@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .._core._errors import UsageError
-from ._prompt import interpolate
+from ._prompt import Filled, References, fill
 
-__all__ = ["MAX_IMAGE_BYTES", "image_part", "image_parts", "is_image", "interpolate_with_images"]
+__all__ = ["MAX_IMAGE_BYTES", "fill_with_images", "image_part", "image_parts", "is_image", "interpolate_with_images"]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 DETAILS = ("auto", "low", "high")
@@ -177,10 +177,22 @@ def image_parts(sources: Any, *, max_bytes: int = MAX_IMAGE_BYTES, detail: str =
 def interpolate_with_images(
     template: str, namespace: Mapping[str, Any], *, max_bytes: int = MAX_IMAGE_BYTES
 ) -> tuple[str, tuple[dict[str, str], ...]]:
-    """``interpolate`` that sends figures and PIL images as images instead of their ``repr``.
+    """``fill_with_images``'s text and image parts."""
+    filled, parts = fill_with_images(template, namespace, max_bytes=max_bytes)
+    return filled.text, parts
 
-    Returns the prompt text, where ``{fig}`` reads ``[image 1: fig]``, and the image parts in the
-    order they appear (one per distinct name). Everything else follows ``_prompt.interpolate``.
+
+def fill_with_images(
+    template: str,
+    namespace: Mapping[str, Any],
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    references: References | None = None,
+) -> tuple[Filled, tuple[dict[str, str], ...]]:
+    """``_prompt.fill`` that sends figures and PIL images as images instead of their ``repr``.
+
+    Returns the filled prompt, where ``{fig}`` reads ``[image 1: fig]``, and the image parts in the
+    order they appear (one per distinct name). Everything else follows ``_prompt.fill``.
     """
     parts: list[dict[str, str]] = []
     labels: dict[str, str] = {}
@@ -193,4 +205,4 @@ def interpolate_with_images(
             labels[name] = f"[image {len(parts)}: {name}]"
         return labels[name]
 
-    return interpolate(template, namespace, render=render), tuple(parts)
+    return fill(template, namespace, render=render, references=references), tuple(parts)

@@ -4,7 +4,12 @@ Rules (chosen so that code and JSON in prompts survive, and no value can smuggle
 
 - ``{name}`` where ``name`` is a plain identifier present in the namespace is replaced by the
   value's text; a pandas DataFrame/Series becomes a compact Markdown preview bounded in tokens.
-- Anything else in braces (``{x.y}``, ``{0}``, ``{"a": 1}``, an unknown name) stays literal.
+- ``{In[n]}``, ``{Out[n]}``, ``{Err[n]}`` (``n`` a whole number, negative counting back from the
+  latest) are cell references, resolved by the ``references`` callable the caller passes (the
+  IPython edge keeps the records; this module never imports IPython). Without one they stay literal.
+- Anything else in braces (``{x.y}``, ``{0}``, ``{"a": 1}``, ``{In[x]}``) stays literal. A plain
+  ``{name}`` or a cell reference that resolves to nothing stays literal too, and ``fill`` lists it
+  (``left_as_written``) so the cell can say so before sending.
 - ``{{`` and ``}}`` are escapes for ``{`` and ``}``.
 - One pass: inserted text is never scanned again, so a value containing ``{secret}`` stays
   literally ``{secret}``. No attribute access, indexing or evaluation ever happens.
@@ -14,28 +19,48 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .._core._tokens import count_tokens
 
-__all__ = ["interpolate", "preview", "PREVIEW_TOKEN_BUDGET"]
+__all__ = ["CELL_KINDS", "Filled", "References", "fill", "interpolate", "preview", "PREVIEW_TOKEN_BUDGET"]
 
-_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+CELL_KINDS = ("In", "Out", "Err")
+_TOKEN = re.compile(
+    r"\{\{|\}\}|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|\{(?P<kind>In|Out|Err)\[(?P<index>-?[0-9]{1,9})\]\}"
+)
+# ``references(kind, index)``: the value of ``{In[3]}`` (kind "In", index 3); LookupError when there is none.
+References = Callable[[str, int], Any]
 PREVIEW_TOKEN_BUDGET = 1500
 _CELL_CHARS = 60
 
 
-def interpolate(
+@dataclass(frozen=True)
+class Filled:
+    """A prompt after interpolation, and the tokens that named nothing and stayed as typed."""
+
+    text: str
+    left_as_written: tuple[str, ...] = ()
+
+    def left_note(self) -> str | None:
+        """The one line a cell shows before sending ("left as written: {undefined_var}"), if any."""
+        return f"left as written: {', '.join(self.left_as_written)}" if self.left_as_written else None
+
+
+def fill(
     template: str,
     namespace: Mapping[str, Any],
     *,
     render: Callable[[str, Any], str | None] | None = None,
-) -> str:
-    """``template`` with ``{name}`` replaced from ``namespace`` (see the module docstring).
+    references: References | None = None,
+) -> Filled:
+    """``template`` with ``{name}`` and cell references replaced (see the module docstring).
 
     ``render(name, value)``, when given, may return the text for a value itself (``None`` means
     the usual ``preview``); ``_images.interpolate_with_images`` uses it to lift figures out.
     """
+    left: dict[str, None] = {}  # ordered, each token once
 
     def replace(match: re.Match[str]) -> str:
         token = match.group(0)
@@ -43,14 +68,35 @@ def interpolate(
             return "{"
         if token == "}}":
             return "}"
-        name = match.group(1)
-        if name not in namespace:
+        if (name := match.group("name")) is not None:
+            if name not in namespace:
+                left[token] = None
+                return token
+            if render is not None and (text := render(name, namespace[name])) is not None:
+                return text
+            return preview(namespace[name])
+        if references is None:
             return token
-        if render is not None and (text := render(name, namespace[name])) is not None:
-            return text
-        return preview(namespace[name])
+        try:
+            value = references(match.group("kind"), int(match.group("index")))
+        except LookupError:
+            left[token] = None
+            return token
+        return value if isinstance(value, str) else preview(value)
 
-    return _TOKEN.sub(replace, template)
+    text = _TOKEN.sub(replace, template)
+    return Filled(text, tuple(left))
+
+
+def interpolate(
+    template: str,
+    namespace: Mapping[str, Any],
+    *,
+    render: Callable[[str, Any], str | None] | None = None,
+    references: References | None = None,
+) -> str:
+    """``fill``'s text: ``template`` with ``{name}`` (and cell references, given ``references``) replaced."""
+    return fill(template, namespace, render=render, references=references).text
 
 
 def _is_pandas(value: Any, kind: str) -> bool:

@@ -21,10 +21,11 @@ from IPython.display import display
 from traitlets import Enum
 
 from .._turns._printer import StdoutSink
-from .._turns._images import interpolate_with_images
+from .._turns._images import fill_with_images
 from . import _admin
 from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
 from ._errors import reported
+from ._history import CellHistory
 from ._render import DryRun, answer_bundle
 from ._traits import setting_traits
 
@@ -69,6 +70,7 @@ class AskMagics(SessionSettings):
         self.session = session
         self.cell_id: str | None = None  # the cell now running, if the front-end said
         self._asks_in_cell = 0
+        self.history = CellHistory(shell, self._secrets)  # {In[n]}, {Out[n]}, {Err[n]} and the last error
         super().__init__(shell=shell, **kwargs)
 
     # ---- execution context ------------------------------------------------------------------
@@ -77,9 +79,11 @@ class AskMagics(SessionSettings):
         """IPython event: remember which cell runs (JupyterLab's ``cellId``; ``None`` elsewhere)."""
         self.cell_id = getattr(info, "cell_id", None)
         self._asks_in_cell = 0
+        self.history.pre_run_cell(info)
 
     def post_run_cell(self, result: Any) -> None:
         self.cell_id = None
+        self.history.post_run_cell(result)
 
     def _cell_key(self, *, consume: bool = True) -> str | None:
         """The key of the next turn: the cell id, suffixed for a second ask in the same cell."""
@@ -127,7 +131,12 @@ class AskMagics(SessionSettings):
         if cell is not None and rest:
             raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
         with reported(*self._secrets()):
-            prompt, figures = interpolate_with_images(rest if cell is None else _trim(cell), self.shell.user_ns)
+            filled, figures = fill_with_images(
+                rest if cell is None else _trim(cell), self.shell.user_ns, references=self.history.reference
+            )
+            if note := filled.left_note():
+                print(note)
+            prompt = filled.text
             options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
             options.update(attachments(args, self.shell.user_ns, figures))
             if args.dry_run:

@@ -1,0 +1,113 @@
+"""The notebook as context: cell references ({In[n]}, {Out[n]}, {Err[n]}), names left as written."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SECRET_KEY
+from nbopenai._turns._context import bounded, pick, strip_ansi
+from nbopenai._turns._prompt import fill, interpolate
+
+
+def _asks(server) -> list[dict]:
+    return [r.body for r in server.requests if r.path == "/v1/responses" and r.method == "POST"]
+
+
+# ---- the grammar -------------------------------------------------------------------------------
+
+
+def test_cell_references_are_resolved_by_the_callers_resolver_and_nothing_else():
+    seen = []
+
+    def references(kind, index):
+        seen.append((kind, index))
+        if (kind, index) == ("Out", 99):
+            raise LookupError(index)
+        return f"<{kind} {index}>"
+
+    template = "{In[3]} {Out[-1]} {Err[-2]} {Out[99]} {In[x]} {In[1].a} {In [1]} {In[+1]} {{In[1]}} {In}"
+    filled = fill(template, {"In": ["", "a"]}, references=references)
+    assert filled.text == "<In 3> <Out -1> <Err -2> {Out[99]} {In[x]} {In[1].a} {In [1]} {In[+1]} {In[1]} ['', 'a']"
+    assert seen == [("In", 3), ("Out", -1), ("Err", -2), ("Out", 99)]
+    assert filled.left_as_written == ("{Out[99]}",)
+
+
+def test_without_a_resolver_cell_references_stay_literal():
+    assert interpolate("{In[1]} {Err[-1]}", {}) == "{In[1]} {Err[-1]}"
+
+
+def test_a_resolved_value_is_not_scanned_again():
+    filled = fill("{In[1]}", {"secret": "TOPSECRET"}, references=lambda kind, index: "{secret} {In[1]}")
+    assert filled.text == "{secret} {In[1]}"
+
+
+def test_unknown_plain_names_are_listed_once_in_order():
+    filled = fill('{b} {a} {b} {x.y} {"k": 1} {0} {{c}} {known}', {"known": 1})
+    assert filled.text == '{b} {a} {b} {x.y} {"k": 1} {0} {c} 1'
+    assert filled.left_as_written == ("{b}", "{a}")
+    assert filled.left_note() == "left as written: {b}, {a}"
+    assert fill("{known}", {"known": 1}).left_note() is None
+
+
+def test_pick_counts_positive_numbers_as_execution_counts_and_negative_ones_back_from_the_running_cell():
+    records = [(1, "a"), (2, "b"), (4, "d"), (5, "running")]
+    assert pick(records, 4, running=5) == "d"
+    assert pick(records, -1, running=5) == "d"
+    assert pick(records, -3, running=5) == "a"
+    for index in (0, 3, 5, -4, 6):
+        with pytest.raises(LookupError):
+            pick(records, index, running=5)
+
+
+def test_bounded_keeps_the_head_and_mostly_the_tail():
+    text = "HEAD" + "x" * 10_000 + "TAIL"
+    cut = bounded(text, 600)
+    assert cut.startswith("HEAD") and cut.endswith("TAIL") and len(cut) < 700 and "characters cut" in cut
+    assert bounded("short", 600) == "short"
+
+
+def test_strip_ansi_removes_colours_and_links():
+    assert strip_ansi("\x1b[0;31mZeroDivisionError\x1b[0m: \x1b]8;;file:///x\x1b\\x\x1b]8;;\x1b\\") == "ZeroDivisionError: x"
+
+
+# ---- in a shell ----------------------------------------------------------------------------------
+
+
+def _request_text(server) -> str:
+    content = _asks(server)[-1]["input"][-1]["content"]
+    return content if isinstance(content, str) else content[0]["text"]
+
+
+def test_err_in_out_reach_the_request(ip, local_server):
+    with pytest.raises(ZeroDivisionError):
+        ip.run_cell("ratio = 1\nratio / 0", store_history=True)
+    ip.run_cell("6 * 7", store_history=True)
+    ip.run_cell("%%ask\nWhy? {Err[-1]} | {In[-1]} | {Out[-1]}", store_history=True)
+    sent = _request_text(local_server)
+    assert "ZeroDivisionError: division by zero" in sent and "ratio / 0" in sent
+    assert "| 6 * 7 | 42" in sent
+    assert "\x1b[" not in sent and "-----" not in sent
+
+
+def test_err_is_scrubbed_and_bounded(ip, local_server):
+    code = f"raise ValueError('key {SECRET_KEY} and sk-proj-AbCdEfGhIjKlMnOpQrStUvWx ' + 'x' * 50_000)"
+    with pytest.raises(ValueError):
+        ip.run_cell(code, store_history=True)
+    magics = ip.magics_manager.registry["AskMagics"]
+    error = magics.history.last_error()
+    assert error.name == "ValueError" and error.number == ip.execution_count - 1
+    assert SECRET_KEY not in error.traceback + error.cell and "sk-proj-AbCd" not in error.traceback
+    assert len(error.traceback) < 7_000 and len(error.cell) < 5_000
+    ip.run_cell("%ask Explain {Err[-1]}", store_history=True)
+    assert SECRET_KEY not in str(_asks(local_server)[-1])
+
+
+def test_unknown_names_are_said_before_sending_and_in_a_dry_run(ip, local_server, capsys):
+    ip.run_cell("%%ask\nUse {undefined_var} in {\"json\": true} and {In[999]}", store_history=True)
+    shown = capsys.readouterr().out
+    assert shown.splitlines()[0] == "left as written: {undefined_var}, {In[999]}"
+    assert _request_text(local_server).startswith('Use {undefined_var} in {"json": true} and {In[999]}')
+    asked = len(_asks(local_server))
+    ip.run_cell("%%ask --dry-run\nUse {undefined_var}")
+    assert "left as written: {undefined_var}" in capsys.readouterr().out
+    assert len(_asks(local_server)) == asked
