@@ -281,7 +281,7 @@ class Settings:
         120.0, "The longest retry-after (seconds) a request waits out; longer ends it.", at_least(0)
     )
     outage_timeout: float = setting(
-        15.0, "Seconds an outage may last before an extraction stops (its finished rows kept).", POSITIVE
+        10.0, "Seconds an outage may last before an extraction stops (its finished rows kept).", POSITIVE
     )
     rpm: int | None = setting(
         None, "Requests per minute your account allows (None: learned from the API's headers).", PER_MINUTE
