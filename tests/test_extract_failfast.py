@@ -132,15 +132,11 @@ def test_a_wrong_key_stops_the_run_after_one_request(local_server, make):
     assert len(session.usage()) == len(model_requests(local_server))  # each refusal is in the ledger
 
 
-def test_an_unknown_model_stops_the_run_after_one_request():
-    body = {"error": {"message": "The model `gpt-nope` does not exist or you do not have access to it.",
-                      "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
-    with ByteServer(lambda request: json_reply(404, body)) as server, \
-            nbopenai.Session(base_url=server.base_url, model="gpt-nope", ledger_path=":memory:") as session:
-        with pytest.raises(nbopenai.BadRequestError) as caught:
-            run(session)
-        assert len(server.requests) <= 3
-    assert "gpt-nope" in caught.value.message
+def test_an_unknown_model_stops_the_run_after_one_request(local_server, make):
+    with pytest.raises(nbopenai.BadRequestError) as caught:  # the offline server answers 404 model_not_found
+        run(make(model="gpt-nope"))
+    assert len(model_requests(local_server)) <= 3
+    assert caught.value.status == 404 and "gpt-nope" in caught.value.message
     assert_kept(caught.value, len(ROWS))
 
 
