@@ -79,7 +79,8 @@ def test_a_second_endpoint_never_gets_the_first_ones_cached_answer(session, loca
 
 @pytest.mark.parametrize(
     ("option", "first", "second"),
-    [("temperature", 0.2, 0.9), ("max_output_tokens", 200, 300), ("reasoning", "low", "high"), ("instructions", "Extract.", "Extract exactly.")],
+    [("temperature", 0.2, 0.9), ("top_p", 0.5, 0.9), ("max_output_tokens", 200, 300), ("reasoning", "low", "high"),
+     ("verbosity", "low", "high"), ("instructions", "Extract.", "Extract exactly.")],
 )
 def test_a_cached_answer_is_served_only_to_the_same_request(session, local_server, option, first, second):
     assert not _extract(session, **{option: first})["_from_cache"].any()
