@@ -46,6 +46,10 @@ def request_option_fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(RequestOptions)
 
 
+# Each setting that goes into a request, and where (``reasoning_effort`` -> ``reasoning.effort``).
+_REQUEST_PATHS = tuple((f.name, f.metadata["request"]) for f in dataclasses.fields(Settings) if f.metadata.get("request"))
+
+
 def request_params(settings: Settings, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The request parameters every call shares: each setting with a request path, the override (not ``None``) winning.
 
@@ -54,13 +58,10 @@ def request_params(settings: Settings, overrides: Mapping[str, Any] | None = Non
     """
     overrides = overrides or {}
     params: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
-        path = f.metadata.get("request")
-        if not path:
-            continue
-        value = overrides.get(f.name)
+    for name, path in _REQUEST_PATHS:
+        value = overrides.get(name)
         if value is None:
-            value = getattr(settings, f.name)
+            value = getattr(settings, name)
         if value is None:
             continue
         *parents, leaf = path

@@ -13,6 +13,7 @@ request from them: a new request setting is one field here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -123,10 +124,16 @@ def setting(
 
 def check_fields(values: Any) -> None:
     """Check every field of a dataclass by its rule (its own, or the setting it overrides; see ``per_call``)."""
-    for f in dataclasses.fields(values):
-        rule = f.metadata.get("rule") or RULES.get(f.metadata.get("setting", f.name))
-        if rule is not None:
-            rule.check(f.name, getattr(values, f.name))
+    for name, rule in _rules_of(type(values)):
+        rule.check(name, getattr(values, name))
+
+
+@functools.cache
+def _rules_of(kind: type) -> tuple[tuple[str, Rule], ...]:
+    """The (field, rule) pairs of a dataclass, found once per class (every ask builds its options)."""
+    fields = dataclasses.fields(kind)
+    pairs = ((f.name, f.metadata.get("rule") or RULES.get(f.metadata.get("setting", f.name))) for f in fields)
+    return tuple((name, rule) for name, rule in pairs if rule is not None)
 
 
 def per_call(setting_name: str, default: Any = None, **more: Any) -> Any:
@@ -320,7 +327,7 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes``; a timeout can be given alone (``read_timeout=30``)."""
-        unknown = sorted(set(changes) - {*setting_fields(), "api_key", "timeouts"})
+        unknown = sorted(set(changes) - _SETTABLE)
         if unknown:
             raise UsageError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(setting_fields())}")
         phases = {name.removesuffix("_timeout"): changes.pop(name) for name in list(changes) if name in _TIMEOUT_NAMES}
@@ -387,14 +394,21 @@ class EnvironmentWatch:
         self._seen = tuple(seen for _, seen in kept)
 
 
-def setting_fields() -> dict[str, dataclasses.Field]:
-    """Every setting a user may set by name (the timeouts one by one), without the API key."""
+@functools.cache
+def _setting_fields() -> MappingProxyType:
+    """``setting_fields``, computed once (from the class definitions: it never changes)."""
     flat = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("api_key", "timeouts")}
     flat.update({f"{f.name}_timeout": f for f in dataclasses.fields(Timeouts)})
-    return flat
+    return MappingProxyType(flat)
+
+
+def setting_fields() -> dict[str, dataclasses.Field]:
+    """Every setting a user may set by name (the timeouts one by one), without the API key."""
+    return dict(_setting_fields())
 
 
 _TIMEOUT_NAMES = frozenset(f"{f.name}_timeout" for f in dataclasses.fields(Timeouts))
+_SETTABLE = frozenset({*_setting_fields(), "api_key", "timeouts"})
 # The rule of every setting by name, and of the per-call options that are no setting of the session.
 RULES = MappingProxyType({
     **{name: f.metadata["rule"] for name, f in setting_fields().items() if f.metadata.get("rule")},
