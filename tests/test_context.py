@@ -111,3 +111,48 @@ def test_unknown_names_are_said_before_sending_and_in_a_dry_run(ip, local_server
     ip.run_cell("%%ask --dry-run\nUse {undefined_var}")
     assert "left as written: {undefined_var}" in capsys.readouterr().out
     assert len(_asks(local_server)) == asked
+
+
+# ---- --explain and code into the next cell ---------------------------------------------------------
+
+
+def test_explain_sends_the_last_error_and_its_cell(ip, local_server, capsys):
+    number = ip.execution_count
+    with pytest.raises(KeyError):
+        ip.run_cell("prices = {'tea': 3}\nprices['coffee']", store_history=True)
+    ip.run_cell("ok = 1", store_history=True)  # a cell that works does not replace the error
+    ip.run_cell("%ask --explain Is it the dictionary?", store_history=True)
+    sent = _request_text(local_server)
+    assert "Explain what caused it" in sent and sent.endswith("Is it the dictionary?")
+    assert "prices['coffee']" in sent and "KeyError: 'coffee'" in sent and f"Cell In[{number}] raised KeyError" in sent
+    # %nbopenai explain is the same request
+    ip.run_cell("%nbopenai explain", store_history=True)
+    assert "KeyError: 'coffee'" in _request_text(local_server)
+
+
+def test_explain_with_no_error_says_so_and_sends_nothing(ip, local_server):
+    from nbopenai import UsageError
+
+    with pytest.raises(UsageError, match="no cell has failed yet"):
+        ip.run_cell("%ask --explain")
+    assert not _asks(local_server)
+
+
+def test_a_traceback_is_never_interpolated(ip, local_server):
+    ip.run_cell("secret = 'TOPSECRET'")
+    with pytest.raises(ValueError):
+        ip.run_cell("raise ValueError('{secret} {In[1]}')", store_history=True)
+    ip.run_cell("%ask --explain", store_history=True)
+    assert "TOPSECRET" not in str(_asks(local_server)[-1]) and "{secret}" in _request_text(local_server)
+
+
+def test_fix_in_a_terminal_prints_the_code_it_would_queue(ip, local_server, capsys):
+    with pytest.raises(ZeroDivisionError):
+        ip.run_cell("1 / 0", store_history=True)
+    ip.rl_next_input = None
+    ip.run_cell("%ask --fix", store_history=True)
+    sent = _request_text(local_server)
+    assert "corrected cell as one complete Python code block" in sent
+    shown = capsys.readouterr().out
+    assert "The code, to paste into the next cell:" in shown and "def " in shown
+    assert ip.rl_next_input is None  # a terminal is not a notebook: nothing pre-filled

@@ -97,6 +97,7 @@ class Kernel:
         while True:
             shell = self.kc.get_shell_msg(timeout=30)
             if shell["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                self.reply = shell["content"]  # the execute reply (its payloads: set_next_input...)
                 return shell["content"]["status"], "".join(texts)
 
     def history_ids(self) -> list[str]:

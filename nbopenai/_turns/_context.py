@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CellError", "MAX_ERRORS", "MAX_ERROR_CHARS", "MAX_CELL_CHARS", "bounded", "pick", "strip_ansi"]
+__all__ = [
+    "CellError", "MAX_ERRORS", "MAX_ERROR_CHARS", "MAX_CELL_CHARS", "bounded", "explain_prompt", "pick", "strip_ansi",
+]
 
 MAX_ERRORS = 20  # error records kept per session (the oldest go first)
 MAX_ERROR_CHARS = 6_000  # a traceback's text, head and tail kept
@@ -68,3 +70,19 @@ def pick(records: Iterable[tuple[int, Any]], index: int, *, running: int | None 
     elif index < 0 and -index <= len(earlier):
         return earlier[index][1]
     raise LookupError(index)
+
+
+_EXPLAIN = (
+    "A cell in my Jupyter notebook raised an error. Explain what caused it, in a few sentences, "
+    "and how to fix it."
+)
+_FIX = " Then give the corrected cell as one complete Python code block (only that one code block)."
+
+
+def explain_prompt(error: CellError, question: str = "", *, fix: bool = False) -> str:
+    """What ``--explain`` sends: the request, the failing cell and its traceback, and the user's own words.
+
+    Built after interpolation, so nothing in a traceback is ever read as ``{name}``.
+    """
+    asked = f"\n\n{question.strip()}" if question.strip() else ""
+    return f"{_EXPLAIN}{_FIX if fix else ''}\n\n{error.explained()}{asked}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,11 @@ def help_text(magics: "AskMagics") -> str:
 
 def _help(m: "AskMagics", args: argparse.Namespace) -> None:
     print(help_text(m))
+
+
+def _explain(m: "AskMagics", args: argparse.Namespace) -> None:
+    """``%nbopenai explain``: ``%ask --explain`` (on ``-t``'s thread if given)."""
+    m.ask("--explain" + (f" -t {shlex.quote(args.thread)}" if args.thread else ""))
 
 
 def _status(m: "AskMagics", args: argparse.Namespace) -> None:
@@ -142,6 +148,7 @@ COMMANDS: dict[str, Callable[["AskMagics", argparse.Namespace], Any]] = {
     "cache": _cache,
     "cancel": _cancel,
     "compact": _compact,
+    "explain": _explain,
     "help": _help,
     "history": _history,
     "jobs": _jobs,

@@ -24,6 +24,7 @@ from .._turns._printer import StdoutSink
 from .._turns._images import fill_with_images
 from . import _admin
 from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
+from ._context import context_arguments, explained, queue_code
 from ._errors import reported
 from ._history import CellHistory
 from ._render import DryRun, answer_bundle
@@ -99,6 +100,7 @@ class AskMagics(SessionSettings):
     @no_var_expand
     @magic_arguments()
     @ask_arguments
+    @context_arguments
     @argument("prompt", nargs=argparse.REMAINDER, help="%%%%ask: nothing (the cell is the prompt). %%ask: the prompt.")
     @line_cell_magic
     def ask(self, line: str, cell: str | None = None) -> None:
@@ -106,8 +108,12 @@ class AskMagics(SessionSettings):
 
         The cell body is the prompt (for ``%ask``, the rest of the line). ``{name}`` inserts the
         value of a variable (a DataFrame as a compact preview); ``{{`` and ``}}`` are literal
-        braces; anything else in braces stays as typed. Turns chain in a thread: re-running a
-        cell replaces its turn (later turns are dropped) instead of appending a new one.
+        braces; anything else in braces stays as typed (a ``{name}`` that names nothing is listed
+        before sending). ``{In[3]}``, ``{Out[-1]}`` and ``{Err[-1]}`` insert a cell's input, output or
+        error (negative: counting back from this cell). ``--explain`` sends the last error and the
+        cell that raised it; ``--fix`` (or ``--format code``) puts the answer's code into a new cell
+        below, not run. Turns chain in a thread: re-running a cell replaces its turn (later turns
+        are dropped) instead of appending a new one.
 
         Examples
         --------
@@ -136,7 +142,7 @@ class AskMagics(SessionSettings):
             )
             if note := filled.left_note():
                 print(note)
-            prompt = filled.text
+            prompt = explained(self.history, filled.text, fix=args.fix) if args.explain or args.fix else filled.text
             options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
             options.update(attachments(args, self.shell.user_ns, figures))
             if args.dry_run:
@@ -147,13 +153,15 @@ class AskMagics(SessionSettings):
             else:
                 with self._live_view(args.format) as view:
                     result = self.session.ask(prompt, sink=view, **options, **tool_loop_options(args))
+                if args.format == "code" or args.fix:
+                    queue_code(self.shell, result)
         if args.out:
             self.shell.user_ns[args.out] = result
 
     @magic_arguments()
     @argument("command", nargs="?", default="help", choices=sorted(_admin.COMMANDS), help="What to do (default: help).")
     @argument("target", nargs="?", metavar="JOB|clear", help="cancel: the job id (from `%%nbopenai jobs`); cache: `clear` empties it.")
-    @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset, compact: the thread (default 'default'); usage: filter.")
+    @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset, compact, explain: the thread (default 'default'); usage: filter.")
     @argument("--all", action="store_true", help="reset: every thread; usage: every kernel's calls, not just this one's.")
     @argument("--summary", action="store_true", help="usage: totals per model and thread.")
     @argument("--plot", action="store_true", help="usage: cumulative tokens and cost over time (needs matplotlib).")
@@ -162,7 +170,7 @@ class AskMagics(SessionSettings):
     @argument("--schema", type=text, metavar="NAME", help="cache clear: only the answers of this Pydantic class.")
     @line_magic
     def nbopenai(self, line: str) -> Any:
-        """Look after nbopenai: threads, history, reset, compact, status, local, jobs, cancel, usage, cache, help.
+        """Look after nbopenai: threads, history, reset, compact, explain, status, local, jobs, cancel, usage, cache, help.
 
         Examples
         --------

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .._turns._answer import Answer
     from .._turns._ask import PreparedAsk
 
-__all__ = ["DryRun", "answer_bundle", "fenced"]
+__all__ = ["DryRun", "answer_bundle", "fenced", "first_code_block"]
 
 _FENCED_BLOCK = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M)
 _BACKTICKS = re.compile(r"`+")
@@ -39,6 +39,12 @@ def fenced(body: str, lang: str = "") -> str:
 
 def _code_blocks(text: str) -> list[tuple[str, str]]:
     return [(m.group("lang"), m.group("body")) for m in _FENCED_BLOCK.finditer(text)]
+
+
+def first_code_block(text: str) -> str | None:
+    """The body of ``text``'s first fenced code block (what ``--format code`` puts into the next cell)."""
+    blocks = _code_blocks(text)
+    return blocks[0][1].rstrip("\n") if blocks else None
 
 
 def _as_code(text: str) -> tuple[str, str, dict[str, Any]]:
