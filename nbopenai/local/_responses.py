@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .._core import _tokens
+from .._core._settings import REASONING_EFFORTS
 from . import _demo
 from ._errors import ApiError, model_not_found, not_found
 from ._faults import Fault, Written, context_length_error
@@ -25,7 +26,8 @@ from ._state import DEMO_MODEL, Config, State, StoredResponse, new_id
 
 __all__ = ["Turn", "Output", "prepare", "run_model", "response_object", "stream_events", "generate", "DROP", "Event"]
 
-_EFFORT_TOKENS = {"none": 0, "minimal": 8, "low": 16, "medium": 32, "high": 64, "xhigh": 128, "max": 256}
+# Reasoning tokens the demo model "spends" per effort: none 0, minimal 8, then doubling up to max.
+_EFFORT_TOKENS = dict(zip(REASONING_EFFORTS, (0, *(8 * 2**i for i in range(len(REASONING_EFFORTS) - 1)))))
 _CHUNK = re.compile(r"\S+\s*|\s+")
 
 
