@@ -3,6 +3,10 @@
 Nothing in nbopenai keeps state at module level; everything a kernel remembers lives here. The
 IPython extension holds one session; scripts make their own (``nbopenai.Session()``) and call
 ``session.ask``, or use the *current* one that ``nbopenai.ask`` falls back to (see ``_Current``).
+
+The session is a facade: it owns the pieces and wires them (``services()``); the turns themselves
+(``_turns``) get a ``TurnServices`` (settings, threads, ledger writer, retry policy, clients), never
+the session, so no turn module imports this one.
 """
 
 from __future__ import annotations
@@ -12,31 +16,34 @@ import contextvars
 import functools
 import importlib
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from ._turns import _ask
-from ._turns._answer import Answer, Usage
-from ._turns._conversation import ThreadStore
 from ._core._breaker import CircuitBreaker
 from ._core._pacing import Pacer
 from ._core._errors import UsageError, translate
 from ._core._loop import LoopThread
 from ._core._retry import RetryPolicy, retry_policy
 from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings, shown_url
+from ._ledger._budget import Budget
+from ._ledger._writer import LedgerWriter
+from ._turns import _ask
+from ._turns._answer import Answer
+from ._turns._conversation import ThreadStore
+from ._turns._recorder import AskSink, TurnServices
+from ._turns._window import ContextWindows
 
 if TYPE_CHECKING:
     import openai
 
-    from ._turns._compact import Compaction, ContextWindows
     from ._extract._cache import ExtractStore
-    from ._turns._jobs import Job
-    from ._ledger._usage import Ledger, UsageRecord
     from ._ledger._prices import PriceTable
+    from ._ledger._usage import Ledger, UsageRecord
+    from ._turns._compact import Compaction
+    from ._turns._jobs import Job
 
 __all__ = ["Session", "current_session", "use_session"]
 
@@ -254,63 +261,51 @@ class Session:
         return PriceTable.load(self.settings.prices_path)
 
     @cached_property
-    def context_windows(self) -> "ContextWindows":
+    def context_windows(self) -> ContextWindows:
         """Context window sizes by model (for the near-limit warning); replace it to add models."""
-        from ._turns._compact import ContextWindows
-
         return ContextWindows.load()
 
-    def record(self, **fields: Any) -> "UsageRecord":
-        """Write one ledger row for one API call; takes the arguments of ``usage_record``."""
-        record = self.usage_record(**fields)
-        self.ledger.record(record)
-        return record
+    # ---- what turns get of the session ----------------------------------------------------
 
-    def usage_record(
-        self,
-        *,
-        kind: str,
-        model: str,
-        status: str,
-        usage: Usage | None = None,
-        latency_s: float | None = None,
-        started: float | None = None,
-        **fields: Any,
-    ) -> "UsageRecord":
-        """The ledger row of one API call, not yet written (``started``: epoch seconds, default now - latency)."""
-        from ._ledger._usage import UsageRecord
+    @property
+    def accounts(self) -> LedgerWriter:
+        """This session's ledger writer: rows through ``UsageRecord.build``, and the budget."""
+        s = self.settings
+        budget = None if s.budget_usd is None and s.budget_tokens is None else Budget(s.budget_usd, s.budget_tokens)
+        return LedgerWriter(self.session_id, lambda: self.ledger, lambda: self.prices, budget)
 
-        usage = usage or Usage()
-        cost = self.prices.cost(model, usage.input, usage.cached, usage.output)
-        return UsageRecord(
-            time=started if started is not None else time.time() - (latency_s or 0.0),
-            session_id=self.session_id,
-            kind=kind,
-            model=model,
-            status=status,
-            input_tokens=usage.input,
-            cached_tokens=usage.cached,
-            output_tokens=usage.output,
-            reasoning_tokens=usage.reasoning,
-            total_tokens=usage.total,
-            latency_s=latency_s,
-            cost_usd=cost,
-            **fields,
+    def services(self) -> TurnServices:
+        """What a turn may use of this session, with the settings as they are now.
+
+        Environment variables changed since the settings were read are taken up first
+        (``follow_environment``), so every request a turn makes uses them.
+        """
+        self.follow_environment()
+        return TurnServices(
+            settings=self.settings,
+            threads=self.threads,
+            ledger=self.accounts,
+            retry=self.retry,
+            loop=self.loop,
+            client=lambda: self.client,
+            async_client=lambda: self.async_client,
+            breaker=lambda: self.breaker,
+            context_windows=lambda: self.context_windows,
         )
+
+    def record(self, **fields: Any) -> "UsageRecord":
+        """Write one ledger row for one API call; takes the arguments of ``UsageRecord.build``."""
+        return self.accounts.record(**fields)
+
+    def usage_record(self, **fields: Any) -> "UsageRecord":
+        """The ledger row of one API call, not yet written (``UsageRecord.build``'s arguments)."""
+        from ._ledger._usage import UsageRecord  # lazy: sqlite3 stays out of `import nbopenai`
+
+        return UsageRecord.build(prices=self.prices, session_id=self.session_id, **fields)
 
     def check_budget(self, model: str, estimated_input_tokens: int) -> None:
         """Refuse (``BudgetExceeded``) a call that would pass the session's cap."""
-        s = self.settings
-        if s.budget_usd is None and s.budget_tokens is None:
-            return
-        from ._ledger._budget import Budget
-
-        Budget(usd=s.budget_usd, tokens=s.budget_tokens).check(
-            self.ledger.totals(session_id=self.session_id),
-            model=model,
-            estimated_input_tokens=estimated_input_tokens,
-            prices=self.prices,
-        )
+        self.accounts.check_budget(model, estimated_input_tokens)
 
     def usage(self, *, all_sessions: bool = False, **filters: Any):
         """This session's ledger rows as a DataFrame (``all_sessions=True`` for every kernel's)."""
@@ -327,6 +322,17 @@ class Session:
 
         ``images`` and ``tools`` are as for ``ask``; the other options are ``AskOptions`` fields.
         """
+        return self._prepare(self.services(), prompt, images=images, tools=tools, **options)
+
+    def _prepare(
+        self,
+        services: TurnServices,
+        prompt: str,
+        *,
+        images: Iterable[Any] = (),
+        tools: Iterable[Any] = (),
+        **options: Any,
+    ) -> "_ask.PreparedAsk":
         if images:
             from ._turns._images import image_parts
 
@@ -335,14 +341,13 @@ class Session:
             from ._turns._tools import Toolbox
 
             options["tools"] = (*options.get("tools", ()), *Toolbox(tools).specs)
-        self.follow_environment()
-        return _ask.prepare(self, prompt, _ask.AskOptions(**options))
+        return _ask.prepare(services, prompt, _ask.AskOptions(**options))
 
     def ask(
         self,
         prompt: str,
         *,
-        sink: "_ask.AskSink | None" = None,
+        sink: AskSink | None = None,
         images: Iterable[Any] = (),
         tools: Iterable[Any] = (),
         confirm: Any = None,
@@ -350,6 +355,9 @@ class Session:
         **options: Any,
     ) -> Answer:
         """Ask in a thread and return the ``Answer`` (see ``AskOptions`` for the other options).
+
+        Turns on one thread run one at a time: asks from several Python threads on the same
+        conversation thread each build on the one before (see ``_ask.holding``).
 
         Parameters
         ----------
@@ -371,12 +379,13 @@ class Session:
             answer without tools and the answer is marked ``incomplete``.
         """
         echo = options.pop("echo", False)
+        services = self.services()
         toolbox = None
         if tools:
             from ._turns._tools import Toolbox
 
             toolbox = Toolbox(tools)
-        prepared = self.prepare(prompt, images=images, tools=toolbox.specs if toolbox else (), **options)
+        prepared = self._prepare(services, prompt, images=images, tools=toolbox.specs if toolbox else (), **options)
         if sink is None and echo:
             from ._turns._printer import StdoutSink
 
@@ -385,8 +394,8 @@ class Session:
             from ._turns._tools import DEFAULT_MAX_TOOL_ROUNDS, run_with_tools
 
             rounds = DEFAULT_MAX_TOOL_ROUNDS if max_tool_rounds is None else max_tool_rounds
-            return run_with_tools(self, prepared, toolbox, sink, max_tool_rounds=rounds, confirm=confirm)
-        return _ask.run(self, prepared, sink)
+            return run_with_tools(services, prepared, toolbox, sink, max_tool_rounds=rounds, confirm=confirm)
+        return _ask.run(services, prepared, sink)
 
     def compact(self, thread: str = "default", *, model: str | None = None) -> "Compaction":
         """Shrink a long thread on the server (``responses.compact``); it continues from there.
@@ -396,20 +405,25 @@ class Session:
         """
         from ._turns._compact import compact
 
-        self.follow_environment()
-        return compact(self, thread, model=model)
+        return compact(self.services(), thread, model=model)
 
     def submit(self, prompt: str, *, on_done=None, **options: Any) -> "Job":
         """Ask in the background (``background=true``); returns a ``Job`` at once.
 
-        The session's loop polls it; ``on_done(job)`` is called (from that loop's thread) when it ends.
+        The session's loop polls it; ``on_done(job)`` is called (from that loop's thread) when it
+        ends. Its answer joins the thread only if the thread did not move meanwhile (see ``_jobs``).
         """
         from ._turns._jobs import submit
 
         tools = options.get("tools") or ()
         if callable(tools) or any(callable(tool) for tool in tools):
-            raise UsageError("Python function tools run in this kernel, between requests: drop --background to use them.")
-        return submit(self, self.prepare(prompt, **options), on_done)
+            raise UsageError(
+                "Python function tools run in this kernel, between requests: drop --background to use them."
+            )
+        services = self.services()
+        job = submit(services, self._prepare(services, prompt, **options), on_done)
+        self.jobs.append(job)
+        return job
 
     def history(self, thread: str = "default"):
         """The thread's turns as a DataFrame (turn, cell, prompt, answer, response id, tokens)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import nbopenai
-from nbopenai._turns._compact import ContextWindows, thread_tokens
+from nbopenai._turns._window import ContextWindows, thread_tokens
 from nbopenai._turns._conversation import COMPACTED, Thread, Turn
 
 

@@ -256,11 +256,7 @@ EXPECTED: dict[tuple[str, str], Cell] = {
 
 # Cells whose client fix had not landed when the server learnt the fault (issue 14): strict xfails, so
 # the suite stays green and the fix shows by turning them into passes. The fixer deletes the entry.
-PENDING: dict[tuple[str, str], str] = {
-    ("held_open", "ask"): "client fix pending: turns",
-    ("held_open_pings", "ask"): "client fix pending: turns",
-    **{("empty_usage", path): "client fix pending: turns" for path in ("ask", "no-stream", "background", "extract")},
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 # The rest hit the batch line.
 BATCH_CREATION_FAULTS = frozenset({"slow", "drop", "not_json", "not_json_text", "not_json_binary", "cut_body", "corrupt_gzip"})

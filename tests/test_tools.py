@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import json
+import threading
+import typing
 from typing import Any, Literal, Optional
 
 import pydantic
@@ -404,3 +407,83 @@ def test_a_model_that_keeps_calling_is_stopped_at_the_cap_after_real_rounds(loca
     assert len(sent) == 4 and sent[-1]["tool_choice"] == "none"
     assert answer.status == "incomplete" and "max_tool_rounds=2" in answer.error
     assert len(session.usage()) == 4  # every round is in the ledger
+
+
+# ---- every billed round is recorded, whatever a tool does (issue 14 item 7) -------------------------
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+    __repr__ = __str__
+
+
+@dataclasses.dataclass
+class _HoldsALock:
+    lock: typing.Any
+
+
+class _Carrier(pydantic.BaseModel):
+    data: typing.Any
+
+
+@pytest.mark.parametrize(
+    "make_value, says",
+    [
+        (lambda: _Carrier(data=__import__("numpy").arange(3)), "PydanticSerializationError"),
+        (lambda: _HoldsALock(threading.Lock()), "TypeError"),
+        (lambda: _Unprintable(), "RuntimeError: no text for you"),
+    ],
+    ids=["numpy-in-a-model", "a-lock", "str-raises"],
+)
+def test_a_result_that_does_not_serialise_goes_back_as_an_error(local_server, make, make_value, says):
+    def get_weather(city: str) -> typing.Any:
+        return make_value()
+
+    session = make()
+    answer = session.ask("use get_weather for Paris", tools=[get_weather])
+    sent = bodies(local_server)[1]["input"][0]["output"]
+    assert sent.startswith("Error: its result could not be read as text (") and says in sent
+    assert answer.status == "completed" and answer.tool_calls[0]["error"].startswith("its result could not")
+    assert list(session.usage()["kind"]) == ["ask", "tool"]
+
+
+def test_an_exception_whose_message_raises_still_goes_back_as_an_error():
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    def broken() -> str:
+        raise Odd()
+
+    assert Toolbox([broken]).run(ToolCall("c", "broken", "{}")).output == "Error: Odd: (its message could not be read)"
+
+
+def test_each_round_is_in_the_ledger_before_its_tools_run(local_server, make):
+    session = make()
+    seen = []
+
+    def get_weather(city: str) -> str:
+        rows = session.usage()
+        seen.append((list(rows["kind"]), list(rows["status"])))
+        return "sunny"
+
+    session.ask("use get_weather for Paris", tools=[get_weather])
+    assert seen == [(["ask"], ["completed"])]
+
+
+def test_the_stop_button_while_a_tool_runs_leaves_every_billed_round_recorded(local_server, make):
+    session = make()
+    sink = Recorder()
+
+    def get_weather(city: str) -> str:
+        raise KeyboardInterrupt  # what Jupyter's stop button raises in the running code
+
+    with pytest.raises(KeyboardInterrupt):
+        session.ask("use get_weather for Paris", tools=[get_weather], sink=sink)
+    rows = session.usage()
+    assert list(rows["kind"]) == ["ask"] and list(rows["status"]) == ["completed"]
+    assert rows["output_tokens"].iloc[0] > 0 and rows["response_id"].iloc[0]
+    assert [answer.status for answer in sink.answers] == ["interrupted"]
+    assert session.threads.get().turns == []  # an interrupted turn never moves the thread

@@ -16,6 +16,7 @@ from nbopenai._ledger import _usage
 from nbopenai._core._errors import UsageError
 from nbopenai._ledger._prices import PriceTable
 from nbopenai._ledger._usage import Ledger, Totals, UsageRecord
+from nbopenai._turns._answer import Usage
 
 PRICES = PriceTable.with_prices({"priced": {"input": 1.0, "cached_input": 0.5, "output": 2.0}})
 T0 = 1_750_000_000.0  # 2025-06-15
@@ -197,7 +198,12 @@ def test_totals_of_records_adds_like_the_ledger():
     assert Totals.of(rows[:1]) + Totals.of(rows[1:]) == Totals.of(rows)
 
 
-def test_from_usage_reads_an_openai_usage_object():
+def build(usage=None, **fields):
+    values = dict(prices=PRICES, started=T0, session_id="s", kind="ask", model="priced", status="completed")
+    return UsageRecord.build(usage=usage, **{**values, **fields})
+
+
+def test_build_reads_an_openai_usage_object():
     from openai.types.responses import ResponseUsage
 
     usage = ResponseUsage(
@@ -207,36 +213,42 @@ def test_from_usage_reads_an_openai_usage_object():
         output_tokens_details={"reasoning_tokens": 100},
         total_tokens=1_300,
     )
-    row = UsageRecord.from_usage(usage, prices=PRICES, time=T0, session_id="s", kind="ask", model="priced", status="completed")
+    row = build(Usage.from_api(usage))
     assert (row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens, row.total_tokens) == (1000, 400, 300, 100, 1300)
     # 600 at $1 + 400 at $0.50 + 300 at $2 (reasoning already inside output), per 1M.
     assert row.cost_usd == pytest.approx((600 * 1.0 + 400 * 0.5 + 300 * 2.0) / 1e6)
+    assert row.time == T0
 
 
-def test_from_usage_reads_a_dict_and_fills_the_total():
-    usage = {"input_tokens": 10, "output_tokens": 5, "input_tokens_details": None}
-    row = UsageRecord.from_usage(usage, prices=PRICES, time=T0, session_id="s", kind="ask", model="priced", status="completed")
+def test_build_fills_the_total_and_prices_a_batch_at_half():
+    row = build(Usage(input=10, output=5), kind="batch", price_factor=0.5)
     assert (row.input_tokens, row.cached_tokens, row.total_tokens) == (10, 0, 15)
+    assert row.cost_usd == pytest.approx((10 * 1.0 + 5 * 2.0) / 1e6 / 2)
 
 
-def test_from_usage_unknown_model_has_no_cost():
-    row = UsageRecord.from_usage({"input_tokens": 10}, prices=PRICES, time=T0, session_id="s", kind="ask", model="mystery", status="completed")
+def test_build_unknown_model_has_no_cost():
+    row = build(Usage(input=10), model="mystery")
     assert row.cost_usd is None and row.input_tokens == 10
 
 
-def test_from_usage_without_usage():
-    common = dict(prices=PRICES, time=T0, session_id="s", kind="ask", model="priced")
-    assert UsageRecord.from_usage(None, status="rate_limited", **common).cost_usd == 0.0
-    # An interrupted stream may have been billed for tokens nobody reported: unknown, not zero.
-    assert UsageRecord.from_usage(None, status="interrupted", **common).cost_usd is None
-    estimated = UsageRecord.from_usage(None, status="interrupted", input_tokens=1_000_000, **common)
+def test_build_without_usage():
+    assert build(None, status="rate_limited").cost_usd == 0.0
+    # A stopped call may have been billed for tokens nobody reported: unknown, not zero.
+    assert build(None, status="interrupted").cost_usd is None
+    assert build(None, status="cancelled").cost_usd is None
+    estimated = build(Usage(input=1_000_000, estimated=True), status="interrupted")
     assert estimated.cost_usd == pytest.approx(1.0) and estimated.total_tokens == 1_000_000
 
 
-def test_explicit_fields_win_over_usage():
-    row = UsageRecord.from_usage({"input_tokens": 10}, prices=PRICES, time=T0, session_id="s", kind="ask", model="priced",
-                                 status="completed", input_tokens=20, cost_usd=9.0)
-    assert row.input_tokens == 20 and row.cost_usd == 9.0
+def test_a_new_optional_column_gets_a_dtype():
+    # Keyed by type, not by annotation text: `int | None` or `bool` columns need no new entry.
+    import numpy as np
+
+    def dtype(values, hint):
+        return str(_usage._pandas_column(pd, np.array(values, dtype=object), hint).dtype)
+
+    assert dtype([1, None], int | None) == "Int64" and dtype([True, None], bool | None) == "boolean"
+    assert dtype(["a", None], str | None) == "string" and dtype([1.5], float) == "Float64"
 
 
 def test_concurrent_threads_lose_no_row(tmp_path):

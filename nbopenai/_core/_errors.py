@@ -340,7 +340,7 @@ def _sent_credentials(exc: BaseException) -> tuple[str, ...]:
 
 def _waited(error: APIError, exc: BaseException) -> APIError:
     """``error`` with the wait the server asked for (``retry-after``, "try again in 2s") in its hint."""
-    from ._retry import describe_wait, retry_after
+    from ._waits import describe_wait, retry_after
 
     asked = retry_after(exc)
     if asked is not None and asked >= 1:
@@ -354,7 +354,7 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
 
     import httpx2
 
-    from ._retry import ANSWERED, unreadable_answer
+    from ._waits import ANSWERED, unreadable_answer
 
     if isinstance(exc, NbOpenAIError):
         return exc

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._core._errors import NbOpenAIError, UsageError
 from .._core._request import RequestOptions, request_params
 from .._core._retry import retry_policy
-from ._cache import AnswerWriter, cache_key, request_scope, store_for
+from ._cache import AnswerWriter, cache_key, request_scope
 from ._format import StrictFormat, strict_format
 from ._frame import Column, build_frame, columns_for, source_positions, splice
 from ._inputs import Inputs, as_inputs
@@ -179,7 +179,7 @@ class Prepared:
             if r.status == "ok" and not r.from_cache and r.text is not None
         ]
         if rows:
-            store_for(session).put_many(rows, model=self.model, schema=self.fmt.model.__name__)
+            session.extract_store.put_many(rows, model=self.model, schema=self.fmt.model.__name__)
 
     @property
     def todo(self) -> list[int]:
@@ -261,7 +261,7 @@ def _reuse_previous(prepared: Prepared, previous: Any) -> None:
 def _use_cache(session: "Session", prepared: Prepared) -> int:
     """Fill rows whose answer is cached; returns how many."""
     todo = prepared.todo
-    found = store_for(session).get_many([prepared.keys[i] for i in todo])
+    found = session.extract_store.get_many([prepared.keys[i] for i in todo])
     hits = 0
     for position in todo:
         entry = found.get(prepared.keys[position])
@@ -372,7 +372,7 @@ def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> LiveRun:
     ledger = LedgerBuffer(session)
     answers = None
     if options.cache:  # answers reach the cache as they arrive: a kernel that dies keeps what finished
-        answers = AnswerWriter(store_for(session), prepared.keys, prepared.model, prepared.fmt.model.__name__)
+        answers = AnswerWriter(session.extract_store, prepared.keys, prepared.model, prepared.fmt.model.__name__)
     pacer = session.pacer.with_limits(options.rpm, options.tpm) if options.pace else None
     runner = Runner(session, prepared.fmt, request, prepared.inputs.texts, prepared.results, tally, ledger, concurrency,
                     on_row_done=answers.add if answers else None, pacer=pacer)

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._turns._answer import Usage
 from .._core._errors import UsageError, translate
-from ._cache import store_for
 from ._progress import NoProgress, Snapshot, TextProgress, choose_view
 from ._rows import RowResult, classify
 from ._runner import LedgerBuffer, drive
@@ -158,7 +157,7 @@ class BatchJob:
 
     def _save(self) -> None:
         self.record["parts"] = [asdict(p) for p in self.parts]
-        store_for(self.session).save_batch(self.id, self.record)
+        self.session.extract_store.save_batch(self.id, self.record)
 
     # ---- network (on the session's loop) --------------------------------------------------------
 
@@ -227,9 +226,6 @@ class BatchJob:
             outcome = classify(body, self.prepared.fmt.parse)
             usage = Usage.from_api(body.get("usage"))
             model = body.get("model") or model
-            cost = self.session.prices.cost(model, usage.input, usage.cached, usage.output)
-            cost = cost * BATCH_PRICE_FACTOR if cost is not None else None
-            result.add_usage(usage, cost)
             result.response_id = body.get("id")
             result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
             ledger_status = body.get("status") or "completed"
@@ -237,17 +233,16 @@ class BatchJob:
             detail = body.get("error") or {}
             result.status = "error"
             result.error = f"{detail.get('message') or 'the request failed'} (HTTP {response.get('status_code')})"
-            usage, cost, ledger_status = Usage(), None, "error"
+            usage, ledger_status = None, "error"
+        row = self.session.usage_record(
+            kind="batch", model=model, status=ledger_status, usage=usage, response_id=result.response_id,
+            started=float(body.get("created_at") or time.time()), error=result.error, price_factor=BATCH_PRICE_FACTOR,
+        )
+        if usage is not None:
+            result.add_usage(usage, row.cost_usd)
         self.prepared.results[position] = result
         if write_ledger:
-            from .._ledger._usage import UsageRecord
-
-            self._ledger.add(UsageRecord(
-                time=float(body.get("created_at") or time.time()), session_id=self.session.session_id, kind="batch",
-                model=model, status=ledger_status, response_id=result.response_id, input_tokens=usage.input,
-                cached_tokens=usage.cached, output_tokens=usage.output, reasoning_tokens=usage.reasoning,
-                total_tokens=usage.total, cost_usd=cost, error=result.error,
-            ))
+            self._ledger.add(row)
 
     async def _poll(self, once: bool = False) -> None:
         """Poll every part until each has ended and been collected (``once``: one round only)."""
@@ -484,7 +479,7 @@ def batch_jobs(session: "Session") -> list[dict[str, Any]]:
             "id": r["id"], "created_at": r["created_at"], "schema": r["schema"], "model": r["model"], "rows": r["rows"],
             "parts": [{"batch_id": p["batch_id"], "status": p["status"]} for p in r.get("parts", [])],
         }
-        for r in store_for(session).batch_records()
+        for r in session.extract_store.batch_records()
     ]
 
 
@@ -501,16 +496,16 @@ def collect_batch(session: "Session", job_id: str, schema: Any, *, wait: bool = 
     from ._api import Prepared
     from ._format import strict_format
 
-    record = store_for(session).load_batch(job_id)
+    record = session.extract_store.load_batch(job_id)
     if record is None:
-        known = ", ".join(r["id"] for r in store_for(session).batch_records()[:5]) or "none"
+        known = ", ".join(r["id"] for r in session.extract_store.batch_records()[:5]) or "none"
         raise UsageError(f"no saved batch job {job_id!r} (recent: {known})")
     fmt = strict_format(schema, many=record["many"])
     if fmt.schema_hash != record["schema_hash"]:
         raise UsageError(f"{schema.__name__} is not the schema batch job {job_id} was started with ({record['schema']}, hash {record['schema_hash']})")
     prepared = Prepared.from_record(session, fmt, record, progress=progress, wait=wait)
     cached_positions = record.get("cached", [])
-    found = store_for(session).get_many([record["keys"][p] for p in cached_positions])
+    found = session.extract_store.get_many([record["keys"][p] for p in cached_positions])
     for position in cached_positions:
         entry = found.get(record["keys"][position])
         if entry is None:

@@ -30,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 from .._core._store import Migrations, open_database, transaction
 
 if TYPE_CHECKING:
-    from .._session import Session
     from ._rows import RowResult
     from .._core._settings import Settings
 
-__all__ = ["AnswerWriter", "CacheSize", "ExtractStore", "cache_key", "request_scope", "store_for", "store_path"]
+__all__ = ["AnswerWriter", "CacheSize", "ExtractStore", "cache_key", "request_scope", "store_path"]
 
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
 _SCHEMA = Migrations()
@@ -264,9 +263,3 @@ class CacheSize:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
-
-
-def store_for(session: "Session") -> ExtractStore:
-    """The session's store (``Session.extract_store``): it must outlive one call, since an
-    in-memory cache is useless otherwise, and belongs to the session, not to this module."""
-    return session.extract_store

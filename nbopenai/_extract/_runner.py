@@ -419,7 +419,7 @@ class Runner:
                 self._settled(None, probe)
                 limit.succeeded()
                 self._heard(headers, row, response)
-                outcome = self._answered(response, result, started, started_wall)
+                outcome = self._answered(response, result, started, started_wall, row.input)
                 if outcome.status == "invalid" and row.reasks < request.validation_retries and not self._stopped.is_set():
                     row.reasks, row.tries, held = row.reasks + 1, 0, True  # the re-ask goes out on this same slot
                     row.input = reask(row.text or "", outcome.text, outcome.error)
@@ -560,15 +560,21 @@ class Runner:
                 self._count_usage(result, usage, cost)
         return self.request.retry.delay(row.tries, exc)
 
-    def _answered(self, response: dict[str, Any], result: RowResult, started: float, started_wall: float) -> Outcome:
+    def _answered(self, response: dict[str, Any], result: RowResult, started: float, started_wall: float,
+                  row_input: Any) -> Outcome:
         """Account for an answer (ledger, row and tally usage); returns what it means for the row."""
         latency = time.perf_counter() - started
         response_id = response.get("id")
-        usage = Usage.from_api(response.get("usage"))
         try:
             outcome = classify(response, self.fmt.parse)
         except Exception as exc:  # a validator raising TypeError, say: this row's error, and the answer stays billed
             outcome = Outcome("error", error=f"the validator raised {type(exc).__name__}: {exc}")
+
+        def estimate() -> Usage:  # usage the server left out is unknown, not 0 (see Usage.reported_or)
+            output = count_tokens(outcome.text or "", self.request.model)
+            return Usage(self.estimate(row_input), output=output, estimated=True)
+
+        usage = Usage.reported_or(response.get("usage"), estimate)
         cost = self._record(status=response.get("status") or "completed", started_wall=started_wall, latency=latency,
                             attempt=result.attempts, model=response.get("model") or self.request.model, usage=usage,
                             response_id=response_id, error=outcome.error).cost_usd

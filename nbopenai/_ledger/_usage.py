@@ -16,9 +16,9 @@ import re
 import sqlite3
 import time
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core._errors import UsageError
 from .._core._store import Migrations, open_database
@@ -30,24 +30,34 @@ if TYPE_CHECKING:
 
     from ._prices import PriceTable
 
-__all__ = ["UsageRecord", "Totals", "Ledger"]
+__all__ = ["UsageRecord", "TokenCounts", "Totals", "Ledger"]
 
 _TOKEN_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
 
 # A call stopped on our side may still have been billed for a partial answer the server never
-# reported; with no usage and no token counts from the caller its cost is unknown, not zero.
+# reported; with no usage its cost is unknown, not zero.
 _MAY_BE_BILLED_WITHOUT_USAGE = frozenset({"interrupted", "cancelled"})
+
+
+class TokenCounts(Protocol):
+    """What ``UsageRecord.build`` reads of a call's usage (``nbopenai.Usage`` has it)."""
+
+    input: int
+    cached: int
+    output: int
+    reasoning: int
 
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """One API call as the ledger stores it.
+    """One API call as the ledger stores it; make one with :meth:`build` (the one factory).
 
     ``kind`` is one of ``ask``, ``extract``, ``background``, ``batch``, ``tool``, ``compact``;
     ``status`` one of ``completed``, ``incomplete``, ``failed``, ``error``, ``rate_limited``,
     ``cancelled``, ``interrupted``. ``cached_tokens`` is part of ``input_tokens`` and
     ``reasoning_tokens`` part of ``output_tokens``, as the API reports them. ``cost_usd`` is
-    ``None`` when the model has no known price: never a guessed number.
+    ``None`` when the model has no known price, or when a stopped call reported no usage: never a
+    guessed number.
     """
 
     time: float
@@ -70,66 +80,62 @@ class UsageRecord:
     error: str | None = None
 
     @classmethod
-    def from_usage(cls, usage: Any, *, prices: "PriceTable", **fields: Any) -> "UsageRecord":
-        """A record from an API ``usage`` object, with its cost estimated from ``prices``.
+    def build(
+        cls,
+        *,
+        prices: "PriceTable",
+        session_id: str,
+        kind: str,
+        model: str,
+        status: str,
+        usage: TokenCounts | None = None,
+        latency_s: float | None = None,
+        started: float | None = None,
+        price_factor: float = 1.0,
+        **fields: Any,
+    ) -> "UsageRecord":
+        """The ledger row of one API call, not yet written: every writer makes its rows here.
 
         Parameters
         ----------
-        usage
-            An openai ``ResponseUsage``, a dict of the same shape, or ``None`` (no usage reported).
-            Chat Completions names (``prompt_tokens``, ``completion_tokens``) are read too.
         prices
-            The price table for ``cost_usd``, at the call's ``time``.
+            The price table; the cost is priced at the call's time.
+        usage
+            The call's token counts (a ``Usage``; an estimate is marked so there), or ``None`` when
+            the call reported none. Then a call refused before any token (``error``,
+            ``rate_limited``) cost 0, and a stopped one (``interrupted``, ``cancelled``) may
+            have been billed for tokens nobody reported: its cost is unknown (``None``).
+        latency_s, started
+            Seconds the call took; when it started (epoch seconds, default now - latency).
+        price_factor
+            Multiplies the cost (the Batch API bills half).
         **fields
-            The other fields (``time``, ``session_id``, ``kind``, ``model``, ``status`` at least);
-            any token count or ``cost_usd`` given here wins over what ``usage`` says.
+            The other columns (``thread``, ``cell_id``, ``response_id``, ``ttft_s``, ``attempt``,
+            ``error``).
         """
-        values = {**_token_counts(usage), **fields}
-        values.setdefault("total_tokens", values.get("input_tokens", 0) + values.get("output_tokens", 0))
-        if "cost_usd" not in fields:
-            unreported = (
-                usage is None
-                and fields.get("status") in _MAY_BE_BILLED_WITHOUT_USAGE
-                and not any(name in fields for name in _TOKEN_FIELDS)
-            )
-            values["cost_usd"] = None if unreported else prices.cost(
-                fields["model"],
-                values.get("input_tokens", 0),
-                values.get("cached_tokens", 0),
-                values.get("output_tokens", 0),
-                at=fields.get("time"),
-            )
-        return cls(**values)
-
-
-def _token_counts(usage: Any) -> dict[str, int]:
-    if usage is None:
-        return {}
-    input_tokens = _first(usage, ("input_tokens",), ("prompt_tokens",))
-    output_tokens = _first(usage, ("output_tokens",), ("completion_tokens",))
-    total_tokens = _first(usage, ("total_tokens",))
-    return {
-        "input_tokens": input_tokens,
-        "cached_tokens": _first(usage, ("input_tokens_details", "cached_tokens"), ("prompt_tokens_details", "cached_tokens")),
-        "output_tokens": output_tokens,
-        "reasoning_tokens": _first(
-            usage, ("output_tokens_details", "reasoning_tokens"), ("completion_tokens_details", "reasoning_tokens")
-        ),
-        "total_tokens": total_tokens or input_tokens + output_tokens,
-    }
-
-
-def _first(obj: Any, *paths: tuple[str, ...]) -> int:
-    """The first of ``paths`` (attribute or key chains) that leads to a number in ``obj``, else 0."""
-    for path in paths:
-        value = obj
-        for name in path:
-            value = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
-            if value is None:
-                break
-        if value is not None:
-            return int(value)
-    return 0
+        when = started if started is not None else time.time() - (latency_s or 0.0)
+        if usage is None:
+            tokens = (0, 0, 0, 0)
+            unknown = status in _MAY_BE_BILLED_WITHOUT_USAGE
+        else:
+            tokens = (usage.input, usage.cached, usage.output, usage.reasoning)
+            unknown = False
+        cost = None if unknown else prices.cost(model, tokens[0], tokens[1], tokens[2], at=when)
+        return cls(
+            time=when,
+            session_id=session_id,
+            kind=kind,
+            model=model,
+            status=status,
+            input_tokens=tokens[0],
+            cached_tokens=tokens[1],
+            output_tokens=tokens[2],
+            reasoning_tokens=tokens[3],
+            total_tokens=tokens[0] + tokens[2],
+            latency_s=latency_s,
+            cost_usd=cost * price_factor if cost is not None else None,
+            **fields,
+        )
 
 
 @dataclass(frozen=True)

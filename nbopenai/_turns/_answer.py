@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,28 @@ class Usage:
             cached=(get(details_in, "cached_tokens", None) or 0) if details_in is not None else 0,
             output=get(usage, "output_tokens", None) or 0,
             reasoning=(get(details_out, "reasoning_tokens", None) or 0) if details_out is not None else 0,
+        )
+
+    @classmethod
+    def reported_or(cls, usage: Any, estimate: Callable[[], "Usage"]) -> "Usage":
+        """The ``usage`` a response reported, with what it lacks taken from ``estimate()`` and marked estimated.
+
+        No usage (``null``), an empty one (``{}``) or a missing input or output count means the
+        count is unknown, not 0: a token budget must still see the call. ``estimate`` is called only
+        then (counting tokens offline is not free).
+        """
+        get = dict.get if isinstance(usage, dict) else getattr
+        reported_input = get(usage, "input_tokens", None) if usage is not None else None
+        reported_output = get(usage, "output_tokens", None) if usage is not None else None
+        if reported_input is not None and reported_output is not None:
+            return cls.from_api(usage)
+        known, guess = cls.from_api(usage), estimate()
+        return cls(
+            input=known.input if reported_input is not None else guess.input,
+            cached=known.cached,
+            output=known.output if reported_output is not None else guess.output,
+            reasoning=known.reasoning,
+            estimated=True,
         )
 
 

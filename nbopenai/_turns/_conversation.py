@@ -12,10 +12,16 @@ Re-running a cell is an edit, not an append: the thread rewinds to the turn befo
 last turn and the new answer replaces it (later turns are dropped, as editing a message does in a
 chat app). So *Run All* twice gives the same conversation, not a doubled one. Without a cell id
 (a terminal, a script) turns simply append.
+
+One turn at a time per thread: a turn holds ``ThreadStore.turn(name)`` from planning to commit, so
+asks from several Python threads on one conversation thread run one after the other, each
+building on the last. A background answer joins its thread only if the thread did not move since
+it was submitted (see ``ThreadStore.commit``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,16 +122,25 @@ class Thread:
 
 
 class ThreadStore:
-    """A session's named threads (``default`` exists from the start)."""
+    """A session's named threads (``default`` exists from the start).
+
+    Commits are serialised: ``commit`` and the other changes take one lock, and each name has a
+    *turn lock* (``turn``) that a foreground turn holds from planning to commit. ``moves(name)``
+    counts the changes of a name (commits, resets, ``new``); a plan made at an older count is stale.
+    """
 
     def __init__(self, store: bool = True) -> None:
         self._store = store
         self._threads: dict[str, Thread] = {}
+        self._lock = threading.RLock()
+        self._turn_locks: dict[str, threading.RLock] = {}
+        self._moves: dict[str, int] = {}
 
     def get(self, name: str = "default") -> Thread:
-        if name not in self._threads:
-            self._threads[name] = Thread(name=name, store=self._store)
-        return self._threads[name]
+        with self._lock:
+            if name not in self._threads:
+                self._threads[name] = Thread(name=name, store=self._store)
+            return self._threads[name]
 
     @property
     def default_store(self) -> bool:
@@ -136,25 +151,71 @@ class ThreadStore:
         self._store = store
 
     def new(self, name: str = "default", *, store: bool | None = None) -> Thread:
-        self._threads[name] = Thread(name=name, store=self._store if store is None else store)
-        return self._threads[name]
+        with self._lock:
+            self._threads[name] = Thread(name=name, store=self._store if store is None else store)
+            self._moved(name)
+            return self._threads[name]
 
     def fresh(self, name: str = "default", *, store: bool | None = None) -> Thread:
-        """A new empty thread that replaces ``name`` only once ``adopt``-ed (after a good turn)."""
+        """A new empty thread that replaces ``name`` only once committed (after a good turn)."""
         return Thread(name=name, store=self._store if store is None else store)
 
     def adopt(self, thread: Thread) -> None:
         """Make ``thread`` the one called ``thread.name`` (a ``--new`` turn succeeded)."""
+        with self._lock:
+            if self._threads.get(thread.name) is not thread:
+                self._threads[thread.name] = thread
+                self._moved(thread.name)
+
+    def turn(self, name: str) -> threading.RLock:
+        """The lock a turn of thread ``name`` holds from planning to commit: one turn at a time per thread."""
+        with self._lock:
+            return self._turn_locks.setdefault(name, threading.RLock())
+
+    def moves(self, name: str) -> int:
+        """How many times thread ``name`` changed (commits, resets, replacements) so far."""
+        with self._lock:
+            return self._moves.get(name, 0)
+
+    def commit(self, thread: Thread, plan: Plan, turn: Turn, *, if_unmoved_since: int | None = None) -> int | None:
+        """Put ``turn`` where ``plan`` says in ``thread``, the thread called ``thread.name`` from now on.
+
+        Returns the turn's 1-based number. With ``if_unmoved_since`` (a ``moves`` count: a
+        background answer's, taken at submission) the turn is added only if the thread has not
+        changed since and no other turn is under way on it; otherwise nothing changes and the
+        result is ``None``: an answer never rewrites a conversation that went on without it.
+        """
+        with self._lock:
+            if if_unmoved_since is None:
+                return self._commit(thread, plan, turn)
+            lock = self.turn(thread.name)
+            if not lock.acquire(blocking=False):  # a foreground turn is under way on it
+                return None
+            try:
+                if self._moves.get(thread.name, 0) != if_unmoved_since:
+                    return None
+                return self._commit(thread, plan, turn)
+            finally:
+                lock.release()
+
+    def _commit(self, thread: Thread, plan: Plan, turn: Turn) -> int:
+        number = thread.commit(plan, turn)
         self._threads[thread.name] = thread
+        self._moved(thread.name)
+        return number
+
+    def _moved(self, name: str) -> None:
+        self._moves[name] = self._moves.get(name, 0) + 1
 
     def reset(self, name: str | None = None) -> None:
-        if name is None:
-            self._threads.clear()
-        else:
-            self._threads.pop(name, None)
+        with self._lock:
+            for gone in list(self._threads) if name is None else [name]:
+                self._threads.pop(gone, None)
+                self._moved(gone)
 
     def names(self) -> list[str]:
-        return list(self._threads)
+        with self._lock:
+            return list(self._threads)
 
     def __contains__(self, name: str) -> bool:
         return name in self._threads

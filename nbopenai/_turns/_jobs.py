@@ -1,10 +1,15 @@
 """Background turns: submitted with ``background=true``, polled on the session's loop.
 
 ``submit`` returns at once with a ``Job``; the session's loop thread polls the response (the
-kernel stays free for other cells) and, when it ends, records usage, commits the turn to its
-thread and calls ``on_done(job)``. The turn is committed only if the thread's head is still where
-it was at submission; otherwise the answer stays with the job and the thread is left alone (its
-``notice`` says so), so a background job never rewrites a conversation you continued meanwhile.
+kernel stays free for other cells) and, when it ends, finishes it through the same
+``TurnRecorder`` as an ask (ledger row, thread, ``Answer`` with its cost note, warning and output
+items), then calls ``on_done(job)``.
+
+A background answer joins its thread only if the thread has not moved since submission: no turn
+was committed to it (an ask, another job, a compaction, a reset) and no foreground turn is being
+written on it at that moment. Otherwise the answer is still returned (``job.answer``) and in the
+ledger, with ``turn=None`` and a ``notice`` saying it was not added: a background job never
+rewrites a conversation that went on without it.
 """
 
 from __future__ import annotations
@@ -14,16 +19,13 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._answer import Answer, Usage
-from ._ask import _Attempts, state_of
-from ._conversation import Turn
 from .._core._errors import NbOpenAIError, UsageError, translate
-
-if TYPE_CHECKING:
-    from ._ask import PreparedAsk
-    from .._session import Session
+from ._answer import Answer
+from ._ask import PreparedAsk, holding
+from ._recorder import TurnRecorder, TurnServices, clock, state_of
+from ._streaming import StreamState
 
 __all__ = ["Job", "submit", "TERMINAL"]
 
@@ -45,7 +47,7 @@ class Job:
     answer: Answer | None = None
     error: NbOpenAIError | None = None
     submitted_at: float = field(default_factory=time.time)
-    _session: Any = field(default=None, repr=False)
+    _services: Any = field(default=None, repr=False)
     _future: Any = field(default=None, repr=False)
 
     @property
@@ -65,8 +67,9 @@ class Job:
         """Ask the server to cancel; the poller records the final state."""
         if self.done():
             return
+        services = self._services
         try:
-            self._session.retry.call(lambda: self._session.client.responses.cancel(self.response_id), idempotent=True)
+            services.retry.call(lambda: services.client().responses.cancel(self.response_id), idempotent=True)
         except Exception as exc:  # a refused cancel is one of our errors, never the SDK's (with its request)
             raise translate(exc) from None
 
@@ -82,19 +85,22 @@ class Job:
         }
 
 
-def submit(session: "Session", prepared: "PreparedAsk", on_done: Callable[[Job], None] | None = None) -> Job:
+def submit(services: TurnServices, prepared: PreparedAsk, on_done: Callable[[Job], None] | None = None) -> Job:
     """Send ``prepared`` with ``background=true`` and start polling it; returns immediately."""
     if not prepared.params.get("store", True):
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")
-    session.check_budget(prepared.model, prepared.estimated_input_tokens)
-    params = {**prepared.params, "background": True}
-    # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
-    attempts = _Attempts(session, prepared, "background")
-    try:
-        response = session.retry.call(lambda: session.breaker.call(lambda: session.client.responses.create(**params)),
-                                      on_failure=attempts)
-    except Exception as exc:
-        raise translate(exc, attempts=attempts.count) from None
+    with holding(services, prepared) as prepared:
+        services.ledger.check_budget(prepared.model, prepared.estimated_input_tokens)
+        params = {**prepared.params, "background": True}
+        recorder = TurnRecorder(services, prepared.place)
+        # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
+        attempts = recorder.attempts("background")
+        try:
+            create = lambda: services.client().responses.create(**params)  # noqa: E731
+            response = services.retry.call(lambda: services.breaker().call(create), on_failure=attempts)
+        except Exception as exc:
+            raise translate(exc, attempts=attempts.count) from None
+        moves = services.threads.moves(prepared.options.thread)
     job = Job(
         number=next(_numbers),
         response_id=response.id,
@@ -102,86 +108,34 @@ def submit(session: "Session", prepared: "PreparedAsk", on_done: Callable[[Job],
         thread=prepared.thread.name,
         model=prepared.model,
         status=response.status or "queued",
-        _session=session,
+        _services=services,
     )
-    session.jobs.append(job)
-    head_at_submit = prepared.thread.head
-    job._future = session.loop.submit(_poll(session, prepared, job, head_at_submit, on_done))
+    job._future = services.loop.submit(_poll(services, recorder, job, moves, on_done))
     return job
 
 
-def _failure(job: Job, response: Any) -> str | None:
-    """Why the job did not complete: polling failed, or the server's own reason for a failed response."""
-    if job.error is not None:
-        return job.error.message
-    error = getattr(response, "error", None) if response is not None else None
-    return (getattr(error, "message", None) or "the response failed") if job.status == "failed" else None
-
-
-async def _poll(session: "Session", prepared: "PreparedAsk", job: Job, head: str | None, on_done) -> None:
-    started = time.perf_counter()
+async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves: int, on_done) -> None:
+    """Poll ``job`` until it ends, then finish it as a turn (it joins its thread only if that did not move)."""
+    started = clock()
     delay = _POLL_FIRST
     response = None
     try:
         while not job.done():
             await asyncio.sleep(delay)
             delay = min(_POLL_MAX, delay * 1.5)
-            response = await session.retry.acall(
-                lambda: session.async_client.responses.retrieve(job.response_id), idempotent=True
+            response = await services.retry.acall(
+                lambda: services.async_client().responses.retrieve(job.response_id), idempotent=True
             )
             job.status = response.status
     except Exception as exc:  # polling failed for good: keep the job, say why
         job.error = translate(exc)
         job.status = "error"
-    latency = time.perf_counter() - started
-    usage = Usage.from_api(response.usage) if response is not None and response.usage else Usage()
-    state = state_of(response) if response is not None else None
-    text = state.text if state is not None else ""
-    refused = state is not None and state.refused and job.status == "completed"
-    record = session.record(
-        kind="background",
-        model=prepared.model,
-        status=job.status,
-        usage=usage,
-        latency_s=latency,
-        thread=job.thread,
-        cell_id=prepared.options.cell_id,
-        response_id=job.response_id,
-        error=_failure(job, response),
-    )
-    turn_number, notice = None, None
-    if job.status in ("completed", "incomplete"):
-        if prepared.thread.head == head:
-            turn = Turn(
-                prompt=prepared.prompt,
-                answer=text,
-                response_id=job.response_id,
-                model=prepared.model,
-                status=job.status,
-                cell_id=prepared.options.cell_id,
-                input_items=(prepared.params["input"][-1],),
-                output_items=({"role": "assistant", "content": text},),
-                input_tokens=usage.input,
-                cached_tokens=usage.cached,
-                output_tokens=usage.output,
-            )
-            turn_number = prepared.thread.commit(prepared.plan, turn)
-            session.threads.adopt(prepared.thread)
-        else:
-            notice = f"thread {job.thread} moved on while {job.id} ran; its answer was not added to the thread"
-    job.answer = Answer(
-        text=text,
-        model=prepared.model,
-        thread=job.thread,
-        response_id=job.response_id,
-        status="refused" if refused else job.status,
-        usage=usage,
-        latency_s=latency,
-        cost_usd=record.cost_usd,
-        error="the model declined to answer" if refused else _failure(job, response),
-        turn=turn_number,
-        cell_id=prepared.options.cell_id,
-        notice=notice,
+    state = state_of(response) if response is not None and job.status in TERMINAL else StreamState()
+    state.response_id = job.response_id
+    if job.error is not None:
+        state.fail(job.error.message)
+    job.answer = recorder.finish(
+        state, started, kind="background", status=job.status, if_unmoved_since=moves, moved_on=job.id
     )
     if on_done is not None:
         on_done(job)

@@ -33,19 +33,16 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 
-from ._ask import NullSink, PriorRounds, output_items, record_round, send, finish
 from .._core._errors import SchemaError, UsageError
 from .._core._strict import lint_schema, strict_json_schema
+from ._answer import Answer
+from ._ask import PreparedAsk, holding, send, start
 from ._prompt import preview
-
-if TYPE_CHECKING:
-    from ._answer import Answer
-    from ._ask import AskSink, PreparedAsk
-    from .._session import Session
+from ._recorder import AskSink, TurnServices, output_items
 
 __all__ = [
     "DEFAULT_MAX_TOOL_ROUNDS",
@@ -544,9 +541,25 @@ class Toolbox:
             output = f"Error: invalid arguments for {call.name}: {problems}"
             return ToolResult(call, output, f"invalid arguments: {problems}")
         except Exception as exc:  # the model reads the error and may try again; the turn goes on
-            text = f"{type(exc).__name__}: {exc}"
-            return ToolResult(call, f"Error: {text}", text)
-        return ToolResult(call, output_text(value))
+            return _failed(call, _described(exc))
+        try:
+            return ToolResult(call, output_text(value))
+        except Exception as exc:  # a numpy array in a model, an object holding a lock, a __str__ that raises
+            return _failed(call, f"its result could not be read as text ({_described(exc)})")
+
+
+def _described(exc: BaseException) -> str:
+    """``"ValueError: message"``, even for an exception whose ``str()`` raises."""
+    try:
+        detail = str(exc)
+    except Exception:
+        detail = "(its message could not be read)"
+    return f"{type(exc).__name__}: {detail}"
+
+
+def _failed(call: ToolCall, why: str) -> ToolResult:
+    """A call that failed: the model reads ``Error: why`` and may try again; the turn goes on."""
+    return ToolResult(call, f"Error: {why}", why)
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
@@ -594,20 +607,24 @@ def _tell(sink: Any, results: list[ToolResult]) -> None:
 
 
 def run_with_tools(
-    session: "Session",
-    prepared: "PreparedAsk",
+    services: TurnServices,
+    prepared: PreparedAsk,
     toolbox: Toolbox,
-    sink: "AskSink | None" = None,
+    sink: AskSink | None = None,
     *,
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
     confirm: Callable[[ToolCall], bool] | None = None,
-) -> "Answer":
+) -> Answer:
     """Ask ``prepared`` and run the model's function calls until it answers (see the module docstring).
+
+    Each round is in the ledger as soon as its response has ended, before any tool runs: a tool
+    that never returns, or the stop button while it runs, leaves every billed round recorded (the
+    sink then gets the partial answer, and ``KeyboardInterrupt`` is raised again).
 
     Parameters
     ----------
-    session, prepared
-        The session and the prepared ask (its ``tools`` include ``toolbox.specs``).
+    services, prepared
+        The session's services and the prepared ask (its ``tools`` include ``toolbox.specs``).
     toolbox
         The functions the calls run.
     sink
@@ -620,37 +637,37 @@ def run_with_tools(
     """
     if max_tool_rounds < 0:
         raise UsageError("max_tool_rounds must be 0 or more")
-    sink = sink or NullSink()
-    session.check_budget(prepared.model, prepared.estimated_input_tokens)
-    sink.started(prepared.model, prepared.thread.name, prepared.plan.notice(prepared.thread.name))
-    params: Mapping[str, Any] = prepared.params
-    kind, prior, rounds_run = "ask", PriorRounds(), 0
-    while True:
-        sent = send(session, prepared, params, sink, kind=kind, prior=prior)
-        state = sent.state
-        calls = _function_calls(state.final)
-        if not calls or params.get("tool_choice") == "none":
-            return finish(session, prepared, state, sent.started, sink, attempt=sent.attempt, kind=kind, prior=prior)
-        capped = rounds_run >= max_tool_rounds
-        if capped:
-            results = [_not_run(call, max_tool_rounds) for call in calls]
-        else:
-            results = [toolbox.run(call, confirm=confirm, run_async=session.loop.run) for call in calls]
-            rounds_run += 1
-        _tell(sink, results)
-        done = record_round(session, prepared, state, sent.started, kind=kind, attempt=sent.attempt)
-        cost = None if prior.cost_usd is None or done.cost_usd is None else prior.cost_usd + done.cost_usd
-        names = ", ".join(call.name for call in calls)
-        prior = PriorRounds(
-            items=(*prior.items, *_replayable(state.final), *(result.as_item() for result in results)),
-            texts=(*prior.texts, state.text) if state.text else prior.texts,
-            tool_calls=(*prior.tool_calls, *(result.as_dict() for result in results)),
-            usage=prior.usage + done.usage,
-            cost_usd=cost,
-            started=prior.started if prior.started is not None else sent.started,
-            first_text_at=prior.first_text_at if prior.first_text_at is not None else state.first_text_at,
-            stopped=f"tool rounds capped at max_tool_rounds={max_tool_rounds}; not run: {names}" if capped else None,
-        )
-        params = _next_params(params, state.final, state.response_id, results, wrap_up=capped)
-        session.check_budget(prepared.model, done.usage.input + done.usage.output)
-        kind = "tool"
+    with holding(services, prepared) as prepared:
+        recorder = start(services, prepared, sink)
+        params: Mapping[str, Any] = prepared.params
+        kind, rounds_run = "ask", 0
+        while True:
+            sent = send(recorder, prepared, params, kind=kind)
+            state = sent.state
+            calls = _function_calls(state.final)
+            if not calls or params.get("tool_choice") == "none":
+                return recorder.finish(state, sent.started, attempt=sent.attempt, kind=kind)
+            done = recorder.round(state, sent.started, kind=kind, attempt=sent.attempt)  # billed: recorded first
+            capped = rounds_run >= max_tool_rounds
+            if capped:
+                results = [_not_run(call, max_tool_rounds) for call in calls]
+            else:
+                try:
+                    results = [toolbox.run(call, confirm=confirm, run_async=services.loop.run) for call in calls]
+                except KeyboardInterrupt:  # the round is in the ledger; the sink gets what the turn said so far
+                    recorder.finish(state, sent.started, attempt=sent.attempt, kind=kind, interrupted=True)
+                rounds_run += 1
+            _tell(recorder.sink, results)
+            names = ", ".join(call.name for call in calls)
+            stopped = f"tool rounds capped at max_tool_rounds={max_tool_rounds}; not run: {names}" if capped else None
+            recorder.carry(
+                state,
+                sent.started,
+                done,
+                items=(*_replayable(state.final), *(result.as_item() for result in results)),
+                tool_calls=tuple(result.as_dict() for result in results),
+                stopped=stopped,
+            )
+            params = _next_params(params, state.final, state.response_id, results, wrap_up=capped)
+            services.ledger.check_budget(prepared.model, done.usage.input + done.usage.output)
+            kind = "tool"

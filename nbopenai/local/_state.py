@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .._turns._compact import ContextWindows
+from .._turns._window import ContextWindows
 from ._faults import FaultQueue, check_kind
 from ._limits import RateLimits
 from ._prompt_cache import PromptCache

@@ -1,0 +1,277 @@
+"""A turn ends once, where it ends: streams held open after completion, usage the server left out,
+several turns on one thread at once (issue 14 items 8, 9, 10).
+
+Servers here are written byte by byte on a socket where a proxy's behaviour matters (a stream that
+stays open after ``response.completed``, a usage object that is ``{}``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import threading
+
+import pytest
+
+import nbopenai
+from nbopenai import BudgetExceeded
+
+# ---- a server written byte by byte ------------------------------------------------------------
+
+
+def _response(text: str, usage: object, status: str = "completed") -> dict:
+    return {
+        "id": "resp_raw_1",
+        "object": "response",
+        "created_at": 1_750_000_000,
+        "status": status,
+        "model": "gpt-4.1-mini",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_raw_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": usage,
+    }
+
+
+class RawServer:
+    """One HTTP/1.1 exchange per connection on 127.0.0.1, its bytes written by ``respond(conn, request_body)``.
+
+    ``client_closed_first`` records, per stream held open, whether the client hung up before the
+    server gave up holding (the server never holds longer than ``hold_limit`` waits).
+    """
+
+    def __init__(self, respond) -> None:
+        self.respond = respond
+        self.bodies: list[dict] = []
+        self.client_closed_first: list[bool] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._exchange, args=(conn,), daemon=True).start()
+
+    def _exchange(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.bodies.append(json.loads(body or b"{}"))
+            self.respond(self, conn, self.bodies[-1])
+
+    def hold(self, conn: socket.socket, *, ping: bytes | None, hold_limit: int = 400) -> None:
+        """Keep ``conn`` open (sending ``ping`` between waits) until the client hangs up, or give up."""
+        conn.settimeout(0.05)
+        for _ in range(hold_limit):
+            try:
+                if ping is not None:
+                    conn.sendall(ping)
+                if conn.recv(1) == b"":
+                    self.client_closed_first.append(True)
+                    return
+            except socket.timeout:
+                continue
+            except OSError:  # reset by the client
+                self.client_closed_first.append(True)
+                return
+        self.client_closed_first.append(False)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _chunk(text: str) -> bytes:
+    data = text.encode()
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _sse(event: dict) -> bytes:
+    return _chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
+
+
+def stream_then_hold(*, ping: bytes | None = None, usage: object = None, hold: bool = True):
+    usage = usage if usage is not None else {"input_tokens": 12, "output_tokens": 3, "total_tokens": 15}
+
+    def respond(server: RawServer, conn: socket.socket, body: dict) -> None:
+        final = _response("Hello there", usage)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+            b"connection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        created = {**final, "status": "in_progress", "output": [], "usage": None}
+        conn.sendall(_sse({"type": "response.created", "sequence_number": 0, "response": created}))
+        for number, delta in enumerate(["Hello", " there"], start=1):
+            conn.sendall(_sse({"type": "response.output_text.delta", "sequence_number": number, "item_id": "msg_raw_1",
+                               "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []}))
+        conn.sendall(_sse({"type": "response.completed", "sequence_number": 3, "response": final}))
+        if hold:
+            server.hold(conn, ping=ping)
+        else:
+            conn.sendall(b"0\r\n\r\n")
+
+    return respond
+
+
+def whole_json(usage: object):
+    def respond(server: RawServer, conn: socket.socket, body: dict) -> None:
+        data = json.dumps(_response("Hello there", usage)).encode()
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(data), data))
+
+    return respond
+
+
+@pytest.fixture
+def raw():
+    servers = []
+
+    def start(respond) -> RawServer:
+        servers.append(RawServer(respond))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def on(server: RawServer, **settings) -> nbopenai.Session:
+    settings.setdefault("timeouts", nbopenai.Timeouts(read=3.0))
+    return nbopenai.Session(api_key="sk-test", base_url=server.base_url, ledger_path=":memory:", **settings)
+
+
+# ---- item 8: the answer is complete at response.completed ------------------------------------
+
+
+@pytest.mark.parametrize("ping", [None, b": ping\n\n", b"event: ping\ndata: {}\n\n"], ids=["silent", "comment", "event"])
+def test_a_stream_held_open_after_completion_ends_at_completion(raw, ping):
+    server = raw(stream_then_hold(ping=_chunk(ping.decode()) if ping else None))
+    with on(server) as session:
+        answer = session.ask("Hi")
+        assert answer.status == "completed" and answer.text == "Hello there" and answer.turn == 1
+        assert session.threads.get().head == "resp_raw_1"
+        rows = session.usage()
+        assert list(rows["status"]) == ["completed"] and list(rows["input_tokens"]) == [12]
+    assert server.client_closed_first == [True]  # we hung up: the server's silence or pings did not hold us
+
+
+# ---- item 9: usage the server left out is unknown, not 0 --------------------------------------
+
+
+@pytest.mark.parametrize("usage", [{}, {"input_tokens": None, "output_tokens": None}, {"output_tokens": 3}],
+                         ids=["empty", "nulls", "no-input"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_missing_usage_counts_are_estimated_and_a_token_budget_still_trips(raw, usage, stream):
+    server = raw(stream_then_hold(usage=usage, hold=False) if stream else whole_json(usage))
+    with on(server, budget_tokens=40) as session:
+        prompt = "Please tell me everything there is to know about the history of the printing press in Europe."
+        answer = session.ask(prompt, stream=stream)
+        assert answer.usage.estimated and answer.usage.input > 0
+        assert answer.footer().count("~") == 2  # the footer marks estimated counts
+        row = session.usage().iloc[0]
+        assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["total_tokens"] > 0
+        with pytest.raises(BudgetExceeded):
+            session.ask(prompt, stream=stream)
+
+
+# ---- item 10: several turns on one thread at once --------------------------------------------
+
+
+def bodies(server):
+    return [r.body for r in server.requests if r.path == "/v1/responses" and r.method == "POST"]
+
+
+def test_twenty_asks_on_one_thread_from_python_threads_are_twenty_turns_in_order(local_server, make):
+    session = make()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda n: session.ask(f"Question number {n}"), range(20)))
+    assert sorted(answer.turn for answer in answers) == list(range(1, 21))
+    by_turn = {answer.turn: answer for answer in answers}
+    history = session.history()
+    assert list(history["turn"]) == list(range(1, 21))
+    assert list(history["response_id"]) == [by_turn[n].response_id for n in range(1, 21)]
+    assert list(history["prompt"]) == [by_turn[n].text.split("“")[1].split("”")[0] for n in range(1, 21)]
+    # One after the other: each turn was sent chained on the one before it.
+    chained = [body.get("previous_response_id") for body in bodies(local_server)]
+    assert sorted(chained, key=str) == sorted([None, *(by_turn[n].response_id for n in range(1, 20))], key=str)
+    assert len(session.usage()) == 20
+
+
+def hold_the_loop(session: nbopenai.Session) -> threading.Event:
+    """Block the session's loop thread (where background jobs are polled) until the returned event is set."""
+    gate = threading.Event()
+
+    async def blocked() -> None:
+        gate.wait(timeout=60)  # blocking on purpose: nothing else runs on the loop meanwhile
+
+    session.loop.submit(blocked())
+    return gate
+
+
+class _ForegroundSink:
+    """Opens ``gate`` once the ask holds its thread; at its first text, waits for the job to finish."""
+
+    def __init__(self, gate: threading.Event, job_done: threading.Event) -> None:
+        self.gate, self.job_done = gate, job_done
+
+    def started(self, model, thread, notice):
+        self.gate.set()
+
+    def text(self, delta, state):
+        self.job_done.wait(timeout=60)
+
+    def finished(self, answer):
+        pass
+
+
+def test_a_background_answer_landing_while_an_ask_streams_stays_out_of_the_thread(local_server, make):
+    session = make()
+    job_done = threading.Event()
+    gate = hold_the_loop(session)  # the job is polled only once the foreground ask is under way
+    job = session.submit("Tell me about lighthouses.", on_done=lambda job: job_done.set())
+    answer = session.ask("Tell me about harbours.", sink=_ForegroundSink(gate, job_done))
+    assert job_done.is_set()
+    # The job's answer is returned and billed, but the thread had moved on: it is not added.
+    assert job.answer.status == "completed" and job.answer.text and job.answer.turn is None
+    assert job.answer.notice == f"thread default moved on before {job.id} came back; it was not added to the thread"
+    assert answer.turn == 1 and [turn.prompt for turn in session.threads.get().turns] == ["Tell me about harbours."]
+    assert sorted(session.usage()["kind"]) == ["ask", "background"]
+
+
+def test_a_background_answer_joins_its_thread_when_nothing_happened_meanwhile(local_server, make):
+    session = make()
+    session.ask("My name is Ada.")
+    answer = session.submit("What is my name?").wait(timeout=60)
+    assert answer.turn == 2 and answer.notice is None and answer.output  # an ask's output items, too
+    assert session.threads.get().head == answer.response_id
+
+
+def test_a_background_answer_does_not_rewrite_a_thread_that_was_reset(local_server, make):
+    session = make()
+    session.ask("My name is Ada.")
+    gate = hold_the_loop(session)
+    job = session.submit("What is my name?")
+    session.reset()
+    gate.set()
+    answer = job.wait(timeout=60)
+    assert answer.turn is None and "moved on" in answer.notice and session.threads.get().turns == []
