@@ -93,7 +93,9 @@ def extract(schema: Any, texts: Any, /, *, session: Session | None = None, **opt
 
     One row per input, aligned to its index, with ``_status``/``_error``/token/cost columns.
     Options: ``instructions``, ``many``, ``model``, ``concurrency``, ``max_attempts``,
-    ``validation_retries``, ``cache``, ``retry_failed``, ``progress``, ``batch``, ``wait``, ``dry_run``.
+    ``validation_retries``, ``cache``, ``retry_failed``, ``progress``, ``batch``, ``wait``, ``dry_run``,
+    ``rpm``, ``tpm``, ``pace`` and the request settings ``temperature``, ``top_p``, ``max_output_tokens``,
+    ``reasoning``, ``verbosity`` (see ``ExtractOptions``; each checked as the session's setting is).
     """
     from ._extract import extract as _extract
 
