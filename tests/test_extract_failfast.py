@@ -302,3 +302,12 @@ def test_the_stop_button_binds_the_partial_frame_and_stops_run_all(ip, local_ser
     assert people.attrs["interrupted"] is True and len(people) == 30
     assert "cancelled" in set(people["_status"]) and (people["_status"] == "ok").sum() >= 1
     assert ip.magics_manager.registry["ExtractMagics"].last is people  # --retry-failed redoes the rest
+
+
+def test_a_refusal_for_every_row_leaves_the_first_contact_cautious(local_server, make):
+    session = make(model="gpt-nope")
+    for _ in range(2):  # the second run of the same mistake costs one request again, not a wave
+        local_server.clear_requests()
+        with pytest.raises(nbopenai.BadRequestError):
+            run(session, ROWS[:100], concurrency=16)
+        assert len(model_requests(local_server)) == 1

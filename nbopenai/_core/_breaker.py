@@ -53,6 +53,12 @@ def verdict(exc: BaseException | None) -> str:
     return NEUTRAL  # not the API's answer, a body we could not read, our own errors
 
 
+def _fails_every_request(exc: BaseException) -> bool:
+    from ._retry import fails_every_request
+
+    return fails_every_request(exc)
+
+
 class CircuitBreaker:
     """Closed, open or half-open (see the module docstring); thread-safe (asks run on threads, rows on the loop).
 
@@ -140,10 +146,12 @@ class CircuitBreaker:
                describe: Callable[[BaseException], str] | None = None) -> str:
         """Take the outcome of one attempt (``exc`` None: an answer); returns its ``verdict``."""
         kind = verdict(exc)
+        # The first contact is over once an answer shows requests for the model can succeed (a 429 does too).
+        proven = kind != FAILURE and (exc is None or not _fails_every_request(exc))
         with self._lock:
             if model is not None:
                 self._trying.discard(model)
-                if kind == SUCCESS:
+                if proven:
                     self._answered.add(model)
             if probe:
                 self._probe_out = False
