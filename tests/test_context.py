@@ -156,3 +156,65 @@ def test_fix_in_a_terminal_prints_the_code_it_would_queue(ip, local_server, caps
     shown = capsys.readouterr().out
     assert "The code, to paste into the next cell:" in shown and "def " in shown
     assert ip.rl_next_input is None  # a terminal is not a notebook: nothing pre-filled
+
+
+# ---- the kernel's variables, and better previews ---------------------------------------------------
+
+
+def test_variables_summary_skips_private_modules_callables_and_secrets():
+    import os
+
+    import numpy as np
+    import pandas as pd
+
+    from nbopenai._turns._context import variables_summary
+
+    frame = pd.DataFrame({"city": ["Oslo", "Lima", "Pune", "Kyiv"], "temp": [1 / 3, 2.5, 30.25, -4.0]})
+    ns = {
+        "frame": frame, "ratio": 2 / 3, "names": ["Ada", "Alan"], "grid": np.zeros((3, 4)),
+        "os": os, "helper": print, "Model": dict, "_private": 1, "In": [], "Out": {},
+        "api_key": "anything", "db_password": "hunter2", "my_token": 1, "leaked": SECRET_KEY,
+        "opaque": "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg",
+    }
+    summary = variables_summary(ns)
+    assert summary.splitlines() == [
+        "- frame: DataFrame 4 rows × 2 columns: city str [Oslo, Lima, Pune, …]; temp float64 [0.333333, 2.5, 30.25, …]",
+        "- ratio: float 0.666667",
+        "- names: list of 2 items [Ada, Alan]",
+        "- grid: ndarray shape (3, 4) float64",
+    ]
+
+
+def test_variables_summary_is_bounded_in_tokens_and_keeps_the_newest():
+    from nbopenai._core._tokens import count_tokens
+    from nbopenai._turns._context import variables_summary
+
+    ns = {f"value_{n}": f"text number {n} " * 5 for n in range(500)}
+    summary = variables_summary(ns, budget=300)
+    assert count_tokens(summary) <= 320
+    assert "value_499" in summary and "value_0:" not in summary and "more variables not shown" in summary
+
+
+def test_previews_show_a_series_as_a_series_round_floats_and_keep_head_and_tail():
+    import pandas as pd
+
+    from nbopenai._turns._prompt import preview
+
+    series = pd.Series([n / 3 for n in range(1000)], name="price")
+    text = preview(series)
+    assert text.startswith("Series 'price' with 1,000 values (float64)")
+    assert "| 1 | 0.333333 |" in text and "| 999 | 333 |" in text and "| … | … |" in text
+    assert "(980 more rows not shown)" in text and "0.3333333333" not in text
+
+
+def test_vars_in_a_cell_and_as_context(ip, local_server):
+    ip.run_cell("import pandas as pd\nsales = pd.DataFrame({'region': ['north', 'south'], 'units': [3, 5]})")
+    ip.run_cell("%%ask\nWhich frame has units? {vars}")
+    sent = _request_text(local_server)
+    assert "The kernel's variables:\n" in sent and "- sales: DataFrame 2 rows × 2 columns: region" in sent
+    assert "units int64 [3, 5]" in sent and "- pd:" not in sent and "get_ipython" not in sent
+    ip.run_cell("%ask --context vars What can I plot?")
+    sent = _request_text(local_server)
+    assert sent.startswith("What can I plot?\n\nThe kernel's variables:\n") and "- sales: DataFrame" in sent
+    ip.run_cell("vars = 'mine'\n%ask {vars}")  # a variable of the user's own comes first
+    assert _request_text(local_server) == "mine"

@@ -50,3 +50,27 @@ def test_errors_explanations_and_code_into_the_next_cell(kernel: Kernel, local_s
         (queued,) = _next_inputs(kernel.reply)
         assert queued["text"].startswith("def ") and queued["replace"] is False
         assert "```" not in queued["text"]
+
+
+def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_server):
+    from nbopenai._core._tokens import count_tokens
+    from nbopenai._turns._context import VARS_TOKEN_BUDGET
+
+    assert kernel.execute("%load_ext nbopenai")[0] == "ok"
+    setup = "".join(f"note_{n} = 'a note about thing {n} ' * 3\n" for n in range(300)) + (
+        "import numpy as np, pandas as pd\n"
+        "events = pd.DataFrame({'user': np.arange(10_000_000, dtype='int32'), 'score': np.ones(10_000_000, dtype='float32')})\n"
+    )
+    assert kernel.execute(setup)[0] == "ok"
+    status, shown = kernel.execute("%ask What is in {vars}?")
+    assert status == "ok"
+    sent = _sent_text(local_server)
+    assert count_tokens(sent) <= VARS_TOKEN_BUDGET + 30
+    # the newest names are kept: the frame (from its head only), then the last notes
+    assert "- events: DataFrame 10,000,000 rows × 2 columns: user int32 [0, 1, 2, …]; score float32 [1, 1, 1, …]" in sent
+    assert "note_299" in sent and "note_0:" not in sent and "more variables not shown" in sent
+    status, shown = kernel.execute("%ask --context vars And {events}?")
+    sent = _sent_text(local_server)
+    assert count_tokens(sent) <= VARS_TOKEN_BUDGET + 1_500 + 40  # the variables and the frame's preview
+    assert "DataFrame with 10,000,000 rows × 2 columns (user: int32, score: float32)" in sent
+    assert "| 9999999 | 9999999 | 1 |" in sent  # the preview's tail row

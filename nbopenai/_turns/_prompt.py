@@ -24,7 +24,7 @@ from typing import Any
 
 from .._core._tokens import count_tokens
 
-__all__ = ["CELL_KINDS", "Filled", "References", "fill", "interpolate", "preview", "PREVIEW_TOKEN_BUDGET"]
+__all__ = ["CELL_KINDS", "Filled", "References", "fill", "interpolate", "preview", "short", "PREVIEW_TOKEN_BUDGET"]
 
 CELL_KINDS = ("In", "Out", "Err")
 _TOKEN = re.compile(
@@ -34,6 +34,7 @@ _TOKEN = re.compile(
 References = Callable[[str, int], Any]
 PREVIEW_TOKEN_BUDGET = 1500
 _CELL_CHARS = 60
+_MAX_COLUMNS = 40  # a wider frame shows its first columns and says how many more
 
 
 @dataclass(frozen=True)
@@ -104,28 +105,65 @@ def _is_pandas(value: Any, kind: str) -> bool:
     return cls.__name__ == kind and cls.__module__.startswith("pandas")
 
 
-def _cell(value: Any) -> str:
-    text = str(value).replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+def _is_float(value: Any) -> bool:
+    return isinstance(value, float) or type(value).__name__ in ("float16", "float32", "float64", "longdouble")
 
 
-def _markdown_table(frame: Any, rows: int) -> str:
-    sample = frame.head(rows)
-    header = ["", *map(_cell, sample.columns)]
+def short(value: Any, limit: int = _CELL_CHARS) -> str:
+    """``value`` as one short line: floats rounded to 6 significant digits, at most ``limit`` characters."""
+    text = f"{value:.6g}" if _is_float(value) else str(value)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+
+def _table(parts: list[Any], columns: int) -> str:
+    """A Markdown table of the frames in ``parts`` (head, then tail), a ``…`` row between them."""
+    shown = parts[0].columns[:columns]
+    header = ["", *map(short, shown), *(["…"] if len(parts[0].columns) > columns else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in zip(sample.index, sample.itertuples(index=False)):
-        lines.append("| " + " | ".join([_cell(index), *map(_cell, row)]) + " |")
+    for number, part in enumerate(parts):
+        if number:
+            lines.append("| " + " | ".join(["…"] * len(header)) + " |")
+        part = part.iloc[:, :columns]
+        for index, row in zip(part.index, part.itertuples(index=False)):
+            cells = [short(index), *map(short, row), *(["…"] if len(header) > len(row) + 1 else [])]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _frame_preview(frame: Any, budget: int) -> str:
-    schema = ", ".join(f"{_cell(c)}: {t}" for c, t in frame.dtypes.items())
-    head = f"DataFrame with {len(frame):,} rows × {frame.shape[1]} columns ({schema})"
-    rows = min(len(frame), 20)
+def _as_frame(part: Any) -> Any:
+    return part if not _is_pandas(part, "Series") else part.to_frame(name=part.name if part.name is not None else "value")
+
+
+def _sampled(data: Any, rows: int) -> list[Any]:
+    """``data``'s first and last rows, ``rows`` in all (all of it when it is that short): never the whole of a big one."""
+    if rows >= len(data):
+        return [_as_frame(data)]
+    head = (rows + 1) // 2
+    return [_as_frame(data.head(head)), *([_as_frame(data.tail(rows - head))] if rows - head else [])]
+
+
+def _schema(frame: Any, columns: int) -> str:
+    shown = ", ".join(f"{short(c)}: {t}" for c, t in list(frame.dtypes.items())[:columns])
+    more = len(frame.columns) - columns
+    return shown + (f", … {more:,} more columns" if more > 0 else "")
+
+
+def _frame_preview(data: Any, budget: int) -> str:
+    """A DataFrame or Series as its shape, dtypes and head and tail rows in a Markdown table, within ``budget`` tokens."""
+    if _is_pandas(data, "Series"):
+        name = f" {short(data.name)!r}" if data.name is not None else ""
+        head = f"Series{name} with {len(data):,} values ({data.dtype})"
+        columns = 1
+    else:
+        columns = min(data.shape[1], _MAX_COLUMNS)
+        head = f"DataFrame with {len(data):,} rows × {data.shape[1]} columns ({_schema(data, columns)})"
+    rows = min(len(data), 20)
     while True:
-        text = f"{head}\n\n{_markdown_table(frame, rows)}" if rows else head
-        if rows < len(frame):
-            text += f"\n\n({len(frame) - rows:,} more rows not shown)"
+        text = f"{head}\n\n{_table(_sampled(data, rows), columns)}" if rows else head
+        if rows < len(data):
+            text += f"\n\n({len(data) - rows:,} more rows not shown)"
         if rows == 0 or count_tokens(text) <= budget:
             return text
         rows //= 2
@@ -133,8 +171,6 @@ def _frame_preview(frame: Any, budget: int) -> str:
 
 def preview(value: Any, budget: int = PREVIEW_TOKEN_BUDGET) -> str:
     """The text a value contributes to a prompt (DataFrames and Series as bounded previews)."""
-    if _is_pandas(value, "DataFrame"):
+    if _is_pandas(value, "DataFrame") or _is_pandas(value, "Series"):
         return _frame_preview(value, budget)
-    if _is_pandas(value, "Series"):
-        return _frame_preview(value.to_frame(name=value.name if value.name is not None else "value"), budget)
     return str(value)

@@ -1,20 +1,23 @@
-"""The notebook as context, IPython side: ``%ask --explain`` and code into the next cell.
+"""The notebook as context, IPython side: ``%ask --explain``, ``--context vars``/``{vars}``, code into the next cell.
 
 ``--explain`` sends the last failed cell and its traceback (kept by ``_history.CellHistory``) and
 asks for the cause and a fix. ``--format code`` (and ``--explain --fix``) puts the answer's first
 code block into a new cell below through IPython's ``set_next_input`` (a ``set_next_input``
-payload the front-end turns into a cell, never run); a terminal prints it instead.
+payload the front-end turns into a cell, never run); a terminal prints it instead. ``{vars}`` and
+``--context vars`` add a token-bounded summary of the user's variables (``_turns._context``), the
+names IPython itself put in the namespace left out as ``%who`` leaves them out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic_arguments import argument
 
 from .._core._errors import UsageError
-from .._turns._context import explain_prompt
+from .._turns._context import Variables, explain_prompt
 from ._args import with_arguments
 from ._render import first_code_block
 
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from .._turns._answer import Answer
     from ._history import CellHistory
 
-__all__ = ["context_arguments", "explained", "queue_code"]
+__all__ = ["context_arguments", "contextual_prompt", "prompt_namespace", "queue_code", "user_variables"]
 
 
 def context_arguments(func: Callable) -> Callable:
@@ -32,15 +35,35 @@ def context_arguments(func: Callable) -> Callable:
                  help="Send the last error (its traceback, bounded) and the cell that raised it; ask for the cause and a fix."),
         argument("--fix", action="store_true",
                  help="--explain, and put the corrected cell the answer gives into a new cell below (not run)."),
+        argument("--context", choices=("vars",),
+                 help="vars: add a short summary of the notebook's variables (names, types, shapes, columns); {vars} does it in place."),
     ])(func)
 
 
-def explained(history: "CellHistory", prompt: str, *, fix: bool) -> str:
-    """``prompt`` (already interpolated) behind the explain request for the last error."""
-    error = history.last_error()
-    if error is None:
-        raise UsageError("--explain: no cell has failed yet in this session, so there is no error to explain.")
-    return explain_prompt(error, prompt, fix=fix)
+def user_variables(shell: Any) -> dict[str, Any]:
+    """The user's own names: the namespace less what IPython put there at start (as ``%who`` shows it)."""
+    hidden = getattr(shell, "user_ns_hidden", {})
+    return {name: value for name, value in shell.user_ns.items() if name not in hidden}
+
+
+def prompt_namespace(shell: Any) -> Mapping[str, Any]:
+    """What ``{name}`` reads: the user's namespace, then ``{vars}`` (unless the user has a ``vars`` of their own)."""
+    return ChainMap(shell.user_ns, {"vars": Variables(user_variables(shell))})
+
+
+def contextual_prompt(args: Any, prompt: str, shell: Any, history: "CellHistory") -> str:
+    """``prompt`` (already interpolated) with what ``--explain``/``--fix`` and ``--context vars`` add.
+
+    Added after interpolation, so nothing in a traceback or a value is ever read as ``{name}``.
+    """
+    if args.explain or args.fix:
+        error = history.last_error()
+        if error is None:
+            raise UsageError("--explain: no cell has failed yet in this session, so there is no error to explain.")
+        prompt = explain_prompt(error, prompt, fix=args.fix)
+    if args.context == "vars":
+        prompt = f"{prompt}\n\n{Variables(user_variables(shell))}"
+    return prompt
 
 
 def queue_code(shell: Any, answer: "Answer") -> str | None:

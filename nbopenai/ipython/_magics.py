@@ -24,7 +24,7 @@ from .._turns._printer import StdoutSink
 from .._turns._images import fill_with_images
 from . import _admin
 from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
-from ._context import context_arguments, explained, queue_code
+from ._context import context_arguments, contextual_prompt, prompt_namespace, queue_code
 from ._errors import reported
 from ._history import CellHistory
 from ._render import DryRun, answer_bundle
@@ -109,11 +109,12 @@ class AskMagics(SessionSettings):
         The cell body is the prompt (for ``%ask``, the rest of the line). ``{name}`` inserts the
         value of a variable (a DataFrame as a compact preview); ``{{`` and ``}}`` are literal
         braces; anything else in braces stays as typed (a ``{name}`` that names nothing is listed
-        before sending). ``{In[3]}``, ``{Out[-1]}`` and ``{Err[-1]}`` insert a cell's input, output or
-        error (negative: counting back from this cell). ``--explain`` sends the last error and the
-        cell that raised it; ``--fix`` (or ``--format code``) puts the answer's code into a new cell
-        below, not run. Turns chain in a thread: re-running a cell replaces its turn (later turns
-        are dropped) instead of appending a new one.
+        before sending). ``{In[3]}``, ``{Out[-1]}`` and ``{Err[-1]}`` insert a cell's input, output
+        or error (negative: counting back from this cell); ``{vars}`` (or ``--context vars``) a short
+        summary of the notebook's variables. ``--explain`` sends the last error and the cell that
+        raised it; ``--fix`` (or ``--format code``) puts the answer's code into a new cell below, not
+        run. Turns chain in a thread: re-running a cell replaces its turn (later turns are dropped)
+        instead of appending a new one.
 
         Examples
         --------
@@ -138,11 +139,11 @@ class AskMagics(SessionSettings):
             raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
         with reported(*self._secrets()):
             filled, figures = fill_with_images(
-                rest if cell is None else _trim(cell), self.shell.user_ns, references=self.history.reference
+                rest if cell is None else _trim(cell), prompt_namespace(self.shell), references=self.history.reference
             )
             if note := filled.left_note():
                 print(note)
-            prompt = explained(self.history, filled.text, fix=args.fix) if args.explain or args.fix else filled.text
+            prompt = contextual_prompt(args, filled.text, self.shell, self.history)
             options = ask_options(args, cell_id=self._cell_key(consume=not args.dry_run))
             options.update(attachments(args, self.shell.user_ns, figures))
             if args.dry_run:
