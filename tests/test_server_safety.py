@@ -356,11 +356,14 @@ def test_a_cache_an_older_version_left_readable_is_made_private(tmp_path):
     path = tmp_path / "extract.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)")
+        conn.execute("CREATE TABLE batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)")
         conn.execute("INSERT INTO answers VALUES ('k', '{}', NULL, 1.0)")
+        conn.execute("""INSERT INTO batch_jobs VALUES ('batch-1', 1.0, '{"id": "batch-1"}')""")
     os.chmod(path, 0o644)
     store = ExtractStore(str(path))
     try:
-        assert store.get_many(["k"]) == {"k": ("{}", None)}  # adopted as it is
+        assert store.load_batch("batch-1") == {"id": "batch-1"}  # adopted: its batch records are kept
+        assert store.get_many(["k"]) == {}  # answers under the old keys could never match again: dropped
         assert os.stat(path).st_mode & 0o777 == 0o600
     finally:
         store.close()
