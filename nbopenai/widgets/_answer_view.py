@@ -176,7 +176,7 @@ class AnswerView:
         if final.startswith(shown):
             self.widget.append(final[len(shown) :])
         else:
-            self.widget.send({"reset": final})
+            self.widget.restart(final)
         self._state, self._sent = None, 0
 
     def _close(self) -> None:

@@ -48,9 +48,9 @@ class AnswerWidget(anywidget.AnyWidget):
         if delta:
             self.send({"append": delta})
 
-    def restart(self) -> None:
-        """Clear the text shown (a new response of the same turn starts streaming)."""
-        self.send({"reset": ""})
+    def restart(self, text: str = "") -> None:
+        """Replace the text shown (a new response of the same turn starts streaming: with nothing)."""
+        self.send({"reset": text})
 
     def __repr__(self) -> str:
         # What a front-end without the widget manager shows (text/plain) while the answer streams.
