@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordingComm", "recording_shell", "Kernel", "IopubMessage", "CellStopped", "kernel_cpu_seconds"]
+__all__ = ["RecordingComm", "recording_shell", "Kernel", "IopubMessage", "CellStopped", "PEER_CELL_S", "kernel_cpu_seconds"]
+
+# How long a peer's cell may run (``Kernel.execute(timeout=...)``): one that floods the kernel is stopped
+# there, and its row says so, instead of the whole figure waiting and losing the row.
+PEER_CELL_S = 120
 
 
 class RecordingComm:

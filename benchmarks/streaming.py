@@ -30,7 +30,7 @@ import time
 
 from . import peers
 from ._harness import Context, Row, fmt_bytes, fmt_ratio, fmt_s, fmt_us, median, verdict
-from ._shells import CellStopped, Kernel
+from ._shells import PEER_CELL_S, CellStopped, Kernel
 
 NAME = "streaming"
 TITLE = "2. Streaming"
@@ -132,9 +132,6 @@ _bench_chat = Chat(model="gpt-4o-mini", base_url={base_url!r}, api_key="dummy")
 await _bench_chat({prompt!r})
 _bench_text = _bench_chat.messages[-1]["content"]
 """
-
-
-PEER_CELL_S = 120  # a peer's measured cell gets this long: one that floods the kernel is stopped and says so
 
 
 def _chatlab(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
