@@ -51,7 +51,10 @@ __all__ = ["Session", "current_session", "use_session"]
 # streaming helpers (imported by its first streamed response; a name this SDK lacks is skipped).
 _WARM_MODULES = ("nbopenai._turns._tools", "nbopenai._ledger._usage", "openai.lib.streaming.responses")
 # Settings whose change needs new clients (the pool is rebuilt; threads and ledger stay).
-_NETWORK_FIELDS = frozenset({"api_key", "base_url", "organization", "project", "timeouts", "concurrency"})
+_NETWORK_FIELDS = frozenset({
+    "api_key", "base_url", "organization", "project", "timeouts", "concurrency", "azure_endpoint", "api_version",
+    "token_provider",
+})
 
 
 class Session:
@@ -128,7 +131,7 @@ class Session:
             for name in ("ledger", "extract_store"):
                 if (stale := self.__dict__.pop(name, None)) is not None:
                     stale.close()
-        if new.prices_path != self.settings.prices_path:
+        if (new.prices_path, new.deployments) != (self.settings.prices_path, self.settings.deployments):
             self.__dict__.pop("prices", None)
         if (new.rpm, new.tpm) != (self.settings.rpm, self.settings.tpm):
             self._pacer = None
@@ -147,7 +150,8 @@ class Session:
 
         if self.local_server is None:
             self.local_server = start(**server_config)
-        changes: dict[str, Any] = {"base_url": self.local_server.base_url, "api_key": None, "model": model or LOCAL_MODEL}
+        changes: dict[str, Any] = {"base_url": self.local_server.base_url, "api_key": None, "model": model or LOCAL_MODEL,
+                                   "azure_endpoint": None, "token_provider": None}
         if self.settings.ledger_path is None:
             changes["ledger_path"] = ":memory:"
         self.configure(**changes)
@@ -258,7 +262,7 @@ class Session:
     def prices(self) -> "PriceTable":
         from ._ledger._prices import PriceTable
 
-        return PriceTable.load(self.settings.prices_path)
+        return PriceTable.load(self.settings.prices_path).with_deployments(self.settings.deployments)
 
     @cached_property
     def context_windows(self) -> ContextWindows:

@@ -20,7 +20,7 @@
     Widgets get comms that record their messages instead of needing a front-end (as ipywidgets'
     own tests do): ``recording_comm.comms`` in creation order, ``recording_comm.messages`` all sent data.
 
-Autouse: ``OPENAI_*`` and ``NBOPENAI_MODEL`` are removed from the environment and ``NBOPENAI_HOME``
+Autouse: ``OPENAI_*``, ``AZURE_OPENAI_*`` and ``NBOPENAI_MODEL`` are removed from the environment and ``NBOPENAI_HOME``
 points at a fresh temporary folder, so no test sees a real key or writes to the user's ledger. For
 what runs before any test (session-wide fixtures), ``NBOPENAI_HOME`` is a folder of the run's own.
 """
@@ -53,7 +53,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     for name in list(os.environ):
-        if name.startswith("OPENAI_"):
+        if name.startswith(("OPENAI_", "AZURE_OPENAI_")):
             monkeypatch.delenv(name)
     monkeypatch.delenv("NBOPENAI_MODEL", raising=False)
     monkeypatch.setenv("NBOPENAI_HOME", str(tmp_path_factory.mktemp("nbopenai-home")))

@@ -46,8 +46,23 @@ def _limits(settings: Settings) -> httpx2.Limits:
     return httpx2.Limits(max_connections=1000, max_keepalive_connections=max(100, settings.concurrency * 2))
 
 
+def _client_arguments(settings: Settings, key: type["_Key"], *, asynchronous: bool) -> tuple[type, dict]:
+    """The SDK client class to build (``OpenAI``, or Azure's: see ``_azure``) and its arguments."""
+    if settings.azure_endpoint:
+        from ._azure import azure_client_arguments
+
+        versioned, arguments = azure_client_arguments(
+            settings, key(settings.api_key) if settings.api_key else None, asynchronous=asynchronous
+        )
+        common = {k: v for k, v in _credentials(settings, key).items() if k not in ("api_key", "base_url")}
+        if versioned:
+            return (openai.AsyncAzureOpenAI if asynchronous else openai.AzureOpenAI), {**common, **arguments}
+        return (openai.AsyncOpenAI if asynchronous else openai.OpenAI), {**common, **arguments}
+    return (openai.AsyncOpenAI if asynchronous else openai.OpenAI), _credentials(settings, key)
+
+
 def _credentials(settings: Settings, key: type["_Key"]) -> dict:
-    if settings.api_key is None and not settings.base_url:
+    if settings.api_key is None and not settings.base_url and not settings.azure_endpoint:
         raise ConfigurationError("No OpenAI API key and no base URL are set.")
     if settings.base_url:
         try:
@@ -332,7 +347,15 @@ def whole_response(stream: Any) -> Any | None:
 
 def _http_client(settings: Settings, *, asynchronous: bool) -> Any:
     """The SDK's HTTP client with our hooks: the scrubber first (when there are secrets), then the API check."""
-    scrubber = Scrubber(settings.secrets)
+    tokens = settings.token_provider
+    extra: dict[str, Any] = {}
+    if tokens is not None:  # Entra ID tokens: scrubbed as they change, and a 401 refreshes one once (see _azure)
+        from ._azure import TokenScrubber, refresh_on_401
+
+        scrubber: Scrubber = TokenScrubber(settings.secrets, tokens)
+        extra["auth"] = refresh_on_401(tokens)
+    else:
+        scrubber = Scrubber(settings.secrets)
     scrub = partial(_scrub_async if asynchronous else _scrub, scrubber)
     refuse = _refuse_non_api_async if asynchronous else _refuse_non_api
     build = openai.DefaultAsyncHttpxClient if asynchronous else openai.DefaultHttpxClient
@@ -340,6 +363,7 @@ def _http_client(settings: Settings, *, asynchronous: bool) -> Any:
         timeout=sdk_timeout(settings),
         limits=_limits(settings),
         event_hooks={"response": [scrub, refuse] if scrubber else [refuse]},
+        **extra,
     )
     if scrubber:
         _scrub_logs(client, scrubber)
@@ -348,9 +372,9 @@ def _http_client(settings: Settings, *, asynchronous: bool) -> Any:
 
 def build_sync_client(settings: Settings, *, strict: bool = False) -> openai.OpenAI:
     """The session's blocking client (asks, streaming)."""
-    credentials = _credentials(settings, _Key)
+    client_class, arguments = _client_arguments(settings, _Key, asynchronous=False)
     http_client = _http_client(settings, asynchronous=False)
-    return openai.OpenAI(**credentials, http_client=http_client, _strict_response_validation=strict)
+    return client_class(**arguments, http_client=http_client, _strict_response_validation=strict)
 
 
 def prepare_streaming() -> None:
@@ -369,9 +393,9 @@ def prepare_streaming() -> None:
 
 def build_async_client(settings: Settings, *, strict: bool = False) -> openai.AsyncOpenAI:
     """The session's async client; use it only on the session's own loop (``_loop.LoopThread``)."""
-    credentials = _credentials(settings, _AsyncKey)
+    client_class, arguments = _client_arguments(settings, _AsyncKey, asynchronous=True)
     http_client = _http_client(settings, asynchronous=True)
-    return openai.AsyncOpenAI(**credentials, http_client=http_client, _strict_response_validation=strict)
+    return client_class(**arguments, http_client=http_client, _strict_response_validation=strict)
 
 
 async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any]) -> tuple[dict[str, Any], httpx2.Headers]:

@@ -26,6 +26,7 @@ from ._errors import UsageError, describe, shown_url, url_credentials
 
 __all__ = [
     "ENVIRONMENT",
+    "ENVIRONMENT_FALLBACKS",
     "EnvironmentWatch",
     "REASONING_EFFORTS",
     "VERBOSITIES",
@@ -51,7 +52,12 @@ ENVIRONMENT = {
     "organization": "OPENAI_ORG_ID",
     "project": "OPENAI_PROJECT_ID",
     "model": "NBOPENAI_MODEL",
+    "azure_endpoint": "AZURE_OPENAI_ENDPOINT",
+    "api_version": "OPENAI_API_VERSION",
 }
+# Variables read when a setting's own is empty: Azure's names for the key and the API version.
+# With AZURE_OPENAI_ENDPOINT set, AZURE_OPENAI_API_KEY comes first (an OpenAI key is not sent to Azure).
+ENVIRONMENT_FALLBACKS = {"api_key": "AZURE_OPENAI_API_KEY", "api_version": "AZURE_OPENAI_API_VERSION"}
 DEFAULT_MODEL = "gpt-4.1-mini"
 # The API's lists (OpenAI's OpenAPI description: ReasoningEffort, Verbosity); the one copy in the package.
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -106,6 +112,11 @@ POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "a positive number")
 TEXT = Rule(lambda v: isinstance(v, str), "text (a str)")
 FLAG = Rule(lambda v: isinstance(v, bool), "True or False")
 MODEL = Rule(_is_model_name, "a model name such as 'gpt-4.1-mini' (no spaces)")
+CALLABLE = Rule(callable, "a zero-argument callable that returns a token", show=lambda v: type(v).__name__)
+DEPLOYMENTS = Rule(
+    lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and _is_model_name(m) for k, m in v.items()),
+    "a dict of deployment name to model name, such as {'my-gpt': 'gpt-4.1-mini'}",
+)
 URL = Rule(
     lambda v: isinstance(v, str) and v.startswith(("http://", "https://")),
     "an http(s) URL such as 'https://api.openai.com/v1'",
@@ -243,6 +254,12 @@ class Settings:
         Parallel requests for extraction.
     update_rate
         Live display refreshes per second at most.
+    azure_endpoint, api_version, token_provider, deployments
+        Azure OpenAI: the resource endpoint (``AZURE_OPENAI_ENDPOINT``); the API version where the endpoint
+        needs one (``OPENAI_API_VERSION`` or ``AZURE_OPENAI_API_VERSION``; without one the v1 API is used);
+        a zero-argument callable returning a Microsoft Entra ID token (instead of ``AZURE_OPENAI_API_KEY``);
+        and which model each deployment runs, for prices (``{"my-gpt": "gpt-4.1-mini"}``). Models are
+        deployment names.
     """
 
     api_key: Secret | None = None
@@ -298,6 +315,19 @@ class Settings:
     )
     concurrency: int = setting(16, "Requests in flight at most when extracting.", at_least(1, whole=True))
     update_rate: float = setting(20.0, "Live view refreshes per second at most.", POSITIVE)
+    azure_endpoint: str | None = setting(
+        None, "Azure OpenAI resource endpoint, e.g. https://NAME.openai.azure.com (default: AZURE_OPENAI_ENDPOINT).",
+        URL, shown=shown_url,
+    )
+    api_version: str | None = setting(
+        None, "Azure OpenAI API version, where the endpoint needs one (None: the v1 API).", TEXT
+    )
+    token_provider: Any = setting(None, "A zero-argument callable returning a Microsoft Entra ID token.", CALLABLE)
+    deployments: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "Azure deployments and the model each runs, for prices: {'my-gpt': 'gpt-4.1-mini'}.",
+                  "rule": DEPLOYMENTS, "request": (), "shown": None},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):
@@ -305,6 +335,12 @@ class Settings:
         if not isinstance(self.timeouts, Timeouts):
             raise UsageError(f"timeouts must be a Timeouts, not {describe(self.timeouts)}")
         check_fields(self)
+        if self.token_provider is not None:
+            from ._azure import TokenCache
+
+            if not isinstance(self.token_provider, TokenCache):  # one cache, shared by every client of these settings
+                object.__setattr__(self, "token_provider", TokenCache(self.token_provider))
+        object.__setattr__(self, "deployments", dict(self.deployments or {}))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -323,7 +359,8 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every credential this session sends: the API key and the base URL's user info (see ``Scrubber``)."""
-        return ((self.api_key.reveal(),) if self.api_key else ()) + url_credentials(self.base_url)
+        tokens = self.token_provider.known if self.token_provider is not None else ()
+        return ((self.api_key.reveal(),) if self.api_key else ()) + url_credentials(self.base_url) + tokens
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes``; a timeout can be given alone (``read_timeout=30``)."""
@@ -353,9 +390,17 @@ def environment_values(env: Mapping[str, str] | None = None, fields: Iterable[st
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for name in fields:
-        if value := env.get(ENVIRONMENT[name]):
+        if value := _variable(env, name):
             values[name] = Secret(value) if name == "api_key" else value
     return values
+
+
+def _variable(env: Mapping[str, str], name: str) -> str | None:
+    """The value of setting ``name``'s variable or its Azure fallback (first, for the key, with an Azure endpoint)."""
+    names = [ENVIRONMENT[name]]
+    if fallback := ENVIRONMENT_FALLBACKS.get(name):
+        names.insert(0 if name == "api_key" and env.get(ENVIRONMENT["azure_endpoint"]) else 1, fallback)
+    return next((env[variable] for variable in names if env.get(variable)), None)
 
 
 class EnvironmentWatch:
@@ -370,7 +415,7 @@ class EnvironmentWatch:
         self._seen = self._read()
 
     def _read(self) -> tuple[str | None, ...]:
-        return tuple(os.environ.get(ENVIRONMENT[name]) or None for name in self._fields)
+        return tuple(_variable(os.environ, name) for name in self._fields)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -397,7 +442,7 @@ class EnvironmentWatch:
 @functools.cache
 def _setting_fields() -> MappingProxyType:
     """``setting_fields``, computed once (from the class definitions: it never changes)."""
-    flat = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("api_key", "timeouts")}
+    flat = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("api_key", "timeouts", "token_provider")}
     flat.update({f"{f.name}_timeout": f for f in dataclasses.fields(Timeouts)})
     return MappingProxyType(flat)
 
@@ -408,7 +453,7 @@ def setting_fields() -> dict[str, dataclasses.Field]:
 
 
 _TIMEOUT_NAMES = frozenset(f"{f.name}_timeout" for f in dataclasses.fields(Timeouts))
-_SETTABLE = frozenset({*_setting_fields(), "api_key", "timeouts"})
+_SETTABLE = frozenset({*_setting_fields(), "api_key", "timeouts", "token_provider"})
 # The rule of every setting by name, and of the per-call options that are no setting of the session.
 RULES = MappingProxyType({
     **{name: f.metadata["rule"] for name, f in setting_fields().items() if f.metadata.get("rule")},

@@ -132,6 +132,17 @@ class PriceTable:
         data = prices if "models" in prices else {"models": prices}
         return PriceTable({**self._entries, **_parse(data, origin="with_prices()")})
 
+    def with_deployments(self, deployments: Mapping[str, str]) -> "PriceTable":
+        """This table where each Azure deployment name costs what the model it runs costs (``{"my-gpt": "gpt-4.1-mini"}``).
+
+        A deployment whose model has no price stays unpriced, as an unknown model does.
+        """
+        if not deployments:
+            return self
+        aliases = {name: self._entries[found] for name, model in deployments.items()
+                   if (found := self._lookup_name(model)) is not None}
+        return PriceTable({**self._entries, **aliases})
+
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self._lookup_name(model) is not None
 

@@ -60,7 +60,7 @@ def _status(m: "AskMagics", args: argparse.Namespace) -> None:
     lines = [
         f"nbopenai session {m.session.session_id}",
         f"  model       {s.model}",
-        f"  endpoint    {shown_url(s.base_url) or 'https://api.openai.com/v1'}" + (" (offline demo server)" if server else ""),
+        f"  endpoint    {_endpoint(s)}" + (" (offline demo server)" if server and not s.azure_endpoint else ""),
         f"  API key     {s.api_key.masked if s.api_key else 'not set'}",
         f"  store       {s.store}",
         f"  threads     {threads}",
@@ -69,6 +69,12 @@ def _status(m: "AskMagics", args: argparse.Namespace) -> None:
         f"  ledger      {_ledger_place(s)}",
     ]
     print("\n".join(lines))
+
+
+def _endpoint(settings: Any) -> str:
+    if settings.azure_endpoint:
+        return f"{shown_url(settings.azure_endpoint)} (Azure OpenAI)"
+    return shown_url(settings.base_url) or "https://api.openai.com/v1"
 
 
 def _ledger_place(settings: Any) -> str:
@@ -80,6 +86,14 @@ def _local(m: "AskMagics", args: argparse.Namespace) -> None:
     url = m.session.use_local()
     print(f"Using the offline demo server at {url} (model {m.model}): no key needed, nothing leaves this machine.")
     print(f"Its calls are free: they are kept {_ledger_place(m.session.settings)}, not in your usage ledger.")
+
+
+def _azure(m: "AskMagics", args: argparse.Namespace) -> None:
+    """Point the session at an Azure OpenAI resource (see ``_core/_azure``); ``--model`` names a deployment."""
+    from ._azure_setup import azure_changes, describe_azure
+
+    m.session.configure(**azure_changes(m.session.settings, args, m.shell.user_ns if m.shell is not None else {}))
+    print(describe_azure(m.session.settings))
 
 
 def _threads(m: "AskMagics", args: argparse.Namespace) -> Any:
@@ -145,6 +159,7 @@ def _cache(m: "AskMagics", args: argparse.Namespace) -> None:
 
 
 COMMANDS: dict[str, Callable[["AskMagics", argparse.Namespace], Any]] = {
+    "azure": _azure,
     "cache": _cache,
     "cancel": _cancel,
     "compact": _compact,

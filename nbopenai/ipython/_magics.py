@@ -161,7 +161,8 @@ class AskMagics(SessionSettings):
 
     @magic_arguments()
     @argument("command", nargs="?", default="help", choices=sorted(_admin.COMMANDS), help="What to do (default: help).")
-    @argument("target", nargs="?", metavar="JOB|clear", help="cancel: the job id (from `%%nbopenai jobs`); cache: `clear` empties it.")
+    @argument("target", nargs="?", metavar="JOB|clear|ENDPOINT",
+              help="cancel: the job id (from `%%nbopenai jobs`); cache: `clear` empties it; azure: the endpoint.")
     @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset, compact, explain: the thread (default 'default'); usage: filter.")
     @argument("--all", action="store_true", help="reset: every thread; usage: every kernel's calls, not just this one's.")
     @argument("--summary", action="store_true", help="usage: totals per model and thread.")
@@ -169,9 +170,18 @@ class AskMagics(SessionSettings):
     @argument("--since", type=text, help="usage: calls since a duration ago (30m, 2d) or an ISO date.")
     @argument("--model", type=text, help="usage: only this model's calls; compact: the model that compacts; cache clear: only its answers.")
     @argument("--schema", type=text, metavar="NAME", help="cache clear: only the answers of this Pydantic class.")
+    @argument("--api-version", type=text, help="azure: the API version, where the endpoint needs one (default: v1 API).")
+    @argument("--token-provider", type=text, metavar="NAME",
+              help="azure: the variable holding a zero-argument callable that returns an Entra ID token.")
+    @argument("--deployment", type=text, action="append", metavar="NAME=MODEL",
+              help="azure: a deployment and the model it runs, for prices (repeatable).")
     @line_magic
     def nbopenai(self, line: str) -> Any:
-        """Look after nbopenai: threads, history, reset, compact, explain, status, local, jobs, cancel, usage, cache, help.
+        """Look after nbopenai: threads, history, reset, compact, explain, status, local, azure, jobs, cancel, usage, cache, help.
+
+        ``%nbopenai azure [ENDPOINT] [--api-version V] [--token-provider NAME] [--model DEPLOYMENT]
+        [--deployment DEPLOYMENT=MODEL]`` points the session at an Azure OpenAI resource (the endpoint defaults
+        to AZURE_OPENAI_ENDPOINT; the key to AZURE_OPENAI_API_KEY unless a token provider is named).
 
         Examples
         --------

@@ -10,6 +10,7 @@ setting becomes a trait without a line here.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from typing import Any
@@ -58,7 +59,11 @@ class Enum(_FollowsSession, traitlets.Enum):
     pass
 
 
-_TRAITS: dict[type, type] = {str: Unicode, float: Float, int: Int, bool: Bool}
+class Dict(_FollowsSession, traitlets.Dict):
+    pass
+
+
+_TRAITS: dict[type, type] = {str: Unicode, float: Float, int: Int, bool: Bool, dict: Dict}
 
 
 def _value_type(hint: Any) -> tuple[type, bool]:
@@ -82,7 +87,9 @@ def setting_traits(*, leave_out: tuple[str, ...] = ()) -> dict[str, traitlets.Tr
         if rule is not None and rule.choices:
             trait = Enum(rule.choices, None, allow_none=optional, help=help_text)
         else:
-            trait = _TRAITS[kind](None if optional else f.default, allow_none=optional, help=help_text)
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            trait = _TRAITS[typing.get_origin(kind) or kind](None if optional else default, allow_none=optional,
+                                                              help=help_text)
         trait.shown = f.metadata.get("shown")
         traits[name] = trait.tag(config=True)
     return traits

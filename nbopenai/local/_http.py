@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .._core._tokens import count_tokens
 from . import _batches, _chat, _routes
 from ._errors import ApiError, error_body
+from ._azure import azure_path
 from ._faults import MODEL_ROUTES, Fault, parse_fault_header, unauthorized_error
 from ._items import normalize_input, render_context
 from ._routes import Route
@@ -149,12 +150,19 @@ class _Handler(BaseHTTPRequestHandler):
         path = split.path.rstrip("/") or "/"
         query = dict(parse_qsl(split.query))
         headers = {name.lower(): value for name, value in self.headers.items()}
+        sent_path = path
+        try:
+            path = azure_path(path, query)
+        except ApiError as error:
+            self._send_error(error, request_id)
+            return
         try:
             raw = self._read_body(state.config.max_body_bytes)
         except ApiError as error:
             self.close_connection = True
             claimed = headers.get("content-length", "")
-            state.record(RecordedRequest(self.command, path, headers, None, int(claimed) if claimed.isdigit() else 0, started))
+            size = int(claimed) if claimed.isdigit() else 0
+            state.record(RecordedRequest(self.command, path, headers, None, size, started, sent_path=sent_path))
             self._send_error(error, request_id)
             return
         if path.startswith(ADMIN_PREFIX):
@@ -175,10 +183,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as error:
             limited = "rate_limit" if error.code == "rate_limit_exceeded" else None
             kept = body if limited else None
-            state.record(RecordedRequest(self.command, path, headers, kept, len(raw), started, limited))
+            state.record(RecordedRequest(self.command, path, headers, kept, len(raw), started, limited, sent_path=sent_path))
             self._send_error(error, request_id)
             return
-        state.record(RecordedRequest(self.command, path, headers, body, len(raw), started, fault.kind if fault else None))
+        kind = fault.kind if fault else None
+        state.record(RecordedRequest(self.command, path, headers, body, len(raw), started, kind, sent_path=sent_path))
         request = Request(self.command, path, {}, query, headers, body, raw, state, fault)
         try:
             reply = self._before_first_byte(request)
@@ -219,8 +228,11 @@ class _Handler(BaseHTTPRequestHandler):
         if config.latency > 0:
             time.sleep(config.latency)
         if config.require_api_key is not None:
-            if request.headers.get("authorization", "") != f"Bearer {config.require_api_key}":
+            sent = (request.headers.get("authorization", ""), "Bearer " + request.headers.get("api-key", ""))
+            if f"Bearer {config.require_api_key}" not in sent:  # Azure's clients send the key as api-key
                 raise unauthorized_error()
+        if config.token_lifetime is not None:
+            self.server.state.tokens.admit(request.headers, config.expire_tokens_after)
         return request.fault.before_body(request) if request.fault is not None else None
 
     def _route(self, request: Request) -> Reply:

@@ -45,6 +45,11 @@ def admin(state: State, method: str, name: str, body: dict[str, Any]) -> tuple[i
     if (method, name) == ("POST", "reset"):
         state.reset()
         return 200, {"ok": True}
+    if (method, name) == ("POST", "issue_token"):
+        return 200, {"token": state.tokens.issue(state.config.token_lifetime or 3600.0)}
+    if (method, name) == ("POST", "expire_tokens"):
+        state.tokens.expire_all()
+        return 200, {"ok": True}
     if (method, name) == ("GET", "health"):
         return 200, {"ok": True}
     raise ApiError(404, f"Unknown admin route {method} /_nbopenai/{name}.", code="unknown_url")
@@ -123,6 +128,14 @@ class LocalServer:
     def inject(self, kind: str, count: int = 1, **params: Any) -> None:
         """Queue ``kind`` for the next ``count`` requests to POST /v1/responses (or ``path=...``)."""
         self.state.faults.inject(kind, count, **params)
+
+    def issue_token(self) -> str:
+        """A new Entra ID-style token, valid ``token_lifetime`` seconds (what a test's token provider returns)."""
+        return self.state.tokens.issue(self.state.config.token_lifetime or 3600.0)
+
+    def expire_tokens(self) -> None:
+        """End every token issued so far (the next request with one gets Azure's 401)."""
+        self.state.tokens.expire_all()
 
     def configure(self, **changes: Any) -> None:
         """Change settings live, e.g. ``configure(latency=0.1, chunk_delay=0.01, fault_rate=0.1)``."""

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from .._turns._window import ContextWindows
 from ._faults import FaultQueue, check_kind
 from ._limits import RateLimits
+from ._azure import TokenIssuer
 from ._prompt_cache import PromptCache
 
 __all__ = ["Config", "RecordedRequest", "State", "StoredResponse", "new_id"]
@@ -40,6 +41,9 @@ class Config:
     fault_kinds: tuple[str, ...] = ("rate_limit", "server_error")
     answer_tokens: int | None = None  # every answer becomes this many words long (benchmarks)
     require_api_key: str | None = None
+    # Entra ID tokens (see _azure): every request needs a token issued by ``issue_token()``, valid this many seconds.
+    token_lifetime: float | None = None
+    expire_tokens_after: int | None = None  # every token issued so far expires once, after this many requests
     context_window: int = 128_000
     max_body_bytes: int = 32 * 1024 * 1024
     background_delay: float = 0.0  # seconds a background response stays queued
@@ -96,6 +100,7 @@ class RecordedRequest:
     raw_size: int
     received_at: float  # time.monotonic() in the server's process
     fault: str | None = None
+    sent_path: str = ""  # the path as sent, where it differs (Azure's /openai/... shapes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,6 +171,7 @@ class State:
         self.faults = FaultQueue(seed=self.config.seed)
         self.prompt_cache = PromptCache()
         self.limits = RateLimits()
+        self.tokens = TokenIssuer()
         self._known_models = ContextWindows.load()  # OpenAI's models and the demo model, dated snapshots too
         # Other route modules (files, batches) keep their own tables here, keyed by module name.
         self.extensions: dict[str, Any] = {}
@@ -202,6 +208,7 @@ class State:
             self.faults = FaultQueue(seed=self.config.seed)
             self.prompt_cache.clear()
             self.limits = RateLimits()
+            self.tokens = TokenIssuer()
 
     def new_conversation(self, metadata: dict[str, str] | None, items: list[dict[str, Any]]) -> Conversation:
         conversation = Conversation(new_id("conv"), int(time.time()), dict(metadata or {}), list(items))
