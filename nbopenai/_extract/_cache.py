@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from .._core._store import Migrations, open_database, transaction
 
 if TYPE_CHECKING:
-    from ._rows import RowResult
     from .._core._settings import Settings
+    from ._rows import RowResult
 
 __all__ = ["AnswerWriter", "CacheSize", "ExtractStore", "cache_key", "request_scope", "store_path"]
 
