@@ -147,7 +147,8 @@ def _closed_port() -> int:
 
 
 def test_a_closed_port_stops_the_run_after_one_attempt():
-    with nbopenai.Session(base_url=f"http://127.0.0.1:{_closed_port()}/v1", model="m", ledger_path=":memory:") as session:
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    with nbopenai.Session(base_url=url, model="m", ledger_path=":memory:") as session:
         with pytest.raises(nbopenai.ConnectionError) as caught:
             run(session)
     assert caught.value.partial["_attempts"].sum() <= 3  # was 2,000 connection attempts
@@ -225,9 +226,11 @@ def test_the_breaker_opens_probes_once_and_closes_on_success():
 def test_an_outage_costs_a_few_probes_not_every_rows_retries(local_server, make):
     session = make(outage_timeout=2.0)
     local_server.inject("unavailable", count=100_000)
+    lines = []
     with pytest.raises(nbopenai.APIUnavailable) as caught:
-        run(session, ROWS[:400])
+        run(session, ROWS[:400], progress=lambda snapshot: lines.append(snapshot.line()))
     assert len(model_requests(local_server)) <= 50  # was 1,598
+    assert any("the API is failing: rows wait for it" in line for line in lines)
     assert "The API is unavailable" in caught.value.message and "0 rows kept" in caught.value.message
     assert_kept(caught.value, 400)
     assert len(session.usage()) == len(model_requests(local_server))

@@ -91,7 +91,7 @@ def test_the_tokens_limit_paces_too(local_server, make):
     session = make()
     lines = []
     frame = extract(session, Person, ROWS[:40], progress=lambda snapshot: lines.append(snapshot.line()), cache=False,
-                    concurrency=30, max_output_tokens=16)  # the output cap counts against the limit, as the API counts it
+                    concurrency=30, max_output_tokens=16)  # the output cap counts against the limit, as the API's
     assert (frame["_status"].isin(["ok", "incomplete"])).all()
     assert rejected(local_server) <= 1
     assert any("paced to 30,000 tokens/min" in line for line in lines)

@@ -112,7 +112,10 @@ class CircuitBreaker:
         return probe
 
     def call(self, fn: Callable[[], T]) -> T:
-        """``fn()`` (one request) if the breaker lets it go, its outcome told to the breaker; ``APIUnavailable`` while open."""
+        """``fn()`` (one request) if the breaker lets it go, its outcome told to the breaker.
+
+        ``APIUnavailable`` while the breaker is open (nothing is sent).
+        """
         probe = self.check()
         try:
             result = fn()
@@ -194,5 +197,5 @@ class CircuitBreaker:
         outage = self.outage_s()
         failed = f" ({self.failures} failures in a row, the last: {self.last_failure})" if self.failures else ""
         resumes = f"; nothing is sent for {describe_wait(wait)}" if wait else ""
-        return APIUnavailable(f"The API is unavailable: it has been failing for {describe_wait(outage)}{failed}{resumes}"
-                              f"{'. ' + kept if kept else '.'}")
+        return APIUnavailable(f"The API is unavailable: it has been failing for {describe_wait(outage)}"
+                              f"{failed}{resumes}{'. ' + kept if kept else '.'}")

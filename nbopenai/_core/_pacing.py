@@ -52,7 +52,8 @@ def read_limits(headers: Mapping[str, str]) -> dict[str, int]:
 
 def read_remaining(headers: Mapping[str, str], name: str) -> tuple[int, float] | None:
     """``(remaining, seconds until whole again)`` for one limit, if the headers say."""
-    remaining, reset = headers.get(f"x-ratelimit-remaining-{name}"), parse_duration(headers.get(f"x-ratelimit-reset-{name}"))
+    remaining = headers.get(f"x-ratelimit-remaining-{name}")
+    reset = parse_duration(headers.get(f"x-ratelimit-reset-{name}"))
     if remaining is None or not remaining.strip().isdigit() or reset is None:
         return None
     return int(remaining), reset
@@ -108,12 +109,15 @@ class Pacer:
         Limits the user knows (``--rpm``/``--tpm``); ``None``: learned from the answers' headers.
     """
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rpm: int | None = None, tpm: int | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.given = {"requests": rpm, "tokens": tpm}
         now = clock()
-        self.buckets: dict[str, Bucket] = {name: Bucket.for_limit(limit, now) for name, limit in self.given.items() if limit}
+        self.buckets: dict[str, Bucket] = {
+            name: Bucket.for_limit(limit, now) for name, limit in self.given.items() if limit
+        }
         self.token_ratio = 1.0  # tokens the server counted / our offline estimate, smoothed
         self._calibrated = False
         self._unpaced: collections.deque[tuple[float, int]] = collections.deque(maxlen=10_000)  # (when, tokens)
@@ -148,7 +152,8 @@ class Pacer:
             return 0.0
         with self._lock:
             now = self._clock()
-            return max(bucket.wait_for(1 if name == "requests" else tokens, now) for name, bucket in self.buckets.items())
+            return max(bucket.wait_for(1 if name == "requests" else tokens, now)
+                       for name, bucket in self.buckets.items())
 
     def take(self, tokens: int) -> None:
         """Charge one request of ``tokens``, sent now (before any limit is known: remembered, see ``learn``)."""

@@ -24,7 +24,8 @@ from ._errors import UnexpectedResponse
 from ._waits import ANSWERED, asked_wait, describe_wait, parse_duration, retry_after, unreadable_answer  # noqa: F401
 
 __all__ = [
-    "RetryPolicy", "is_retryable", "retry_after", "asked_wait", "fails_every_request", "parse_duration", "describe_wait", "too_long_to_wait",
+    "RetryPolicy", "is_retryable", "retry_after", "asked_wait", "fails_every_request", "parse_duration",
+    "describe_wait", "too_long_to_wait",
     "reached_server", "retry_policy", "unreadable_answer", "failed_attempt_status", "ANSWERED", "RATE_LIMIT_ATTEMPTS",
 ]
 
@@ -122,7 +123,7 @@ def fails_every_request(exc: BaseException, *, max_wait: float = MAX_HONOURED_RE
 
 
 def too_long_to_wait(exc: BaseException, cap: float = MAX_HONOURED_RETRY_AFTER) -> float | None:
-    """The wait ``exc`` asked for when it is longer than ``cap`` (a retryable answer we will not wait out), else None."""
+    """The wait ``exc`` asked for when it is longer than ``cap`` (a retryable answer not waited out), else None."""
     asked = retry_after(exc)
     return asked if asked is not None and asked > cap and is_retryable(exc) else None
 

@@ -415,7 +415,8 @@ def _mark_not_sent(prepared: Prepared, error: NbOpenAIError) -> None:
             unfinished += 1
     kept = sum(1 for result in prepared.results if result.status == "ok")
     if unfinished:
-        error.message += f" {kept:,} rows kept, {unfinished:,} not run: re-run with --retry-failed (retry_failed=True) to finish them."
+        error.message += (f" {kept:,} rows kept, {unfinished:,} not run: re-run with --retry-failed "
+                          "(retry_failed=True) to finish them.")
     error.args = (error.message,)
 
 
@@ -463,7 +464,8 @@ def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> A
         ``UnexpectedResponse``, ``RateLimitError`` asking for a wait longer than
         ``Settings.max_retry_wait``) or the service stays down (``APIUnavailable``): the run stops
         at once. The error's ``partial`` attribute is the frame of the rows that did finish
-        (the others ``cancelled``), so ``retry_failed=error.partial`` (or ``True``) finishes them. ``dry_run`` returns an
+        (the others ``cancelled``), so ``retry_failed=error.partial`` (or ``True``) finishes
+        them. ``dry_run`` returns an
         ``ExtractPlan``; ``batch`` with ``wait=False`` a ``BatchJob``.
 
     Examples

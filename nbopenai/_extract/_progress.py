@@ -35,14 +35,15 @@ class Snapshot:
     pace: str | None = None  # "paced to 3,000 requests/min and 200,000 tokens/min"
     eta_s: float | None = None  # seconds left at the pace so far
     rows_per_s: float | None = None  # this run's pace so far
+    notice: str | None = None  # why rows are waiting: "the API is failing: waiting for it (5 s so far)"
 
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 1.0
 
     def line(self) -> str:
-        """``extract 120/1,000 · 118 ok · 2 failed · 3 retrying · 40 from cache · 45,210 tokens · $0.0123 · 4.2 s ·
-        28.6 rows/s · ETA 31 s · paced to 3,000 requests/min``."""
+        """``extract 120/1,000 · 118 ok · 2 failed · 3 retrying · 40 from cache · 45,210 tokens · $0.0123 ·
+        4.2 s · 28.6 rows/s · ETA 31 s · paced to 3,000 requests/min``."""
         parts = [
             f"{self.label} {self.done:,}/{self.total:,}",
             f"{self.ok:,} ok",
@@ -61,6 +62,8 @@ class Snapshot:
             parts.append(f"ETA {_duration(self.eta_s)}")
         if self.pace:
             parts.append(self.pace)
+        if self.notice and not self.finished:
+            parts.append(self.notice)
         return " · ".join(parts)
 
 

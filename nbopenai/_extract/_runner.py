@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._turns._answer import Usage
-from .._core._breaker import FAILURE
+from .._core._breaker import SUCCESS
 from .._core._client import create_response_dict
 from .._core._errors import NbOpenAIError, translate
 from .._core._retry import (
@@ -169,6 +169,7 @@ class Tally:
     label: str = "extract"
     done_before: int = 0  # rows that ended before the run (cached, kept, missing): not part of its pace
     pace: str | None = None  # "paced to 3,000 requests/min ..." once limits are known
+    notice: str | None = None  # why rows wait (the breaker is open)
 
     @property
     def done(self) -> int:
@@ -207,6 +208,7 @@ class Tally:
             pace=self.pace,
             eta_s=None if finished else eta_s,
             rows_per_s=rows_per_s,
+            notice=self.notice,
         )
 
     def totals(self) -> dict[str, Any]:
@@ -259,7 +261,9 @@ class InputEstimate:
         self.shared = count_tokens(f"{params.get('instructions') or ''}{json.dumps(schema) if schema else ''}", model)
 
     def __call__(self, row_input: Any) -> int:
-        text = row_input if isinstance(row_input, str) else " ".join(str(item.get("content", "")) for item in row_input or ())
+        if isinstance(row_input, str):
+            return self.shared + count_tokens(row_input, self.model)
+        text = " ".join(str(item.get("content", "")) for item in row_input or ())
         return self.shared + count_tokens(text, self.model)
 
 
@@ -420,7 +424,8 @@ class Runner:
                 limit.succeeded()
                 self._heard(headers, row, response)
                 outcome = self._answered(response, result, started, started_wall, row.input)
-                if outcome.status == "invalid" and row.reasks < request.validation_retries and not self._stopped.is_set():
+                reask_left = row.reasks < request.validation_retries and not self._stopped.is_set()
+                if outcome.status == "invalid" and reask_left:
                     row.reasks, row.tries, held = row.reasks + 1, 0, True  # the re-ask goes out on this same slot
                     row.input = reask(row.text or "", outcome.text, outcome.error)
                     continue
@@ -443,9 +448,12 @@ class Runner:
                 if probe or breaker.first_contact(model):
                     return probe
                 wait = 1.0  # the first request for this model is out: its answer (news) wakes us sooner
-            elif breaker.outage_s() >= self.outage_timeout:
+            elif (outage := breaker.outage_s()) >= self.outage_timeout:
                 self._stop(breaker.unavailable())
                 break
+            else:
+                self.tally.notice = (f"the API is failing: rows wait for it ({describe_wait(outage)} so far, "
+                                     f"giving up after {describe_wait(self.outage_timeout)})")
             self.tally.retrying += 1
             try:
                 await self._until(self._news, min(wait, 1.0))
@@ -498,7 +506,9 @@ class Runner:
 
     def _settled(self, exc: BaseException | None, probe: bool) -> None:
         """Tell the breaker how an attempt went, and wake the rows waiting for news."""
-        self.breaker.settle(exc, model=self.request.model, probe=probe, describe=lambda e: translate(e).message)
+        kind = self.breaker.settle(exc, model=self.request.model, probe=probe, describe=lambda e: translate(e).message)
+        if kind == SUCCESS:
+            self.tally.notice = None
         self._news.set()
         self._news = asyncio.Event()
 
