@@ -215,7 +215,7 @@ def _simulated_stream(words: int, seconds: float) -> dict:
     bundles: list[dict] = []
 
     class Handle:
-        def update(self, bundle, raw=False):  # noqa: ANN001
+        def update(self, bundle, raw=False, metadata=None):  # noqa: ANN001
             bundles.append(bundle)
 
     saved, comm.create_comm = comm.create_comm, recorder.create_comm

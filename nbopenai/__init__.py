@@ -77,6 +77,7 @@ __all__ = [
     "current_session",
     "extract",
     "load_ipython_extension",
+    "provenance",
     "unload_ipython_extension",
     "usage",
     "use_session",
@@ -119,6 +120,17 @@ def batch_jobs(*, session: Session | None = None):
 def usage(*, session: Session | None = None, all_sessions: bool = False, **filters: Any):
     """The usage ledger as a DataFrame (this session unless ``all_sessions=True``)."""
     return (session or current_session()).usage(all_sessions=all_sessions, **filters)
+
+
+def provenance(path: Any):
+    """Where each answer in a saved notebook came from, as a DataFrame (one row per answer).
+
+    Columns: cell, cell_id, execution_count, response_id, model, thread, turn, status, token counts,
+    cost_usd, latency_s, answered_at (UTC), replayed and the nbopenai version that answered.
+    """
+    from ._turns._provenance import read_provenance
+
+    return read_provenance(path)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -96,7 +96,7 @@ def test_a_thread_near_its_window_warns_once(local_server, make):
     assert thread_tokens(thread) >= 0.8 * 150
     assert loud.warning.startswith("thread long holds ")
     assert "of nbopenai-local's 150-token context window" in loud.warning
-    assert "`%nbopenai compact -t long`" in loud.warning and "⚠" in loud._repr_mimebundle_()["text/markdown"]
+    assert "`%nbopenai compact -t long`" in loud.warning and "⚠" in loud.mime_bundle()["text/markdown"]
     assert session.ask("And tomorrow?", thread="long").warning is None  # once, not every turn
     session.compact("long")
     assert thread.warned_near_limit is False

@@ -74,3 +74,34 @@ def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_s
     assert count_tokens(sent) <= VARS_TOKEN_BUDGET + 1_500 + 40  # the variables and the frame's preview
     assert "DataFrame with 10,000,000 rows × 2 columns (user: int32, score: float32)" in sent
     assert "| 9999999 | 9999999 | 1 |" in sent  # the preview's tail row
+
+
+def test_saved_answers_carry_their_provenance_and_read_back(local_server, kernel_env, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    import nbopenai
+
+    cell = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        cell("%load_ext nbopenai"),
+        cell("%%ask\nMy name is Ada."),
+        cell("%%ask -t other -o reply\nWhat is my name?"),
+        cell("reply"),
+    ])
+    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env=kernel_env
+    )
+    path = tmp_path / "answered.ipynb"
+    nbformat.write(nb, path)
+
+    kept = [o.metadata["nbopenai"] for c in nb.cells for o in c.outputs if "nbopenai" in o.get("metadata", {})]
+    assert len(kept) == 3  # the two answers, and the Answer shown again by the last cell
+    table = nbopenai.provenance(path)
+    assert list(table["cell"]) == [1, 2, 3]
+    assert table["response_id"].str.startswith("resp_").all()
+    assert table["model"].eq("nbopenai-local").all() and table["thread"].tolist() == ["default", "other", "other"]
+    assert table["turn"].tolist() == [1, 1, 1] and (table["input_tokens"] > 0).all() and (table["output_tokens"] > 0).all()
+    assert table["nbopenai_version"].eq(nbopenai.__version__).all() and not table["replayed"].any()
+    assert table["answered_at"].notna().all() and table["cost_usd"].notna().all()
+    assert table["response_id"].iloc[1] == table["response_id"].iloc[2] and table["response_id"].iloc[0] != table["response_id"].iloc[1]

@@ -237,7 +237,7 @@ def test_out_binds_the_answer_which_renders_as_markdown(ip):
     run(ip, "%%ask -o reply\nMy name is Ada.")
     reply = ip.user_ns["reply"]
     assert isinstance(reply, nbopenai.Answer) and reply.turn == 1
-    bundle = reply._repr_mimebundle_()
+    bundle = reply.mime_bundle()
     assert "Noted: your name is Ada." in bundle["text/markdown"] and "text/plain" in bundle
 
 

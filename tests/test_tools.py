@@ -275,7 +275,7 @@ def test_two_tools_called_in_parallel_send_matching_outputs_and_make_one_turn(lo
     assert len(thread.turns) == 1 and thread.head == answer.response_id == rows["response_id"].iloc[1]
     assert [name for name, _, _ in sink.calls] == ["get_weather", "get_time"]
     assert sink.calls[0][1] == {"city": "Paris"} and sink.answers == [answer]
-    assert "<details><summary>2 tool calls</summary>" in answer._repr_mimebundle_()["text/markdown"]
+    assert "<details><summary>2 tool calls</summary>" in answer.mime_bundle()["text/markdown"]
 
 
 def test_a_raising_tool_sends_its_error_back_and_the_turn_completes(local_server, make):

@@ -50,9 +50,10 @@ class FakeHandle:
         self.shown = obj
         self.updates: list[dict] = []
 
-    def update(self, bundle, raw=False):
+    def update(self, bundle, raw=False, metadata=None):
         assert raw
         self.updates.append(bundle)
+        self.metadata = metadata
 
 
 def _answer(text: str, **fields) -> Answer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 __all__ = ["Usage", "Answer"]
@@ -72,6 +73,10 @@ class Usage:
         )
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _format_seconds(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f} s"
 
@@ -86,7 +91,8 @@ class Answer:
 
     ``tool_calls`` lists the functions a tool loop ran (``name``, ``arguments``, ``output``,
     ``error``, ``call_id``); ``usage`` and ``cost_usd`` then cover every request of the turn.
-    ``warning`` says when the thread is close to the model's context window.
+    ``warning`` says when the thread is close to the model's context window. ``answered_at`` is
+    when the answer ended (UTC, ISO 8601); ``replayed`` says it came from the replay store, unsent.
     """
 
     text: str
@@ -106,6 +112,8 @@ class Answer:
     output: list[dict] = field(default_factory=list, repr=False)
     tool_calls: list[dict] = field(default_factory=list, repr=False)
     warning: str | None = None
+    answered_at: str = field(default_factory=_now, repr=False)
+    replayed: bool = False
 
     @property
     def partial(self) -> bool:
@@ -165,11 +173,36 @@ class Answer:
         lines.append(f"\n<sub>{self.footer()}</sub>")
         return "\n".join(lines)
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+    def mime_bundle(self) -> dict[str, str]:
+        """The answer as ``text/markdown`` and ``text/plain`` (what a saved notebook shows)."""
         calls = f"{self.tool_calls_text()}\n" if self.tool_calls else ""
         plain = calls + self.text + (f"\n{status}" if (status := self.status_line()) else "")
         plain += (f"\n{self.warning}" if self.warning else "") + f"\n-- {self.footer()}"
         return {"text/markdown": self._repr_markdown_(), "text/plain": plain}
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the answer came from, for the output's metadata (``nbopenai.provenance`` reads it back)."""
+        from .. import __version__  # the package is loaded by the time anything is shown
+
+        u = self.usage
+        return {
+            "response_id": self.response_id,
+            "model": self.model,
+            "thread": self.thread,
+            "turn": self.turn,
+            "status": self.status,
+            "usage": {"input": u.input, "cached": u.cached, "output": u.output, "reasoning": u.reasoning,
+                      "estimated": u.estimated},
+            "cost_usd": self.cost_usd,
+            "latency_s": self.latency_s,
+            "answered_at": self.answered_at,
+            "replayed": self.replayed,
+            "nbopenai": __version__,
+        }
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> tuple[dict[str, str], dict[str, Any]]:
+        """IPython's display: the bundle, and the provenance under the output's ``nbopenai`` metadata key."""
+        return self.mime_bundle(), {"nbopenai": self.provenance()}
 
 
 _SHOWN_CHARS = 300

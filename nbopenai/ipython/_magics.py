@@ -27,7 +27,7 @@ from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_lin
 from ._context import context_arguments, contextual_prompt, prompt_namespace, queue_code
 from ._errors import reported
 from ._history import CellHistory
-from ._render import DryRun, answer_bundle
+from ._render import DryRun, answer_output
 from ._traits import setting_traits
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ class AskMagics(SessionSettings):
             return nullcontext(StdoutSink())
         from ..widgets import AnswerView
 
-        render = partial(answer_bundle, fmt=fmt)
+        render = partial(answer_output, fmt=fmt)
         return AnswerView(render=render, rate=self.session.settings.update_rate, close_widget=not background)
 
     def _submit(self, prompt: str, fmt: str, options: dict[str, Any]) -> "Job":

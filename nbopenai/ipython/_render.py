@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .._turns._answer import Answer
     from .._turns._ask import PreparedAsk
 
-__all__ = ["DryRun", "answer_bundle", "fenced", "first_code_block"]
+__all__ = ["DryRun", "answer_bundle", "answer_output", "fenced", "first_code_block"]
 
 _FENCED_BLOCK = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M)
 _BACKTICKS = re.compile(r"`+")
@@ -81,13 +81,18 @@ def answer_bundle(answer: "Answer", fmt: str = "markdown") -> dict[str, Any]:
     markdown, plain, extra = _FORMATS[fmt](answer.text)
     bundle = {
         "text/markdown": dataclasses.replace(answer, text=markdown)._repr_markdown_(),
-        "text/plain": dataclasses.replace(answer, text=plain)._repr_mimebundle_()["text/plain"],
+        "text/plain": dataclasses.replace(answer, text=plain).mime_bundle()["text/plain"],
         **extra,
     }
     if answer.notice:
         bundle["text/markdown"] = f"*{answer.notice}*\n\n{bundle['text/markdown']}"
         bundle["text/plain"] = f"({answer.notice})\n{bundle['text/plain']}"
     return bundle
+
+
+def answer_output(answer: "Answer", fmt: str = "markdown") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The static output of ``answer``: its bundle, and its provenance under the ``nbopenai`` metadata key."""
+    return answer_bundle(answer, fmt), {"nbopenai": answer.provenance()}
 
 
 class DryRun:

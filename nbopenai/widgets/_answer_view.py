@@ -44,8 +44,8 @@ class AnswerView:
     Parameters
     ----------
     render
-        ``Answer -> mime bundle`` for the static output that replaces the widget when the answer
-        ends. ``None`` keeps the widget as the final display.
+        ``Answer -> mime bundle`` (or ``(bundle, metadata)``, as IPython's ``_repr_mimebundle_``
+        may return) for the static output that replaces the widget when the answer ends. ``None`` keeps the widget as the final display.
     rate
         Front-end updates per second at most while streaming (the final update is always exact).
     clock
@@ -66,7 +66,7 @@ class AnswerView:
     def __init__(
         self,
         *,
-        render: Callable[["Answer"], dict[str, Any]] | None = None,
+        render: Callable[["Answer"], Any] | None = None,
         rate: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         close_widget: bool = True,
@@ -114,7 +114,9 @@ class AnswerView:
                 widget.status = answer.status_line() or ""
                 widget.footer = answer.footer()
             if self._render is not None:
-                self._handle.update(self._render(answer), raw=True)
+                rendered = self._render(answer)  # a bundle, or (bundle, metadata) as IPython's _repr_mimebundle_
+                data, metadata = rendered if isinstance(rendered, tuple) else (rendered, None)
+                self._handle.update(data, raw=True, metadata=metadata)
                 if self._close_widget:
                     self._close()
 
