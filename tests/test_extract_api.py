@@ -90,6 +90,23 @@ def test_a_cached_answer_is_served_only_to_the_same_request(session, local_serve
     assert len(_model_requests(local_server)) == len(TEXTS)
 
 
+def test_the_key_tells_azure_resources_and_deployments_apart():
+    from nbopenai._core._settings import Settings
+    from nbopenai._extract._cache import request_scope
+
+    params = {"model": "my-gpt", "instructions": "Extract."}
+    scopes = {
+        request_scope(Settings(), params),
+        request_scope(Settings(azure_endpoint="https://one.openai.azure.com"), params),
+        request_scope(Settings(azure_endpoint="https://two.openai.azure.com"), params),
+        request_scope(Settings(azure_endpoint="https://two.openai.azure.com", api_version="2024-10-21"), params),
+        request_scope(Settings(azure_endpoint="https://two.openai.azure.com", deployments={"my-gpt": "gpt-4.1"}), params),
+    }
+    assert len(scopes) == 5
+    assert request_scope(Settings(azure_endpoint="https://one.openai.azure.com/"), params) == request_scope(
+        Settings(azure_endpoint="https://one.openai.azure.com"), params)
+
+
 def test_a_change_that_cannot_alter_the_answer_keeps_the_cache(session, local_server):
     _extract(session)
     session.configure(store=not session.settings.store)

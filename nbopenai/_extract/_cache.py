@@ -1,7 +1,7 @@
 """What extraction remembers between runs: answers that validated, and the batch jobs it started.
 
 The cache is content-addressed: a row's key is the SHA-256 of the endpoint (base URL, organisation,
-project), every request field that shapes the answer (model, instructions, schema, temperature,
+project; Azure's resource, API version and the deployment's model), every request field that shapes the answer (model, instructions, schema, temperature,
 reasoning, output limits, ...: the exact request, less the fields that cannot change an answer) and
 the row's input. Re-running a cell pays only for rows whose answer could differ; another endpoint or
 another temperature is asked afresh. Only ``ok`` answers are kept (their JSON and response id), written
@@ -70,6 +70,10 @@ def request_scope(settings: "Settings", params: dict[str, Any]) -> str:
         "base_url": (settings.base_url or _DEFAULT_BASE_URL).rstrip("/"),
         "organization": settings.organization,
         "project": settings.project,
+        # Azure: the resource and API version; a model name is a deployment there, so the model it runs counts too.
+        "azure_endpoint": (settings.azure_endpoint or "").rstrip("/") or None,
+        "api_version": settings.api_version,
+        "deployment_of": settings.deployments.get(params.get("model")),
     }
     request = {name: value for name, value in params.items() if name not in _NOT_ANSWER_SHAPING}
     return _digest([endpoint, request])
