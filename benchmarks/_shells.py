@@ -265,7 +265,7 @@ class Kernel:
             self.manager.shutdown_kernel(now=True)
         self._log.close()
 
-    def __enter__(self) -> "Kernel":
+    def __enter__(self) -> Kernel:
         return self
 
     def __exit__(self, *exc: object) -> None:

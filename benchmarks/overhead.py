@@ -14,7 +14,7 @@ goal applies, and zero latency, which shows our added milliseconds alone.
 
 from __future__ import annotations
 
-from ._harness import Context, Row, fmt_ms, profile_diff, fmt_ratio, interleaved, median, verdict
+from ._harness import Context, Row, fmt_ms, fmt_ratio, interleaved, median, profile_diff, verdict
 from ._shells import recording_shell
 
 NAME = "overhead"

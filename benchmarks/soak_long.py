@@ -150,7 +150,6 @@ def run_soak(
     echo: bool = False,
 ) -> SoakReport:
     """Run the soak and check it; see the module docstring. ``workdir`` holds the ledger file."""
-    from typing import Optional
 
     from pydantic import BaseModel
 
@@ -159,7 +158,7 @@ def run_soak(
 
     class Record(BaseModel):
         name: str
-        age: Optional[int]
+        age: int | None
 
     report = SoakReport(asks, rows, seed, fault_rate, concurrency, max_growth_mb=max_growth_mb)
     say = print if echo else (lambda *a, **k: None)

@@ -104,8 +104,9 @@ def _kernel_runs(kernel: Kernel, setup: list[str], cell: str, runs: int, timeout
 
 
 def _in_process(server, prompt: str, runs: int) -> dict[str, list[float]]:
-    import nbopenai
     import openai
+
+    import nbopenai
     from nbopenai._turns._printer import StdoutSink
 
     class FirstText(StdoutSink):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._turns._answer import Answer, Usage
 from ._core._errors import (
     APIError,
     APIUnavailable,
@@ -39,9 +38,10 @@ from ._core._errors import (
     UnreadableAnswer,
     UsageError,
 )
-from ._session import Session, current_session, use_session
 from ._core._settings import Secret, Settings, Timeouts
 from ._core._tokens import count_tokens
+from ._session import Session, current_session, use_session
+from ._turns._answer import Answer, Usage
 
 __version__ = "0.1.0"
 

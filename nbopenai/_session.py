@@ -23,9 +23,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ._core._breaker import CircuitBreaker
-from ._core._pacing import Pacer
 from ._core._errors import UsageError, translate
 from ._core._loop import LoopThread
+from ._core._pacing import Pacer
 from ._core._retry import RetryPolicy, retry_policy
 from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings, shown_url
 from ._ledger._budget import Budget
@@ -195,7 +195,7 @@ class Session:
     # ---- clients: built once, reused (one connection pool each) ---------------------------
 
     @property
-    def client(self) -> "openai.OpenAI":
+    def client(self) -> openai.OpenAI:
         with self._clients_lock:
             if self._client is None:
                 from ._core._client import build_sync_client
@@ -204,7 +204,7 @@ class Session:
             return self._client
 
     @property
-    def async_client(self) -> "openai.AsyncOpenAI":
+    def async_client(self) -> openai.AsyncOpenAI:
         """The async client; use it only on ``self.loop``."""
         with self._clients_lock:
             if self._async_client is None:
@@ -246,20 +246,20 @@ class Session:
     # ---- ledger, prices, budget -----------------------------------------------------------
 
     @cached_property
-    def ledger(self) -> "Ledger":
+    def ledger(self) -> Ledger:
         from ._ledger._usage import Ledger
 
         return Ledger(self.settings.resolved_ledger_path)
 
     @cached_property
-    def extract_store(self) -> "ExtractStore":
+    def extract_store(self) -> ExtractStore:
         """Extraction's answer cache and batch records, next to the ledger (in memory with it)."""
         from ._extract._cache import ExtractStore, store_path
 
         return ExtractStore(store_path(self.settings))
 
     @cached_property
-    def prices(self) -> "PriceTable":
+    def prices(self) -> PriceTable:
         from ._ledger._prices import PriceTable
 
         return PriceTable.load(self.settings.prices_path).with_deployments(self.settings.deployments)
@@ -297,11 +297,11 @@ class Session:
             context_windows=lambda: self.context_windows,
         )
 
-    def record(self, **fields: Any) -> "UsageRecord":
+    def record(self, **fields: Any) -> UsageRecord:
         """Write one ledger row for one API call; takes the arguments of ``UsageRecord.build``."""
         return self.accounts.record(**fields)
 
-    def usage_record(self, **fields: Any) -> "UsageRecord":
+    def usage_record(self, **fields: Any) -> UsageRecord:
         """The ledger row of one API call, not yet written (``UsageRecord.build``'s arguments)."""
         from ._ledger._usage import UsageRecord  # lazy: sqlite3 stays out of `import nbopenai`
 
@@ -321,7 +321,7 @@ class Session:
 
     def prepare(
         self, prompt: str, *, images: Iterable[Any] = (), tools: Iterable[Any] = (), **options: Any
-    ) -> "_ask.PreparedAsk":
+    ) -> _ask.PreparedAsk:
         """The exact request ``ask`` would send (for ``--dry-run``); sends nothing.
 
         ``images`` and ``tools`` are as for ``ask``; the other options are ``AskOptions`` fields.
@@ -336,7 +336,7 @@ class Session:
         images: Iterable[Any] = (),
         tools: Iterable[Any] = (),
         **options: Any,
-    ) -> "_ask.PreparedAsk":
+    ) -> _ask.PreparedAsk:
         if images:
             from ._turns._images import image_parts
 
@@ -401,7 +401,7 @@ class Session:
             return run_with_tools(services, prepared, toolbox, sink, max_tool_rounds=rounds, confirm=confirm)
         return _ask.run(services, prepared, sink)
 
-    def compact(self, thread: str = "default", *, model: str | None = None) -> "Compaction":
+    def compact(self, thread: str = "default", *, model: str | None = None) -> Compaction:
         """Shrink a long thread on the server (``responses.compact``); it continues from there.
 
         Where the server has no compact endpoint, the thread switches to ``truncation="auto"``.
@@ -411,7 +411,7 @@ class Session:
 
         return compact(self.services(), thread, model=model)
 
-    def submit(self, prompt: str, *, on_done=None, **options: Any) -> "Job":
+    def submit(self, prompt: str, *, on_done=None, **options: Any) -> Job:
         """Ask in the background (``background=true``); returns a ``Job`` at once.
 
         The session's loop polls it; ``on_done(job)`` is called (from that loop's thread) when it
@@ -452,7 +452,7 @@ class Session:
             if (opened := self.__dict__.pop(name, None)) is not None:
                 opened.close()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         """``with session:``: the block's current session (for ``nbopenai.ask``); closed when it ends."""
         _current.enter(self)
         return self

@@ -53,7 +53,7 @@ class ByteServer:
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "ByteServer":
+    def __enter__(self) -> ByteServer:
         self._thread.start()
         return self
 

@@ -1,7 +1,7 @@
 import pytest
 
-from nbopenai._ledger._budget import Budget
 from nbopenai._core._errors import BudgetExceeded
+from nbopenai._ledger._budget import Budget
 from nbopenai._ledger._prices import PriceTable
 from nbopenai._ledger._usage import Totals
 

@@ -12,13 +12,12 @@ import time
 
 import openai
 import pytest
+from _byte_server import ByteServer
+from _proxies import http, response_json
 
 import nbopenai
 from nbopenai import Session, Settings, Timeouts
 from nbopenai._core._retry import RetryPolicy, is_retryable
-
-from _byte_server import ByteServer
-from _proxies import http, response_json
 
 
 def test_import_loads_neither_ipython_widgets_nor_pandas():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import nbopenai
-from nbopenai._turns._window import ContextWindows, thread_tokens
 from nbopenai._turns._conversation import COMPACTED, Thread, Turn
+from nbopenai._turns._window import ContextWindows, thread_tokens
 
 
 def requests_to(server, path):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SECRET_KEY
+
 from nbopenai._turns._context import bounded, pick, strip_ansi
 from nbopenai._turns._prompt import fill, interpolate
 

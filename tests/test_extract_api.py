@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Optional
 
 import pytest
 from pydantic import BaseModel
@@ -14,7 +13,7 @@ import nbopenai
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
 
 def test_importing_extraction_loads_no_pandas_ipython_or_widgets():

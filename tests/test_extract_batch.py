@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import pandas as pd
 import pytest
@@ -19,7 +18,7 @@ from nbopenai.local._batches import LINE_PATH, controls
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
 
 TEXTS = [f"Ada Lovelace is {30 + i} years old." for i in range(5)]

@@ -11,9 +11,10 @@ import os
 import signal
 import socket
 import threading
-from typing import Optional
 
 import pytest
+from _byte_server import ByteServer, json_reply
+from conftest import SECRET_KEY
 from pydantic import BaseModel
 
 import nbopenai
@@ -21,13 +22,10 @@ from nbopenai._core._breaker import CircuitBreaker
 from nbopenai._core._retry import asked_wait, parse_duration
 from nbopenai._extract import extract
 
-from _byte_server import ByteServer, json_reply
-from conftest import SECRET_KEY
-
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
 
 ROWS = [f"Person {i} is {20 + i % 50} years old." for i in range(500)]
@@ -64,8 +62,8 @@ def test_durations_in_every_shape_servers_send(text, seconds):
 
 
 def test_an_http_date_is_seconds_from_now():
-    from email.utils import formatdate
     import time
+    from email.utils import formatdate
 
     assert 50 < parse_duration(formatdate(time.time() + 60, usegmt=True)) <= 60
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import pandas as pd
 import pytest
@@ -22,7 +22,7 @@ class Color(enum.Enum):
 
 class Address(BaseModel):
     city: str
-    zip: Optional[str]
+    zip: str | None
 
 
 class Pet(BaseModel):
@@ -31,18 +31,18 @@ class Pet(BaseModel):
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
     height: float
-    member: Optional[bool]
-    born: Optional[dt.datetime]
+    member: bool | None
+    born: dt.datetime | None
     day: dt.date
     mood: Literal["happy", "sad"]
     color: Color
     address: Address
-    previous: Optional[Address]
+    previous: Address | None
     tags: list[str]
     pets: list[Pet]
-    either: Union[int, str]
+    either: int | str
 
 
 def ada() -> Person:

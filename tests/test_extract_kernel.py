@@ -70,9 +70,8 @@ def test_the_stop_button_stops_run_all_after_binding_the_partial_frame(local_ser
     """Run All queues the cells; the stop button during ``%%extract`` must abort the ones after it."""
     import time
 
-    from jupyter_client.manager import start_new_kernel
-
     from _kernels import kernel_env
+    from jupyter_client.manager import start_new_kernel
 
     env = kernel_env(OPENAI_BASE_URL=local_server.base_url, NBOPENAI_MODEL="nbopenai-local")
     km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
@@ -133,9 +132,8 @@ def test_a_kernel_killed_mid_run_keeps_its_answers_and_the_rerun_pays_only_for_t
     import sqlite3
     import time
 
-    from jupyter_client.manager import start_new_kernel
-
     from _kernels import kernel_env
+    from jupyter_client.manager import start_new_kernel
 
     rows = 60
     folder = Path(os.environ["NBOPENAI_HOME"])  # both kernels' data folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import jsonschema
 import pydantic
@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from nbopenai import SchemaError, UsageError
-from nbopenai._extract import lint_schema, strict_format
 from nbopenai._core._strict import MAX_DEPTH, MAX_PROPERTIES
+from nbopenai._extract import lint_schema, strict_format
 
 
 def errors_of(model: type[BaseModel], **kwargs: Any) -> dict[str, str]:
@@ -55,7 +55,7 @@ class Address(BaseModel):
 
 class Person(BaseModel):
     name: str
-    age: Optional[int] = None
+    age: int | None = None
     address: Address
 
 
@@ -65,7 +65,7 @@ class Person(BaseModel):
 def test_plain_model_needs_no_fix_and_is_strict():
     class Plain(BaseModel):
         name: str
-        age: Optional[int]
+        age: int | None
 
     fmt = strict_format(Plain)
     assert fmt.fixes == ()
@@ -100,7 +100,7 @@ class Dog(BaseModel):
 
 def test_discriminated_union_becomes_anyof():
     class Owner(BaseModel):
-        pet: Union[Cat, Dog] = Field(discriminator="kind")
+        pet: Cat | Dog = Field(discriminator="kind")
 
     fmt = strict_format(Owner)
     assert ("pet", "oneOf") in fixes_of(Owner)
@@ -165,7 +165,7 @@ def test_the_fixed_schema_accepts_what_the_model_produces():
         day: dt.date
         color: Color = Color.red
         people: list[Person]
-        pet: Union[Cat, Dog] = Field(discriminator="kind")
+        pet: Cat | Dog = Field(discriminator="kind")
 
     fmt = strict_format(Rich)
     value = Rich(
@@ -241,7 +241,7 @@ def test_nesting_deeper_than_ten_levels_is_refused():
 def test_recursive_models_are_allowed():
     class Node(BaseModel):
         label: str
-        children: list["Node"]
+        children: list[Node]
 
     assert strict_format(Node).parse('{"label": "a", "children": [{"label": "b", "children": []}]}').children[0].label == "b"
 

@@ -4,8 +4,6 @@ windows, with 429s that say "try again in 20ms" and nothing else."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pytest
 from pydantic import BaseModel
 
@@ -19,7 +17,7 @@ ROWS = [f"Person {i} lives in Paris and is {20 + i % 50} years old." for i in ra
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
 
 def model_requests(server) -> list:

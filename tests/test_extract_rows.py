@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pytest
 from openai.types.responses import Response
 from pydantic import BaseModel, field_validator
@@ -14,11 +12,11 @@ from nbopenai._extract._rows import classify
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
     @field_validator("age")
     @classmethod
-    def plausible(cls, value: Optional[int]) -> Optional[int]:
+    def plausible(cls, value: int | None) -> int | None:
         if value is not None and value > 150:
             raise ValueError("nobody is that old")
         return value

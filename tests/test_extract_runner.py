@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
 
 import pandas as pd
 import pytest
@@ -16,16 +15,16 @@ from nbopenai._extract._runner import AdaptiveLimit
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
 
 class Picky(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
     @field_validator("age")
     @classmethod
-    def ancient(cls, value: Optional[int]) -> Optional[int]:
+    def ancient(cls, value: int | None) -> int | None:
         if value is not None and value < 1000:
             raise ValueError("must be at least 1000")
         return value

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nbopenai._extract._progress import Snapshot, TextProgress, choose_view, NoProgress, CallbackProgress
+from nbopenai._extract._progress import CallbackProgress, NoProgress, Snapshot, TextProgress, choose_view
 
 
 def snapshot(done: int, total: int = 10, failed: int = 0, **fields: Any) -> Snapshot:

@@ -11,9 +11,8 @@ import ast
 from pathlib import Path
 
 import pytest
-
-from conftest import SECRET_KEY
 from _kernels import local_kernel_env
+from conftest import SECRET_KEY
 
 pytestmark = pytest.mark.kernel
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SECRET_KEY
 from test_kernel import Kernel, kernel, kernel_env  # noqa: F401 (fixtures)
 

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Literal, Optional
+from typing import Literal
 
 import httpx2
 import jsonschema
@@ -383,17 +383,17 @@ class Role(str, enum.Enum):
 
 class Address(BaseModel):
     city: str
-    country: Optional[str]
+    country: str | None
 
 
 class Person(BaseModel):
     name: str
-    email: Optional[str]
+    email: str | None
     age: int
     role: Role
     born: dt.date
     address: Address
-    nickname: Optional[str]
+    nickname: str | None
     active: bool
 
 

@@ -13,14 +13,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SECRET_KEY
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.utils.capture import capture_output
 
 import nbopenai
 from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS
 from nbopenai.ipython._errors import TITLES
-
-from conftest import SECRET_KEY
 
 
 def asks(server) -> list[dict]:

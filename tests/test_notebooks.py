@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SECRET_KEY
 from _kernels import REPO, kernel_env
+from conftest import SECRET_KEY
 
 pytestmark = pytest.mark.kernel
 

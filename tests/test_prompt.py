@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from nbopenai._turns._prompt import PREVIEW_TOKEN_BUDGET, interpolate
 from nbopenai._core._tokens import count_tokens
+from nbopenai._turns._prompt import PREVIEW_TOKEN_BUDGET, interpolate
 
 
 def test_names_are_replaced_and_everything_else_stays_literal():

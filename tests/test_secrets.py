@@ -18,14 +18,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+from _byte_server import ByteServer
+from _kernels import REPO, kernel_env, local_kernel_env
+from _proxies import ECHOES, authorization, echo_proxy
+from conftest import SECRET_KEY
 
 import nbopenai
 from nbopenai import Secret, Session, Settings
-
-from conftest import SECRET_KEY
-from _kernels import REPO, kernel_env, local_kernel_env
-from _byte_server import ByteServer
-from _proxies import ECHOES, authorization, echo_proxy
 
 OPAQUE_KEY = "azure0f3c9b27d4e8a1650b9c2f7e3d4a1b8c"  # no sk- prefix: no pattern can know it
 KEYS = [SECRET_KEY, OPAQUE_KEY]

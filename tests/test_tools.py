@@ -8,7 +8,7 @@ import functools
 import json
 import threading
 import typing
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import pydantic
 import pytest
@@ -17,8 +17,8 @@ import nbopenai
 from nbopenai._turns._tools import (
     DECLINED,
     FunctionTool,
-    ToolCall,
     Toolbox,
+    ToolCall,
     function_tool,
     output_text,
     parse_docstring,
@@ -61,7 +61,7 @@ class Unit(enum.Enum):
 
 class Place(pydantic.BaseModel):
     city: str
-    country: Optional[str] = None
+    country: str | None = None
 
 
 def forecast(

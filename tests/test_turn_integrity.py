@@ -91,7 +91,7 @@ class RawServer:
                 if conn.recv(1) == b"":
                     self.client_closed_first.append(True)
                     return
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:  # reset by the client
                 self.client_closed_first.append(True)

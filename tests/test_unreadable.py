@@ -9,16 +9,14 @@ decoding error is not a transport error) not recorded at all.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import pytest
+from _byte_server import ByteServer, http_reply
+from conftest import SECRET_KEY
 from pydantic import BaseModel
 
 import nbopenai
 from nbopenai._extract import extract
-
-from _byte_server import ByteServer, http_reply
-from conftest import SECRET_KEY
 
 ANSWER = {
     "id": "resp_1", "object": "response", "created_at": 0, "status": "completed", "model": "m",
@@ -39,7 +37,7 @@ def bad_gzip(request) -> bytes:
 
 class Person(BaseModel):
     name: str
-    age: Optional[int]
+    age: int | None
 
 
 def _session(server, key: str | None = None) -> nbopenai.Session:

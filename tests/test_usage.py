@@ -12,8 +12,8 @@ import warnings
 import pandas as pd
 import pytest
 
-from nbopenai._ledger import _usage
 from nbopenai._core._errors import UsageError
+from nbopenai._ledger import _usage
 from nbopenai._ledger._prices import PriceTable
 from nbopenai._ledger._usage import Ledger, Totals, UsageRecord
 from nbopenai._turns._answer import Usage

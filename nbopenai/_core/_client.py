@@ -46,7 +46,7 @@ def _limits(settings: Settings) -> httpx2.Limits:
     return httpx2.Limits(max_connections=1000, max_keepalive_connections=max(100, settings.concurrency * 2))
 
 
-def _client_arguments(settings: Settings, key: type["_Key"], *, asynchronous: bool) -> tuple[type, dict]:
+def _client_arguments(settings: Settings, key: type[_Key], *, asynchronous: bool) -> tuple[type, dict]:
     """The SDK client class to build (``OpenAI``, or Azure's: see ``_azure``) and its arguments."""
     if settings.azure_endpoint:
         from ._azure import azure_client_arguments
@@ -61,7 +61,7 @@ def _client_arguments(settings: Settings, key: type["_Key"], *, asynchronous: bo
     return (openai.AsyncOpenAI if asynchronous else openai.OpenAI), _credentials(settings, key)
 
 
-def _credentials(settings: Settings, key: type["_Key"]) -> dict:
+def _credentials(settings: Settings, key: type[_Key]) -> dict:
     if settings.api_key is None and not settings.base_url and not settings.azure_endpoint:
         raise ConfigurationError("No OpenAI API key and no base URL are set.")
     if settings.base_url:

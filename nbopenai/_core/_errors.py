@@ -33,7 +33,6 @@ import re
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-
 __all__ = [
     "NbOpenAIError",
     "ConfigurationError",
@@ -248,7 +247,7 @@ class ContextLengthExceeded(BadRequestError):
         "or choose a model with a larger context window (-m)."
     )
 
-    def name_thread(self, thread: str, *, fresh: bool = False) -> "ContextLengthExceeded":
+    def name_thread(self, thread: str, *, fresh: bool = False) -> ContextLengthExceeded:
         """Point the hint at the thread that overflowed; ``fresh``: it held nothing before this prompt."""
         if fresh:
             self.hint = f"The prompt alone is too long (thread {thread!r} held nothing before it). {self.SHORTEN}"
@@ -350,9 +349,8 @@ def _waited(error: APIError, exc: BaseException) -> APIError:
 
 
 def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
-    import openai  # the SDK is a core dependency; imported here to keep this module's top light
-
     import httpx2
+    import openai  # the SDK is a core dependency; imported here to keep this module's top light
 
     from ._waits import ANSWERED, unreadable_answer
 

@@ -70,7 +70,7 @@ class Bucket:
     stamp: float
 
     @classmethod
-    def for_limit(cls, per_minute: int, now: float) -> "Bucket":
+    def for_limit(cls, per_minute: int, now: float) -> Bucket:
         rate = per_minute / 60.0 * HEADROOM
         capacity = max(1.0, rate * BURST_S)
         return cls(per_minute, rate, capacity, capacity, now)
@@ -123,7 +123,7 @@ class Pacer:
         self._unpaced: collections.deque[tuple[float, int]] = collections.deque(maxlen=10_000)  # (when, tokens)
         self.rejections = 0
 
-    def with_limits(self, rpm: int | None, tpm: int | None) -> "Pacer":
+    def with_limits(self, rpm: int | None, tpm: int | None) -> Pacer:
         """This pacer, or (a run's own ``--rpm``/``--tpm``) a fresh one with those limits and what this one learned."""
         if rpm is None and tpm is None:
             return self

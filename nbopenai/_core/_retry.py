@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ._errors import UnexpectedResponse
+
 # Re-exported: callers read these where the retry rules are.
 from ._waits import ANSWERED, asked_wait, describe_wait, parse_duration, retry_after, unreadable_answer  # noqa: F401
 
@@ -134,7 +135,7 @@ FailureHook = Callable[[BaseException, int, bool], None]
 RATE_LIMIT_ATTEMPTS = 10
 
 
-def retry_policy(settings, *, attempts: int | None = None) -> "RetryPolicy":
+def retry_policy(settings, *, attempts: int | None = None) -> RetryPolicy:
     """The policy a session's settings describe (``attempts`` overrides ``max_attempts``)."""
     attempts = attempts or settings.max_attempts
     return RetryPolicy(

@@ -343,7 +343,7 @@ class Settings:
         object.__setattr__(self, "deployments", dict(self.deployments or {}))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
         """Settings from ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and ``NBOPENAI_MODEL``; ``overrides`` win."""
         values = environment_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -362,7 +362,7 @@ class Settings:
         tokens = self.token_provider.known if self.token_provider is not None else ()
         return ((self.api_key.reveal(),) if self.api_key else ()) + url_credentials(self.base_url) + tokens
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes``; a timeout can be given alone (``read_timeout=30``)."""
         unknown = sorted(set(changes) - _SETTABLE)
         if unknown:

@@ -100,7 +100,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
-def open_database(path: str | os.PathLike, *, migrations: Migrations, label: str = "database") -> "Database":
+def open_database(path: str | os.PathLike, *, migrations: Migrations, label: str = "database") -> Database:
     """The package's handle on one SQLite file (``":memory:"`` too); it connects on first use.
 
     ``label`` names the file in messages (``"usage ledger"``, ``"extraction cache"``).

@@ -13,10 +13,10 @@ session); the pieces, each usable alone:
 - ``_progress``: snapshots and the text bar (the widget lives in ``nbopenai.widgets``).
 """
 
+from .._core._strict import Finding, LintReport, lint_schema
 from ._api import ExtractOptions, ExtractPlan, extract
 from ._batch import BatchJob, batch_jobs, collect_batch
 from ._format import StrictFormat, strict_format
-from .._core._strict import Finding, LintReport, lint_schema
 from ._progress import Snapshot
 
 __all__ = [

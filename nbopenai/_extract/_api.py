@@ -105,7 +105,7 @@ class ExtractOptions(RequestOptions):
             raise UsageError("retry_failed=True relies on the cache; pass the earlier frame instead, or keep cache on")
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> "ExtractOptions":
+    def from_kwargs(cls, options: dict[str, Any]) -> ExtractOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -132,7 +132,7 @@ class Prepared:
     def build(
         cls, fmt: StrictFormat, inputs: Inputs, keys: list[str], model: str, instructions: str, params: dict[str, Any],
         options: ExtractOptions,
-    ) -> "Prepared":
+    ) -> Prepared:
         """An extraction of ``inputs`` sending ``params`` (see ``_params``), its columns from ``fmt``; rows pending."""
         prepared = cls(fmt, columns_for(fmt), inputs, keys, model, instructions, params, options)
         prepared.results = [RowResult() for _ in range(len(inputs))]
@@ -155,7 +155,7 @@ class Prepared:
         }
 
     @classmethod
-    def from_record(cls, session: "Session", fmt: StrictFormat, record: dict[str, Any], **options: Any) -> "Prepared":
+    def from_record(cls, session: Session, fmt: StrictFormat, record: dict[str, Any], **options: Any) -> Prepared:
         """The extraction ``record()`` described (texts are not kept: rows are pending, missing ones ``error``).
 
         ``options`` are further ``ExtractOptions`` (``progress``, ``wait``).
@@ -171,7 +171,7 @@ class Prepared:
             prepared.results[position] = RowResult(status="error", error=_MISSING)
         return prepared
 
-    def save_answers(self, session: "Session") -> None:
+    def save_answers(self, session: Session) -> None:
         """Cache the answers this run validated (not those it took from the cache)."""
         rows = [
             (self.keys[i], r.text, r.response_id)
@@ -185,7 +185,7 @@ class Prepared:
     def todo(self) -> list[int]:
         return [i for i, r in enumerate(self.results) if r.status == "pending"]
 
-    def attrs(self, session: "Session", totals: dict[str, Any], *, interrupted: bool = False, **more: Any) -> dict[str, Any]:
+    def attrs(self, session: Session, totals: dict[str, Any], *, interrupted: bool = False, **more: Any) -> dict[str, Any]:
         return {
             "model": self.model,
             "schema": self.fmt.model.__name__,
@@ -200,7 +200,7 @@ class Prepared:
             **more,
         }
 
-    def frame(self, attrs: dict[str, Any]) -> "pandas.DataFrame":
+    def frame(self, attrs: dict[str, Any]) -> pandas.DataFrame:
         frame = build_frame(self.fmt, self.columns, self.results, self.inputs.index, attrs)
         if self.reused is not None:
             previous, keep = self.reused
@@ -208,7 +208,7 @@ class Prepared:
         return frame
 
 
-def _params(session: "Session", fmt: StrictFormat, model: str, instructions: str, options: ExtractOptions) -> dict[str, Any]:
+def _params(session: Session, fmt: StrictFormat, model: str, instructions: str, options: ExtractOptions) -> dict[str, Any]:
     """The shared request of every row: the session's settings, these options, the schema."""
     overrides = {**options.overrides(), "model": model, "instructions": instructions}
     params = request_params(session.settings, overrides)
@@ -216,7 +216,7 @@ def _params(session: "Session", fmt: StrictFormat, model: str, instructions: str
     return params
 
 
-def _index_record(index: "pandas.Index") -> dict[str, Any] | None:
+def _index_record(index: pandas.Index) -> dict[str, Any] | None:
     labels = index.tolist()
     simple = (str, int, float, bool, type(None))
     flat = [item for label in labels for item in (label if isinstance(label, tuple) else (label,))]
@@ -226,7 +226,7 @@ def _index_record(index: "pandas.Index") -> dict[str, Any] | None:
     return {"labels": labelled, "names": list(index.names)}
 
 
-def _index_from(record: dict[str, Any] | None, rows: int) -> "pandas.Index":
+def _index_from(record: dict[str, Any] | None, rows: int) -> pandas.Index:
     import pandas as pd
 
     if record is None:
@@ -258,7 +258,7 @@ def _reuse_previous(prepared: Prepared, previous: Any) -> None:
     prepared.reused = (previous, keep)
 
 
-def _use_cache(session: "Session", prepared: Prepared) -> int:
+def _use_cache(session: Session, prepared: Prepared) -> int:
     """Fill rows whose answer is cached; returns how many."""
     todo = prepared.todo
     found = session.extract_store.get_many([prepared.keys[i] for i in todo])
@@ -277,7 +277,7 @@ def _use_cache(session: "Session", prepared: Prepared) -> int:
     return hits
 
 
-def prepare(session: "Session", schema: Any, texts: Any, options: ExtractOptions) -> Prepared:
+def prepare(session: Session, schema: Any, texts: Any, options: ExtractOptions) -> Prepared:
     """Everything up to the first request; raises ``SchemaError``/``UsageError`` before spending."""
     fmt = strict_format(schema, many=options.many)
     inputs = as_inputs(texts)
@@ -362,7 +362,7 @@ class LiveRun:
     error: NbOpenAIError | None = None
 
 
-def _run_live(session: "Session", prepared: Prepared, tally: Tally) -> LiveRun:
+def _run_live(session: Session, prepared: Prepared, tally: Tally) -> LiveRun:
     """Run the pending rows. Finished rows are final whatever happens; rows not run stay ``pending``."""
     options, settings = prepared.options, session.settings
     session.async_client  # noqa: B018 - built now: a missing key is a ConfigurationError before any progress shows
@@ -430,7 +430,7 @@ def _tally_for(prepared: Prepared, cached: int, label: str = "extract") -> Tally
     return tally
 
 
-def extract(session: "Session", schema: Any, texts: Any, /, **options: Any) -> Any:
+def extract(session: Session, schema: Any, texts: Any, /, **options: Any) -> Any:
     """Extract ``schema`` (a Pydantic class) from each text; returns a DataFrame aligned to the input.
 
     Parameters

@@ -26,8 +26,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._turns._answer import Usage
 from .._core._errors import UsageError, translate
+from .._turns._answer import Usage
 from ._progress import NoProgress, Snapshot, TextProgress, choose_view
 from ._rows import RowResult, classify
 from ._runner import LedgerBuffer, drive
@@ -87,7 +87,7 @@ def split_lines(lines: list[tuple[int, str]], max_lines: int = MAX_LINES, max_by
     return parts
 
 
-def _lines(prepared: "Prepared", positions: list[int]) -> list[tuple[int, str]]:
+def _lines(prepared: Prepared, positions: list[int]) -> list[tuple[int, str]]:
     # The shared body is serialised once; each line only adds its custom_id and its text.
     shared = json.dumps(prepared.params, ensure_ascii=False, separators=(",", ":"))[:-1]
     return [
@@ -102,7 +102,7 @@ class BatchJob:
     Build it with ``extract(..., batch=True, wait=False)`` or ``collect_batch(job_id, Model)``.
     """
 
-    def __init__(self, session: "Session", prepared: "Prepared", record: dict[str, Any], parts: list[Part]) -> None:
+    def __init__(self, session: Session, prepared: Prepared, record: dict[str, Any], parts: list[Part]) -> None:
         self.session = session
         self.prepared = prepared
         self.record = record
@@ -289,7 +289,7 @@ class BatchJob:
 
     # ---- what users call --------------------------------------------------------------------
 
-    def start(self, view: Any = None) -> "BatchJob":
+    def start(self, view: Any = None) -> BatchJob:
         """Poll in the background (the kernel stays free); ``wait()`` or ``result()`` later."""
         if self._future is None or self._future.done():
             self._view = view
@@ -308,7 +308,7 @@ class BatchJob:
             self._future = self.session.loop.submit(background())
         return self
 
-    def wait(self, progress: Any = True) -> "pandas.DataFrame":
+    def wait(self, progress: Any = True) -> pandas.DataFrame:
         """Block until every part has ended; returns the frame. The stop button returns the partial frame."""
         polling = self._future is not None and not self._future.done()
         view = None if polling else choose_view(progress)
@@ -340,7 +340,7 @@ class BatchJob:
                     pass
         return self.frame()
 
-    def refresh(self) -> "BatchJob":
+    def refresh(self) -> BatchJob:
         """Poll every part once now, collecting any that has ended."""
         if self._future is not None and not self._future.done():
             return self  # the background poller is on it
@@ -348,13 +348,13 @@ class BatchJob:
         self._ledger.flush()
         return self
 
-    def result(self) -> "pandas.DataFrame":
+    def result(self) -> pandas.DataFrame:
         """The frame; raises ``UsageError`` while parts are still running (``wait()`` blocks instead)."""
         if not self.done():
             raise UsageError(f"batch job {self.id} is still {self.status}; call .wait() to block until it ends")
         return self.frame()
 
-    def frame(self) -> "pandas.DataFrame":
+    def frame(self) -> pandas.DataFrame:
         """The frame as it stands: rows of parts still running show ``cancelled`` ("still running")."""
         for part in self.parts:
             if not part.done:
@@ -372,7 +372,7 @@ class BatchJob:
         attrs = self.prepared.attrs(self.session, totals, interrupted=not self.done(), batch_job=self.id, batch_ids=self.batch_ids)
         return self.prepared.frame(attrs)
 
-    def cancel(self) -> "BatchJob":
+    def cancel(self) -> BatchJob:
         """Ask the API to cancel every running part (their finished rows are still collected)."""
         async def cancel_all() -> None:
             client = self.session.async_client
@@ -383,7 +383,7 @@ class BatchJob:
         self.session.loop.run(cancel_all())
         return self
 
-    def resubmit(self) -> "BatchJob":
+    def resubmit(self) -> BatchJob:
         """Send again, as new batches, the unfinished rows of every part that failed, expired or was cancelled."""
         if self._future is not None and not self._future.done():
             raise UsageError("the job is still being polled in the background; wait for it first")
@@ -442,7 +442,7 @@ def _position(custom_id: Any) -> int | None:
     return None
 
 
-def submit(session: "Session", prepared: "Prepared", *, cached: int = 0) -> Any:
+def submit(session: Session, prepared: Prepared, *, cached: int = 0) -> Any:
     """Send the pending rows of ``prepared`` as batches; returns the frame (``wait``) or the ``BatchJob``."""
     if prepared.reused is not None:
         raise UsageError("batch extraction takes retry_failed=True (the cache skips answered rows), not an earlier frame")
@@ -472,7 +472,7 @@ def _background_view(progress: Any) -> Any:
     return None if isinstance(view, (TextProgress, NoProgress)) else view
 
 
-def batch_jobs(session: "Session") -> list[dict[str, Any]]:
+def batch_jobs(session: Session) -> list[dict[str, Any]]:
     """The saved batch jobs, newest first: id, when, schema, rows, and each part's batch id and status."""
     return [
         {
@@ -483,7 +483,7 @@ def batch_jobs(session: "Session") -> list[dict[str, Any]]:
     ]
 
 
-def collect_batch(session: "Session", job_id: str, schema: Any, *, wait: bool = True, progress: Any = True) -> Any:
+def collect_batch(session: Session, job_id: str, schema: Any, *, wait: bool = True, progress: Any = True) -> Any:
     """Finish a batch job started earlier, even in another kernel: returns its frame (or the job with ``wait=False``).
 
     Parameters

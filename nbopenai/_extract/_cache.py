@@ -64,7 +64,7 @@ _NOT_ANSWER_SHAPING = frozenset(
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-def request_scope(settings: "Settings", params: dict[str, Any]) -> str:
+def request_scope(settings: Settings, params: dict[str, Any]) -> str:
     """The hash of what shapes every row's answer but its input: the endpoint and the request ``params``."""
     endpoint = {
         "base_url": (settings.base_url or _DEFAULT_BASE_URL).rstrip("/"),
@@ -89,7 +89,7 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def store_path(settings: "Settings") -> str:
+def store_path(settings: Settings) -> str:
     ledger = settings.resolved_ledger_path
     return ":memory:" if ledger == ":memory:" else str(Path(ledger).expanduser().parent / "extract.sqlite3")
 
@@ -159,7 +159,7 @@ class ExtractStore:
             self._run(_compact_quietly, None)
         return removed
 
-    def size(self) -> "CacheSize":
+    def size(self) -> CacheSize:
         """How many answers the cache holds, per schema and model, and the bytes its files take."""
         query = "SELECT schema, model, COUNT(*) FROM answers GROUP BY schema, model ORDER BY COUNT(*) DESC, schema, model"
         groups = self._run(lambda conn: conn.execute(query).fetchall(), [])
@@ -221,7 +221,7 @@ class AnswerWriter:
     seconds: float = 1.0
     _waiting: collections.deque[tuple[float, tuple[str, str, str | None]]] = field(default_factory=collections.deque)
 
-    def add(self, position: int, result: "RowResult") -> None:
+    def add(self, position: int, result: RowResult) -> None:
         """Keep a row's answer for the next write if it is a new ``ok`` one."""
         if result.status == "ok" and not result.from_cache and result.text is not None:
             self._waiting.append((time.monotonic(), (self.keys[position], result.text, result.response_id)))

@@ -115,7 +115,7 @@ class _Columns:
         return [Column(name, keys, kind)]
 
 
-def columns_for(fmt: "StrictFormat") -> tuple[Column, ...]:
+def columns_for(fmt: StrictFormat) -> tuple[Column, ...]:
     """The data columns of one extracted item, from the strict schema (computed once)."""
     return tuple(_Columns(fmt.defs).walk(fmt.item_schema, (), frozenset()))
 
@@ -164,7 +164,7 @@ def _typed(values: list[Any], column: Column) -> Any:
     return out
 
 
-def _index_for(index: "pandas.Index", positions: list[int], items: list[int] | None, source_name: str | None) -> "pandas.Index":
+def _index_for(index: pandas.Index, positions: list[int], items: list[int] | None, source_name: str | None) -> pandas.Index:
     import pandas as pd
 
     picked = index.take(positions)
@@ -179,12 +179,12 @@ def _index_for(index: "pandas.Index", positions: list[int], items: list[int] | N
 
 
 def build_frame(
-    fmt: "StrictFormat",
+    fmt: StrictFormat,
     columns: Sequence[Column],
     results: Sequence[RowResult],
-    index: "pandas.Index",
+    index: pandas.Index,
     attrs: dict[str, Any] | None = None,
-) -> "pandas.DataFrame":
+) -> pandas.DataFrame:
     """The frame for ``results`` (one per input row, in input order) with ``index`` as its index.
 
     Rows still ``pending`` show as ``cancelled``. Builds each column once; no per-row frame work.
@@ -234,7 +234,7 @@ def build_frame(
     return frame
 
 
-def source_positions(frame: "pandas.DataFrame", many: bool) -> Any:
+def source_positions(frame: pandas.DataFrame, many: bool) -> Any:
     """For each frame row, the position of the input it came from (a numpy array)."""
     import numpy as np
 
@@ -251,12 +251,12 @@ def source_positions(frame: "pandas.DataFrame", many: bool) -> Any:
 
 
 def splice(
-    frame: "pandas.DataFrame",
+    frame: pandas.DataFrame,
     positions: Any,
-    previous: "pandas.DataFrame",
+    previous: pandas.DataFrame,
     previous_positions: Any,
     keep: set[int],
-) -> "pandas.DataFrame":
+) -> pandas.DataFrame:
     """``frame`` with the rows of the sources in ``keep`` taken from ``previous``, in input order."""
     import numpy as np
     import pandas as pd

@@ -21,7 +21,7 @@ __all__ = ["Inputs", "as_inputs"]
 @dataclass(frozen=True)
 class Inputs:
     texts: list[str | None]
-    index: "pandas.Index"
+    index: pandas.Index
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -37,10 +37,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._turns._answer import Usage
 from .._core._breaker import SUCCESS
 from .._core._client import create_response_dict
 from .._core._errors import NbOpenAIError, translate
+from .._core._pacing import rate_limit_kind
 from .._core._retry import (
     RetryPolicy,
     describe_wait,
@@ -50,15 +50,15 @@ from .._core._retry import (
     retry_after,
     too_long_to_wait,
 )
-from .._core._pacing import rate_limit_kind
 from .._core._tokens import count_tokens
+from .._turns._answer import Usage
 from ._progress import Snapshot
 from ._rows import Outcome, RowResult, classify
 
 if TYPE_CHECKING:
     from .._core._pacing import Pacer
-    from .._session import Session
     from .._ledger._usage import UsageRecord
+    from .._session import Session
     from ._format import StrictFormat
 
 __all__ = ["AdaptiveLimit", "InputEstimate", "Tally", "Runner", "drive"]
@@ -229,11 +229,11 @@ class Tally:
 class LedgerBuffer:
     """Usage records made on the loop, written to the ledger from the caller's thread."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self._pending: collections.deque[UsageRecord] = collections.deque()
 
-    def add(self, record: "UsageRecord") -> None:
+    def add(self, record: UsageRecord) -> None:
         self._pending.append(record)
 
     def flush(self) -> None:
@@ -282,8 +282,8 @@ class Runner:
 
     def __init__(
         self,
-        session: "Session",
-        fmt: "StrictFormat",
+        session: Session,
+        fmt: StrictFormat,
         request: Request,
         texts: Sequence[str | None],
         results: list[RowResult],
@@ -291,7 +291,7 @@ class Runner:
         ledger: LedgerBuffer,
         concurrency: int,
         on_row_done: Callable[[int, RowResult], None] | None = None,
-        pacer: "Pacer | None" = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.session = session
         self.fmt = fmt
@@ -338,13 +338,13 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _guarded(self, client: Any, row: "_Row", parked_for: float | None = None) -> None:
+    async def _guarded(self, client: Any, row: _Row, parked_for: float | None = None) -> None:
         try:
             await self._row(client, row, parked_for)
         except Exception as exc:  # a bug costs one row, not the run
             self._finish(row.position, row.started, Outcome("error", error=f"unexpected {type(exc).__name__}: {exc}"))
 
-    def _park(self, client: Any, row: "_Row", wait: float) -> None:
+    def _park(self, client: Any, row: _Row, wait: float) -> None:
         """Finish ``row`` in a task of its own after ``wait`` s, so its worker moves on to the next row.
 
         The limit, not the workers, bounds requests in flight; a row waiting out a retry-after has
@@ -356,13 +356,13 @@ class Runner:
         task.add_done_callback(self._parked.discard)
 
     def _record(self, *, status: str, started_wall: float, latency: float, attempt: int, model: str,
-                usage: Usage | None = None, response_id: str | None = None, error: str | None = None) -> "UsageRecord":
+                usage: Usage | None = None, response_id: str | None = None, error: str | None = None) -> UsageRecord:
         record = self.session.usage_record(kind="extract", model=model, status=status, usage=usage, latency_s=latency,
                                            started=started_wall, response_id=response_id, attempt=attempt, error=error)
         self.ledger.add(record)
         return record
 
-    async def _row(self, client: Any, row: "_Row", parked_for: float | None = None) -> None:
+    async def _row(self, client: Any, row: _Row, parked_for: float | None = None) -> None:
         """Ask for ``row`` until it ends; a parked row (in a task of its own) first waits ``parked_for`` s.
 
         A row still ``pending`` when this returns was not finished because the run stopped.
@@ -461,7 +461,7 @@ class Runner:
                 self.tally.retrying -= 1
         return None
 
-    async def _paced(self, row: "_Row") -> bool:
+    async def _paced(self, row: _Row) -> bool:
         """Wait until this request's share of the account's limits is there (its input tokens counted offline,
         plus its ``max_output_tokens``) and take it; False if the run stopped meanwhile. One row waits at a time."""
         pacer = self.pacer
@@ -483,7 +483,7 @@ class Runner:
             pacer.take(tokens)
         return True
 
-    def _heard(self, headers: Any, row: "_Row", response: dict[str, Any]) -> None:
+    def _heard(self, headers: Any, row: _Row, response: dict[str, Any]) -> None:
         """An answer: learn the limits its headers announce, and how the server counts tokens."""
         pacer = self.pacer
         if pacer is None:
@@ -553,7 +553,7 @@ class Runner:
         finally:
             self.tally.retrying -= 1
 
-    def _failed(self, exc: Exception, epoch: int, row: "_Row", result: RowResult, started: float,
+    def _failed(self, exc: Exception, epoch: int, row: _Row, result: RowResult, started: float,
                 started_wall: float) -> float | None:
         """Account for a failed attempt; returns the seconds to wait before the next, or None to give up."""
         if getattr(exc, "status_code", None) == 429:
@@ -640,7 +640,7 @@ def reask(text: str, answer: str | None, error: str | None) -> list[dict[str, st
 
 
 def drive(
-    session: "Session",
+    session: Session,
     coro: Coroutine[Any, Any, Any],
     tick: Callable[[], None],
     interval: float,

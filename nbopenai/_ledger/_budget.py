@@ -38,11 +38,11 @@ class Budget:
 
     def check(
         self,
-        spent: "Totals",
+        spent: Totals,
         *,
         model: str,
         estimated_input_tokens: int,
-        prices: "PriceTable",
+        prices: PriceTable,
         at: dt.date | dt.datetime | float | None = None,
     ) -> None:
         """Raise ``BudgetExceeded`` if this call would take the session past a cap.

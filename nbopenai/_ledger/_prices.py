@@ -95,7 +95,7 @@ class PriceTable:
         }
 
     @classmethod
-    def load(cls, override_path: str | Path | None = None) -> "PriceTable":
+    def load(cls, override_path: str | Path | None = None) -> PriceTable:
         """The shipped price table, extended or corrected by the JSON file at ``override_path``.
 
         A model listed in the override file replaces all of the shipped model's entries, so an
@@ -116,7 +116,7 @@ class PriceTable:
         return cls({**table, **_parse(data, origin=str(path))})
 
     @_TableOrClassMethod
-    def with_prices(self, prices: Mapping) -> "PriceTable":
+    def with_prices(self, prices: Mapping) -> PriceTable:
         """This table plus ``prices``, which win over existing entries of the same model.
 
         ``prices`` maps a model to one entry or a list of entries (``{"input": .., "cached_input": ..,
@@ -132,7 +132,7 @@ class PriceTable:
         data = prices if "models" in prices else {"models": prices}
         return PriceTable({**self._entries, **_parse(data, origin="with_prices()")})
 
-    def with_deployments(self, deployments: Mapping[str, str]) -> "PriceTable":
+    def with_deployments(self, deployments: Mapping[str, str]) -> PriceTable:
         """This table where each Azure deployment name costs what the model it runs costs (``{"my-gpt": "gpt-4.1-mini"}``).
 
         A deployment whose model has no price stays unpriced, as an unknown model does.

@@ -83,7 +83,7 @@ class UsageRecord:
     def build(
         cls,
         *,
-        prices: "PriceTable",
+        prices: PriceTable,
         session_id: str,
         kind: str,
         model: str,
@@ -93,7 +93,7 @@ class UsageRecord:
         started: float | None = None,
         price_factor: float = 1.0,
         **fields: Any,
-    ) -> "UsageRecord":
+    ) -> UsageRecord:
         """The ledger row of one API call, not yet written: every writer makes its rows here.
 
         Parameters
@@ -156,7 +156,7 @@ class Totals:
     cost_complete: bool = True
 
     @classmethod
-    def of(cls, records: Iterable[UsageRecord]) -> "Totals":
+    def of(cls, records: Iterable[UsageRecord]) -> Totals:
         records = list(records)
         return cls(
             len(records),
@@ -165,7 +165,7 @@ class Totals:
             cost_complete=all(r.cost_usd is not None for r in records),
         )
 
-    def __add__(self, other: "Totals") -> "Totals":
+    def __add__(self, other: Totals) -> Totals:
         if not isinstance(other, Totals):
             return NotImplemented
         return Totals(
@@ -281,7 +281,7 @@ class Ledger:
                 self._db.working()
             self._count([rec for rec in recs if not any(rec is row for row in refused)])
 
-    def _insert_one(self, row: UsageRecord) -> "_Outcome":
+    def _insert_one(self, row: UsageRecord) -> _Outcome:
         """Insert one row: saved, refused for good, or failed (worth another try with the next call)."""
         try:
             self._db.write(lambda conn: _insert(conn, [row]))
@@ -319,7 +319,7 @@ class Ledger:
         wanted = _Filter.build(session_id=session_id, model=model, thread=thread, since=since, kind=kind)
         return [UsageRecord(*row) for row in self._rows(wanted)]
 
-    def _rows(self, wanted: "_Filter") -> list[tuple]:
+    def _rows(self, wanted: _Filter) -> list[tuple]:
         """The matching calls as tuples in ``_COLUMNS`` order, oldest first, unsaved ones included."""
         where, params = wanted.sql()
         query = f"SELECT {', '.join(_COLUMNS)} FROM usage {where} ORDER BY time, id"
@@ -345,7 +345,7 @@ class Ledger:
                     self._running[session_id] = running
             return running
 
-    def _sum(self, wanted: "_Filter") -> tuple[Totals, bool]:
+    def _sum(self, wanted: _Filter) -> tuple[Totals, bool]:
         """The totals over ``wanted`` and whether the file could be read."""
         where, params = wanted.sql()
         query = (
@@ -363,7 +363,7 @@ class Ledger:
             unsaved = Totals.of(rec for rec in self._unsaved if wanted.matches(rec))
         return (unsaved if saved is None else saved + unsaved), saved is not None
 
-    def to_dataframe(self, **filters: Any) -> "pandas.DataFrame":
+    def to_dataframe(self, **filters: Any) -> pandas.DataFrame:
         """The calls matching ``filters`` (those of :meth:`records`) as a DataFrame.
 
         Columns follow :class:`UsageRecord`; ``time`` is a UTC datetime, and the other columns use
@@ -380,7 +380,7 @@ class Ledger:
         columns["time"] = pd.to_datetime(table[:, _TIME].astype("float64"), unit="s", utc=True)
         return pd.DataFrame(columns, copy=False)
 
-    def summary(self, **filters: Any) -> "pandas.DataFrame":
+    def summary(self, **filters: Any) -> pandas.DataFrame:
         """Calls, tokens, cost and mean latencies per model and thread, for the calls matching ``filters``.
 
         ``cost_usd`` is ``<NA>`` for a group with any unpriced call, and ``cost_complete`` says so.
@@ -401,7 +401,7 @@ class Ledger:
         columns = ["model", "thread", "calls", *_TOKEN_FIELDS, "cost_usd", "cost_complete", "mean_latency_s", "mean_ttft_s"]
         return table[columns]
 
-    def plot(self, **filters: Any) -> "Figure":
+    def plot(self, **filters: Any) -> Figure:
         """A matplotlib Figure of cumulative tokens and cost over time for the calls matching ``filters``.
 
         Needs matplotlib (``pip install 'nbopenai[plot]'``).
@@ -436,7 +436,7 @@ class Ledger:
             self._db.close()
             self._running.clear()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -483,7 +483,7 @@ def _insert(conn: sqlite3.Connection, rows: list[UsageRecord]) -> None:
 _COLUMN_TYPES = typing.get_type_hints(UsageRecord)
 
 
-def _pandas_column(pd: Any, values: "numpy.ndarray", annotation: Any) -> Any:
+def _pandas_column(pd: Any, values: numpy.ndarray, annotation: Any) -> Any:
     """An object array of one column's values as the nullable pandas array for its type."""
     arguments = typing.get_args(annotation)
     nullable = type(None) in arguments
@@ -511,7 +511,7 @@ class _Filter:
     since: float | None = None
 
     @classmethod
-    def build(cls, *, session_id=None, model=None, thread=None, since=None, kind=None) -> "_Filter":
+    def build(cls, *, session_id=None, model=None, thread=None, since=None, kind=None) -> _Filter:
         return cls(session_id, model, thread, kind, _since_epoch(since))
 
     def _equalities(self) -> dict[str, str]:

@@ -26,18 +26,18 @@ class LedgerWriter:
     """
 
     session_id: str
-    ledger: Callable[[], "Ledger"]
-    prices: Callable[[], "PriceTable"]
+    ledger: Callable[[], Ledger]
+    prices: Callable[[], PriceTable]
     budget: Budget | None = None
 
-    def row(self, **fields: Any) -> "UsageRecord":
+    def row(self, **fields: Any) -> UsageRecord:
         """The row of one call, not yet written; takes the arguments of ``UsageRecord.build``."""
         # Lazy on purpose: the ledger module (sqlite3) stays out of `import nbopenai`.
         from ._usage import UsageRecord
 
         return UsageRecord.build(prices=self.prices(), session_id=self.session_id, **fields)
 
-    def record(self, **fields: Any) -> "UsageRecord":
+    def record(self, **fields: Any) -> UsageRecord:
         """Write the row of one call (``row``'s arguments); the ledger never raises into an answer."""
         row = self.row(**fields)
         self.ledger().record(row)

@@ -24,7 +24,7 @@ class Usage:
     def total(self) -> int:
         return self.input + self.output
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         """The usage of two requests together (a tool loop's rounds); estimated if either was."""
         return Usage(
             input=self.input + other.input,
@@ -35,7 +35,7 @@ class Usage:
         )
 
     @classmethod
-    def from_api(cls, usage: Any) -> "Usage":
+    def from_api(cls, usage: Any) -> Usage:
         """From an SDK ``ResponseUsage`` (or a dict of the same shape, or ``None``)."""
         if usage is None:
             return cls()
@@ -51,7 +51,7 @@ class Usage:
         )
 
     @classmethod
-    def reported_or(cls, usage: Any, estimate: Callable[[], "Usage"]) -> "Usage":
+    def reported_or(cls, usage: Any, estimate: Callable[[], Usage]) -> Usage:
         """The ``usage`` a response reported, with what it lacks taken from ``estimate()`` and marked estimated.
 
         No usage (``null``), an empty one (``{}``) or a missing input or output count means the

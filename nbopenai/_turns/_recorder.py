@@ -95,8 +95,8 @@ class TurnServices:
     ledger: LedgerWriter
     retry: RetryPolicy
     loop: LoopThread
-    client: Callable[[], "openai.OpenAI"]
-    async_client: Callable[[], "openai.AsyncOpenAI"]
+    client: Callable[[], openai.OpenAI]
+    async_client: Callable[[], openai.AsyncOpenAI]
     breaker: Callable[[], CircuitBreaker]
     context_windows: Callable[[], ContextWindows]
 
@@ -186,7 +186,7 @@ class Attempts:
     call at all (compaction's "no such endpoint").
     """
 
-    def __init__(self, recorder: "TurnRecorder", kind: str, *, unless: Callable[[BaseException], bool] | None = None):
+    def __init__(self, recorder: TurnRecorder, kind: str, *, unless: Callable[[BaseException], bool] | None = None):
         self.recorder, self.kind, self.unless, self.count = recorder, kind, unless, 0
 
     def __call__(self, exc: BaseException, attempt: int, will_retry: bool) -> None:

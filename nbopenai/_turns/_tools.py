@@ -280,7 +280,7 @@ class FunctionTool:
         name: str | None = None,
         description: str | None = None,
         strict: bool | None = None,
-    ) -> "FunctionTool":
+    ) -> FunctionTool:
         """The tool for ``function``.
 
         Parameters

@@ -36,12 +36,12 @@ class ContextWindows:
         self._windows = {name.lower(): int(size) for name, size in windows.items()}
 
     @classmethod
-    def load(cls) -> "ContextWindows":
+    def load(cls) -> ContextWindows:
         """The table shipped in ``nbopenai/data/context_windows.json``."""
         shipped = importlib.resources.files("nbopenai") / "data" / "context_windows.json"
         return cls(json.loads(shipped.read_text(encoding="utf-8"))["models"])
 
-    def with_windows(self, windows: Mapping[str, int]) -> "ContextWindows":
+    def with_windows(self, windows: Mapping[str, int]) -> ContextWindows:
         """This table plus ``windows``, which win over entries of the same model."""
         return ContextWindows({**self._windows, **windows})
 

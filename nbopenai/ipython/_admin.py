@@ -28,7 +28,7 @@ _OUTRO = """\
 The API key comes from OPENAI_API_KEY only; `%nbopenai local` needs none (offline demo server)."""
 
 
-def help_text(magics: "AskMagics") -> str:
+def help_text(magics: AskMagics) -> str:
     """``%nbopenai help``: the magics' usage lines, generated from their parsers so they cannot go stale."""
     registered = magics.shell.magics_manager.magics if magics.shell is not None else {"line": {}, "cell": {}}
     parsers = [("%%ask", magics.ask), ("%nbopenai", magics.nbopenai)]
@@ -41,16 +41,16 @@ def help_text(magics: "AskMagics") -> str:
     return "\n\n".join([_INTRO, *usages, _OUTRO])
 
 
-def _help(m: "AskMagics", args: argparse.Namespace) -> None:
+def _help(m: AskMagics, args: argparse.Namespace) -> None:
     print(help_text(m))
 
 
-def _explain(m: "AskMagics", args: argparse.Namespace) -> None:
+def _explain(m: AskMagics, args: argparse.Namespace) -> None:
     """``%nbopenai explain``: ``%ask --explain`` (on ``-t``'s thread if given)."""
     m.ask("--explain" + (f" -t {shlex.quote(args.thread)}" if args.thread else ""))
 
 
-def _status(m: "AskMagics", args: argparse.Namespace) -> None:
+def _status(m: AskMagics, args: argparse.Namespace) -> None:
     m.session.follow_environment()  # show the key the next ask will use
     s = m.session.settings
     server = m.session.local_server
@@ -82,13 +82,13 @@ def _ledger_place(settings: Any) -> str:
     return "in memory, for this session only" if path == ":memory:" else f"in {path}"
 
 
-def _local(m: "AskMagics", args: argparse.Namespace) -> None:
+def _local(m: AskMagics, args: argparse.Namespace) -> None:
     url = m.session.use_local()
     print(f"Using the offline demo server at {url} (model {m.model}): no key needed, nothing leaves this machine.")
     print(f"Its calls are free: they are kept {_ledger_place(m.session.settings)}, not in your usage ledger.")
 
 
-def _azure(m: "AskMagics", args: argparse.Namespace) -> None:
+def _azure(m: AskMagics, args: argparse.Namespace) -> None:
     """Point the session at an Azure OpenAI resource (see ``_core/_azure``); ``--model`` names a deployment."""
     from ._azure_setup import azure_changes, describe_azure
 
@@ -96,35 +96,35 @@ def _azure(m: "AskMagics", args: argparse.Namespace) -> None:
     print(describe_azure(m.session.settings))
 
 
-def _threads(m: "AskMagics", args: argparse.Namespace) -> Any:
+def _threads(m: AskMagics, args: argparse.Namespace) -> Any:
     import pandas as pd
 
     columns = ["thread", "turns", "store", "head", "input_tokens", "output_tokens"]
     return pd.DataFrame(m.session.threads.summary_rows(), columns=columns)
 
 
-def _history(m: "AskMagics", args: argparse.Namespace) -> Any:
+def _history(m: AskMagics, args: argparse.Namespace) -> Any:
     return m.session.history(args.thread or "default")
 
 
-def _reset(m: "AskMagics", args: argparse.Namespace) -> None:
+def _reset(m: AskMagics, args: argparse.Namespace) -> None:
     thread = None if args.all else (args.thread or "default")
     m.session.reset(thread)
     print("Forgot every thread." if thread is None else f"Forgot thread {thread}.")
 
 
-def _compact(m: "AskMagics", args: argparse.Namespace) -> None:
+def _compact(m: AskMagics, args: argparse.Namespace) -> None:
     print(m.session.compact(args.thread or "default", model=args.model))
 
 
-def _jobs(m: "AskMagics", args: argparse.Namespace) -> Any:
+def _jobs(m: AskMagics, args: argparse.Namespace) -> Any:
     import pandas as pd
 
     columns = ["job", "status", "thread", "model", "response_id", "prompt", "submitted"]
     return pd.DataFrame([job.row() for job in m.session.jobs], columns=columns)
 
 
-def _cancel(m: "AskMagics", args: argparse.Namespace) -> None:
+def _cancel(m: AskMagics, args: argparse.Namespace) -> None:
     if not args.target:
         raise UsageError("which job? `%nbopenai cancel job-1` (`%nbopenai jobs` lists them)")
     job = next((job for job in m.session.jobs if args.target in (job.id, job.response_id)), None)
@@ -134,7 +134,7 @@ def _cancel(m: "AskMagics", args: argparse.Namespace) -> None:
     print(f"Asked the server to cancel {job.id}.")
 
 
-def _usage(m: "AskMagics", args: argparse.Namespace) -> Any:
+def _usage(m: AskMagics, args: argparse.Namespace) -> Any:
     session = m.session
     filters = {name: value for name, value in [("since", args.since), ("model", args.model), ("thread", args.thread)] if value}
     if not args.all:
@@ -146,7 +146,7 @@ def _usage(m: "AskMagics", args: argparse.Namespace) -> Any:
     return session.ledger.to_dataframe(**filters)
 
 
-def _cache(m: "AskMagics", args: argparse.Namespace) -> None:
+def _cache(m: AskMagics, args: argparse.Namespace) -> None:
     store = m.session.extract_store
     if args.target == "clear":
         removed = store.clear(schema=args.schema, model=args.model)
@@ -158,7 +158,7 @@ def _cache(m: "AskMagics", args: argparse.Namespace) -> None:
         raise UsageError(f"cache takes `clear` or nothing, not {args.target!r}: `%nbopenai cache clear --schema Person`")
 
 
-COMMANDS: dict[str, Callable[["AskMagics", argparse.Namespace], Any]] = {
+COMMANDS: dict[str, Callable[[AskMagics, argparse.Namespace], Any]] = {
     "azure": _azure,
     "cache": _cache,
     "cancel": _cancel,

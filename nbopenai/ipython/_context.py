@@ -51,7 +51,7 @@ def prompt_namespace(shell: Any) -> Mapping[str, Any]:
     return ChainMap(shell.user_ns, {"vars": Variables(user_variables(shell))})
 
 
-def contextual_prompt(args: Any, prompt: str, shell: Any, history: "CellHistory") -> str:
+def contextual_prompt(args: Any, prompt: str, shell: Any, history: CellHistory) -> str:
     """``prompt`` (already interpolated) with what ``--explain``/``--fix`` and ``--context vars`` add.
 
     Added after interpolation, so nothing in a traceback or a value is ever read as ``{name}``.
@@ -66,7 +66,7 @@ def contextual_prompt(args: Any, prompt: str, shell: Any, history: "CellHistory"
     return prompt
 
 
-def queue_code(shell: Any, answer: "Answer") -> str | None:
+def queue_code(shell: Any, answer: Answer) -> str | None:
     """Put ``answer``'s first code block into a new cell below (a kernel) or print it (a terminal).
 
     Nothing runs: the front-end only creates the cell. Returns the code, or ``None`` if there was none.

@@ -38,7 +38,7 @@ class ExtractMagics(Magics):
     validation_retries = Int(1, help="Re-asks of an answer that fails validation.").tag(config=True)
     cache = Bool(True, help="Reuse validated answers of earlier runs (same model, schema, instructions, text).").tag(config=True)
 
-    def __init__(self, shell: Any = None, session: "Session | None" = None, **kwargs: Any) -> None:
+    def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
             from .._session import current_session
 

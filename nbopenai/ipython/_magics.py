@@ -20,8 +20,8 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Enum
 
-from .._turns._printer import StdoutSink
 from .._turns._images import fill_with_images
+from .._turns._printer import StdoutSink
 from . import _admin
 from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
 from ._context import context_arguments, contextual_prompt, prompt_namespace, queue_code
@@ -31,9 +31,9 @@ from ._render import DryRun, answer_output
 from ._traits import setting_traits
 
 if TYPE_CHECKING:
+    from .._session import Session
     from .._turns._ask import AskSink
     from .._turns._jobs import Job
-    from .._session import Session
 
 __all__ = ["AskMagics"]
 
@@ -62,7 +62,7 @@ class AskMagics(SessionSettings):
 
     widgets = Enum(("auto", "on", "off"), "auto", help="Live widget view: auto (in a kernel), on, off (stdout).").tag(config=True)
 
-    def __init__(self, shell: Any = None, session: "Session | None" = None, **kwargs: Any) -> None:
+    def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
             from .._session import Session
 
@@ -213,7 +213,7 @@ class AskMagics(SessionSettings):
             return self.widgets == "on"
         return getattr(self.shell, "kernel", None) is not None and find_spec("anywidget") is not None
 
-    def _live_view(self, fmt: str, *, background: bool = False) -> AbstractContextManager["AskSink"]:
+    def _live_view(self, fmt: str, *, background: bool = False) -> AbstractContextManager[AskSink]:
         """The widget view in a notebook; plain text on stdout in a terminal."""
         if not self._use_widgets():
             return nullcontext(StdoutSink())
@@ -222,7 +222,7 @@ class AskMagics(SessionSettings):
         render = partial(answer_output, fmt=fmt)
         return AnswerView(render=render, rate=self.session.settings.update_rate, close_widget=not background)
 
-    def _submit(self, prompt: str, fmt: str, options: dict[str, Any]) -> "Job":
+    def _submit(self, prompt: str, fmt: str, options: dict[str, Any]) -> Job:
         """``--background``: submit and return; in a notebook the view fills in when the job ends."""
         if not self._use_widgets():
             job = self.session.submit(prompt, **options)
@@ -231,7 +231,7 @@ class AskMagics(SessionSettings):
         view = self._live_view(fmt, background=True)
         view.queued(options["model"] or self.session.settings.model, options["thread"])
 
-        def done(job: "Job") -> None:  # runs on the session's loop thread: only widget values change
+        def done(job: Job) -> None:  # runs on the session's loop thread: only widget values change
             if job.answer is not None:
                 view.finished(job.answer)
             else:

@@ -72,7 +72,7 @@ _FORMATS = {
 }
 
 
-def answer_bundle(answer: "Answer", fmt: str = "markdown") -> dict[str, Any]:
+def answer_bundle(answer: Answer, fmt: str = "markdown") -> dict[str, Any]:
     """The static mime bundle for ``answer`` (text/markdown + text/plain, and JSON for ``json``).
 
     The Answer renders itself (partial mark, tool calls, warnings, footer) around the body the
@@ -90,7 +90,7 @@ def answer_bundle(answer: "Answer", fmt: str = "markdown") -> dict[str, Any]:
     return bundle
 
 
-def answer_output(answer: "Answer", fmt: str = "markdown") -> tuple[dict[str, Any], dict[str, Any]]:
+def answer_output(answer: Answer, fmt: str = "markdown") -> tuple[dict[str, Any], dict[str, Any]]:
     """The static output of ``answer``: its bundle, and its provenance under the ``nbopenai`` metadata key."""
     return answer_bundle(answer, fmt), {"nbopenai": answer.provenance()}
 
@@ -108,7 +108,7 @@ class DryRun:
         tiktoken's count (offline), including the earlier turns a ``previous_response_id`` bills.
     """
 
-    def __init__(self, prepared: "PreparedAsk", base_url: str | None) -> None:
+    def __init__(self, prepared: PreparedAsk, base_url: str | None) -> None:
         self.params = prepared.params
         self.url = f"{(shown_url(base_url) or DEFAULT_BASE_URL).rstrip('/')}/responses"
         self.estimated_input_tokens = prepared.estimated_input_tokens

@@ -7,7 +7,8 @@ Enough for peer tools (jupyter-ai, chatlab) to be benchmarked against the offlin
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ._errors import ApiError
 from ._faults import Fault

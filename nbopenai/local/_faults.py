@@ -37,11 +37,12 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import time
 import threading
+import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from .._core import _tokens
 from ._errors import ApiError

@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .._core._tokens import count_tokens
 from . import _batches, _chat, _routes
-from ._errors import ApiError, error_body
 from ._azure import azure_path
+from ._errors import ApiError, error_body
 from ._faults import MODEL_ROUTES, Fault, parse_fault_header, unauthorized_error
 from ._items import normalize_input, render_context
 from ._routes import Route
@@ -293,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _parse_json(raw: bytes, headers: dict[str, str]) -> Any:
         content_type = headers.get("content-type", "")
-        if not raw or ("json" not in content_type and content_type and not raw.lstrip()[:1] in (b"{", b"[")):
+        if not raw or ("json" not in content_type and content_type and raw.lstrip()[:1] not in (b"{", b"[")):
             return None
         try:
             return json.loads(raw)

@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from .._core import _tokens
 from .._core._settings import REASONING_EFFORTS
 from . import _demo
 from ._errors import ApiError, model_not_found, not_found
 from ._faults import Fault, Written, context_length_error
-from ._wire import DROP, Event
 from ._items import expand_compactions, message_text, normalize_input, render_context
 from ._schema_fill import fill_schema
 from ._state import DEMO_MODEL, Config, State, StoredResponse, new_id
+from ._wire import DROP, Event
 
 __all__ = ["Turn", "Output", "prepare", "run_model", "response_object", "stream_events", "generate", "DROP", "Event"]
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ._errors import ApiError, model_not_found, not_found
 from ._faults import Fault
 from ._items import encode_compaction, normalize_input, render_context
 from ._responses import (
+    Output,
     finished_response,
     prepare,
     remember,
@@ -24,7 +26,6 @@ from ._responses import (
     run_model,
     stream_events,
     usage,
-    Output,
 )
 from ._state import DEMO_MODEL, State, new_id
 from ._wire import Reply, Request

@@ -15,13 +15,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .._turns._window import ContextWindows
+from ._azure import TokenIssuer
 from ._faults import FaultQueue, check_kind
 from ._limits import RateLimits
-from ._azure import TokenIssuer
 from ._prompt_cache import PromptCache
 
 __all__ = ["Config", "RecordedRequest", "State", "StoredResponse", "new_id"]

@@ -7,8 +7,9 @@ right there). Faults (``_faults``) shape replies with these, so they live apart 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: _state imports the faults, which import this module
     from ._faults import Fault

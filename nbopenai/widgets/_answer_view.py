@@ -66,7 +66,7 @@ class AnswerView:
     def __init__(
         self,
         *,
-        render: Callable[["Answer"], Any] | None = None,
+        render: Callable[[Answer], Any] | None = None,
         rate: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         close_widget: bool = True,
@@ -94,11 +94,11 @@ class AnswerView:
             self.widget.streaming = True
         self.show()
 
-    def text(self, delta: str, state: "StreamState") -> None:
+    def text(self, delta: str, state: StreamState) -> None:
         if self.throttle.ready():
             self._send_text(state)
 
-    def finished(self, answer: "Answer") -> None:
+    def finished(self, answer: Answer) -> None:
         with self._lock:
             self.answer = answer
             self.show()
@@ -154,7 +154,7 @@ class AnswerView:
 
     # ---- context manager: whatever happens, never leave a spinner behind ------------------
 
-    def __enter__(self) -> "AnswerView":
+    def __enter__(self) -> AnswerView:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -162,7 +162,7 @@ class AnswerView:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _send_text(self, state: "StreamState") -> None:
+    def _send_text(self, state: StreamState) -> None:
         """Send what ``state`` received since the last update (all of it if it is a new stream)."""
         if state is not self._state:  # a tool loop's next response: its text replaces the last one's
             if self._sent:

@@ -56,7 +56,7 @@ class ExtractProgressWidget:
         self._closed = False
         self._lock = threading.Lock()  # a background batch poll updates from the loop thread
 
-    def update(self, snapshot: "Snapshot") -> None:
+    def update(self, snapshot: Snapshot) -> None:
         if self.throttle.ready():
             with self._lock:
                 if not self._closed:
@@ -68,7 +68,7 @@ class ExtractProgressWidget:
         with self._lock:
             self._show()
 
-    def close(self, snapshot: "Snapshot") -> None:
+    def close(self, snapshot: Snapshot) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -91,7 +91,7 @@ class ExtractProgressWidget:
         if self._handle is None:
             self._handle = self._display(self.box)
 
-    def _set(self, snapshot: "Snapshot") -> None:
+    def _set(self, snapshot: Snapshot) -> None:
         self.bar.max = max(snapshot.total, 1)
         self.bar.value = snapshot.done
         if snapshot.failed and snapshot.failed == snapshot.done == snapshot.total:
