@@ -42,8 +42,7 @@ from ._core._settings import Secret, Settings, Timeouts
 from ._core._tokens import count_tokens
 from ._session import Session, current_session, use_session
 from ._turns._answer import Answer, Usage
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "APIError",

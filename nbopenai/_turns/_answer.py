@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .._version import __version__
+
 __all__ = ["Usage", "Answer"]
 
 
@@ -182,8 +184,6 @@ class Answer:
 
     def provenance(self) -> dict[str, Any]:
         """Where the answer came from, for the output's metadata (``nbopenai.provenance`` reads it back)."""
-        from .. import __version__  # the package is loaded by the time anything is shown
-
         u = self.usage
         return {
             "response_id": self.response_id,
