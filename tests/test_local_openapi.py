@@ -183,4 +183,12 @@ def test_other_resources(http):
     check("TokenCountsResource", http.post("/responses/input_tokens", json={"model": "nbopenai-local", "input": "hi"}).json())
     check("CompactResource", http.post("/responses/compact", json={"model": "nbopenai-local", "input": "My name is Ada."}).json())
     check("ListModelsResponse", http.get("/models").json())
+    # The routes a conversation thread uses (nbopenai/_turns/_conversations.py): retrieve, items create/delete.
+    check("ConversationResource", http.get(f"/conversations/{conversation['id']}").json())
+    added = http.post(f"/conversations/{conversation['id']}/items",
+                      json={"items": [{"type": "message", "role": "user", "content": "I live in Paris."}]}).json()
+    check("ConversationItemList", added)
+    item_id = added["data"][0]["id"]
+    check("ConversationItem", http.get(f"/conversations/{conversation['id']}/items/{item_id}").json())
+    check("ConversationResource", http.delete(f"/conversations/{conversation['id']}/items/{item_id}").json())
     check("DeletedConversationResource", http.delete(f"/conversations/{conversation['id']}").json())

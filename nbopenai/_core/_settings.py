@@ -315,6 +315,10 @@ class Settings:
     )
     concurrency: int = setting(16, "Requests in flight at most when extracting.", at_least(1, whole=True))
     update_rate: float = setting(20.0, "Live view refreshes per second at most.", POSITIVE)
+    thread_store: str = setting(
+        "response", "Where a new thread is kept: 'response' chains previous_response_id; 'conversation' keeps it in a "
+        "conversation object (%%ask --store overrides).", one_of(("response", "conversation")),
+    )
     azure_endpoint: str | None = setting(
         None, "Azure OpenAI resource endpoint, e.g. https://NAME.openai.azure.com (default: AZURE_OPENAI_ENDPOINT).",
         URL, shown=shown_url,

@@ -23,6 +23,7 @@ from .._core._request import RequestOptions, request_params
 from .._core._tokens import count_tokens
 from ._answer import Answer
 from ._conversation import Plan, Thread
+from ._conversations import choose_kind, ready as conversation_ready, request_fields as conversation_fields
 from ._recorder import (
     AskSink,
     NullSink,
@@ -66,6 +67,7 @@ class AskOptions(RequestOptions):
     new: bool = False
     stream: bool = True
     store: bool | None = None
+    thread_store: str | None = None  # "conversation" keeps a new thread in a conversation object (_conversations)
     cell_id: str | None = None
     content: tuple[dict, ...] = ()  # extra input parts (images) after the prompt text
     tools: tuple[dict, ...] = ()
@@ -125,12 +127,14 @@ def prepare(services: TurnServices, prompt: str, options: AskOptions) -> Prepare
         raise UsageError(
             f"thread {thread.name!r} was started with store={thread.store}; use --new or another -t to switch"
         )
+    choose_kind(thread, options.thread_store, settings.thread_store, store=store)
     plan = thread.plan(options.cell_id)
     user_item = _user_item(prompt, options.content)
     params = request_params(settings, {**options.overrides(), "store": store})
     params["input"] = [*plan.replay, user_item]
     if plan.previous_response_id:
         params["previous_response_id"] = plan.previous_response_id
+    params.update(conversation_fields(thread))
     if options.tools:
         params["tools"] = list(options.tools)
     if thread.truncation:  # set when compaction was unavailable for this thread (see _compact)
@@ -158,7 +162,7 @@ def holding(services: TurnServices, prepared: PreparedAsk) -> Iterator[PreparedA
     with services.threads.turn(name):
         if services.threads.moves(name) != prepared.moves:
             prepared = prepare(services, prepared.prompt, prepared.options)
-        yield prepared
+        yield conversation_ready(services, prepared)  # a conversation thread's: created, or rewound for a re-run
 
 
 def run(services: TurnServices, prepared: PreparedAsk, sink: AskSink | None = None) -> Answer:

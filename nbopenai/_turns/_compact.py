@@ -101,6 +101,9 @@ def compact(services: TurnServices, thread: str = "default", *, model: str | Non
             known = ", ".join(threads.names()) or "none"
             raise UsageError(f"thread {thread!r} has no turns: nothing to compact (threads: {known})")
         target = threads.get(thread)
+        if target.conversation:  # its items are the conversation's record: not replaced by a summary here
+            raise UsageError(f"thread {thread!r} is kept in a conversation, which is not compacted; start a new one "
+                             "with --new")
         plan = target.plan(None)
         model = model or target.turns[-1].model or services.settings.model
         before = thread_tokens(target)

@@ -79,6 +79,14 @@ class Thread:
     truncation: str | None = None
     # The near-context-window warning is shown once, until the thread shrinks again.
     warned_near_limit: bool = False
+    # Kept in a conversation object instead of a response chain (see _conversations), and its id once created.
+    conversation: bool = False
+    conversation_id: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """Where the thread is kept: ``conversation``, ``response chain`` (store=True) or ``items re-sent``."""
+        return "conversation" if self.conversation else ("response chain" if self.store else "items re-sent")
 
     @property
     def head(self) -> str | None:
@@ -97,7 +105,9 @@ class Thread:
         since = max((i for i, turn in enumerate(kept) if turn.status == COMPACTED), default=0)
         window = kept[since:]
         previous = None
-        if self.store:
+        if self.conversation:  # the conversation holds every item: nothing to chain to, nothing to replay
+            window = []
+        elif self.store:
             # Chain to the last stored response; replay only what came after it (a compaction).
             chained = [i for i, turn in enumerate(window) if turn.response_id]
             if chained:
@@ -224,9 +234,10 @@ class ThreadStore:
         return [
             {
                 "thread": t.name,
+                "kind": t.kind,
                 "turns": len(t.turns),
                 "store": t.store,
-                "head": t.head,
+                "head": t.conversation_id if t.conversation else t.head,
                 "input_tokens": sum(x.input_tokens for x in t.turns),
                 "output_tokens": sum(x.output_tokens for x in t.turns),
             }

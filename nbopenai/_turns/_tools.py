@@ -584,7 +584,9 @@ def _next_params(
     """The request that sends ``results`` back: chained on the response, or after the replayed items."""
     following = {key: value for key, value in params.items() if key not in ("input", "previous_response_id")}
     outputs = [result.as_item() for result in results]
-    if params.get("store", True):
+    if params.get("conversation"):  # the conversation holds the calls: only their results go
+        following["input"] = outputs
+    elif params.get("store", True):
         following.update(previous_response_id=response_id, input=outputs)
     else:
         following["input"] = [*params["input"], *_replayable(response), *outputs]

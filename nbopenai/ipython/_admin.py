@@ -99,7 +99,7 @@ def _azure(m: AskMagics, args: argparse.Namespace) -> None:
 def _threads(m: AskMagics, args: argparse.Namespace) -> Any:
     import pandas as pd
 
-    columns = ["thread", "turns", "store", "head", "input_tokens", "output_tokens"]
+    columns = ["thread", "kind", "turns", "store", "head", "input_tokens", "output_tokens"]
     return pd.DataFrame(m.session.threads.summary_rows(), columns=columns)
 
 

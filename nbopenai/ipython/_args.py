@@ -141,6 +141,9 @@ def ask_arguments(func: Callable) -> Callable:
         argument("-t", "--thread", type=text, default="default", metavar="NAME",
                  help="Conversation thread to continue (default: 'default')."),
         argument("--new", action="store_true", help="Start the thread afresh (forget its earlier turns)."),
+        argument("--store", choices=("response", "conversation"), metavar="response|conversation",
+                 help="Where a new thread is kept: chained responses, or a conversation object "
+                      "(default: %%config AskMagics.thread_store)."),
         argument("-s", "--system", type=text, metavar="TEXT",
                  help="Instructions (system prompt) for this turn; quote it."),
         *option_arguments(RequestOptions, REQUEST_FLAGS),
@@ -241,6 +244,7 @@ def ask_options(args: argparse.Namespace, *, cell_id: str | None) -> dict[str, A
     return {
         "thread": args.thread,
         "new": args.new,
+        "thread_store": getattr(args, "store", None),
         "model": args.model,
         "instructions": args.system,
         **options_from(args, REQUEST_FLAGS),
