@@ -13,7 +13,12 @@ import pytest
 from pydantic import BaseModel
 
 import nbopenai
-from nbopenai._core._azure import TokenCache, TokenProviderError, token_expiry, v1_base_url
+from nbopenai._core._azure import (
+    TokenCache,
+    TokenProviderError,
+    token_expiry,
+    v1_base_url,
+)
 from nbopenai._core._settings import Settings
 from nbopenai._extract import extract
 from nbopenai.local._azure import azure_path

@@ -46,7 +46,7 @@ def test_a_rerun_cell_rewinds_the_conversation(local_server, make):
     assert not any("Paris" in content or "tea" in content for _, content in kept if _ == "user")
     assert [turn.prompt for turn in session.threads.get("c").turns] == ["My name is Ada.", "I live in Rome."]
     again = session.ask("My name is Bob.", thread="c", cell_id="one")  # the first cell: every item goes
-    assert [content for role, content in items_of(local_server, session) if role == "user"][0].count("Bob") == 1
+    assert next(content for role, content in items_of(local_server, session) if role == "user").count("Bob") == 1
     assert len(items_of(local_server, session)) == 2 and again.status == "completed"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ._errors import AuthenticationError, Scrubber, redact
 
-__all__ = ["TokenCache", "TokenProviderError", "TokenScrubber", "refresh_on_401", "azure_client_arguments", "v1_base_url"]
+__all__ = ["TokenCache", "TokenProviderError", "TokenScrubber", "azure_client_arguments", "refresh_on_401", "v1_base_url"]
 
 # Refresh this long before a token expires (or after half its life, for a short-lived one), as azure-identity does.
 REFRESH_MARGIN = 300.0
@@ -119,7 +119,7 @@ class TokenCache:
         self.fetches += 1
         try:
             token = self.provider()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a provider may raise anything; one clear error for all
             raise TokenProviderError(f"The token provider failed ({type(exc).__name__}: {redact(str(exc), *self._known)})") from None
         token = getattr(token, "token", token)  # an azure-identity AccessToken works too
         if not isinstance(token, str) or not token.strip():
@@ -180,8 +180,7 @@ def v1_base_url(endpoint: str) -> str:
     endpoint = endpoint.rstrip("/")
     if endpoint.endswith("/openai/v1"):
         return endpoint + "/"
-    if endpoint.endswith("/openai"):
-        endpoint = endpoint[: -len("/openai")]
+    endpoint = endpoint.removesuffix("/openai")
     return endpoint + "/openai/v1/"
 
 
@@ -207,7 +206,7 @@ def azure_client_arguments(settings: Any, key: Callable[[], Any] | None, *, asyn
 class TokenScrubber(Scrubber):
     """A scrubber that also knows the token cache's current tokens (they change as tokens are refreshed)."""
 
-    __slots__ = ("_fixed", "_tokens", "_seen")
+    __slots__ = ("_fixed", "_seen", "_tokens")
 
     def __init__(self, secrets: Iterable[str], tokens: TokenCache) -> None:
         self._fixed = tuple(secrets)

@@ -36,7 +36,7 @@ THREAD_STORES = ("response", CONVERSATION)
 NEW_CONVERSATION = "(a new conversation, created when the turn is sent)"
 
 
-def choose_kind(thread: "Thread", asked: str | None, default: str, *, store: bool) -> None:
+def choose_kind(thread: Thread, asked: str | None, default: str, *, store: bool) -> None:
     """Where ``thread`` is kept: as ``asked`` (``--store``) or the ``default`` (the ``thread_store`` setting) while it has
     no turns; after that it stays as it is, and asking for the other kind is refused."""
     if not thread.turns:
@@ -47,12 +47,12 @@ def choose_kind(thread: "Thread", asked: str | None, default: str, *, store: boo
         raise UsageError("a conversation thread is kept on the server: it cannot go with store=False")
 
 
-def request_fields(thread: "Thread") -> dict[str, Any]:
+def request_fields(thread: Thread) -> dict[str, Any]:
     """What a conversation thread's request carries instead of a chain: ``conversation``."""
     return {"conversation": thread.conversation_id or NEW_CONVERSATION} if thread.conversation else {}
 
 
-def ready(services: "TurnServices", prepared: "PreparedAsk") -> "PreparedAsk":
+def ready(services: TurnServices, prepared: PreparedAsk) -> PreparedAsk:
     """``prepared`` about to be sent: its conversation rewound (a re-run) or created (a first turn)."""
     thread = prepared.thread
     if not thread.conversation:
@@ -64,38 +64,38 @@ def ready(services: "TurnServices", prepared: "PreparedAsk") -> "PreparedAsk":
             thread.conversation_id = created.id
         elif prepared.plan.replaced is not None:
             _rewind(services, thread, prepared.plan.base)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is translated once, here
         raise translate(exc) from None
     prepared.params["conversation"] = thread.conversation_id
     return prepared
 
 
-def _rewind(services: "TurnServices", thread: "Thread", base: int) -> None:
+def _rewind(services: TurnServices, thread: Thread, base: int) -> None:
     """Delete the conversation's items after turn ``base`` (1-based; 0: all of them) and drop those turns here."""
     client = services.client()
     anchor = _last_item(services, thread, base)
     doomed = []
     after = anchor
     while True:
-        page = services.retry.call(lambda: client.conversations.items.list(
+        page = services.retry.call(lambda after=after: client.conversations.items.list(
             thread.conversation_id, order="asc", limit=100, **({"after": after} if after else {})), idempotent=True)
         doomed.extend(item.id for item in page.data)
         if not page.data or not page.has_more:
             break
         after = page.data[-1].id
     for item_id in doomed:
-        services.retry.call(lambda: client.conversations.items.delete(item_id, conversation_id=thread.conversation_id),
-                            idempotent=True)
+        services.retry.call(lambda item_id=item_id: client.conversations.items.delete(
+            item_id, conversation_id=thread.conversation_id), idempotent=True)
     del thread.turns[base:]
 
 
-def _last_item(services: "TurnServices", thread: "Thread", base: int) -> str | None:
+def _last_item(services: TurnServices, thread: Thread, base: int) -> str | None:
     """The id of the last item turn ``base`` added (its answer's last output item), or None before the first turn."""
     client = services.client()
     for turn in reversed(thread.turns[:base]):
         if turn.response_id is None:
             continue
-        response = services.retry.call(lambda: client.responses.retrieve(turn.response_id), idempotent=True)
+        response = services.retry.call(lambda turn=turn: client.responses.retrieve(turn.response_id), idempotent=True)
         if response.output:
             return response.output[-1].id
     return None
