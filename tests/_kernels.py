@@ -24,3 +24,18 @@ def kernel_env(**settings: str) -> dict[str, str]:
 def local_kernel_env(server, key: str) -> dict[str, str]:
     """A kernel pointed at the offline ``server`` with ``key`` set (a fake that must never show)."""
     return kernel_env(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=key, NBOPENAI_MODEL="nbopenai-local")
+
+
+def run_notebook(sources: list[str], env: dict[str, str], folder: Path, name: str = "executed.ipynb"):
+    """A notebook of code cells ``sources`` run top to bottom by nbclient (as Run All does), saved in ``folder``.
+
+    Returns the executed notebook and the path it was saved at.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(env=env)
+    path = folder / name
+    nbformat.write(nb, path)
+    return nb, path

@@ -218,3 +218,46 @@ def test_vars_in_a_cell_and_as_context(ip, local_server):
     assert sent.startswith("What can I plot?\n\nThe kernel's variables:\n") and "- sales: DataFrame" in sent
     ip.run_cell("vars = 'mine'\n%ask {vars}")  # a variable of the user's own comes first
     assert _request_text(local_server) == "mine"
+
+
+# ---- replay ------------------------------------------------------------------------------------------
+
+
+def test_replay_reuses_unchanged_turns_and_asks_from_the_first_change_on(ip, local_server, capsys):
+    cells = ["My name is Ada.", "I like tea.", "What is my name?"]
+
+    def run_all(prompts, replay="--replay"):
+        before = len(_asks(local_server))
+        answers = []
+        for number, prompt in enumerate(prompts):
+            ip.run_cell(f"%%ask {replay} {'--new' if number == 0 else ''} -o answer\n{prompt}")
+            answers.append(ip.user_ns["answer"])
+        return answers, _asks(local_server)[before:]
+
+    first, sent = run_all(cells)
+    assert len(sent) == 3 and not any(a.replayed for a in first)
+    again, sent = run_all(cells)
+    assert sent == [] and all(a.replayed for a in again)
+    assert [a.text for a in again] == [a.text for a in first] and [a.turn for a in again] == [1, 2, 3]
+    assert [a.response_id for a in again] == [a.response_id for a in first] and all(a.cost_usd == 0 for a in again)
+    assert "replayed: the stored answer of" in again[0].notice and again[0].provenance()["replayed"] is True
+    assert "(replayed: the stored answer of" in capsys.readouterr().out
+
+    edited, sent = run_all([cells[0], "I like coffee.", cells[2]])
+    assert [a.replayed for a in edited] == [True, False, False] and len(sent) == 2
+    assert sent[0]["previous_response_id"] == first[0].response_id  # chained on the replayed turn
+    assert sent[1]["previous_response_id"] == edited[1].response_id
+
+    _, sent = run_all(cells, replay="")  # without --replay: every cell asks
+    assert len(sent) == 3
+
+
+def test_replay_is_keyed_by_the_settings_and_the_endpoint(ip, local_server):
+    ip.run_cell("%%ask --replay --new\nMy name is Ada.")
+    asked = len(_asks(local_server))
+    ip.run_cell("%%ask --replay --new --temperature 0.5\nMy name is Ada.")
+    ip.run_cell("%%ask --replay --new -s 'Be brief.'\nMy name is Ada.")
+    assert len(_asks(local_server)) == asked + 2
+    ip.run_cell("%config AskMagics.replay = True")
+    ip.run_cell("%%ask --new\nMy name is Ada.")
+    assert len(_asks(local_server)) == asked + 2

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from _kernels import local_kernel_env
+from _kernels import local_kernel_env, run_notebook
 from conftest import SECRET_KEY
 
 pytestmark = pytest.mark.kernel
@@ -33,22 +33,8 @@ def _asks(server) -> list[dict]:
 
 
 def test_run_all_saves_static_answers_and_no_key(local_server, kernel_env, tmp_path):
-    from nbclient import NotebookClient
-
-    cell = nbformat.v4.new_code_cell
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            cell("%load_ext nbopenai"),
-            cell("%%ask\nMy name is Ada."),
-            cell("%%ask -o reply\nWhat is my name?"),
-            cell("print(reply.turn, reply.status)"),
-        ]
-    )
-    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
-        env=kernel_env
-    )
-    path = tmp_path / "executed.ipynb"
-    nbformat.write(nb, path)
+    sources = ["%load_ext nbopenai", "%%ask\nMy name is Ada.", "%%ask -o reply\nWhat is my name?", "print(reply.turn, reply.status)"]
+    nb, path = run_notebook(sources, kernel_env, tmp_path)
 
     saved = path.read_text()
     assert SECRET_KEY not in saved

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import SECRET_KEY
+from _kernels import run_notebook
 from test_kernel import Kernel, kernel, kernel_env  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.kernel
@@ -76,23 +77,10 @@ def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_s
 
 
 def test_saved_answers_carry_their_provenance_and_read_back(local_server, kernel_env, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
-
     import nbopenai
 
-    cell = nbformat.v4.new_code_cell
-    nb = nbformat.v4.new_notebook(cells=[
-        cell("%load_ext nbopenai"),
-        cell("%%ask\nMy name is Ada."),
-        cell("%%ask -t other -o reply\nWhat is my name?"),
-        cell("reply"),
-    ])
-    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
-        env=kernel_env
-    )
-    path = tmp_path / "answered.ipynb"
-    nbformat.write(nb, path)
+    sources = ["%load_ext nbopenai", "%%ask\nMy name is Ada.", "%%ask -t other -o reply\nWhat is my name?", "reply"]
+    nb, path = run_notebook(sources, kernel_env, tmp_path, "answered.ipynb")
 
     kept = [o.metadata["nbopenai"] for c in nb.cells for o in c.outputs if "nbopenai" in o.get("metadata", {})]
     assert len(kept) == 3  # the two answers, and the Answer shown again by the last cell
@@ -104,3 +92,34 @@ def test_saved_answers_carry_their_provenance_and_read_back(local_server, kernel
     assert table["nbopenai_version"].eq(nbopenai.__version__).all() and not table["replayed"].any()
     assert table["answered_at"].notna().all() and table["cost_usd"].notna().all()
     assert table["response_id"].iloc[1] == table["response_id"].iloc[2] and table["response_id"].iloc[0] != table["response_id"].iloc[1]
+
+
+def test_run_all_twice_with_replay_sends_nothing_the_second_time(local_server, kernel_env, tmp_path):
+    import nbopenai
+
+    sources = [
+        "%load_ext nbopenai\n%config AskMagics.replay = True",
+        "%%ask\nMy name is Ada.",
+        "%%ask\nI like tea.",
+        "%%ask -o last\nWhat is my name?",
+        "print(last.replayed)",
+    ]
+    before = len(_asks(local_server))
+    _, first = run_notebook(sources, kernel_env, tmp_path, "first.ipynb")
+    assert len(_asks(local_server)) == before + 3
+
+    nb, second = run_notebook(sources, kernel_env, tmp_path, "second.ipynb")  # a new kernel: Run All again
+    assert len(_asks(local_server)) == before + 3  # nothing sent
+    assert nb.cells[4].outputs[0].text.strip() == "True"
+    then, now = nbopenai.provenance(first), nbopenai.provenance(second)
+    assert now["replayed"].all() and not then["replayed"].any()
+    assert now["response_id"].tolist() == then["response_id"].tolist()
+    shown = [o.data["text/markdown"] for c in nb.cells[1:4] for o in c.outputs if "text/markdown" in o.get("data", {})]
+    assert len(shown) == 3 and all("replayed: the stored answer of" in text for text in shown)
+
+    sources[2] = "%%ask\nI like coffee."  # the second ask edited: it and the one after it ask again
+    nb, third = run_notebook(sources, kernel_env, tmp_path, "third.ipynb")
+    sent = _asks(local_server)[before + 3 :]
+    assert len(sent) == 2 and "I like coffee." in str(sent[0]["input"]) and "What is my name?" in str(sent[1]["input"])
+    assert sent[0]["previous_response_id"] == then["response_id"][0]
+    assert nbopenai.provenance(third)["replayed"].tolist() == [True, False, False]

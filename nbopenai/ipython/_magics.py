@@ -18,10 +18,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Enum
+from traitlets import Bool, Enum
 
 from .._turns._images import fill_with_images
 from .._turns._printer import StdoutSink
+from .._turns._replay import Replays
 from . import _admin
 from ._args import ask_arguments, ask_options, attachments, parse_ask, parse_line, text, tool_loop_options
 from ._context import context_arguments, contextual_prompt, prompt_namespace, queue_code
@@ -61,6 +62,7 @@ class AskMagics(SessionSettings):
     """
 
     widgets = Enum(("auto", "on", "off"), "auto", help="Live widget view: auto (in a kernel), on, off (stdout).").tag(config=True)
+    replay = Bool(False, help="Reuse a cell's stored answer when its prompt, settings and earlier turns are unchanged (--replay).").tag(config=True)
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
@@ -72,6 +74,7 @@ class AskMagics(SessionSettings):
         self.cell_id: str | None = None  # the cell now running, if the front-end said
         self._asks_in_cell = 0
         self.history = CellHistory(shell, self._secrets)  # {In[n]}, {Out[n]}, {Err[n]} and the last error
+        self.replays = Replays(session)  # --replay / AskMagics.replay
         super().__init__(shell=shell, **kwargs)
 
     # ---- execution context ------------------------------------------------------------------
@@ -152,8 +155,10 @@ class AskMagics(SessionSettings):
             elif args.background:
                 result = self._submit(prompt, args.format, options)
             else:
+                replay = (args.replay or self.replay) and not args.tools  # a tool loop's rounds are not replayed
                 with self._live_view(args.format) as view:
-                    result = self.session.ask(prompt, sink=view, **options, **tool_loop_options(args))
+                    ask = self.replays.ask if replay else self.session.ask
+                    result = ask(prompt, sink=view, **options, **tool_loop_options(args))
                 if args.format == "code" or args.fix:
                     queue_code(self.shell, result)
         if args.out:

@@ -1,0 +1,180 @@
+"""Replay (opt in): a cell asked again with the same prompt, settings and predecessor reuses its answer, unsent.
+
+The key is the exact request a turn would send (``PreparedAsk.params``: prompt, model, instructions,
+sampling settings, images, and its place in the chain: ``previous_response_id``, or the earlier
+turns it re-sends) and the endpoint (``_extract._cache.request_scope``'s rule). A replayed turn is
+committed to its thread with the stored response id, so the next cell's request, and key, is what it
+was the first time: a Run All of an unchanged notebook sends nothing. The first changed cell asks
+again; its new response id changes its successor's ``previous_response_id``, so every cell after it
+asks again too.
+
+Only completed, plain answers (no tool calls) are stored. A replayed answer costs nothing and writes
+no ledger row (nothing was billed); it is marked ``replayed`` and says so. The store is SQLite beside
+the ledger (in memory when the ledger is), opened by ``_core._store.open_database``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._answer import Answer, Usage
+from ._ask import PreparedAsk, holding
+from ._conversation import Turn
+from ._recorder import AskSink, NullSink, TurnRecorder, TurnServices
+from ._streaming import StreamState
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .._core._settings import Settings
+    from .._session import Session
+
+__all__ = ["Replays", "ReplayStore", "replay_key", "replay_path", "replayed"]
+
+
+
+def m001_replays(conn: "sqlite3.Connection") -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, answer TEXT NOT NULL, created REAL NOT NULL)")
+
+
+def _schema() -> Any:
+    """The store's migrations (``_core._store`` and sqlite3 load on first use, not with the magics)."""
+    from .._core._store import Migrations
+
+    schema = Migrations()
+    for step in (m001_replays,):
+        schema(step)
+    return schema
+
+
+def replay_path(settings: "Settings") -> str:
+    """The replay store's file: beside the ledger (in memory when the ledger is)."""
+    ledger = settings.resolved_ledger_path
+    return ":memory:" if ledger == ":memory:" else str(Path(ledger).expanduser().parent / "replay.sqlite3")
+
+
+def replay_key(settings: "Settings", params: dict[str, Any]) -> str:
+    """What a stored answer is found by: the endpoint and the exact request (its input and chain included)."""
+    from .._extract._cache import cache_key, request_scope  # the one rule for an endpoint and a request
+
+    return cache_key(request_scope(settings, params), [params.get("input"), params.get("store")])
+
+
+def _stored(answer: Answer) -> str:
+    u = answer.usage
+    return json.dumps({
+        "text": answer.text, "model": answer.model, "response_id": answer.response_id, "status": answer.status,
+        "usage": [u.input, u.cached, u.output, u.reasoning, u.estimated], "answered_at": answer.answered_at,
+    })
+
+
+class ReplayStore:
+    """Stored answers by ``replay_key``; a disk failure costs a fresh ask, never an error."""
+
+    def __init__(self, path: str = ":memory:") -> None:
+        from .._core._store import open_database
+
+        self._db = open_database(path, migrations=_schema(), label="replay store")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored answer for ``key``, if any."""
+
+        def read(conn: "sqlite3.Connection") -> str | None:
+            row = conn.execute("SELECT answer FROM replays WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+        found = self._db.read_or(read, None, "asking again")
+        return json.loads(found) if found else None
+
+    def put(self, key: str, answer: Answer) -> None:
+        """Keep ``answer`` for ``key`` if it can be replayed: completed, with a response id, no tool calls."""
+        if answer.status != "completed" or not answer.response_id or answer.tool_calls or answer.turn is None:
+            return
+        record = (key, _stored(answer), time.time())
+
+        from .._core._store import transaction
+
+        def write(conn: "sqlite3.Connection") -> None:
+            with transaction(conn):
+                conn.execute("INSERT OR REPLACE INTO replays (key, answer, created) VALUES (?, ?, ?)", record)
+
+        self._db.read_or(write, None, "not keeping this answer for replay")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, Any], sink: AskSink | None) -> Answer:
+    """Commit the stored answer as ``prepared``'s turn, with no request, and hand ``sink`` the answer marked replayed."""
+    sink = sink or NullSink()
+    with holding(services, prepared) as prepared:
+        recorder = TurnRecorder(services, prepared.place, sink)
+        thread, plan = prepared.thread, prepared.plan
+        notice = "; ".join(filter(None, [f"replayed: the stored answer of {record['answered_at']}, nothing sent",
+                                         plan.notice(thread.name)]))
+        sink.started(record["model"], thread.name, notice)
+        state = StreamState()
+        state.handle({"type": "response.output_text.delta", "delta": record["text"]})
+        sink.text(record["text"], state)
+        usage = Usage(*record["usage"])
+        turn = Turn(
+            prompt=prepared.prompt,
+            answer=record["text"],
+            response_id=record["response_id"],
+            model=record["model"],
+            status=record["status"],
+            cell_id=prepared.options.cell_id,
+            input_items=prepared.place.input_items,
+            output_items=({"role": "assistant", "content": record["text"]},) if record["text"] else (),
+            input_tokens=usage.input,
+            cached_tokens=usage.cached,
+            output_tokens=usage.output,
+        )
+        number = recorder.commit(turn)
+    answer = Answer(
+        text=record["text"],
+        model=record["model"],
+        thread=thread.name,
+        response_id=record["response_id"],
+        status=record["status"],
+        usage=usage,
+        cost_usd=0.0,
+        turn=number,
+        cell_id=prepared.options.cell_id,
+        notice=notice,
+        answered_at=record["answered_at"],
+        replayed=True,
+    )
+    sink.finished(answer)
+    return answer
+
+
+class Replays:
+    """A session's asks with replay: its store, opened on first use beside the ledger (again if that moves)."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self._store: ReplayStore | None = None
+        self._path: str | None = None
+
+    def store(self) -> ReplayStore:
+        path = replay_path(self.session.settings)
+        if self._store is None or path != self._path:
+            self._store, self._path = ReplayStore(path), path
+        return self._store
+
+    def ask(self, prompt: str, *, sink: AskSink | None = None, confirm: Any = None, max_tool_rounds: int | None = None,
+            **options: Any) -> Answer:
+        """``Session.ask``, unless this exact request was answered before: then that answer, replayed, unsent."""
+        session = self.session
+        prepared = session.prepare(prompt, **options)
+        key = replay_key(session.settings, prepared.params)
+        store = self.store()
+        if (record := store.get(key)) is not None:
+            return replayed(session.services(), prepared, record, sink)
+        answer = session.ask(prompt, sink=sink, confirm=confirm, max_tool_rounds=max_tool_rounds, **options)
+        store.put(key, answer)
+        return answer
