@@ -2,7 +2,8 @@
 
 ``ByteServer(answer)`` listens on 127.0.0.1; for each request it reads the head and the body and
 sends back exactly the bytes ``answer(request)`` returns (a ``bytes``, or a list of chunks sent one
-by one), then closes the connection. ``requests`` lists what arrived. Use as a context manager.
+by one; a callable in the list is called with the connection, to hold it open, say), then closes the
+connection. ``requests`` lists what arrived. Use as a context manager.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class ByteServer:
                 self.requests.append(received)
             reply = self.answer(received)
             for part in reply if isinstance(reply, list) else [reply]:
+                if callable(part):
+                    part(connection)
+                    continue
                 try:
                     connection.sendall(part)
                 except OSError:

@@ -1,13 +1,14 @@
 """A turn ends once, where it ends: streams held open after completion, usage the server left out,
 several turns on one thread at once (issue 14 items 8, 9, 10).
 
-Servers here are written byte by byte on a socket where a proxy's behaviour matters (a stream that
+Answers here are written byte by byte (``_byte_server``) where a proxy's behaviour matters (a stream that
 stays open after ``response.completed``, a usage object that is ``{}``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import socket
 import threading
@@ -17,7 +18,9 @@ import pytest
 import nbopenai
 from nbopenai import BudgetExceeded
 
-# ---- a server written byte by byte ------------------------------------------------------------
+from _byte_server import ByteServer, json_reply
+
+# ---- answers written byte by byte (tests/_byte_server.py) ----------------------------------
 
 
 def _response(text: str, usage: object, status: str = "completed") -> dict:
@@ -40,54 +43,27 @@ def _response(text: str, usage: object, status: str = "completed") -> dict:
     }
 
 
-class RawServer:
-    """One HTTP/1.1 exchange per connection on 127.0.0.1, its bytes written by ``respond(conn, request_body)``.
+class Hold:
+    """A part of a ``ByteServer`` answer that keeps the connection open (sending ``ping`` between
+    waits) until the client hangs up; ``client_closed_first`` says whether it did before we gave up."""
 
-    ``client_closed_first`` records, per stream held open, whether the client hung up before the
-    server gave up holding (the server never holds longer than ``hold_limit`` waits).
-    """
-
-    def __init__(self, respond) -> None:
-        self.respond = respond
-        self.bodies: list[dict] = []
+    def __init__(self, ping: bytes | None, waits: int = 400) -> None:
+        self.ping, self.waits = ping, waits
         self.client_closed_first: list[bool] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self.ended = threading.Event()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._exchange, args=(conn,), daemon=True).start()
+    def __call__(self, conn: socket.socket) -> None:
+        try:
+            self._hold(conn)
+        finally:
+            self.ended.set()
 
-    def _exchange(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next(
-                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
-            )
-            while len(body) < length:
-                body += conn.recv(65536)
-            self.bodies.append(json.loads(body or b"{}"))
-            self.respond(self, conn, self.bodies[-1])
-
-    def hold(self, conn: socket.socket, *, ping: bytes | None, hold_limit: int = 400) -> None:
-        """Keep ``conn`` open (sending ``ping`` between waits) until the client hangs up, or give up."""
+    def _hold(self, conn: socket.socket) -> None:
         conn.settimeout(0.05)
-        for _ in range(hold_limit):
+        for _ in range(self.waits):
             try:
-                if ping is not None:
-                    conn.sendall(ping)
+                if self.ping is not None:
+                    conn.sendall(self.ping)
                 if conn.recv(1) == b"":
                     self.client_closed_first.append(True)
                     return
@@ -97,9 +73,6 @@ class RawServer:
                 self.client_closed_first.append(True)
                 return
         self.client_closed_first.append(False)
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def _chunk(text: str) -> bytes:
@@ -111,51 +84,37 @@ def _sse(event: dict) -> bytes:
     return _chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
 
 
-def stream_then_hold(*, ping: bytes | None = None, usage: object = None, hold: bool = True):
+def stream_then(end, usage: object = None):
+    """An answer: the events of a completed stream, then ``end`` (a ``Hold``, or the last chunk)."""
     usage = usage if usage is not None else {"input_tokens": 12, "output_tokens": 3, "total_tokens": 15}
 
-    def respond(server: RawServer, conn: socket.socket, body: dict) -> None:
+    def answer(request) -> list:
         final = _response("Hello there", usage)
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-            b"connection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
         created = {**final, "status": "in_progress", "output": [], "usage": None}
-        conn.sendall(_sse({"type": "response.created", "sequence_number": 0, "response": created}))
-        for number, delta in enumerate(["Hello", " there"], start=1):
-            conn.sendall(_sse({"type": "response.output_text.delta", "sequence_number": number, "item_id": "msg_raw_1",
-                               "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []}))
-        conn.sendall(_sse({"type": "response.completed", "sequence_number": 3, "response": final}))
-        if hold:
-            server.hold(conn, ping=ping)
-        else:
-            conn.sendall(b"0\r\n\r\n")
+        deltas = [
+            _sse({"type": "response.output_text.delta", "sequence_number": number, "item_id": "msg_raw_1",
+                  "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []})
+            for number, delta in enumerate(["Hello", " there"], start=1)
+        ]
+        return [
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+            b"connection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
+            _sse({"type": "response.created", "sequence_number": 0, "response": created}),
+            *deltas,
+            _sse({"type": "response.completed", "sequence_number": 3, "response": final}),
+            end,
+        ]
 
-    return respond
-
-
-def whole_json(usage: object):
-    def respond(server: RawServer, conn: socket.socket, body: dict) -> None:
-        data = json.dumps(_response("Hello there", usage)).encode()
-        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(data), data))
-
-    return respond
+    return answer
 
 
 @pytest.fixture
 def raw():
-    servers = []
-
-    def start(respond) -> RawServer:
-        servers.append(RawServer(respond))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
+    with contextlib.ExitStack() as servers:
+        yield lambda answer: servers.enter_context(ByteServer(answer))
 
 
-def on(server: RawServer, **settings) -> nbopenai.Session:
+def on(server: ByteServer, **settings) -> nbopenai.Session:
     settings.setdefault("timeouts", nbopenai.Timeouts(read=3.0))
     return nbopenai.Session(api_key="sk-test", base_url=server.base_url, ledger_path=":memory:", **settings)
 
@@ -163,16 +122,20 @@ def on(server: RawServer, **settings) -> nbopenai.Session:
 # ---- item 8: the answer is complete at response.completed ------------------------------------
 
 
-@pytest.mark.parametrize("ping", [None, b": ping\n\n", b"event: ping\ndata: {}\n\n"], ids=["silent", "comment", "event"])
+@pytest.mark.parametrize(
+    "ping", [None, b": ping\n\n", b"event: ping\ndata: {}\n\n"], ids=["silent", "comment", "event"]
+)
 def test_a_stream_held_open_after_completion_ends_at_completion(raw, ping):
-    server = raw(stream_then_hold(ping=_chunk(ping.decode()) if ping else None))
+    hold = Hold(_chunk(ping.decode()) if ping else None)
+    server = raw(stream_then(hold))
     with on(server) as session:
         answer = session.ask("Hi")
         assert answer.status == "completed" and answer.text == "Hello there" and answer.turn == 1
         assert session.threads.get().head == "resp_raw_1"
         rows = session.usage()
         assert list(rows["status"]) == ["completed"] and list(rows["input_tokens"]) == [12]
-    assert server.client_closed_first == [True]  # we hung up: the server's silence or pings did not hold us
+    assert hold.ended.wait(timeout=60)
+    assert hold.client_closed_first == [True]  # we hung up: the server's silence or pings did not hold us
 
 
 # ---- item 9: usage the server left out is unknown, not 0 --------------------------------------
@@ -182,7 +145,8 @@ def test_a_stream_held_open_after_completion_ends_at_completion(raw, ping):
                          ids=["empty", "nulls", "no-input"])
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 def test_missing_usage_counts_are_estimated_and_a_token_budget_still_trips(raw, usage, stream):
-    server = raw(stream_then_hold(usage=usage, hold=False) if stream else whole_json(usage))
+    whole = lambda request: json_reply(200, _response("Hello there", usage))  # noqa: E731
+    server = raw(stream_then(b"0\r\n\r\n", usage) if stream else whole)
     with on(server, budget_tokens=40) as session:
         prompt = "Please tell me everything there is to know about the history of the printing press in Europe."
         answer = session.ask(prompt, stream=stream)
