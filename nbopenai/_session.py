@@ -135,6 +135,7 @@ class Session:
             self.__dict__.pop("prices", None)
         if (new.rpm, new.tpm) != (self.settings.rpm, self.settings.tpm):
             self._pacer = None
+        self.__dict__.pop("accounts", None)  # its budget follows the settings
         self.threads.default_store = new.store
         self.settings = new
         return new
@@ -271,9 +272,10 @@ class Session:
 
     # ---- what turns get of the session ----------------------------------------------------
 
-    @property
+    @cached_property
     def accounts(self) -> LedgerWriter:
-        """This session's ledger writer: rows through ``UsageRecord.build``, and the budget."""
+        """This session's ledger writer: rows through ``UsageRecord.build``, and the budget (made again when the
+        settings change)."""
         s = self.settings
         budget = None if s.budget_usd is None and s.budget_tokens is None else Budget(s.budget_usd, s.budget_tokens)
         return LedgerWriter(self.session_id, lambda: self.ledger, lambda: self.prices, budget)
@@ -296,10 +298,6 @@ class Session:
             breaker=lambda: self.breaker,
             context_windows=lambda: self.context_windows,
         )
-
-    def record(self, **fields: Any) -> UsageRecord:
-        """Write one ledger row for one API call; takes the arguments of ``UsageRecord.build``."""
-        return self.accounts.record(**fields)
 
     def usage_record(self, **fields: Any) -> UsageRecord:
         """The ledger row of one API call, not yet written (``UsageRecord.build``'s arguments)."""
