@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import importlib
 import threading
 import uuid
@@ -99,6 +100,7 @@ class Session:
         self._breaker: CircuitBreaker | None = None
         self._pacer: Pacer | None = None
         self.jobs: list[Job] = []
+        self._job_numbers = itertools.count(1)  # job-1, job-2, ... in this session
         if local:
             self.use_local(model=overrides.get("model"))
         _current.made(self)
@@ -423,7 +425,7 @@ class Session:
                 "Python function tools run in this kernel, between requests: drop --background to use them."
             )
         services = self.services()
-        job = submit(services, self._prepare(services, prompt, **options), on_done)
+        job = submit(services, self._prepare(services, prompt, **options), next(self._job_numbers), on_done)
         self.jobs.append(job)
         return job
 

@@ -160,6 +160,15 @@ def test_background_job_completes_and_joins_its_thread(local_server, make):
     assert list(session.usage()["kind"]) == ["background"]
 
 
+def test_job_numbers_belong_to_their_session(local_server, make):
+    """`%nbopenai cancel job-1` names a job of this session: each session counts its own jobs from 1."""
+    first, second = make(), make()
+    jobs = [first.submit("one"), first.submit("two"), second.submit("three")]
+    assert [job.id for job in jobs] == ["job-1", "job-2", "job-1"]
+    for job in jobs:
+        job.wait(timeout=20)
+
+
 def test_module_level_ask_uses_the_current_session(local_server, make):
     session = make()
     nbopenai.use_session(session)

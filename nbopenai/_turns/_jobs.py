@@ -15,7 +15,6 @@ rewrites a conversation that went on without it.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ __all__ = ["Job", "submit", "TERMINAL"]
 
 TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 _POLL_FIRST, _POLL_MAX = 0.2, 2.0
-_numbers = itertools.count(1)
 
 
 @dataclass
@@ -85,8 +83,10 @@ class Job:
         }
 
 
-def submit(services: TurnServices, prepared: PreparedAsk, on_done: Callable[[Job], None] | None = None) -> Job:
-    """Send ``prepared`` with ``background=true`` and start polling it; returns immediately."""
+def submit(
+    services: TurnServices, prepared: PreparedAsk, number: int, on_done: Callable[[Job], None] | None = None
+) -> Job:
+    """Send ``prepared`` with ``background=true`` and start polling it as job ``number``; returns immediately."""
     if not prepared.params.get("store", True):
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")
     with holding(services, prepared) as prepared:
@@ -102,7 +102,7 @@ def submit(services: TurnServices, prepared: PreparedAsk, on_done: Callable[[Job
             raise translate(exc, attempts=attempts.count) from None
         moves = services.threads.moves(prepared.options.thread)
     job = Job(
-        number=next(_numbers),
+        number=number,
         response_id=response.id,
         prompt=prepared.prompt,
         thread=prepared.thread.name,
