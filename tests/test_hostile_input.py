@@ -2,8 +2,8 @@
 
 Two promises, for any input at all:
 
-- a magic's line either parses or fails with a clear usage error (IPython's ``UsageError`` or
-  ours), never with another exception, and nothing is sent when it fails;
+- a magic's line either parses or fails with a clear usage error (``nbopenai.UsageError``: IPython's
+  own is translated into it), never with another exception, and nothing is sent when it fails;
 - a value can never pull another value into the prompt: ``{name}`` is replaced in one pass from the
   names the template itself spells, so ``{secret}`` inside a value stays literal, and nothing reads
   environment variables, attributes, items or format specs (the double-format leak of magics that
@@ -17,7 +17,6 @@ import re
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from IPython.core.error import UsageError as IPythonUsageError
 from IPython.utils.capture import capture_output
 
 import nbopenai
@@ -26,7 +25,7 @@ from nbopenai._turns._prompt import interpolate
 SECRET = "TOPSECRET-f00d"  # a value the template never names
 ENV_SECRET = "ENVSECRET-beef"  # an environment variable's value
 ENV_NAME = "NBOPENAI_HOSTILE_TEST_SECRET"
-USAGE_ERRORS = (IPythonUsageError, nbopenai.UsageError)
+USAGE_ERRORS = nbopenai.UsageError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -198,14 +197,18 @@ def test_other_magic_lines_parse_or_fail_with_a_usage_error(magic, line):
         pass
 
 
-@pytest.mark.parametrize("source", ["%nbopenai usage --since '1h", '%%extract Person --over "df.bio\nExtract.',
-                                    "%ask --dry-run -s 'unbalanced hello"])
-def test_an_unbalanced_quote_is_a_usage_error_in_every_magic(ip, local_server, source):
+@pytest.mark.parametrize("source", ["%nbopenai usage --since '1h", '%%extract Person --over "df.bio\nExtract.'])
+def test_an_unbalanced_quote_is_a_usage_error_in_the_magics_that_take_only_options(ip, local_server, source):
     ip.run_cell("from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str")
-    try:
+    with pytest.raises(nbopenai.UsageError, match=r"could not read the options: No closing quotation \(check the quotes\)"):
         ip.run_cell(source)
-    except USAGE_ERRORS:
-        pass
+    assert local_server.requests == []
+
+
+def test_an_unbalanced_quote_in_an_ask_belongs_to_the_prompt(ip, local_server):
+    ip.run_cell("%ask --dry-run -o request -s 'be brief' it's 'unbalanced hello")
+    assert ip.user_ns["request"].params["instructions"] == "be brief"
+    assert ip.user_ns["request"].params["input"][-1]["content"] == "it's 'unbalanced hello"
     assert local_server.requests == []
 
 
@@ -276,7 +279,7 @@ def test_out_names_must_be_plain_identifiers(ip, name):
 def test_out_refuses_the_names_ipython_needs(ip, name, magic):
     ip.run_cell("from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str")
     before = ip.user_ns.get(name, "unset")
-    with pytest.raises(IPythonUsageError, match=f"'{re.escape(name)}' is a name IPython or Python itself needs"):
+    with pytest.raises(nbopenai.UsageError, match=f"'{re.escape(name)}' is a name IPython or Python itself needs"):
         ip.run_cell(magic.format(name=name))
     assert ip.user_ns.get(name, "unset") is before
     with capture_output():

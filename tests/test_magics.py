@@ -14,7 +14,6 @@ import sys
 
 import pytest
 from conftest import SECRET_KEY
-from IPython.core.error import UsageError as IPythonUsageError
 from IPython.utils.capture import capture_output
 
 import nbopenai
@@ -253,15 +252,16 @@ def test_dry_run_shows_the_exact_request_and_sends_nothing(ip, local_server):
 
 
 def test_cell_magic_rejects_a_prompt_on_its_line(ip):
-    with pytest.raises(IPythonUsageError, match="takes its prompt from the cell"):
+    with pytest.raises(nbopenai.UsageError, match="takes its prompt from the cell"):
         run(ip, "%%ask -t x oops\nHello")
 
 
 def test_bad_options_are_usage_errors(ip):
-    with pytest.raises(IPythonUsageError):
+    with pytest.raises(nbopenai.UsageError):
         run(ip, "%%ask --reasoning extreme\nHi")
-    with pytest.raises(IPythonUsageError, match="unrecognized"):
+    with pytest.raises(nbopenai.UsageError, match="unrecognized") as caught:
         run(ip, "%ask --bogus hi")
+    assert caught.value._render_traceback_() == ["\x1b[0;31mUsage error\x1b[0m: unrecognized arguments: --bogus"]
     with pytest.raises(nbopenai.UsageError):
         run(ip, "%%ask\n   ")
 

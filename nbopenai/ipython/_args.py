@@ -17,10 +17,11 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from IPython.core.error import UsageError
+from IPython.core.error import UsageError as _IPythonUsageError
 from IPython.core.magic_arguments import argument, parse_argstring
 from IPython.utils.process import arg_split
 
+from .._core._errors import UsageError
 from .._core._request import RequestOptions, request_option_fields
 from .._core._settings import setting_fields
 
@@ -193,9 +194,18 @@ def _without_comment(line: str) -> str:
 def parse_line(magic: Callable, line: str) -> argparse.Namespace:
     """``parse_argstring`` where a trailing ``# comment`` is ignored and an unbalanced quote is a usage error."""
     try:
-        return parse_argstring(magic, _without_comment(line))
+        return _parse(magic, _without_comment(line))
     except ValueError as exc:
         raise UsageError(f"could not read the options: {exc} (check the quotes)") from None
+
+
+def _parse(magic: Callable, line: str, **kwargs: Any) -> Any:
+    """``parse_argstring``, its refusals (IPython's own ``UsageError``) raised as the core's ``UsageError``
+    so that every usage error a magic shows is one class, shown by ``_errors.reported``."""
+    try:
+        return parse_argstring(magic, line, **kwargs)
+    except _IPythonUsageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def parse_ask(magic: Callable, line: str) -> tuple[argparse.Namespace, str]:
@@ -206,7 +216,7 @@ def parse_ask(magic: Callable, line: str) -> tuple[argparse.Namespace, str]:
     the options explicitly).
     """
     # partial=True splits leniently (an unbalanced quote belongs to the prompt, not an error)
-    args, unknown = parse_argstring(magic, line, partial=True)
+    args, unknown = _parse(magic, line, partial=True)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
 

@@ -103,9 +103,9 @@ class ExtractMagics(Magics):
         """
         from .._extract import extract  # here, not at import: loading the extension stays cheap
 
-        args = parse_line(self.extract, line)
-        body = interpolate(cell, self.shell.user_ns).strip()
         with reported(*self._secrets()):
+            args = parse_line(self.extract, line)
+            body = interpolate(cell, self.shell.user_ns).strip()
             schema = self._evaluate(args.schema, "the Pydantic class")
             texts, instructions = (self._evaluate(args.over, "--over"), body) if args.over else (body, args.system)
             try:

@@ -14,12 +14,12 @@ from functools import partial
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
-from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Enum
 
+from .._core._errors import UsageError
 from .._turns._images import fill_with_images
 from .._turns._printer import StdoutSink
 from .._turns._replay import Replays
@@ -137,10 +137,10 @@ class AskMagics(SessionSettings):
             %%ask --format json -o result
             List three primes as a JSON array.
         """
-        args, rest = parse_ask(self.ask, line)
-        if cell is not None and rest:
-            raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
         with reported(*self._secrets()):
+            args, rest = parse_ask(self.ask, line)
+            if cell is not None and rest:
+                raise UsageError(f"%%ask takes its prompt from the cell; unexpected text after the options: {rest!r}")
             filled, figures = fill_with_images(
                 rest if cell is None else _trim(cell), prompt_namespace(self.shell), references=self.history.reference
             )
@@ -204,8 +204,8 @@ class AskMagics(SessionSettings):
             %nbopenai cache                  # what the extraction cache holds
             %nbopenai cache clear --schema Person
         """
-        args = parse_line(self.nbopenai, line)
         with reported(*self._secrets()):
+            args = parse_line(self.nbopenai, line)
             return _admin.COMMANDS[args.command](self, args)
 
     # ---- helpers ----------------------------------------------------------------------------
