@@ -109,6 +109,27 @@ def make(local_server):
         session.close()
 
 
+# ---- kernels -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kernel_env(local_server) -> dict[str, str]:
+    """A kernel's environment: the in-process server, a fake key that must never show, this checkout."""
+    from _kernels import local_kernel_env
+
+    return local_kernel_env(local_server, SECRET_KEY)
+
+
+@pytest.fixture
+def kernel(kernel_env, tmp_path):
+    """A real kernel driven the way JupyterLab drives it (``_kernels.Kernel``)."""
+    from _kernels import Kernel
+
+    k = Kernel(kernel_env, tmp_path)
+    yield k
+    k.close()
+
+
 # ---- IPython -----------------------------------------------------------------------------------
 
 

@@ -261,3 +261,10 @@ def test_replay_is_keyed_by_the_settings_and_the_endpoint(ip, local_server):
     ip.run_cell("%config AskMagics.replay = True")
     ip.run_cell("%%ask --new\nMy name is Ada.")
     assert len(_asks(local_server)) == asked + 2
+
+
+def test_a_conversation_thread_is_never_replayed(ip, local_server):
+    ip.run_cell("%%ask --replay -t talk --store conversation\nMy name is Ada.")
+    asked = len(_asks(local_server))
+    ip.run_cell("%%ask --replay -t talk2 --store conversation\nMy name is Ada.")
+    assert len(_asks(local_server)) == asked + 1

@@ -7,11 +7,8 @@ as JupyterLab does (nbclient sends none), to re-run a cell and watch its thread 
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
-from _kernels import local_kernel_env, run_notebook
+from _kernels import run_notebook
 from conftest import SECRET_KEY
 
 pytestmark = pytest.mark.kernel
@@ -20,12 +17,6 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-
-
-@pytest.fixture
-def kernel_env(local_server) -> dict[str, str]:
-    """The kernel's environment: the in-process server, a fake key that must never show, this checkout."""
-    return local_kernel_env(local_server, SECRET_KEY)
 
 
 def _asks(server) -> list[dict]:
@@ -49,56 +40,6 @@ def test_run_all_saves_static_answers_and_no_key(local_server, kernel_env, tmp_p
     assert nb.cells[3].outputs[0].text.strip() == "2 completed"
     first, second = _asks(local_server)
     assert second["previous_response_id"] and "My name is Ada" not in str(second["input"])
-
-
-class Kernel:
-    """A kernel driven the way JupyterLab drives it: execute requests carry the cell's id."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        from jupyter_client.manager import start_new_kernel
-
-        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(cwd))
-
-    def execute(self, code: str, cell_id: str | None = None) -> tuple[str, str]:
-        """Run ``code``; return the reply status and all text the front-end was sent."""
-        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                   "allow_stdin": False, "stop_on_error": True}
-        msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
-        self.kc.shell_channel.send(msg)
-        texts = []
-        while True:
-            reply = self.kc.get_iopub_msg(timeout=30)
-            if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
-                continue
-            kind, body = reply["msg_type"], reply["content"]
-            if kind == "stream":
-                texts.append(body["text"])
-            elif kind in ("display_data", "update_display_data", "execute_result"):
-                texts.append(body["data"].get("text/plain", ""))
-            elif kind == "error":
-                texts.append("\n".join(body["traceback"]))
-            elif kind == "status" and body["execution_state"] == "idle":
-                break
-        while True:
-            shell = self.kc.get_shell_msg(timeout=30)
-            if shell["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-                self.reply = shell["content"]  # the execute reply (its payloads: set_next_input...)
-                return shell["content"]["status"], "".join(texts)
-
-    def history_ids(self) -> list[str]:
-        code = "import nbopenai; print([t['response_id'] for t in nbopenai.current_session().threads.history_rows()])"
-        return ast.literal_eval(self.execute(code)[1].strip())
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
-
-
-@pytest.fixture
-def kernel(kernel_env, tmp_path):
-    k = Kernel(kernel_env, tmp_path)
-    yield k
-    k.close()
 
 
 def test_rerunning_a_cell_by_its_id_rewinds_the_thread(kernel, local_server):

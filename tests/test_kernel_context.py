@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from _kernels import Kernel, run_notebook
 from conftest import SECRET_KEY
-from _kernels import run_notebook
-from test_kernel import Kernel, kernel, kernel_env  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.kernel
 pytest.importorskip("ipykernel")
@@ -69,7 +68,7 @@ def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_s
     # the newest names are kept: the frame (from its head only), then the last notes
     assert "- events: DataFrame 10,000,000 rows × 2 columns: user int32 [0, 1, 2, …]; score float32 [1, 1, 1, …]" in sent
     assert "note_299" in sent and "note_0:" not in sent and "more variables not shown" in sent
-    status, shown = kernel.execute("%ask --context vars And {events}?")
+    status, _ = kernel.execute("%ask --context vars And {events}?")
     sent = _sent_text(local_server)
     assert count_tokens(sent) <= VARS_TOKEN_BUDGET + 1_500 + 40  # the variables and the frame's preview
     assert "DataFrame with 10,000,000 rows × 2 columns (user: int32, score: float32)" in sent

@@ -18,8 +18,18 @@ from .._core._tokens import count_tokens
 from ._prompt import short
 
 __all__ = [
-    "CellError", "MAX_ERRORS", "MAX_ERROR_CHARS", "MAX_CELL_CHARS", "VARS_TOKEN_BUDGET", "Variables", "bounded",
-    "describe", "explain_prompt", "pick", "strip_ansi", "variables_summary",
+    "MAX_CELL_CHARS",
+    "MAX_ERRORS",
+    "MAX_ERROR_CHARS",
+    "VARS_TOKEN_BUDGET",
+    "CellError",
+    "Variables",
+    "bounded",
+    "describe",
+    "explain_prompt",
+    "pick",
+    "strip_ansi",
+    "variables_summary",
 ]
 
 MAX_ERRORS = 20  # error records kept per session (the oldest go first)
@@ -99,7 +109,7 @@ def explain_prompt(error: CellError, question: str = "", *, fix: bool = False) -
 VARS_TOKEN_BUDGET = 1_000
 _SAMPLE_VALUES = 3  # values shown per column or collection
 _MAX_COLUMNS = 30
-_SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth", re.I)
+_SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
 _TOKEN_SHAPED = re.compile(r"[A-Za-z0-9_\-.=+/]{24,}")
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from .._core._tokens import count_tokens
 
-__all__ = ["CELL_KINDS", "Filled", "References", "fill", "interpolate", "preview", "short", "PREVIEW_TOKEN_BUDGET"]
+__all__ = ["CELL_KINDS", "PREVIEW_TOKEN_BUDGET", "Filled", "References", "fill", "interpolate", "preview", "short"]
 
 CELL_KINDS = ("In", "Out", "Err")
 _TOKEN = re.compile(

@@ -8,7 +8,8 @@ was the first time: a Run All of an unchanged notebook sends nothing. The first 
 again; its new response id changes its successor's ``previous_response_id``, so every cell after it
 asks again too.
 
-Only completed, plain answers (no tool calls) are stored. A replayed answer costs nothing and writes
+Only completed, plain answers (no tool calls) are stored; a conversation thread (``--store
+conversation``) always asks, since the server's conversation object must hold every turn. A replayed answer costs nothing and writes
 no ledger row (nothing was billed); it is marked ``replayed`` and says so. The store is SQLite beside
 the ledger (in memory when the ledger is), opened by ``_core._store.open_database``.
 """
@@ -32,11 +33,11 @@ if TYPE_CHECKING:
     from .._core._settings import Settings
     from .._session import Session
 
-__all__ = ["Replays", "ReplayStore", "replay_key", "replay_path", "replayed"]
+__all__ = ["ReplayStore", "Replays", "replay_key", "replay_path", "replayed"]
 
 
 
-def m001_replays(conn: "sqlite3.Connection") -> None:
+def m001_replays(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, answer TEXT NOT NULL, created REAL NOT NULL)")
 
 
@@ -50,13 +51,13 @@ def _schema() -> Any:
     return schema
 
 
-def replay_path(settings: "Settings") -> str:
+def replay_path(settings: Settings) -> str:
     """The replay store's file: beside the ledger (in memory when the ledger is)."""
     ledger = settings.resolved_ledger_path
     return ":memory:" if ledger == ":memory:" else str(Path(ledger).expanduser().parent / "replay.sqlite3")
 
 
-def replay_key(settings: "Settings", params: dict[str, Any]) -> str:
+def replay_key(settings: Settings, params: dict[str, Any]) -> str:
     """What a stored answer is found by: the endpoint and the exact request (its input and chain included)."""
     from .._extract._cache import cache_key, request_scope  # the one rule for an endpoint and a request
 
@@ -82,7 +83,7 @@ class ReplayStore:
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored answer for ``key``, if any."""
 
-        def read(conn: "sqlite3.Connection") -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
             row = conn.execute("SELECT answer FROM replays WHERE key = ?", (key,)).fetchone()
             return row[0] if row else None
 
@@ -97,7 +98,7 @@ class ReplayStore:
 
         from .._core._store import transaction
 
-        def write(conn: "sqlite3.Connection") -> None:
+        def write(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 conn.execute("INSERT OR REPLACE INTO replays (key, answer, created) VALUES (?, ?, ?)", record)
 
@@ -110,9 +111,9 @@ class ReplayStore:
 def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, Any], sink: AskSink | None) -> Answer:
     """Commit the stored answer as ``prepared``'s turn, with no request, and hand ``sink`` the answer marked replayed."""
     sink = sink or NullSink()
-    with holding(services, prepared) as prepared:
-        recorder = TurnRecorder(services, prepared.place, sink)
-        thread, plan = prepared.thread, prepared.plan
+    with holding(services, prepared) as held:
+        recorder = TurnRecorder(services, held.place, sink)
+        thread, plan = held.thread, held.plan
         notice = "; ".join(filter(None, [f"replayed: the stored answer of {record['answered_at']}, nothing sent",
                                          plan.notice(thread.name)]))
         sink.started(record["model"], thread.name, notice)
@@ -121,13 +122,13 @@ def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, An
         sink.text(record["text"], state)
         usage = Usage(*record["usage"])
         turn = Turn(
-            prompt=prepared.prompt,
+            prompt=held.prompt,
             answer=record["text"],
             response_id=record["response_id"],
             model=record["model"],
             status=record["status"],
-            cell_id=prepared.options.cell_id,
-            input_items=prepared.place.input_items,
+            cell_id=held.options.cell_id,
+            input_items=held.place.input_items,
             output_items=({"role": "assistant", "content": record["text"]},) if record["text"] else (),
             input_tokens=usage.input,
             cached_tokens=usage.cached,
@@ -143,7 +144,7 @@ def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, An
         usage=usage,
         cost_usd=0.0,
         turn=number,
-        cell_id=prepared.options.cell_id,
+        cell_id=held.options.cell_id,
         notice=notice,
         answered_at=record["answered_at"],
         replayed=True,
@@ -155,7 +156,7 @@ def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, An
 class Replays:
     """A session's asks with replay: its store, opened on first use beside the ledger (again if that moves)."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self._store: ReplayStore | None = None
         self._path: str | None = None
@@ -171,6 +172,8 @@ class Replays:
         """``Session.ask``, unless this exact request was answered before: then that answer, replayed, unsent."""
         session = self.session
         prepared = session.prepare(prompt, **options)
+        if prepared.thread.conversation:  # the server's conversation must get every turn: never replayed
+            return session.ask(prompt, sink=sink, confirm=confirm, max_tool_rounds=max_tool_rounds, **options)
         key = replay_key(session.settings, prepared.params)
         store = self.store()
         if (record := store.get(key)) is not None:

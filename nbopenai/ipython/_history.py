@@ -34,7 +34,7 @@ def _traceback_lines(shell: Any, error: BaseException, number: int) -> list[str]
         return traceback.format_exception_only(type(error), error)
     try:
         return list(shell.InteractiveTB.structured_traceback(type(error), error, error.__traceback__))
-    except Exception:  # a formatter failure must not break the user's next cell: the plain form
+    except Exception:  # noqa: BLE001 - a formatter failure must not break the user's next cell: the plain form
         return traceback.format_exception(type(error), error, error.__traceback__)
 
 
