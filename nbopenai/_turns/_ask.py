@@ -162,7 +162,8 @@ def holding(services: TurnServices, prepared: PreparedAsk) -> Iterator[PreparedA
     with services.threads.turn(name):
         if services.threads.moves(name) != prepared.moves:
             prepared = prepare(services, prepared.prompt, prepared.options)
-        yield conversation_ready(services, prepared)  # a conversation thread's: created, or rewound for a re-run
+        conversation_ready(services, prepared.thread, prepared.plan, prepared.params)  # created, or rewound
+        yield prepared
 
 
 def run(services: TurnServices, prepared: PreparedAsk, sink: AskSink | None = None) -> Answer:

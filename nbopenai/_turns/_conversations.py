@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._core._errors import UsageError, translate
 
 if TYPE_CHECKING:
-    from ._ask import PreparedAsk
-    from ._conversation import Thread
+    from ._conversation import Plan, Thread
     from ._recorder import TurnServices
 
 __all__ = ["CONVERSATION", "NEW_CONVERSATION", "THREAD_STORES", "choose_kind", "ready"]
@@ -52,22 +51,21 @@ def request_fields(thread: Thread) -> dict[str, Any]:
     return {"conversation": thread.conversation_id or NEW_CONVERSATION} if thread.conversation else {}
 
 
-def ready(services: TurnServices, prepared: PreparedAsk) -> PreparedAsk:
-    """``prepared`` about to be sent: its conversation rewound (a re-run) or created (a first turn)."""
-    thread = prepared.thread
+def ready(services: TurnServices, thread: Thread, plan: Plan, params: dict[str, Any]) -> None:
+    """A request of ``thread`` (``params``, planned as ``plan``) about to be sent: its conversation rewound (a
+    re-run) or created (a first turn), and named in ``params``. (Not the ``PreparedAsk``: ``_ask`` imports this.)"""
     if not thread.conversation:
-        return prepared
+        return
     try:
         if thread.conversation_id is None:
             created = services.retry.call(lambda: services.client().conversations.create(
                 metadata={"nbopenai_thread": thread.name[:512]}))
             thread.conversation_id = created.id
-        elif prepared.plan.replaced is not None:
-            _rewind(services, thread, prepared.plan.base)
+        elif plan.replaced is not None:
+            _rewind(services, thread, plan.base)
     except Exception as exc:  # noqa: BLE001 - every failure is translated once, here
         raise translate(exc) from None
-    prepared.params["conversation"] = thread.conversation_id
-    return prepared
+    params["conversation"] = thread.conversation_id
 
 
 def _rewind(services: TurnServices, thread: Thread, base: int) -> None:
