@@ -14,11 +14,10 @@ import socket
 import threading
 
 import pytest
+from _byte_server import ByteServer, json_reply
 
 import nbopenai
 from nbopenai import BudgetExceeded
-
-from _byte_server import ByteServer, json_reply
 
 # ---- answers written byte by byte (tests/_byte_server.py) ----------------------------------
 

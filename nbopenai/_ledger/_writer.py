@@ -33,7 +33,7 @@ class LedgerWriter:
     def row(self, **fields: Any) -> UsageRecord:
         """The row of one call, not yet written; takes the arguments of ``UsageRecord.build``."""
         # Lazy on purpose: the ledger module (sqlite3) stays out of `import nbopenai`.
-        from ._usage import UsageRecord
+        from ._usage import UsageRecord  # noqa: PLC0415 - lazy on purpose (see above)
 
         return UsageRecord.build(prices=self.prices(), session_id=self.session_id, **fields)
 

@@ -23,7 +23,9 @@ from .._core._request import RequestOptions, request_params
 from .._core._tokens import count_tokens
 from ._answer import Answer
 from ._conversation import Plan, Thread
-from ._conversations import choose_kind, ready as conversation_ready, request_fields as conversation_fields
+from ._conversations import choose_kind
+from ._conversations import ready as conversation_ready
+from ._conversations import request_fields as conversation_fields
 from ._recorder import (
     AskSink,
     NullSink,
