@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
+from pathlib import Path
 
 import pydantic
 import pytest
 from IPython.utils.capture import capture_output
 
 import nbopenai
-from nbopenai._core._settings import REASONING_EFFORTS, Settings, setting_fields
+from nbopenai._core._settings import REASONING_EFFORTS, Settings, default_data_dir, setting_fields
 
 # (setting, a value its rule refuses, the words of the one message that says so)
 BAD = [
@@ -184,3 +186,14 @@ def test_a_new_request_setting_reaches_both_magics_flags():
 
     names = {f.name for f in dataclasses.fields(RequestOptions)} - {"model", "instructions"}
     assert set(REQUEST_FLAGS) == names
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the Linux folder existing users' ledgers are in")
+def test_the_data_folder_stays_where_existing_ledgers_are(monkeypatch, tmp_path):
+    monkeypatch.delenv("NBOPENAI_HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert default_data_dir() == Path.home() / ".local" / "share" / "nbopenai"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "nbopenai"
+    monkeypatch.setenv("NBOPENAI_HOME", str(tmp_path / "mine"))
+    assert default_data_dir() == tmp_path / "mine"

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import platformdirs
+
 from ._errors import UsageError, describe, shown_url, url_credentials
 
 __all__ = [
@@ -204,16 +206,11 @@ class Timeouts:
 
 
 def default_data_dir() -> Path:
-    """Per-user data folder: ``$NBOPENAI_HOME``, else the platform's user data directory."""
+    """Per-user data folder: ``$NBOPENAI_HOME``, else the platform's user data directory (``platformdirs``:
+    ``~/.local/share/nbopenai`` or ``$XDG_DATA_HOME/nbopenai`` on Linux)."""
     if env := os.environ.get("NBOPENAI_HOME"):
         return Path(env).expanduser()
-    if os.name == "nt":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif os.uname().sysname == "Darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "nbopenai"
+    return Path(platformdirs.user_data_dir("nbopenai", appauthor=False))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import docstring_parser
 import pydantic
 
 from .._core._errors import SchemaError, UsageError
@@ -73,77 +74,26 @@ _UNSCHEMABLE = (
 
 # ---- docstrings: a summary and per-parameter descriptions ----------------------------------------
 
-_PARAMETER_SECTIONS = {
-    "parameters", "params", "args", "arguments", "other parameters", "keyword args", "keyword arguments",
-}
-_GOOGLE_HEADER = re.compile(r"^([A-Za-z][A-Za-z ]*):\s*$")
-_GOOGLE_SECTIONS = _PARAMETER_SECTIONS | {
-    "returns", "return", "yields", "raises", "examples", "example", "notes", "note", "see also",
-    "attributes", "warnings", "warning", "references", "todo",
-}
-_GOOGLE_ENTRY = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
-
-def _paragraphs(lines: list[str]) -> str:
-    text = "\n".join(line.strip() for line in lines).strip()
+def _paragraphs(text: str) -> str:
+    """``text`` with each paragraph's lines joined by single spaces, paragraphs kept apart."""
+    text = "\n".join(line.strip() for line in text.splitlines()).strip()
     return "\n\n".join(" ".join(block.split()) for block in re.split(r"\n\s*\n", text) if block.strip())
 
 
-def _parameter_entries(lines: list[str], numpy_style: bool) -> dict[str, str]:
-    indents = [len(line) - len(line.lstrip()) for line in lines if line.strip()]
-    if not indents:
-        return {}
-    entry_indent, entries = min(indents), {}
-    names: list[str] = []
-    body: list[str] = []
-
-    def flush() -> None:
-        for name in names:
-            if text := _paragraphs(body):
-                entries[name] = text
-
-    for line in lines:
-        if line.strip() and len(line) - len(line.lstrip()) == entry_indent:
-            flush()
-            head = line.strip()
-            if numpy_style:  # "city : str" or "x, y : float"; the description is on the next lines
-                names, body = [n.strip().lstrip("*") for n in head.partition(":")[0].split(",")], []
-            else:  # "city (str): The city." with continuation lines below
-                match = _GOOGLE_ENTRY.match(head)
-                names, body = ([match[1]], [match[2]]) if match else ([], [])
-        else:
-            body.append(line)
-    flush()
-    return entries
-
-
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """The description (text before the first section) and the parameter descriptions of ``doc``."""
-    lines = inspect.cleandoc(doc or "").splitlines()
-    summary: list[str] = []
-    sections: list[tuple[str, bool, list[str]]] = []
-    index = 0
-    while index < len(lines):
-        line, following = lines[index], (lines[index + 1].strip() if index + 1 < len(lines) else "")
-        if line.strip() and not line.startswith(" ") and len(following) >= 3 and set(following) == {"-"}:
-            sections.append((line.strip().lower(), True, []))
-            index += 2
-            continue
-        header = _GOOGLE_HEADER.match(line)
-        if header and header[1].strip().lower() in _GOOGLE_SECTIONS:
-            sections.append((header[1].strip().lower(), False, []))
-        elif sections:
-            sections[-1][2].append(line)
-        else:
-            summary.append(line)
-        index += 1
-    parameters: dict[str, str] = {}
-    for name, numpy_style, body in sections:
-        if name in _PARAMETER_SECTIONS:
-            parameters.update(_parameter_entries(body, numpy_style))
-    description = _paragraphs(summary)
+    """The description (text before the first section) and the parameter descriptions of ``doc``
+    (Google, numpy or reST style, read by ``docstring_parser``)."""
+    parsed = docstring_parser.parse(inspect.cleandoc(doc or ""))
+    gap = "\n\n" if parsed.blank_after_short_description else "\n"
+    description = _paragraphs(gap.join(filter(None, (parsed.short_description, parsed.long_description))))
     if len(description) > _DESCRIPTION_CHARS:
         description = description[: _DESCRIPTION_CHARS - 1] + "…"
+    parameters: dict[str, str] = {}
+    for parameter in parsed.params:
+        if text := _paragraphs(parameter.description or ""):
+            for name in parameter.arg_name.split(","):  # numpy's "x, y : float" documents both
+                parameters[name.strip().lstrip("*")] = text
     return description, parameters
 
 
