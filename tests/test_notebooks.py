@@ -80,6 +80,11 @@ EXPECTED: dict[str, list[str]] = {
         "No OpenAI API key and no base URL are set.",
         "incomplete",
         "Arr, matey!",
+        "left as written: {forecast}",  # the notebook as context
+        "The mean is 116.0, from import pandas as pd",
+        "- sales: DataFrame 3 rows × 2 columns: region",
+        "replayed: the stored answer of",
+        "(True, 0.0)",
     ],
 }
 
