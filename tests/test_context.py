@@ -169,12 +169,20 @@ def test_variables_summary_skips_private_modules_callables_and_secrets():
 
     from nbopenai._turns._context import variables_summary
 
+    class Weird:  # nothing of it is read: not its repr, not its attributes
+        def __repr__(self):
+            raise AssertionError("repr called")
+
+        def __getattr__(self, name):
+            raise AssertionError(f"attribute {name} read")
+
     frame = pd.DataFrame({"city": ["Oslo", "Lima", "Pune", "Kyiv"], "temp": [1 / 3, 2.5, 30.25, -4.0]})
     ns = {
         "frame": frame, "ratio": 2 / 3, "names": ["Ada", "Alan"], "grid": np.zeros((3, 4)),
         "os": os, "helper": print, "Model": dict, "_private": 1, "In": [], "Out": {},
         "api_key": "anything", "db_password": "hunter2", "my_token": 1, "leaked": SECRET_KEY,
-        "opaque": "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg",
+        "opaque": "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg", "oauth_client": "x",
+        "author": "Ada", "session_obj": Weird(),
     }
     summary = variables_summary(ns)
     assert summary.splitlines() == [
@@ -182,6 +190,8 @@ def test_variables_summary_skips_private_modules_callables_and_secrets():
         "- ratio: float 0.666667",
         "- names: list of 2 items [Ada, Alan]",
         "- grid: ndarray shape (3, 4) float64",
+        "- author: str of 3 characters: 'Ada'",
+        "- session_obj: test_context.Weird",
     ]
 
 

@@ -109,7 +109,7 @@ def explain_prompt(error: CellError, question: str = "", *, fix: bool = False) -
 VARS_TOKEN_BUDGET = 1_000
 _SAMPLE_VALUES = 3  # values shown per column or collection
 _MAX_COLUMNS = 30
-_SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"key|token|secret|passw|credential|(?:^|_)o?auth(?:_|$)", re.IGNORECASE)  # not "author"
 _TOKEN_SHAPED = re.compile(r"[A-Za-z0-9_\-.=+/]{24,}")
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
 
@@ -171,8 +171,7 @@ def describe(value: Any) -> str:
         items = list(value)[:_SAMPLE_VALUES] if not isinstance(value, (set, frozenset)) else []
         sample = f" {'keys ' if isinstance(value, dict) else ''}{_values(items, len(value))}" if items else ""
         return f"{name} of {len(value):,} items{sample}"
-    shape = getattr(type(value), "shape", None)  # only a class-level attribute: nothing of the value runs
-    return f"{package}.{name}" if package != "builtins" else name if shape is None else f"{name} {shape}"
+    return name if package == "builtins" else f"{package}.{name}"  # nothing of an unknown object runs
 
 
 def variables_summary(namespace: Mapping[str, Any], budget: int = VARS_TOKEN_BUDGET) -> str:

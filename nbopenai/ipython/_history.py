@@ -24,7 +24,7 @@ __all__ = ["CellHistory"]
 def _traceback_lines(shell: Any, error: BaseException, number: int) -> list[str]:
     """What IPython showed for ``error``: its own record (IPython 9 keeps one per cell), else formatted
     with the same choices ``InteractiveShell.showtraceback`` makes."""
-    kept = getattr(shell.history_manager, "exceptions", None) or {}
+    kept = getattr(getattr(shell, "history_manager", None), "exceptions", None) or {}
     if isinstance(record := kept.get(number), dict) and isinstance(record.get("traceback"), list):
         return [str(line) for line in record["traceback"]]
     render = getattr(error, "_render_traceback_", None)
