@@ -67,7 +67,8 @@ def test_bounded_keeps_the_head_and_mostly_the_tail():
 
 
 def test_strip_ansi_removes_colours_and_links():
-    assert strip_ansi("\x1b[0;31mZeroDivisionError\x1b[0m: \x1b]8;;file:///x\x1b\\x\x1b]8;;\x1b\\") == "ZeroDivisionError: x"
+    coloured = "\x1b[0;31mZeroDivisionError\x1b[0m: \x1b]8;;file:///x\x1b\\x\x1b]8;;\x1b\\"
+    assert strip_ansi(coloured) == "ZeroDivisionError: x"
 
 
 # ---- in a shell ----------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_s
     assert kernel.execute("%load_ext nbopenai")[0] == "ok"
     setup = "".join(f"note_{n} = 'a note about thing {n} ' * 3\n" for n in range(300)) + (
         "import numpy as np, pandas as pd\n"
-        "events = pd.DataFrame({'user': np.arange(10_000_000, dtype='int32'), 'score': np.ones(10_000_000, dtype='float32')})\n"
+        "rows = 10_000_000\n"
+        "events = pd.DataFrame({'user': np.arange(rows, dtype='int32'), 'score': np.ones(rows, dtype='float32')})\n"
     )
     assert kernel.execute(setup)[0] == "ok"
     status, shown = kernel.execute("%ask What is in {vars}?")
@@ -66,7 +67,9 @@ def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_s
     sent = _sent_text(local_server)
     assert count_tokens(sent) <= VARS_TOKEN_BUDGET + 30
     # the newest names are kept: the frame (from its head only), then the last notes
-    assert "- events: DataFrame 10,000,000 rows × 2 columns: user int32 [0, 1, 2, …]; score float32 [1, 1, 1, …]" in sent
+    assert "- events: DataFrame 10,000,000 rows × 2 columns: user int32 [0, 1, 2, …]; score float32 [1, 1, 1, …]" in (
+        sent
+    )
     assert "note_299" in sent and "note_0:" not in sent and "more variables not shown" in sent
     status, _ = kernel.execute("%ask --context vars And {events}?")
     sent = _sent_text(local_server)
@@ -87,10 +90,12 @@ def test_saved_answers_carry_their_provenance_and_read_back(local_server, kernel
     assert list(table["cell"]) == [1, 2, 3]
     assert table["response_id"].str.startswith("resp_").all()
     assert table["model"].eq("nbopenai-local").all() and table["thread"].tolist() == ["default", "other", "other"]
-    assert table["turn"].tolist() == [1, 1, 1] and (table["input_tokens"] > 0).all() and (table["output_tokens"] > 0).all()
+    assert table["turn"].tolist() == [1, 1, 1]
+    assert (table["input_tokens"] > 0).all() and (table["output_tokens"] > 0).all()
     assert table["nbopenai_version"].eq(nbopenai.__version__).all() and not table["replayed"].any()
     assert table["answered_at"].notna().all() and table["cost_usd"].notna().all()
-    assert table["response_id"].iloc[1] == table["response_id"].iloc[2] and table["response_id"].iloc[0] != table["response_id"].iloc[1]
+    first, second, shown_again = table["response_id"]
+    assert second == shown_again and first != second
 
 
 def test_run_all_twice_with_replay_sends_nothing_the_second_time(local_server, kernel_env, tmp_path):

@@ -146,7 +146,8 @@ def _values(values: Iterable[Any], total: int) -> str:
 def _frame_line(frame: Any) -> str:
     """A DataFrame's shape and each column's dtype and first values, from its head only (never the whole frame)."""
     head = frame.head(_SAMPLE_VALUES)
-    columns = [f"{short(c, 40)} {t} {_values(head[c].tolist(), len(frame))}" for c, t in list(frame.dtypes.items())[:_MAX_COLUMNS]]
+    dtypes = list(frame.dtypes.items())[:_MAX_COLUMNS]
+    columns = [f"{short(c, 40)} {t} {_values(head[c].tolist(), len(frame))}" for c, t in dtypes]
     more = len(frame.columns) - _MAX_COLUMNS
     return f"DataFrame {len(frame):,} rows × {frame.shape[1]} columns: " + "; ".join(columns) + (
         f"; … {more:,} more columns" if more > 0 else ""
@@ -160,7 +161,8 @@ def describe(value: Any) -> str:
         return _frame_line(value)
     if package == "pandas" and name == "Series":
         label = f" {short(value.name, 40)!r}" if value.name is not None else ""
-        return f"Series{label} {len(value):,} values {value.dtype} {_values(value.head(_SAMPLE_VALUES).tolist(), len(value))}"
+        first = _values(value.head(_SAMPLE_VALUES).tolist(), len(value))
+        return f"Series{label} {len(value):,} values {value.dtype} {first}"
     if package == "numpy" and name == "ndarray":
         return f"ndarray shape {value.shape} {value.dtype}"
     if isinstance(value, (bool, int, float, complex)) or value is None:

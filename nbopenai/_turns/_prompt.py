@@ -133,11 +133,13 @@ def _table(parts: list[Any], columns: int) -> str:
 
 
 def _as_frame(part: Any) -> Any:
-    return part if not _is_pandas(part, "Series") else part.to_frame(name=part.name if part.name is not None else "value")
+    if not _is_pandas(part, "Series"):
+        return part
+    return part.to_frame(name=part.name if part.name is not None else "value")
 
 
 def _sampled(data: Any, rows: int) -> list[Any]:
-    """``data``'s first and last rows, ``rows`` in all (all of it when it is that short): never the whole of a big one."""
+    """``data``'s first and last rows, ``rows`` in all (all of it if that short): never the whole of a big one."""
     if rows >= len(data):
         return [_as_frame(data)]
     head = (rows + 1) // 2
@@ -151,7 +153,7 @@ def _schema(frame: Any, columns: int) -> str:
 
 
 def _frame_preview(data: Any, budget: int) -> str:
-    """A DataFrame or Series as its shape, dtypes and head and tail rows in a Markdown table, within ``budget`` tokens."""
+    """A DataFrame or Series: shape, dtypes, and head and tail rows as a Markdown table, within ``budget`` tokens."""
     if _is_pandas(data, "Series"):
         name = f" {short(data.name)!r}" if data.name is not None else ""
         head = f"Series{name} with {len(data):,} values ({data.dtype})"

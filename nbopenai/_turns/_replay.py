@@ -9,9 +9,10 @@ again; its new response id changes its successor's ``previous_response_id``, so 
 asks again too.
 
 Only completed, plain answers (no tool calls) are stored; a conversation thread (``--store
-conversation``) always asks, since the server's conversation object must hold every turn. A replayed answer costs nothing and writes
-no ledger row (nothing was billed); it is marked ``replayed`` and says so. The store is SQLite beside
-the ledger (in memory when the ledger is), opened by ``_core._store.open_database``.
+conversation``) always asks, since the server's conversation object must hold every turn. A replayed
+answer costs nothing and writes no ledger row (nothing was billed); it is marked ``replayed`` and says
+so. The store is SQLite beside the ledger (in memory when the ledger is), opened by
+``_core._store.open_database``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ __all__ = ["ReplayStore", "Replays", "replay_key", "replay_path", "replayed"]
 
 
 def m001_replays(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, answer TEXT NOT NULL, created REAL NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, answer TEXT NOT NULL, created REAL NOT NULL)"
+    )
 
 
 def _schema() -> Any:
@@ -109,7 +112,7 @@ class ReplayStore:
 
 
 def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, Any], sink: AskSink | None) -> Answer:
-    """Commit the stored answer as ``prepared``'s turn, with no request, and hand ``sink`` the answer marked replayed."""
+    """Commit the stored answer as ``prepared``'s turn, with no request; hand ``sink`` the answer, marked replayed."""
     sink = sink or NullSink()
     with holding(services, prepared) as held:
         recorder = TurnRecorder(services, held.place, sink)

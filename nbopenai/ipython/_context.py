@@ -32,14 +32,17 @@ def context_arguments(func: Callable) -> Callable:
     """Add the options that take the notebook itself as context."""
     return with_arguments([
         argument("--explain", action="store_true",
-                 help="Send the last error (its traceback, bounded) and the cell that raised it; ask for the cause and a fix."),
+                 help="Send the last error (its traceback, bounded) and the cell that raised it; "
+                      "ask for the cause and a fix."),
         argument("--fix", action="store_true",
                  help="--explain, and put the corrected cell the answer gives into a new cell below (not run)."),
         argument("--replay", action="store_true",
-                 help="Reuse the stored answer if this exact request (prompt, settings, earlier turns) was answered before; "
+                 help="Reuse the stored answer if this exact request (prompt, settings, earlier turns) "
+                      "was answered before; "
                       "send nothing (%%config AskMagics.replay = True for every cell)."),
         argument("--context", choices=("vars",),
-                 help="vars: add a short summary of the notebook's variables (names, types, shapes, columns); {vars} does it in place."),
+                 help="vars: add a short summary of the notebook's variables (names, types, shapes, columns); "
+                      "{vars} does it in place."),
     ])(func)
 
 

@@ -62,7 +62,9 @@ class AskMagics(SessionSettings):
     """
 
     widgets = Enum(("auto", "on", "off"), "auto", help="Live widget view: auto (in a kernel), on, off (stdout).").tag(config=True)
-    replay = Bool(False, help="Reuse a cell's stored answer when its prompt, settings and earlier turns are unchanged (--replay).").tag(config=True)
+    replay = Bool(
+        False, help="Reuse a cell's stored answer when its prompt, settings and earlier turns are unchanged (--replay)."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
