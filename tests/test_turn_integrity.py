@@ -18,6 +18,8 @@ from _byte_server import ByteServer, json_reply
 
 import nbopenai
 from nbopenai import BudgetExceeded
+from nbopenai._ledger._prices import PriceTable
+from nbopenai._turns._window import ContextWindows
 
 # ---- answers written byte by byte (tests/_byte_server.py) ----------------------------------
 
@@ -238,3 +240,17 @@ def test_a_background_answer_does_not_rewrite_a_thread_that_was_reset(local_serv
     gate.set()
     answer = job.wait(timeout=60)
     assert answer.turn is None and "moved on" in answer.notice and session.threads.get().turns == []
+
+
+def test_a_background_answer_gets_what_an_ask_gets(local_server, make):
+    # One recorder finishes both: the near-limit warning, the output items, the cost note.
+    session = make()
+    session.context_windows = ContextWindows.load().with_windows({"nbopenai-local": 150})
+    session.ask("Hello.")
+    answer = session.submit("Tell me about the weather in Paris today, please, in some detail.").wait(timeout=60)
+    assert answer.turn == 2 and answer.warning.startswith("thread default holds ")
+    assert answer.output and answer.output[0]["type"] == "message"
+    unpriced = make()
+    unpriced.prices = PriceTable({})  # no price for any model: the answer says so
+    job = unpriced.submit("Hello.").wait(timeout=60)
+    assert job.cost_usd is None and "no price" in job.cost_note
