@@ -42,6 +42,7 @@ from ._core._settings import Secret, Settings, Timeouts
 from ._core._tokens import count_tokens
 from ._session import Session, current_session, use_session
 from ._turns._answer import Answer, Usage
+from ._turns._tool_ledger import tool
 from ._version import __version__
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "extract",
     "load_ipython_extension",
     "provenance",
+    "tool",
     "unload_ipython_extension",
     "usage",
     "use_session",

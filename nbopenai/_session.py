@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ._extract._cache import ExtractStore
     from ._ledger._prices import PriceTable
     from ._ledger._usage import Ledger, UsageRecord
+    from ._turns._tool_ledger import ToolLedger
     from ._turns._compact import Compaction
     from ._turns._jobs import Job
 
@@ -130,7 +131,7 @@ class Session:
         if any(getattr(new, f) != getattr(self.settings, f) for f in _NETWORK_FIELDS):
             self._drop_clients()
         if new.ledger_path != self.settings.ledger_path:
-            for name in ("ledger", "extract_store"):
+            for name in ("ledger", "extract_store", "tool_ledger"):
                 if (stale := self.__dict__.pop(name, None)) is not None:
                     stale.close()
         if (new.prices_path, new.deployments) != (self.settings.prices_path, self.settings.deployments):
@@ -262,6 +263,13 @@ class Session:
         return ExtractStore(store_path(self.settings))
 
     @cached_property
+    def tool_ledger(self) -> ToolLedger:
+        """The side-effecting tool calls run so far, by call id (next to the ledger; see ``_turns/_tool_ledger``)."""
+        from ._turns._tool_ledger import ToolLedger, tool_ledger_path
+
+        return ToolLedger(tool_ledger_path(self.settings.resolved_ledger_path))
+
+    @cached_property
     def prices(self) -> PriceTable:
         from ._ledger._prices import PriceTable
 
@@ -388,7 +396,7 @@ class Session:
         if tools:
             from ._turns._tools import Toolbox
 
-            toolbox = Toolbox(tools)
+            toolbox = Toolbox(tools, ledger=lambda: self.tool_ledger)
         prepared = self._prepare(services, prompt, images=images, tools=toolbox.specs if toolbox else (), **options)
         if sink is None and echo:
             from ._turns._printer import StdoutSink
@@ -448,7 +456,7 @@ class Session:
         if self.local_server is not None:
             self.local_server.stop()
             self.local_server = None
-        for name in ("ledger", "extract_store"):
+        for name in ("ledger", "extract_store", "tool_ledger"):
             if (opened := self.__dict__.pop(name, None)) is not None:
                 opened.close()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
@@ -28,11 +29,27 @@ from ._retry import ANSWERED
 from ._settings import Secret, Settings
 
 __all__ = [
-    "build_sync_client", "build_async_client", "create_response_dict", "sdk_timeout", "whole_response", "LOCAL_API_KEY",
+    "build_sync_client", "build_async_client", "create_response_dict", "idempotency_headers", "with_idempotency", "sdk_timeout", "whole_response", "LOCAL_API_KEY",
 ]
 
 # Compatible servers without auth (the local demo, many self-hosted ones) still need a non-empty key.
 LOCAL_API_KEY = "nbopenai-local-no-key"
+
+
+def idempotency_headers() -> dict[str, str]:
+    """An ``Idempotency-Key`` for one logical create: made once, sent with each of its attempts.
+
+    OpenAI's API description declares the header on none of the endpoints nbopenai creates with
+    (responses, conversations, files, batches), so there it changes nothing; a gateway that honours it
+    answers a repeated key with the first answer. nbopenai's own rule does not rely on it: a create that
+    may have been billed (a read timeout, an unreadable 2xx) is never re-sent (see ``_retry``).
+    """
+    return {"Idempotency-Key": f"nbopenai-{uuid.uuid4().hex}"}
+
+
+def with_idempotency(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` for ``responses.create`` carrying a new ``idempotency_headers()`` (besides their own extra headers)."""
+    return {**params, "extra_headers": {**idempotency_headers(), **(params.get("extra_headers") or {})}}
 
 
 def sdk_timeout(settings: Settings) -> openai.Timeout:
@@ -398,7 +415,9 @@ def build_async_client(settings: Settings, *, strict: bool = False) -> openai.As
     return client_class(**arguments, http_client=http_client, _strict_response_validation=strict)
 
 
-async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any]) -> tuple[dict[str, Any], httpx2.Headers]:
+async def create_response_dict(
+    client: openai.AsyncOpenAI, body: dict[str, Any], *, headers: dict[str, str] | None = None
+) -> tuple[dict[str, Any], httpx2.Headers]:
     """``await client.responses.create(**body)``, returning the response as a plain dict, and the answer's headers
     (``x-ratelimit-*``: extraction paces itself by them).
 
@@ -409,7 +428,7 @@ async def create_response_dict(client: openai.AsyncOpenAI, body: dict[str, Any])
     (no ``omit``, files or Pydantic objects), and readers of the result take dicts
     (``_extract._rows.classify`` and ``Usage.from_api`` do).
     """
-    raw = await client.post("/responses", body=body, cast_to=httpx2.Response)
+    raw = await client.post("/responses", body=body, cast_to=httpx2.Response, options={"headers": headers or {}})
     try:
         response = json.loads(raw.content)
     except ValueError:

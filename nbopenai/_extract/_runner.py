@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._core._breaker import SUCCESS
-from .._core._client import create_response_dict
+from .._core._client import create_response_dict, idempotency_headers
 from .._core._errors import NbOpenAIError, translate
 from .._core._pacing import rate_limit_kind
 from .._core._retry import (
@@ -395,7 +395,8 @@ class Runner:
             self.tally.requests += 1
             started, started_wall = time.perf_counter(), time.time()
             try:
-                response, headers = await create_response_dict(client, {**request.params, "input": row.input})
+                body = {**request.params, "input": row.input}
+                response, headers = await create_response_dict(client, body, headers=row.idempotency)
             except asyncio.CancelledError:
                 limit.release()
                 self._abandoned(probe)
@@ -427,6 +428,7 @@ class Runner:
                 reask_left = row.reasks < request.validation_retries and not self._stopped.is_set()
                 if outcome.status == "invalid" and reask_left:
                     row.reasks, row.tries, held = row.reasks + 1, 0, True  # the re-ask goes out on this same slot
+                    row.idempotency = idempotency_headers()  # another question: another key
                     row.input = reask(row.text or "", outcome.text, outcome.error)
                     continue
             finally:
@@ -621,6 +623,7 @@ class _Row:
     started: float | None = None
     estimated_input: int = 0  # input tokens of the request out, counted offline (when paced)
     reserved_input: int = 0  # and reserved against the tokens limit
+    idempotency: dict[str, str] = field(default_factory=idempotency_headers)  # one key for the attempts at a question
 
     def __post_init__(self) -> None:
         if self.input is None:

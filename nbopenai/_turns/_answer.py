@@ -150,7 +150,8 @@ class Answer:
         count = len(self.tool_calls)
         lines = [f"<details><summary>{count} tool call{'s' if count != 1 else ''}</summary>", ""]
         for call in self.tool_calls:
-            mark = " ⚠" if call.get("error") else ""
+            mark = (" ⚠" if call.get("error") and not call.get("note") else "") + (
+                f" ({call['note']})" if call.get("note") else "")
             lines += [f"- `{_call_signature(call)}`{mark} →", "", _indented_block(str(call.get("output", ""))), ""]
         lines.append("</details>")
         return "\n".join(lines)

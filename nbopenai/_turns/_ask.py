@@ -212,14 +212,18 @@ def send(recorder: TurnRecorder, prepared: PreparedAsk, params: Mapping[str, Any
     A failure or interruption is recorded and the sink gets the partial answer before the error
     (or ``KeyboardInterrupt``) is raised; the thread never moves then.
     """
+    # The SDK's module: wanted by now, this request goes out (not imported with nbopenai).
+    from .._core._client import with_idempotency
+
     services, sink = recorder.services, recorder.sink
     attempts = recorder.attempts(kind)
     state = StreamState()
     started = clock()
     stream_wanted = prepared.options.stream
+    keyed = with_idempotency(dict(params))  # one key for every attempt at this request
     try:
         result = services.retry.call(
-            lambda: services.breaker().call(lambda: services.client().responses.create(**params, stream=stream_wanted)),
+            lambda: services.breaker().call(lambda: services.client().responses.create(**keyed, stream=stream_wanted)),
             on_failure=attempts,
         )
     except Exception as exc:

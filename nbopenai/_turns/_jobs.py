@@ -87,11 +87,14 @@ def submit(
     services: TurnServices, prepared: PreparedAsk, number: int, on_done: Callable[[Job], None] | None = None
 ) -> Job:
     """Send ``prepared`` with ``background=true`` and start polling it as job ``number``; returns immediately."""
+    # The SDK's module, imported when a job is submitted (not with nbopenai).
+    from .._core._client import with_idempotency
+
     if not prepared.params.get("store", True):
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")
     with holding(services, prepared) as prepared:
         services.ledger.check_budget(prepared.model, prepared.estimated_input_tokens)
-        params = {**prepared.params, "background": True}
+        params = with_idempotency({**prepared.params, "background": True})  # one key for every attempt
         recorder = TurnRecorder(services, prepared.place)
         # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
         attempts = recorder.attempts("background")

@@ -29,6 +29,7 @@ import functools
 import inspect
 import json
 import re
+import sqlite3
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ from ._answer import Answer
 from ._ask import PreparedAsk, holding, send, start
 from ._prompt import preview
 from ._recorder import AskSink, TurnServices, output_items
+from ._tool_ledger import ALREADY_DONE, STARTED_BEFORE, ToolLedger, side_effects
 
 __all__ = [
     "DEFAULT_MAX_TOOL_ROUNDS",
@@ -213,6 +215,7 @@ class FunctionTool:
     arguments: type[pydantic.BaseModel]
     parameters: tuple[_Parameter, ...]
     not_strict: str | None = None
+    side_effects: bool = False  # run at most once per call (``tool(side_effects=True)``; see _tool_ledger)
 
     @property
     def name(self) -> str:
@@ -276,7 +279,7 @@ class FunctionTool:
         if description or summary:
             spec["description"] = description or summary
         spec.update({"parameters": schema, "strict": strict_on})
-        return cls(function, spec, model, tuple(parameters), not_strict)
+        return cls(function, spec, model, tuple(parameters), not_strict, side_effects(function))
 
     def invoke(self, arguments: str) -> Any:
         """Validate the model's JSON ``arguments`` and call the function with them.
@@ -399,18 +402,20 @@ class ToolResult:
     call: ToolCall
     output: str
     error: str | None = None
+    note: str | None = None  # shown beside the call: "not run again: already done for this call"
 
     def as_item(self) -> dict[str, str]:
         return {"type": "function_call_output", "call_id": self.call.call_id, "output": self.output}
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        shown = {
             "name": self.call.name,
             "arguments": self.call.parsed_arguments,
             "output": self.output,
             "error": self.error,
             "call_id": self.call.call_id,
         }
+        return {**shown, "note": self.note} if self.note else shown
 
 
 def output_text(value: Any) -> str:
@@ -445,7 +450,9 @@ class Toolbox:
     (e.g. ``{"type": "web_search"}``; a function tool given as a dict has no Python function here).
     """
 
-    def __init__(self, tools: Any) -> None:
+    def __init__(self, tools: Any, *, ledger: Callable[[], ToolLedger] | None = None) -> None:
+        # The record of side-effecting calls (the session's, in the data folder); this toolbox's own otherwise.
+        self._ledger = ledger or functools.cache(ToolLedger)
         if callable(tools) or isinstance(tools, (Mapping, FunctionTool)):
             tools = [tools]
         self.functions: dict[str, FunctionTool] = {}
@@ -478,24 +485,51 @@ class Toolbox:
         if tool is None:
             known = ", ".join(self.functions) or "none"
             return ToolResult(call, f"Error: there is no tool named {call.name!r} (tools: {known}).", "unknown tool")
+        if tool.side_effects:
+            return self._run_once(tool, call, confirm, run_async)
         if confirm is not None and not confirm(call):
             return ToolResult(call, DECLINED, "declined by the user")
+        return _invoke(tool, call, run_async)
+
+    def _run_once(
+        self, tool: FunctionTool, call: ToolCall, confirm: Callable[[ToolCall], bool] | None, run_async: Any
+    ) -> ToolResult:
+        """Run a side-effecting call unless its ``call_id`` ran before: then its kept output goes back instead."""
+        ledger = self._ledger()
         try:
-            value = tool.invoke(call.arguments)
-            if inspect.isawaitable(value):
-                value = run_async(value)
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, error['loc'])) or 'arguments'}: {error['msg']}" for error in exc.errors()[:5]
-            )
-            output = f"Error: invalid arguments for {call.name}: {problems}"
-            return ToolResult(call, output, f"invalid arguments: {problems}")
-        except Exception as exc:  # the model reads the error and may try again; the turn goes on
-            return _failed(call, _described(exc))
-        try:
-            return ToolResult(call, output_text(value))
-        except Exception as exc:  # a numpy array in a model, an object holding a lock, a __str__ that raises
-            return _failed(call, f"its result could not be read as text ({_described(exc)})")
+            earlier = ledger.claim(call.call_id, tool.name, call.arguments)
+        except (sqlite3.Error, OSError) as exc:
+            return _failed(call, f"not run: {tool.name} has side effects and its call could not be recorded ({exc})")
+        if earlier is not None:
+            if earlier.finished:
+                return ToolResult(call, earlier.output or "", earlier.error, note=ALREADY_DONE)
+            return ToolResult(call, f"Error: {STARTED_BEFORE}.", STARTED_BEFORE, note=STARTED_BEFORE)
+        if confirm is not None and not confirm(call):
+            ledger.release(call.call_id, tool.name)
+            return ToolResult(call, DECLINED, "declined by the user")
+        result = _invoke(tool, call, run_async)
+        ledger.finish(call.call_id, tool.name, result.output, result.error)
+        return result
+
+
+def _invoke(tool: FunctionTool, call: ToolCall, run_async: Any) -> ToolResult:
+    """Call ``tool`` with the call's arguments; any failure becomes an ``"Error: ..."`` output for the model."""
+    try:
+        value = tool.invoke(call.arguments)
+        if inspect.isawaitable(value):
+            value = run_async(value)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'arguments'}: {error['msg']}" for error in exc.errors()[:5]
+        )
+        output = f"Error: invalid arguments for {call.name}: {problems}"
+        return ToolResult(call, output, f"invalid arguments: {problems}")
+    except Exception as exc:  # the model reads the error and may try again; the turn goes on
+        return _failed(call, _described(exc))
+    try:
+        return ToolResult(call, output_text(value))
+    except Exception as exc:  # a numpy array in a model, an object holding a lock, a __str__ that raises
+        return _failed(call, f"its result could not be read as text ({_described(exc)})")
 
 
 def _described(exc: BaseException) -> str:
@@ -555,7 +589,8 @@ def _tell(sink: Any, results: list[ToolResult]) -> None:
     notify = getattr(sink, "tool_call", None)
     if notify is not None:
         for result in results:
-            notify(result.call.name, result.call.parsed_arguments, result.output)
+            output = f"[{result.note}] {result.output}" if result.note else result.output
+            notify(result.call.name, result.call.parsed_arguments, output)
 
 
 def run_with_tools(

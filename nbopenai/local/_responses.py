@@ -8,6 +8,7 @@ every event. ``generate`` does all of it at once for a finished, stored response
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -229,6 +230,13 @@ def _truncate(text: str, tokens: int, model: str) -> str:
     return encoding.decode(encoding.encode_ordinary(text)[: max(tokens, 0)])
 
 
+def _stable_call_id(turn: Turn, number: int) -> str:
+    """A call id that is the same whenever the same request comes again (``stable_call_ids``: a re-run cell)."""
+    items = [{key: value for key, value in item.items() if key != "id"} for item in turn.items]  # ids are new each time
+    seen = json.dumps([turn.model, turn.instructions, items, number], sort_keys=True, default=str)
+    return "call_" + hashlib.sha256(seen.encode()).hexdigest()[:24]
+
+
 def run_model(turn: Turn, config: Config, fault: Fault | None = None) -> Output:
     """The demo model's output items for a turn, with max_output_tokens and ``incomplete`` applied."""
     items = expand_compactions(turn.items)
@@ -242,8 +250,10 @@ def run_model(turn: Turn, config: Config, fault: Fault | None = None) -> Output:
     reasoning = _reasoning_tokens(turn)
     if reply.calls:
         calls = []
-        for call in reply.calls:
-            calls.append({"id": new_id("fc"), "type": "function_call", "status": "completed", "call_id": new_id("call"), "name": call.name, "arguments": call.arguments})
+        for number, call in enumerate(reply.calls):
+            call_id = _stable_call_id(turn, number) if config.stable_call_ids else new_id("call")
+            calls.append({"id": new_id("fc"), "type": "function_call", "status": "completed", "call_id": call_id,
+                          "name": call.name, "arguments": call.arguments})
         deltas = [(index, piece) for index, call in enumerate(calls) for piece in split_deltas(call["arguments"], config.chunk_size or 8)]
         tokens = sum(_tokens.count_tokens(call["arguments"], turn.model) for call in calls)
         return Output(calls, deltas, tokens + reasoning, reasoning)

@@ -45,6 +45,9 @@ class Config:
     # Entra ID tokens (see _azure): every request needs a token issued by ``issue_token()``, valid this many seconds.
     token_lifetime: float | None = None
     expire_tokens_after: int | None = None  # every token issued so far expires once, after this many requests
+    # The demo model's call ids follow from the request (the same request, the same call id), as a re-run cell meets
+    # a call it already ran (tests of tools with side effects, _turns/_tool_ledger).
+    stable_call_ids: bool = False
     context_window: int = 128_000
     max_body_bytes: int = 32 * 1024 * 1024
     background_delay: float = 0.0  # seconds a background response stays queued
