@@ -105,10 +105,11 @@ class City(BaseModel):
     name: str
 
 
-def test_a_token_that_expires_mid_extraction_is_refreshed_once(local_server, azure):
+@pytest.mark.parametrize("api_version", [None, "2025-04-01-preview"])
+def test_a_token_that_expires_mid_extraction_is_refreshed_once(local_server, azure, api_version):
     local_server.configure(expire_tokens_after=4)
     provider = Provider(local_server)
-    session = azure(provider)
+    session = azure(provider, api_version=api_version)
     rows = [f"Row {i}: the city is Paris." for i in range(12)]
     frame = extract(session, City, rows, progress=False, cache=False, concurrency=3)
     assert (frame["_status"] == "ok").all()
@@ -207,6 +208,9 @@ def test_the_magic_sets_azure_up(ip, local_server):
                     "--deployment nbopenai-local=gpt-4.1-mini")
     assert "Using Azure OpenAI at" in captured.stdout and "Entra ID tokens from get_token" in captured.stdout
     assert "nbopenai-local = gpt-4.1-mini" in captured.stdout
+    with capture_output() as captured:
+        ip.run_line_magic("nbopenai", "status")
+    assert "(Azure OpenAI)" in captured.stdout and "Entra ID tokens from get_token" in captured.stdout
     with capture_output():
         ip.run_cell("%ask Hello from Azure")
     assert model_requests(local_server)[-1].sent_path == "/openai/v1/responses"

@@ -61,7 +61,7 @@ def _status(m: AskMagics, args: argparse.Namespace) -> None:
         f"nbopenai session {m.session.session_id}",
         f"  model       {s.model}",
         f"  endpoint    {_endpoint(s)}" + (" (offline demo server)" if server and not s.azure_endpoint else ""),
-        f"  API key     {s.api_key.masked if s.api_key else 'not set'}",
+        f"  API key     {_credential(s)}",
         f"  store       {s.store}",
         f"  threads     {threads}",
         f"  jobs        {len(m.session.jobs)} ({running} running)",
@@ -69,6 +69,13 @@ def _status(m: AskMagics, args: argparse.Namespace) -> None:
         f"  ledger      {_ledger_place(s)}",
     ]
     print("\n".join(lines))
+
+
+def _credential(settings: Any) -> str:
+    if settings.token_provider is not None:
+        name = getattr(settings.token_provider.provider, "__name__", "the token provider")
+        return f"none: Entra ID tokens from {name}"
+    return settings.api_key.masked if settings.api_key else "not set"
 
 
 def _endpoint(settings: Any) -> str:
