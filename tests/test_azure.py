@@ -222,3 +222,15 @@ def test_the_magic_sets_azure_up(ip, local_server):
     with capture_output():
         ip.run_cell("%ask And with an API version")
     assert model_requests(local_server)[-1].sent_path == "/openai/responses"
+
+
+def test_a_server_in_another_process_issues_and_ends_tokens_through_its_admin_routes(local_server, azure):
+    import httpx2
+
+    def provider():
+        return httpx2.post(f"{local_server.url}/_nbopenai/issue_token").json()["token"]
+
+    session = azure(provider)
+    assert session.ask("hello").text
+    assert httpx2.post(f"{local_server.url}/_nbopenai/expire_tokens").json() == {"ok": True}
+    assert session.ask("again").text and len(model_requests(local_server)) == 3  # one refused, sent again
