@@ -279,3 +279,16 @@ def test_a_conversation_thread_is_never_replayed(ip, local_server):
     asked = len(_asks(local_server))
     ip.run_cell("%%ask --replay -t talk2 --store conversation\nMy name is Ada.")
     assert len(_asks(local_server)) == asked + 1
+
+
+def test_replay_follows_a_thread_kept_on_this_side(ip, local_server):
+    """With store=False the earlier turns are re-sent: they are the chain the key covers."""
+    ip.run_cell("%config AskMagics.store = False")
+    for _ in range(2):
+        ip.run_cell("%%ask --replay -t mine --new\nMy name is Ada.")
+        ip.run_cell("%%ask --replay -t mine -o answer\nWhat is my name?")
+    assert len(_asks(local_server)) == 2 and ip.user_ns["answer"].replayed
+    assert "Your name is Ada." in ip.user_ns["answer"].text
+    ip.run_cell("%%ask --replay -t mine --new\nMy name is Grace.")
+    ip.run_cell("%%ask --replay -t mine -o answer\nWhat is my name?")
+    assert len(_asks(local_server)) == 4 and "Your name is Grace." in ip.user_ns["answer"].text
