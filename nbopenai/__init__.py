@@ -42,6 +42,7 @@ from ._core._settings import Secret, Settings, Timeouts
 from ._core._tokens import count_tokens
 from ._session import Session, current_session, use_session
 from ._turns._answer import Answer, Usage
+from ._turns._provenance import read_provenance as _read_provenance
 from ._turns._tool_ledger import tool
 from ._version import __version__
 
@@ -99,21 +100,21 @@ def extract(schema: Any, texts: Any, /, *, session: Session | None = None, **opt
     ``rpm``, ``tpm``, ``pace`` and the request settings ``temperature``, ``top_p``, ``max_output_tokens``,
     ``reasoning``, ``verbosity`` (see ``ExtractOptions``; each checked as the session's setting is).
     """
-    from ._extract import extract as _extract
+    from ._extract import extract as _extract  # noqa: PLC0415 - extraction (pydantic, SQLite, the SDK) loads when used
 
     return _extract(session or current_session(), schema, texts, **options)
 
 
 def collect_batch(job_id: str, schema: Any, *, session: Session | None = None, **options: Any):
     """Finish (or collect after a kernel restart) the batch extraction ``job_id``; returns its frame."""
-    from ._extract import collect_batch as _collect
+    from ._extract import collect_batch as _collect  # noqa: PLC0415 - extraction (pydantic, SQLite, the SDK) loads when used
 
     return _collect(session or current_session(), job_id, schema, **options)
 
 
 def batch_jobs(*, session: Session | None = None):
     """The batch extractions this data folder knows of (ids, status, parts)."""
-    from ._extract import batch_jobs as _jobs
+    from ._extract import batch_jobs as _jobs  # noqa: PLC0415 - extraction (pydantic, SQLite, the SDK) loads when used
 
     return _jobs(session or current_session())
 
@@ -129,19 +130,18 @@ def provenance(path: Any):
     Columns: cell, cell_id, execution_count, response_id, model, thread, turn, status, token counts,
     cost_usd, latency_s, answered_at (UTC), replayed and the nbopenai version that answered.
     """
-    from ._turns._provenance import read_provenance
 
-    return read_provenance(path)
+    return _read_provenance(path)
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbopenai``: register ``%%ask``, ``%ask``, ``%%extract`` and ``%nbopenai``."""
-    from .ipython import load_ipython_extension as _load
+    from .ipython import load_ipython_extension as _load  # noqa: PLC0415 - the IPython edge loads with %load_ext
 
     _load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .ipython import unload_ipython_extension as _unload
+    from .ipython import unload_ipython_extension as _unload  # noqa: PLC0415 - the IPython edge loads with %load_ext
 
     _unload(ipython)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import itertools
 import importlib
+import itertools
 import threading
 import uuid
 import weakref
@@ -29,11 +29,17 @@ from ._core._loop import LoopThread
 from ._core._pacing import Pacer
 from ._core._retry import RetryPolicy, retry_policy
 from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings, shown_url
+from ._core._tokens import encoding_for_model
 from ._ledger._budget import Budget
+from ._ledger._prices import PriceTable
 from ._ledger._writer import LedgerWriter
 from ._turns import _ask
 from ._turns._answer import Answer
+from ._turns._compact import Compaction, compact
 from ._turns._conversation import ThreadStore
+from ._turns._images import image_parts
+from ._turns._jobs import Job, submit
+from ._turns._printer import StdoutSink
 from ._turns._recorder import AskSink, TurnServices
 from ._turns._window import ContextWindows
 
@@ -41,11 +47,8 @@ if TYPE_CHECKING:
     import openai
 
     from ._extract._cache import ExtractStore
-    from ._ledger._prices import PriceTable
     from ._ledger._usage import Ledger, UsageRecord
     from ._turns._tool_ledger import ToolLedger
-    from ._turns._compact import Compaction
-    from ._turns._jobs import Job
 
 __all__ = ["Session", "current_session", "use_session"]
 
@@ -150,7 +153,7 @@ class Session:
         mix with real spending in totals, budgets and ``usage --all``): unless a ledger path was set
         explicitly, the session's ledger (and extraction cache) move to memory, for this session only.
         """
-        from .local import start
+        from .local import start  # noqa: PLC0415 - the local server loads when used
 
         if self.local_server is None:
             self.local_server = start(**server_config)
@@ -171,10 +174,9 @@ class Session:
         imports), so the IPython extension runs it between cells and the next cell waits for it.
         Nothing here is required: what fails is left for the first ask to do, and report.
         """
-        from ._core._tokens import encoding_for_model
 
         def stream_events() -> None:
-            from ._core._client import prepare_streaming
+            from ._core._client import prepare_streaming  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
             prepare_streaming()
 
@@ -202,7 +204,7 @@ class Session:
     def client(self) -> openai.OpenAI:
         with self._clients_lock:
             if self._client is None:
-                from ._core._client import build_sync_client
+                from ._core._client import build_sync_client  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
                 self._client = _built(build_sync_client, self.settings)
             return self._client
@@ -212,7 +214,7 @@ class Session:
         """The async client; use it only on ``self.loop``."""
         with self._clients_lock:
             if self._async_client is None:
-                from ._core._client import build_async_client
+                from ._core._client import build_async_client  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
                 self._async_client = _built(build_async_client, self.settings)
             return self._async_client
@@ -251,28 +253,26 @@ class Session:
 
     @cached_property
     def ledger(self) -> Ledger:
-        from ._ledger._usage import Ledger
+        from ._ledger._usage import Ledger  # noqa: PLC0415 - sqlite3 stays out of `import nbopenai`
 
         return Ledger(self.settings.resolved_ledger_path)
 
     @cached_property
     def extract_store(self) -> ExtractStore:
         """Extraction's answer cache and batch records, next to the ledger (in memory with it)."""
-        from ._extract._cache import ExtractStore, store_path
+        from ._extract._cache import ExtractStore, store_path  # noqa: PLC0415 - extraction (pydantic, SQLite, the SDK) loads when used
 
         return ExtractStore(store_path(self.settings))
 
     @cached_property
     def tool_ledger(self) -> ToolLedger:
         """The side-effecting tool calls run so far, by call id (next to the ledger; see ``_turns/_tool_ledger``)."""
-        from ._turns._tool_ledger import ToolLedger, tool_ledger_path
+        from ._turns._tool_ledger import ToolLedger, tool_ledger_path  # noqa: PLC0415 - sqlite3 stays out of `import nbopenai`
 
         return ToolLedger(tool_ledger_path(self.settings.resolved_ledger_path))
 
     @cached_property
     def prices(self) -> PriceTable:
-        from ._ledger._prices import PriceTable
-
         return PriceTable.load(self.settings.prices_path).with_deployments(self.settings.deployments)
 
     @cached_property
@@ -311,7 +311,7 @@ class Session:
 
     def usage_record(self, **fields: Any) -> UsageRecord:
         """The ledger row of one API call, not yet written (``UsageRecord.build``'s arguments)."""
-        from ._ledger._usage import UsageRecord  # lazy: sqlite3 stays out of `import nbopenai`
+        from ._ledger._usage import UsageRecord  # noqa: PLC0415 - sqlite3 stays out of `import nbopenai`
 
         return UsageRecord.build(prices=self.prices, session_id=self.session_id, **fields)
 
@@ -346,11 +346,10 @@ class Session:
         **options: Any,
     ) -> _ask.PreparedAsk:
         if images:
-            from ._turns._images import image_parts
 
             options["content"] = (*options.get("content", ()), *image_parts(images))
         if tools:
-            from ._turns._tools import Toolbox
+            from ._turns._tools import Toolbox  # noqa: PLC0415 - pydantic loads when tools are used
 
             options["tools"] = (*options.get("tools", ()), *Toolbox(tools).specs)
         return _ask.prepare(services, prompt, _ask.AskOptions(**options))
@@ -394,16 +393,15 @@ class Session:
         services = self.services()
         toolbox = None
         if tools:
-            from ._turns._tools import Toolbox
+            from ._turns._tools import Toolbox  # noqa: PLC0415 - pydantic loads when tools are used
 
             toolbox = Toolbox(tools, ledger=lambda: self.tool_ledger)
         prepared = self._prepare(services, prompt, images=images, tools=toolbox.specs if toolbox else (), **options)
         if sink is None and echo:
-            from ._turns._printer import StdoutSink
 
             sink = StdoutSink()
         if toolbox is not None and toolbox.functions:
-            from ._turns._tools import DEFAULT_MAX_TOOL_ROUNDS, run_with_tools
+            from ._turns._tools import DEFAULT_MAX_TOOL_ROUNDS, run_with_tools  # noqa: PLC0415 - pydantic loads when tools are used
 
             rounds = DEFAULT_MAX_TOOL_ROUNDS if max_tool_rounds is None else max_tool_rounds
             return run_with_tools(services, prepared, toolbox, sink, max_tool_rounds=rounds, confirm=confirm)
@@ -415,7 +413,6 @@ class Session:
         Where the server has no compact endpoint, the thread switches to ``truncation="auto"``.
         See ``nbopenai._turns._compact.compact``.
         """
-        from ._turns._compact import compact
 
         return compact(self.services(), thread, model=model)
 
@@ -425,7 +422,6 @@ class Session:
         The session's loop polls it; ``on_done(job)`` is called (from that loop's thread) when it
         ends. Its answer joins the thread only if the thread did not move meanwhile (see ``_jobs``).
         """
-        from ._turns._jobs import submit
 
         tools = options.get("tools") or ()
         if callable(tools) or any(callable(tool) for tool in tools):
@@ -439,7 +435,7 @@ class Session:
 
     def history(self, thread: str = "default"):
         """The thread's turns as a DataFrame (turn, cell, prompt, answer, response id, tokens)."""
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
         return pd.DataFrame(self.threads.history_rows(thread))
 

@@ -217,7 +217,7 @@ def product_reviews(n: int = 300, *, seed: int = 7, labels: bool = False) -> pan
         ``review_id`` (index-like string), ``date``, ``product`` (categorical), ``rating`` (1 to 5
         stars, as the store shows them) and ``text``; plus the two labels with ``labels=True``.
     """
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     rng = random.Random(seed)
     products = list(PRODUCTS)

@@ -28,8 +28,8 @@ def run_notebook(
 
     ``kernel_options`` are passed on the kernel's command line (e.g. ``--IPKernelApp.exec_lines=...``).
     """
-    import nbformat
-    from nbclient import NotebookClient
+    import nbformat  # noqa: PLC0415 - optional (nbopenai[demo])
+    from nbclient import NotebookClient  # noqa: PLC0415 - optional (nbopenai[demo])
 
     notebook = nbformat.read(source, as_version=4)
     env = dict(os.environ)

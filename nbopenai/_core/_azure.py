@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from ._errors import AuthenticationError, Scrubber, redact
+from ._errors import AuthenticationError, ConfigurationError, Scrubber, redact
 
 __all__ = ["TokenCache", "TokenProviderError", "TokenScrubber", "azure_client_arguments", "refresh_on_401", "v1_base_url"]
 
@@ -158,7 +158,7 @@ def _bearer(request: Any) -> str | None:
 
 def refresh_on_401(tokens: TokenCache) -> Any:
     """An ``httpx2.Auth`` that answers a 401 once: the token is dropped, a fresh one fetched, the request re-sent."""
-    import httpx2
+    import httpx2  # noqa: PLC0415 - httpx2 stays out of `import nbopenai` (Settings loads this module)
 
     class RefreshOn401(httpx2.Auth):
         requires_request_body = True  # the body is sent again after a 401
@@ -187,7 +187,6 @@ def v1_base_url(endpoint: str) -> str:
 def azure_client_arguments(settings: Any, key: Callable[[], Any] | None, *, asynchronous: bool) -> tuple[bool, dict[str, Any]]:
     """Whether to build the SDK's ``AzureOpenAI`` (an API version is set) rather than the v1 ``OpenAI``, and the
     arguments for it: the endpoint and either the token cache or ``key`` (the session's key, wrapped for the SDK)."""
-    from ._errors import ConfigurationError
 
     tokens: TokenCache | None = settings.token_provider
     if tokens is None and key is None:

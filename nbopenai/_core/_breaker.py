@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ._errors import APIUnavailable
+from ._retry import describe_wait, fails_every_request, unreadable_answer
 
 __all__ = ["CircuitBreaker", "FAILURE", "SUCCESS", "NEUTRAL", "verdict"]
 
@@ -37,9 +38,8 @@ def verdict(exc: BaseException | None) -> str:
     """What an attempt's outcome says about the service: up (``SUCCESS``), down (``FAILURE``), or nothing."""
     if exc is None:
         return SUCCESS
-    import openai
+    import openai  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
-    from ._retry import unreadable_answer
 
     if unreadable_answer(exc):  # it answered; the body was lost on the way
         return SUCCESS
@@ -54,8 +54,6 @@ def verdict(exc: BaseException | None) -> str:
 
 
 def _fails_every_request(exc: BaseException) -> bool:
-    from ._retry import fails_every_request
-
     return fails_every_request(exc)
 
 
@@ -192,7 +190,6 @@ class CircuitBreaker:
 
     def unavailable(self, wait: float | None = None, *, kept: str = "") -> APIUnavailable:
         """The error that says the service is down: for how long, what failed, and what to do."""
-        from ._retry import describe_wait
 
         outage = self.outage_s()
         failed = f" ({self.failures} failures in a row, the last: {self.last_failure})" if self.failures else ""

@@ -23,7 +23,10 @@ from typing import Any
 
 import httpx2
 import openai
+from openai._models import construct_type
+from openai.types.responses import Response, ResponseStreamEvent
 
+from ._azure import TokenScrubber, azure_client_arguments, refresh_on_401
 from ._errors import ConfigurationError, Scrubber, UnexpectedResponse, translate
 from ._retry import ANSWERED
 from ._settings import Secret, Settings
@@ -66,7 +69,6 @@ def _limits(settings: Settings) -> httpx2.Limits:
 def _client_arguments(settings: Settings, key: type[_Key], *, asynchronous: bool) -> tuple[type, dict]:
     """The SDK client class to build (``OpenAI``, or Azure's: see ``_azure``) and its arguments."""
     if settings.azure_endpoint:
-        from ._azure import azure_client_arguments
 
         versioned, arguments = azure_client_arguments(
             settings, key(settings.api_key) if settings.api_key else None, asynchronous=asynchronous
@@ -354,7 +356,6 @@ def whole_response(stream: Any) -> Any | None:
         data = None
     if not isinstance(data, dict) or data.get("object", "response") != "response" or "status" not in data:
         raise _not_the_api(http)
-    from openai.types.responses import Response
 
     return Response.construct(**data)
 
@@ -367,7 +368,6 @@ def _http_client(settings: Settings, *, asynchronous: bool) -> Any:
     tokens = settings.token_provider
     extra: dict[str, Any] = {}
     if tokens is not None:  # Entra ID tokens: scrubbed as they change, and a 401 refreshes one once (see _azure)
-        from ._azure import TokenScrubber, refresh_on_401
 
         scrubber: Scrubber = TokenScrubber(settings.secrets, tokens)
         extra["auth"] = refresh_on_401(tokens)
@@ -402,8 +402,6 @@ def prepare_streaming() -> None:
     that validator, so one event built the way its stream builds them (``openai._models.construct_type``,
     not public API: an SDK without it is simply not warmed) leaves it ready.
     """
-    from openai._models import construct_type
-    from openai.types.responses import ResponseStreamEvent
 
     construct_type(type_=ResponseStreamEvent, value={"type": "response.output_text.delta", "delta": ""})
 

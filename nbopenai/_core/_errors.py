@@ -33,6 +33,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import unquote
 
+from ._waits import ANSWERED, describe_wait, retry_after, unreadable_answer
+
 __all__ = [
     "NbOpenAIError",
     "ConfigurationError",
@@ -339,7 +341,6 @@ def _sent_credentials(exc: BaseException) -> tuple[str, ...]:
 
 def _waited(error: APIError, exc: BaseException) -> APIError:
     """``error`` with the wait the server asked for (``retry-after``, "try again in 2s") in its hint."""
-    from ._waits import describe_wait, retry_after
 
     asked = retry_after(exc)
     if asked is not None and asked >= 1:
@@ -349,10 +350,9 @@ def _waited(error: APIError, exc: BaseException) -> APIError:
 
 
 def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
-    import httpx2
-    import openai  # the SDK is a core dependency; imported here to keep this module's top light
+    import httpx2  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+    import openai  # noqa: PLC0415 - the SDK (a core dependency) stays out of `import nbopenai`
 
-    from ._waits import ANSWERED, unreadable_answer
 
     if isinstance(exc, NbOpenAIError):
         return exc

@@ -41,7 +41,7 @@ MAX_HONOURED_RETRY_AFTER = 120.0
 
 
 def _status(exc: BaseException) -> int | None:
-    import openai
+    import openai  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
     return exc.status_code if isinstance(exc, openai.APIStatusError) else None
 
@@ -61,8 +61,8 @@ def is_retryable(exc: BaseException, *, idempotent: bool = False) -> bool:
     create that timed out after it was sent may still finish on the server, and a retry would
     pay for the same answer twice. Connect and pool timeouts never sent anything: always retried.
     """
-    import httpx2
-    import openai
+    import httpx2  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+    import openai  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
     if unreadable_answer(exc):
         return idempotent
@@ -81,8 +81,8 @@ def reached_server(exc: BaseException) -> bool:
     request was sent: the server saw it (and may have started work on it). Only failures before
     sending (connect errors and timeouts, an exhausted pool) never reached it.
     """
-    import httpx2
-    import openai
+    import httpx2  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+    import openai  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
     # UnexpectedResponse: a web page our response hook refused (``_client``); the SDK raises it as is.
     if isinstance(exc, (openai.APIStatusError, openai.APIResponseValidationError, UnexpectedResponse)):
@@ -105,8 +105,8 @@ def fails_every_request(exc: BaseException, *, max_wait: float = MAX_HONOURED_RE
     than the input), a server that refuses connections or is not the API, a wait asked for that is
     longer than ``max_wait``. Extraction stops at the first such answer instead of sending every row.
     """
-    import httpx2
-    import openai
+    import httpx2  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+    import openai  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
     if isinstance(exc, (UnexpectedResponse, openai.APIResponseValidationError)):
         return True

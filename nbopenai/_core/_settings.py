@@ -24,6 +24,7 @@ from typing import Any
 
 import platformdirs
 
+from ._azure import TokenCache
 from ._errors import UsageError, describe, shown_url, url_credentials
 
 __all__ = [
@@ -337,7 +338,6 @@ class Settings:
             raise UsageError(f"timeouts must be a Timeouts, not {describe(self.timeouts)}")
         check_fields(self)
         if self.token_provider is not None:
-            from ._azure import TokenCache
 
             if not isinstance(self.token_provider, TokenCache):  # one cache, shared by every client of these settings
                 object.__setattr__(self, "token_provider", TokenCache(self.token_provider))

@@ -53,7 +53,7 @@ def strict_json_schema(model: Any) -> dict[str, Any]:
 
     The one import of it in the package: if the SDK moves it, this is the line to change.
     """
-    from openai.lib._pydantic import to_strict_json_schema  # the SDK stays out of `import nbopenai`
+    from openai.lib._pydantic import to_strict_json_schema  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
     return to_strict_json_schema(model)
 

@@ -24,8 +24,8 @@ def unreadable_answer(exc: BaseException) -> bool:
 
     Such an answer is billed: like a create that timed out, it is never re-sent automatically.
     """
-    import httpx2
-    import openai
+    import httpx2  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+    import openai  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
     # The SDK wraps a body that fails while it reads it; one read later (a stream's body) fails as httpx raised it.
     if not isinstance(exc, (openai.APIConnectionError, httpx2.RequestError)):
@@ -91,7 +91,7 @@ def asked_wait(headers: Any, message: str | None = None) -> float | None:
 
 def retry_after(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait after ``exc`` (see ``asked_wait``), if any."""
-    import openai
+    import openai  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
     if not isinstance(exc, openai.APIStatusError):
         return None

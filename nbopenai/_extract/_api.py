@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._core._errors import NbOpenAIError, UsageError
 from .._core._request import RequestOptions, request_params
 from .._core._retry import retry_policy
+from ._batch import submit
 from ._cache import AnswerWriter, cache_key, request_scope
 from ._format import StrictFormat, strict_format
 from ._frame import Column, build_frame, columns_for, source_positions, splice
@@ -227,7 +228,7 @@ def _index_record(index: pandas.Index) -> dict[str, Any] | None:
 
 
 def _index_from(record: dict[str, Any] | None, rows: int) -> pandas.Index:
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     if record is None:
         return pd.RangeIndex(rows)
@@ -239,8 +240,8 @@ def _index_from(record: dict[str, Any] | None, rows: int) -> pandas.Index:
 
 def _reuse_previous(prepared: Prepared, previous: Any) -> None:
     """Mark the rows an earlier frame answered ``ok`` as done; they are spliced back in at the end."""
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - pandas loads when a frame is made
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     if not isinstance(previous, pd.DataFrame) or "_status" not in previous.columns:
         raise UsageError("retry_failed takes a frame returned by an earlier extract (or True to use the cache)")
@@ -486,7 +487,6 @@ def extract(session: Session, schema: Any, texts: Any, /, **options: Any) -> Any
     if todo and (settings.budget_usd is not None or settings.budget_tokens is not None):
         session.check_budget(prepared.model, _estimate_input_tokens(prepared, todo))
     if opts.batch:
-        from ._batch import submit
 
         return submit(session, prepared, cached=cached)
     tally = _tally_for(prepared, cached)

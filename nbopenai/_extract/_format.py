@@ -21,6 +21,7 @@ import pydantic
 
 from .._core._errors import SchemaError, UsageError, describe
 from .._core._strict import Finding, LintReport, lint_schema, strict_json_schema
+from ._frame import BOOKKEEPING_COLUMNS
 
 __all__ = ["StrictFormat", "strict_format"]
 
@@ -113,7 +114,6 @@ def _relative(report: LintReport, unwrap: str | None) -> LintReport:
 
 def _bookkeeping_clashes(schema: dict[str, Any], unwrap: str | None) -> tuple[Finding, ...]:
     """Fields named (or aliased) like a bookkeeping column of the frame: refused, or one would overwrite the other."""
-    from ._frame import BOOKKEEPING_COLUMNS
 
     item = schema["properties"][unwrap] if unwrap else schema
     if unwrap == "items":

@@ -134,7 +134,7 @@ def _dump(item: Any) -> Any:
 
 def _typed(values: list[Any], column: Column) -> Any:
     """``values`` as an array of the column's dtype; ``object`` when they do not fit it."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     kind = column.kind
     try:
@@ -156,7 +156,7 @@ def _typed(values: list[Any], column: Column) -> Any:
             return pd.to_timedelta(pd.Series(values, dtype=object)).array
     except (TypeError, ValueError, OverflowError):
         pass
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - pandas loads when a frame is made
 
     out = np.empty(len(values), dtype=object)
     for position, value in enumerate(values):  # item by item: numpy would try to broadcast nested lists
@@ -165,7 +165,7 @@ def _typed(values: list[Any], column: Column) -> Any:
 
 
 def _index_for(index: pandas.Index, positions: list[int], items: list[int] | None, source_name: str | None) -> pandas.Index:
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     picked = index.take(positions)
     if items is None:
@@ -189,7 +189,7 @@ def build_frame(
 
     Rows still ``pending`` show as ``cancelled``. Builds each column once; no per-row frame work.
     """
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     positions: list[int] = []
     items: list[int] | None = [] if fmt.many else None
@@ -236,7 +236,7 @@ def build_frame(
 
 def source_positions(frame: pandas.DataFrame, many: bool) -> Any:
     """For each frame row, the position of the input it came from (a numpy array)."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - pandas loads when a frame is made
 
     if not many:
         return np.arange(len(frame))
@@ -258,8 +258,8 @@ def splice(
     keep: set[int],
 ) -> pandas.DataFrame:
     """``frame`` with the rows of the sources in ``keep`` taken from ``previous``, in input order."""
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - pandas loads when a frame is made
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     kept = np.fromiter(keep, dtype="int64", count=len(keep))
     new_rows = ~np.isin(positions, kept)

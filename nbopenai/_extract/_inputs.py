@@ -32,7 +32,7 @@ def _text(value: Any) -> str | None:
         return value
     if value is None:
         return None
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     try:
         if pd.isna(value):
@@ -44,7 +44,7 @@ def _text(value: Any) -> str | None:
 
 def as_inputs(texts: Any) -> Inputs:
     """Normalise ``texts`` (see the module docstring); raises ``UsageError`` for what cannot be texts."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     if isinstance(texts, str):
         return Inputs([texts], pd.RangeIndex(1))

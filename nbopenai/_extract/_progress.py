@@ -145,7 +145,7 @@ def choose_view(progress: Any) -> ProgressView:
     if progress is True:
         if _in_kernel():
             try:
-                from ..widgets._progress import ExtractProgressWidget
+                from ..widgets._progress import ExtractProgressWidget  # noqa: PLC0415 - the widget layer loads only in a notebook
 
                 return ExtractProgressWidget()
             except ImportError:

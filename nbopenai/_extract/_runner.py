@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import json
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -254,8 +255,6 @@ class InputEstimate:
     schema once, plus the row's input. For the budget check, pacing, and answers billed but lost."""
 
     def __init__(self, params: dict[str, Any], model: str) -> None:
-        import json
-
         self.model = model
         schema = ((params.get("text") or {}).get("format") or {}).get("schema")
         self.shared = count_tokens(f"{params.get('instructions') or ''}{json.dumps(schema) if schema else ''}", model)

@@ -369,8 +369,8 @@ class Ledger:
         Columns follow :class:`UsageRecord`; ``time`` is a UTC datetime, and the other columns use
         pandas' nullable dtypes (``string``, ``Int64``, ``Float64``) so a missing cost is ``<NA>``.
         """
-        import numpy as np
-        import pandas as pd
+        import numpy as np  # noqa: PLC0415 - pandas loads when a frame is made
+        import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
         rows = self._rows(_Filter.build(**filters))
         # The rows straight from SQLite into one object array, sliced into columns: no record objects
@@ -407,7 +407,7 @@ class Ledger:
         Needs matplotlib (``pip install 'nbopenai[plot]'``).
         """
         try:
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is optional (nbopenai[plot])
         except ImportError as exc:
             raise UsageError("plotting usage needs matplotlib: pip install 'nbopenai[plot]'") from exc
         frame = self.to_dataframe(**filters)

@@ -213,7 +213,7 @@ def send(recorder: TurnRecorder, prepared: PreparedAsk, params: Mapping[str, Any
     (or ``KeyboardInterrupt``) is raised; the thread never moves then.
     """
     # The SDK's module: wanted by now, this request goes out (not imported with nbopenai).
-    from .._core._client import with_idempotency
+    from .._core._client import with_idempotency  # noqa: PLC0415
 
     services, sink = recorder.services, recorder.sink
     attempts = recorder.attempts(kind)
@@ -233,7 +233,7 @@ def send(recorder: TurnRecorder, prepared: PreparedAsk, params: Mapping[str, Any
         state = state_of(result, clock())
         sink.text(state.text, state)
     else:
-        from .._core._client import whole_response  # the SDK is loaded by now (it answered)
+        from .._core._client import whole_response  # noqa: PLC0415 - the SDK is loaded by now (it answered)
 
         try:
             with result as stream:

@@ -88,7 +88,7 @@ def submit(
 ) -> Job:
     """Send ``prepared`` with ``background=true`` and start polling it as job ``number``; returns immediately."""
     # The SDK's module, imported when a job is submitted (not with nbopenai).
-    from .._core._client import with_idempotency
+    from .._core._client import with_idempotency  # noqa: PLC0415
 
     if not prepared.params.get("store", True):
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")

@@ -44,7 +44,7 @@ def _rows(notebook: dict[str, Any]) -> list[dict[str, Any]]:
 
 def read_provenance(path: str | os.PathLike[str]) -> Any:
     """One row per answer saved in the notebook at ``path`` (columns ``COLUMNS``), as a DataFrame."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     notebook = json.loads(Path(path).read_text(encoding="utf-8"))
     frame = pd.DataFrame(_rows(notebook), columns=list(COLUMNS))

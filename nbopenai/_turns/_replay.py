@@ -46,7 +46,7 @@ def m001_replays(conn: sqlite3.Connection) -> None:
 
 def _schema() -> Any:
     """The store's migrations (``_core._store`` and sqlite3 load on first use, not with the magics)."""
-    from .._core._store import Migrations
+    from .._core._store import Migrations  # noqa: PLC0415 - sqlite3 stays out of %load_ext
 
     schema = Migrations()
     for step in (m001_replays,):
@@ -62,7 +62,7 @@ def replay_path(settings: Settings) -> str:
 
 def replay_key(settings: Settings, params: dict[str, Any]) -> str:
     """What a stored answer is found by: the endpoint and the exact request (its input and chain included)."""
-    from .._extract._cache import cache_key, request_scope  # the one rule for an endpoint and a request
+    from .._extract._cache import cache_key, request_scope  # noqa: PLC0415 - extraction loads when used; one rule for an endpoint and a request
 
     return cache_key(request_scope(settings, params), [params.get("input"), params.get("store")])
 
@@ -79,7 +79,7 @@ class ReplayStore:
     """Stored answers by ``replay_key``; a disk failure costs a fresh ask, never an error."""
 
     def __init__(self, path: str = ":memory:") -> None:
-        from .._core._store import open_database
+        from .._core._store import open_database  # noqa: PLC0415 - sqlite3 stays out of %load_ext
 
         self._db = open_database(path, migrations=_schema(), label="replay store")
 
@@ -99,7 +99,7 @@ class ReplayStore:
             return
         record = (key, _stored(answer), time.time())
 
-        from .._core._store import transaction
+        from .._core._store import transaction  # noqa: PLC0415 - sqlite3 stays out of %load_ext
 
         def write(conn: sqlite3.Connection) -> None:
             with transaction(conn):

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._session import Session, current_session, use_session
+from ._magics import AskMagics
+from ._syntax import ask_lines_keep_question_marks, reread_the_running_cell
+
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 _EXTRA_MAGICS = ("ExtractMagics",)
@@ -30,9 +34,6 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython
         The running ``InteractiveShell`` (what ``%load_ext`` passes).
     """
-    from .._session import Session, use_session
-    from ._magics import AskMagics
-    from ._syntax import ask_lines_keep_question_marks, reread_the_running_cell
 
     session = ipython.__dict__.pop(_PARKED, None)  # a reload: the same cell unloaded it
     if session is None:
@@ -42,7 +43,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = AskMagics(shell=ipython, session=session)
     ipython.register_magics(magics)
     try:
-        from ._extract_magic import ExtractMagics
+        from ._extract_magic import ExtractMagics  # noqa: PLC0415 - optional: a build may leave extraction out
     except ModuleNotFoundError as missing:  # only its absence is expected; its own errors must show
         if missing.name != f"{__name__}._extract_magic":
             raise
@@ -61,7 +62,6 @@ def _warm_start(ipython: Any, session: Any) -> None:
     So nothing else imports while it does (see ``Session.warm_up``), and ``%load_ext`` itself stays
     cheap. In a kernel it also loads the live view (anywidget, ipywidgets).
     """
-    from .._session import current_session
 
     kernel = getattr(ipython, "kernel", None) is not None
     worker = session.warm_up(("nbopenai.widgets._answer_view", "nbopenai.widgets._answer_widget") if kernel else ())
@@ -87,8 +87,6 @@ def unload_ipython_extension(ipython: Any) -> None:
 
     Until then a load (``%reload_ext`` does unload + load) takes the same session back.
     """
-    from .._session import use_session
-    from ._syntax import ask_lines_keep_question_marks
 
     manager = ipython.magics_manager
     magics = manager.registry.pop("AskMagics", None)

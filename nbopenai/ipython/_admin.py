@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._errors import UsageError
 from .._core._settings import shown_url
+from ._azure_setup import azure_changes, describe_azure
 
 if TYPE_CHECKING:
     from ._magics import AskMagics
@@ -97,14 +98,13 @@ def _local(m: AskMagics, args: argparse.Namespace) -> None:
 
 def _azure(m: AskMagics, args: argparse.Namespace) -> None:
     """Point the session at an Azure OpenAI resource (see ``_core/_azure``); ``--model`` names a deployment."""
-    from ._azure_setup import azure_changes, describe_azure
 
     m.session.configure(**azure_changes(m.session.settings, args, m.shell.user_ns if m.shell is not None else {}))
     print(describe_azure(m.session.settings))
 
 
 def _threads(m: AskMagics, args: argparse.Namespace) -> Any:
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     columns = ["thread", "kind", "turns", "store", "head", "input_tokens", "output_tokens"]
     return pd.DataFrame(m.session.threads.summary_rows(), columns=columns)
@@ -125,7 +125,7 @@ def _compact(m: AskMagics, args: argparse.Namespace) -> None:
 
 
 def _jobs(m: AskMagics, args: argparse.Namespace) -> Any:
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     columns = ["job", "status", "thread", "model", "response_id", "prompt", "submitted"]
     return pd.DataFrame([job.row() for job in m.session.jobs], columns=columns)

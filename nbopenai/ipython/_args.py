@@ -227,7 +227,7 @@ def parse_ask(magic: Callable, line: str) -> tuple[argparse.Namespace, str]:
 
 def attachments(args: argparse.Namespace, namespace: dict[str, Any], parts: tuple[dict, ...]) -> dict[str, Any]:
     """``images`` and ``tools`` for ``Session.prepare``/``ask``: figures from ``{fig}``, ``--image``, ``--tools``."""
-    from .._turns._tools import tools_from_namespace
+    from .._turns._tools import tools_from_namespace  # noqa: PLC0415 - pydantic loads when tools are used
 
     options: dict[str, Any] = {}
     if images := [*parts, *(args.image or [])]:
@@ -239,7 +239,7 @@ def attachments(args: argparse.Namespace, namespace: dict[str, Any], parts: tupl
 
 def tool_loop_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options only a live (not dry-run, not background) ask takes: confirmation and the round cap."""
-    from .._turns._tools import ask_before_running
+    from .._turns._tools import ask_before_running  # noqa: PLC0415 - pydantic loads when tools are used
 
     options: dict[str, Any] = {}
     if args.confirm:

@@ -16,6 +16,7 @@ from traitlets import Bool, Int, TraitError, validate
 from .._core import _errors
 from .._core._request import RequestOptions
 from .._core._settings import Settings, check_setting
+from .._session import current_session
 from .._turns._prompt import interpolate
 from ._args import REQUEST_FLAGS, option_arguments, options_from, parse_line, text, variable_name, with_arguments
 from ._errors import interrupted, reported
@@ -40,7 +41,6 @@ class ExtractMagics(Magics):
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
-            from .._session import current_session
 
             session = current_session()
         self.session = session
@@ -101,7 +101,7 @@ class ExtractMagics(Magics):
             %%extract Person --over df.bio --batch --no-wait -o job
             Extract the person described in this biography.
         """
-        from .._extract import extract  # here, not at import: loading the extension stays cheap
+        from .._extract import extract  # noqa: PLC0415 - here, not at import: loading the extension stays cheap
 
         with reported(*self._secrets()):
             args = parse_line(self.extract, line)

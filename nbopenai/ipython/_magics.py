@@ -19,7 +19,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Enum
 
+from .. import widgets  # the package loads no ipywidgets; widgets.AnswerView loads the view
 from .._core._errors import UsageError
+from .._session import Session
 from .._turns._images import fill_with_images
 from .._turns._printer import StdoutSink
 from .._turns._replay import Replays
@@ -68,7 +70,6 @@ class AskMagics(SessionSettings):
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
-            from .._session import Session
 
             session = Session()
         # Set before traitlets loads the config: configured values are pushed into the session.
@@ -224,10 +225,8 @@ class AskMagics(SessionSettings):
         """The widget view in a notebook; plain text on stdout in a terminal."""
         if not self._use_widgets():
             return nullcontext(StdoutSink())
-        from ..widgets import AnswerView
-
         render = partial(answer_output, fmt=fmt)
-        return AnswerView(render=render, rate=self.session.settings.update_rate, close_widget=not background)
+        return widgets.AnswerView(render=render, rate=self.session.settings.update_rate, close_widget=not background)
 
     def _submit(self, prompt: str, fmt: str, options: dict[str, Any]) -> Job:
         """``--background``: submit and return; in a notebook the view fills in when the job ends."""

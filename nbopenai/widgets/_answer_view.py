@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from IPython.display import display
+
 from ._throttle import Throttle
 
 if TYPE_CHECKING:
@@ -33,8 +35,6 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _display(obj: Any) -> Any:
-    from IPython.display import display
-
     return display(obj, display_id=True)
 
 
@@ -72,7 +72,7 @@ class AnswerView:
         close_widget: bool = True,
         display: Callable[[Any], Any] = _display,
     ) -> None:
-        from ._answer_widget import AnswerWidget
+        from ._answer_widget import AnswerWidget  # noqa: PLC0415 - anywidget and ipywidgets load when a view is built
 
         self.widget: AnswerWidget = AnswerWidget()
         self.throttle = Throttle(rate, clock)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from IPython.display import display
+
 from ._throttle import Throttle
 
 if TYPE_CHECKING:
@@ -26,8 +28,6 @@ _LINE_STYLE = "font-family: var(--jp-code-font-family, monospace); font-size: 0.
 
 
 def _display(obj: Any) -> Any:
-    from IPython.display import display
-
     return display(obj, display_id=True)
 
 
@@ -45,7 +45,7 @@ class ExtractProgressWidget:
     """
 
     def __init__(self, *, rate: float = 10.0, clock: Callable[[], float] = time.monotonic, display: Callable[[Any], Any] = _display) -> None:
-        import ipywidgets as w
+        import ipywidgets as w  # noqa: PLC0415 - ipywidgets loads when a view is built
 
         self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info")
         self.label = w.HTML()
