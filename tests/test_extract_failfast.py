@@ -76,6 +76,15 @@ def test_retry_after_ms_then_retry_after_then_the_message():
     assert asked_wait({}, "Please try again later.") is None
 
 
+@pytest.mark.parametrize("message, seconds", [
+    ("Please try again in 1m30s.", 90.0), ("Please try again in 6m0s.", 360.0), ("try again in 2h5m3s", 7503.0),
+    ("Please try again in 1m30.5s, or contact us", 90.5),
+])
+def test_a_message_asks_for_a_wait_in_several_units(message, seconds):
+    # A TPM 429 over a long window says "try again in 1m30s": it was read as no wait at all (backoff of seconds)
+    assert asked_wait({}, message) == pytest.approx(seconds)
+
+
 def _response(text: str = '{"name": "Ada", "age": 36}') -> dict:
     return {
         "id": "resp_1", "object": "response", "created_at": 0, "status": "completed", "model": "m",

@@ -42,7 +42,8 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|us|µs|ns|h|m|s)", re.IGNORE
 _DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|us|µs|ns|h|m|s)\s*)+$", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 # "Please try again in 120ms." / "try again in 1.5s": a 429 for RPM/TPM often says so only in its message.
-_TRY_AGAIN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?\s*(?:ms|us|µs|ns|h|m|s)\b\s*)+)", re.IGNORECASE)
+# A unit ends where no letter follows ("1m30s" is two parts; \b would need a non-word character after the "m").
+_TRY_AGAIN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?\s*(?:ms|us|µs|ns|h|m|s)(?![A-Za-z])\s*)+)", re.IGNORECASE)
 
 
 def parse_duration(value: str | None) -> float | None:
