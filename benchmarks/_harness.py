@@ -236,7 +236,9 @@ def _cpu_model() -> str:
 def _git_revision() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nbopenai"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "nbopenai"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     revision = head.stdout.strip() or "unknown"
@@ -245,24 +247,39 @@ def _git_revision() -> str:
 
 def machine_header(ctx: Context, peer_versions: dict[str, str]) -> list[tuple[str, str]]:
     try:
-        memory_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1])
+        memory_kb = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
         memory = f", {memory_kb / 1024 / 1024:.0f} GiB RAM"
     except (OSError, StopIteration, ValueError):
         memory = ""
     ours = ", ".join(
-        f"{name} {_version(name)}" for name in ("nbopenai", "openai", "httpx2", "tiktoken", "pydantic", "ipython", "ipywidgets", "ipykernel")
+        f"{name} {_version(name)}"
+        for name in ("nbopenai", "openai", "httpx2", "tiktoken", "pydantic", "ipython", "ipywidgets", "ipykernel")
     )
-    peers = ", ".join(f"{name} {version}" for name, version in peer_versions.items()) or "none installed (see benchmarks/requirements.txt)"
+    peers = (
+        ", ".join(f"{name} {version}" for name, version in peer_versions.items())
+        or "none installed (see benchmarks/requirements.txt)"
+    )
     return [
         ("Date", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         ("Machine", f"{_cpu_model()}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}"),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("Ours", f"{ours} (git {_git_revision()})"),
         ("Peers", peers),
-        ("Runs", f"median of {ctx.runs} run{'s' if ctx.runs != 1 else ''} per figure" + (" (--quick: tiny sizes)" if ctx.quick else "")),
+        (
+            "Runs",
+            f"median of {ctx.runs} run{'s' if ctx.runs != 1 else ''} per figure"
+            + (" (--quick: tiny sizes)" if ctx.quick else ""),
+        ),
         ("Server", "nbopenai.local in its own process, on 127.0.0.1, with the latency each figure states"),
-        ("Load", f"1-minute load average {ctx.load[0]:.2f} at the start, {_load():.2f} at the end "
-                 f"(on {os.cpu_count()} cores; other processes were not stopped)"),
+        (
+            "Load",
+            f"1-minute load average {ctx.load[0]:.2f} at the start, {_load():.2f} at the end "
+            f"(on {os.cpu_count()} cores; other processes were not stopped)",
+        ),
     ]
 
 
@@ -288,7 +305,8 @@ def render_results(ctx: Context, rows: list[Row], header: list[tuple[str, str]],
     head = "\n".join(f"- **{name}**: {value}" for name, value in header)
     misses = [row for row in rows if row.met == "**no**"]
     summary = (
-        f"{len(misses)} goal{'s' if len(misses) != 1 else ''} missed: " + "; ".join(f"{r.figure} {r.measure}" for r in misses)
+        f"{len(misses)} goal{'s' if len(misses) != 1 else ''} missed: "
+        + "; ".join(f"{r.figure} {r.measure}" for r in misses)
         if misses
         else "Every goal met."
     )
@@ -341,11 +359,15 @@ def profile_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: t
     lines = []
     for tt, ct, filename, line, name in rows[:top]:
         short = _short_path(filename)
-        lines.append(f"- `{short}:{name}` — {tt / total:.1%} own time ({ct / repeat * 1000:.2f} ms cumulative per call)")
+        lines.append(
+            f"- `{short}:{name}` — {tt / total:.1%} own time ({ct / repeat * 1000:.2f} ms cumulative per call)"
+        )
     return "\n".join(lines)
 
 
-def cumulative_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: tuple[str, ...] = ("nbopenai",)) -> str:
+def cumulative_top(
+    fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: tuple[str, ...] = ("nbopenai",)
+) -> str:
     """The top functions by cumulative time per call (within ``only``), for a "where does it go" note."""
     stats = _profiled(fn, repeat)
     rows = []
@@ -354,7 +376,9 @@ def cumulative_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only
             continue
         rows.append((ct, filename, name))
     rows.sort(reverse=True)
-    return "\n".join(f"- `{_short_path(f)}:{n}` — {ct / repeat * 1000:.2f} ms per call (cumulative)" for ct, f, n in rows[:top])
+    return "\n".join(
+        f"- `{_short_path(f)}:{n}` — {ct / repeat * 1000:.2f} ms per call (cumulative)" for ct, f, n in rows[:top]
+    )
 
 
 def _short_path(filename: str) -> str:

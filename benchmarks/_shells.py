@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordingComm", "recording_shell", "Kernel", "IopubMessage", "CellStopped", "PEER_CELL_S", "kernel_cpu_seconds"]
+__all__ = [
+    "RecordingComm",
+    "recording_shell",
+    "Kernel",
+    "IopubMessage",
+    "CellStopped",
+    "PEER_CELL_S",
+    "kernel_cpu_seconds",
+]
 
 # How long a peer's cell may run (``Kernel.execute(timeout=...)``): one that floods the kernel is stopped
 # there, and its row says so, instead of the whole figure waiting and losing the row.
@@ -27,8 +35,15 @@ class RecordingComm:
 
     kernel = "recording"  # widgets only send when their comm has a kernel
 
-    def __init__(self, target_name: str = "", data: Any = None, metadata: Any = None, buffers: Any = None,
-                 comm_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        target_name: str = "",
+        data: Any = None,
+        metadata: Any = None,
+        buffers: Any = None,
+        comm_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.comm_id = comm_id or uuid.uuid4().hex
         self.target_name = target_name
         self.messages: list[tuple[float, Any]] = [(time.perf_counter(), data)]  # the open message counts
@@ -159,12 +174,18 @@ class Kernel:
         kernels = scratch / f"kernels-{uuid.uuid4().hex[:8]}"
         spec = kernels / name
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": name,
-            "language": "python",
-        }))
-        self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+        (spec / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    "display_name": name,
+                    "language": "python",
+                }
+            )
+        )
+        self.manager = KernelManager(
+            kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)])
+        )
         # The kernel's own log (e.g. ipykernel's TCP warning) goes to a file, not our terminal.
         self._log = open(kernels / "kernel.log", "wb")
         self.manager.start_kernel(env=env, stdout=self._log, stderr=self._log)
@@ -234,7 +255,9 @@ class Kernel:
             raise RuntimeError("the kernel went idle but sent no execute reply within 60 s")
         if reply["content"]["status"] != "ok":
             trace = "\n".join(reply["content"].get("traceback", []))[-2000:]
-            raise RuntimeError(f"cell failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}\n{trace}")
+            raise RuntimeError(
+                f"cell failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}\n{trace}"
+            )
         return messages
 
     def _reply(self, msg_id: str, timeout: float = 0) -> dict[str, Any] | None:

@@ -37,7 +37,9 @@ def _ours(server, prompts: list[str], store: bool) -> dict:
 
     server.reset()
     per_turn = []
-    with nbopenai.Session(nbopenai.Settings(base_url=server.base_url, model="nbopenai-local"), ledger_path=":memory:", store=store) as session:
+    with nbopenai.Session(
+        nbopenai.Settings(base_url=server.base_url, model="nbopenai-local"), ledger_path=":memory:", store=store
+    ) as session:
         for prompt in prompts:
             answer = session.ask(prompt, thread="bench")
             per_turn.append({"input": answer.usage.input, "cached": answer.usage.cached, "text": answer.text})
@@ -50,8 +52,9 @@ def _ours(server, prompts: list[str], store: bool) -> dict:
 def _replay_usage(base_url: str, body: dict) -> tuple[int, int]:
     """Input and cached tokens the server bills for a chat completions body (sent again, not streamed)."""
     body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    request = urllib.request.Request(base_url + "/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base_url + "/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         usage = json.loads(response.read())["usage"]
     return usage["prompt_tokens"], (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
@@ -59,8 +62,13 @@ def _replay_usage(base_url: str, body: dict) -> tuple[int, int]:
 
 def _peer(ctx: Context, server, driver: str, args: dict) -> dict:
     server.reset()
-    env = {k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url,
-                                    OPENAI_API_BASE=server.base_url).items() if k != "PYTHONPATH"}
+    env = {
+        k: v
+        for k, v in ctx.env(
+            OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url, OPENAI_API_BASE=server.base_url
+        ).items()
+        if k != "PYTHONPATH"
+    }
     result = peers.run_driver(driver, args, env)
     requests = [r for r in server.requests if r.method == "POST" and r.path == "/v1/chat/completions"]
     if len(requests) != len(args["prompts"]):
@@ -97,7 +105,9 @@ def run(ctx: Context) -> list[Row]:
             runs.append(("jupyter-ai (default max_history=2)", "drive_jupyter_ai", {**base, "max_history": None}))
             runs.append(("jupyter-ai (max_history=all)", "drive_jupyter_ai", {**base, "max_history": turns}))
         if "chatlab" in available:
-            runs.append(("chatlab", "drive_chatlab", {"prompts": prompts, "model": "gpt-4o-mini", "base_url": server.base_url}))
+            runs.append(
+                ("chatlab", "drive_chatlab", {"prompts": prompts, "model": "gpt-4o-mini", "base_url": server.base_url})
+            )
         for label, driver, args in runs:
             ctx.log(f"{TITLE}: {label}")
             try:
@@ -105,7 +115,9 @@ def run(ctx: Context) -> list[Row]:
             except Exception as error:
                 ctx.note(f"{TITLE}: {label} could not run", f"{type(error).__name__}: {error}")
     ours = contenders.pop("ours (store=True, chained)")
-    reference = next((name for name in ("chatlab", "jupyter-ai (max_history=all)", "ours store=False") if name in contenders), None)
+    reference = next(
+        (name for name in ("chatlab", "jupyter-ai (max_history=all)", "ours store=False") if name in contenders), None
+    )
     rows: list[Row] = []
     for turn in checkpoints:
         for what, label in (("bytes", "bytes sent (request body)"), ("tokens", "input tokens billed")):
@@ -115,19 +127,39 @@ def run(ctx: Context) -> list[Row]:
             if reference:
                 theirs = contenders[reference]["turns"][turn - 1][key]
                 ratio = f"{fmt_ratio(ours['turns'][turn - 1][key] / theirs)} vs {reference}" if theirs else ""
-            rows.append(Row(TITLE, f"turn {turn}: {label}", f"chained: {_cell(ours, turn, what)}", others, ratio,
-                            data={"turn": turn, "what": what}))
+            rows.append(
+                Row(
+                    TITLE,
+                    f"turn {turn}: {label}",
+                    f"chained: {_cell(ours, turn, what)}",
+                    others,
+                    ratio,
+                    data={"turn": turn, "what": what},
+                )
+            )
+
     def total(result: dict) -> tuple[int, int, int]:
         return tuple(sum(t[key] for t in result["turns"]) for key in ("bytes", "input", "cached"))
 
     totals = {name: total(r) for name, r in contenders.items()}
     ours_total = total(ours)
-    rows.append(Row(TITLE, f"whole thread ({turns} turns): bytes sent / input tokens billed (of which cached)",
-                    f"chained: {fmt_bytes(ours_total[0])} / {ours_total[1]:,} ({ours_total[2]:,})",
-                    "; ".join(f"{name}: {fmt_bytes(b)} / {t:,} ({c:,})" for name, (b, t, c) in totals.items()),
-                    f"{fmt_ratio(ours_total[0] / totals[reference][0])} bytes vs {reference}" if reference else ""))
-    rows.append(Row(TITLE, f"turn {turns} (\"What is my name?\") still recalls turn 1",
-                    "yes" if ours["recalls"] else "**no**",
-                    "; ".join(f"{name}: {'yes' if r['recalls'] else 'no'}" for name, r in contenders.items()),
-                    goal="yes", met="yes" if ours["recalls"] else "**no**"))
+    rows.append(
+        Row(
+            TITLE,
+            f"whole thread ({turns} turns): bytes sent / input tokens billed (of which cached)",
+            f"chained: {fmt_bytes(ours_total[0])} / {ours_total[1]:,} ({ours_total[2]:,})",
+            "; ".join(f"{name}: {fmt_bytes(b)} / {t:,} ({c:,})" for name, (b, t, c) in totals.items()),
+            f"{fmt_ratio(ours_total[0] / totals[reference][0])} bytes vs {reference}" if reference else "",
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            f'turn {turns} ("What is my name?") still recalls turn 1',
+            "yes" if ours["recalls"] else "**no**",
+            "; ".join(f"{name}: {'yes' if r['recalls'] else 'no'}" for name, r in contenders.items()),
+            goal="yes",
+            met="yes" if ours["recalls"] else "**no**",
+        )
+    )
     return rows

@@ -174,15 +174,31 @@ def _ok_raw(results: list) -> int:
 def _measure(ctx: Context, session, baseline: _Baseline, model, texts: list[str], concurrency: int, runs: int) -> dict:
     import nbopenai
 
-    out = {"ours": [], "raw": [], "post": [], "ours_cpu": [], "raw_cpu": [], "post_cpu": [], "ours_ok": [], "raw_ok": [],
-           "post_ok": [], "limits": []}
+    out = {
+        "ours": [],
+        "raw": [],
+        "post": [],
+        "ours_cpu": [],
+        "raw_cpu": [],
+        "post_cpu": [],
+        "ours_ok": [],
+        "raw_ok": [],
+        "post_ok": [],
+        "limits": [],
+    }
 
     def ours():
         # A progress callback (ten calls a second) records the adaptive concurrency limit.
         # The same instructions as the baseline's request, so both send the same tokens.
-        return nbopenai.extract(model, texts, session=session, concurrency=concurrency, cache=False,
-                                instructions=INSTRUCTIONS,
-                                progress=lambda snapshot: out["limits"].append(snapshot.limit))
+        return nbopenai.extract(
+            model,
+            texts,
+            session=session,
+            concurrency=concurrency,
+            cache=False,
+            instructions=INSTRUCTIONS,
+            progress=lambda snapshot: out["limits"].append(snapshot.limit),
+        )
 
     contenders = {"raw": baseline.run, "post": baseline.run_post}
     ours()  # warm up: connections, schema, tokenizer
@@ -222,8 +238,14 @@ def _where(session, fn, repeat: int = 1) -> str:
     total = sum(entry[2] for entry in stats.stats.values()) or 1.0
     from ._harness import _short_path, split_by_package
 
-    ours = sorted(((ct, name, filename) for (filename, _, name), (_, _, _, ct, _) in stats.stats.items()
-                   if "nbopenai/" in filename), reverse=True)[:6]
+    ours = sorted(
+        (
+            (ct, name, filename)
+            for (filename, _, name), (_, _, _, ct, _) in stats.stats.items()
+            if "nbopenai/" in filename
+        ),
+        reverse=True,
+    )[:6]
     lines = ["Own time by package (loop thread):", split_by_package(stats), "", "Our functions, cumulative:"]
     lines += [f"- `{_short_path(f)}:{n}` — {ct / total:.1%}" for ct, n, f in ours]
     return "\n".join(lines)
@@ -262,50 +284,115 @@ def run(ctx: Context) -> list[Row]:
             session.close()
     ours, raw = median(clean["ours"]), median(clean["raw"])
     ratio = ours / raw
-    rows.append(Row(TITLE, f"{rows_n:,} rows, {latency * 1000:.0f} ms latency, concurrency {concurrency}: wall time",
-                    fmt_s(ours), f"raw SDK gather + semaphore: {fmt_s(raw)}", fmt_ratio(ratio), f"<= {GOAL}x",
-                    verdict(ratio <= GOAL), data={"ours": clean["ours"], "raw": clean["raw"]}))
+    rows.append(
+        Row(
+            TITLE,
+            f"{rows_n:,} rows, {latency * 1000:.0f} ms latency, concurrency {concurrency}: wall time",
+            fmt_s(ours),
+            f"raw SDK gather + semaphore: {fmt_s(raw)}",
+            fmt_ratio(ratio),
+            f"<= {GOAL}x",
+            verdict(ratio <= GOAL),
+            data={"ours": clean["ours"], "raw": clean["raw"]},
+        )
+    )
     post = median(clean["post"])
-    rows.append(Row(TITLE, "the same, against the raw SDK on nbopenai's request path (`client.post` + `json.loads`)",
-                    fmt_s(ours), f"raw SDK via client.post: {fmt_s(post)}", fmt_ratio(ours / post),
-                    data={"post": clean["post"], "post_cpu": clean["post_cpu"]}))
-    rows.append(Row(TITLE, f"against the ideal (rows x latency / concurrency = {fmt_s(ideal)})", fmt_s(ours),
-                    f"raw SDK: {fmt_s(raw)} ({fmt_ratio(raw / ideal)} of ideal)", fmt_ratio(ours / ideal)))
-    rows.append(Row(TITLE, f"against a sequential loop (sync SDK; {sequential_n} rows measured, scaled x{rows_n // sequential_n})",
-                    fmt_s(ours), f"sequential: {fmt_s(sequential)}", fmt_ratio(ours / sequential)))
+    rows.append(
+        Row(
+            TITLE,
+            "the same, against the raw SDK on nbopenai's request path (`client.post` + `json.loads`)",
+            fmt_s(ours),
+            f"raw SDK via client.post: {fmt_s(post)}",
+            fmt_ratio(ours / post),
+            data={"post": clean["post"], "post_cpu": clean["post_cpu"]},
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            f"against the ideal (rows x latency / concurrency = {fmt_s(ideal)})",
+            fmt_s(ours),
+            f"raw SDK: {fmt_s(raw)} ({fmt_ratio(raw / ideal)} of ideal)",
+            fmt_ratio(ours / ideal),
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            f"against a sequential loop (sync SDK; {sequential_n} rows measured, scaled x{rows_n // sequential_n})",
+            fmt_s(ours),
+            f"sequential: {fmt_s(sequential)}",
+            fmt_ratio(ours / sequential),
+        )
+    )
     if ratio > GOAL:
         text = clean.get("where", "")
         if pool is not None and pool < concurrency:
-            text = (f"The session's connection pool allows {pool} connections (`nbopenai._core._client._limits`, from "
-                    f"`Settings.concurrency`), fewer than the {concurrency} requests `extract(concurrency={concurrency})` "
-                    f"keeps in flight: the rest wait for a connection.\n\n" + text)
+            text = (
+                f"The session's connection pool allows {pool} connections (`nbopenai._core._client._limits`, from "
+                f"`Settings.concurrency`), fewer than the {concurrency} requests `extract(concurrency={concurrency})` "
+                f"keeps in flight: the rest wait for a connection.\n\n" + text
+            )
         ctx.note(f"{TITLE}: where the time goes (no faults)", text)
     l_ours, l_raw = median(limited["ours"]), median(limited["raw"])
-    rows.append(Row(TITLE, "with 10% of requests answered 429 (retry-after 1 s): wall time",
-                    f"{fmt_s(l_ours)} ({min(limited['ours_ok'])}/{rows_n} ok)",
-                    f"raw SDK (max_retries=3): {fmt_s(l_raw)} ({min(limited['raw_ok'])}/{rows_n} ok)", fmt_ratio(l_ours / l_raw),
-                    data={"ours": limited["ours"], "raw": limited["raw"]}))
+    rows.append(
+        Row(
+            TITLE,
+            "with 10% of requests answered 429 (retry-after 1 s): wall time",
+            f"{fmt_s(l_ours)} ({min(limited['ours_ok'])}/{rows_n} ok)",
+            f"raw SDK (max_retries=3): {fmt_s(l_raw)} ({min(limited['raw_ok'])}/{rows_n} ok)",
+            fmt_ratio(l_ours / l_raw),
+            data={"ours": limited["ours"], "raw": limited["raw"]},
+        )
+    )
     if _FAILURES:
         worst = sorted(_FAILURES.items(), key=lambda item: -item[1])[:5]
-        ctx.note(f"{TITLE}: rows that did not end ok (all runs)", "\n".join(f"- {count} x {what}" for what, count in worst))
+        ctx.note(
+            f"{TITLE}: rows that did not end ok (all runs)", "\n".join(f"- {count} x {what}" for what, count in worst)
+        )
         _FAILURES.clear()
     limits = sorted(limited["limits"])
     if limits and l_ours / l_raw > GOAL and median(limits) < concurrency / 2:
-        ctx.note(f"{TITLE}: where the time goes with 10% 429s", (
-            f"Our adaptive concurrency limit spent the run at a median of {median(limits):.0f} (of {concurrency}): "
-            "`nbopenai/_extract/_runner.py:AdaptiveLimit.rate_limited` halves the limit on a 429 from any request "
-            "sent since the last cut, and `succeeded` adds one back per `limit` successes. With 429s scattered at "
-            "random (10% here) a new cut comes before the limit recovers, so it settles near 1/rate; the raw SDK "
-            "keeps all its requests in flight and just waits out each `retry-after`."))
+        ctx.note(
+            f"{TITLE}: where the time goes with 10% 429s",
+            (
+                f"Our adaptive concurrency limit spent the run at a median of {median(limits):.0f} (of {concurrency}): "
+                "`nbopenai/_extract/_runner.py:AdaptiveLimit.rate_limited` halves the limit on a 429 from any request "
+                "sent since the last cut, and `succeeded` adds one back per `limit` successes. With 429s scattered at "
+                "random (10% here) a new cut comes before the limit recovers, so it settles near 1/rate; the raw SDK "
+                "keeps all its requests in flight and just waits out each `retry-after`."
+            ),
+        )
     if limits:
-        rows.append(Row(TITLE, "with 10% 429: our adaptive concurrency limit during the run (median of progress ticks)",
-                        f"{median(limits):.0f} (min {limits[0]}, max {limits[-1]})", f"raw SDK: {concurrency} throughout",
-                        data={"limits": limits}))
+        rows.append(
+            Row(
+                TITLE,
+                "with 10% 429: our adaptive concurrency limit during the run (median of progress ticks)",
+                f"{median(limits):.0f} (min {limits[0]}, max {limits[-1]})",
+                f"raw SDK: {concurrency} throughout",
+                data={"limits": limits},
+            )
+        )
     cpu_ours, cpu_raw = median(clean["ours_cpu"]) / rows_n, median(clean["raw_cpu"]) / rows_n
     cpu_post = median(clean["post_cpu"]) / rows_n
-    rows.append(Row(TITLE, "client CPU per row (whole process)", fmt_ms(cpu_ours, 2),
-                    f"raw SDK: {fmt_ms(cpu_raw, 2)}; via client.post: {fmt_ms(cpu_post, 2)}",
-                    fmt_ratio(cpu_ours / cpu_raw), data={"ours": clean["ours_cpu"], "raw": clean["raw_cpu"]}))
-    rows.append(Row(TITLE, "rows ok (no faults)", f"{min(clean['ours_ok'])}/{rows_n}", f"raw SDK: {min(clean['raw_ok'])}/{rows_n}",
-                    goal="all", met=verdict(min(clean["ours_ok"]) == rows_n)))
+    rows.append(
+        Row(
+            TITLE,
+            "client CPU per row (whole process)",
+            fmt_ms(cpu_ours, 2),
+            f"raw SDK: {fmt_ms(cpu_raw, 2)}; via client.post: {fmt_ms(cpu_post, 2)}",
+            fmt_ratio(cpu_ours / cpu_raw),
+            data={"ours": clean["ours_cpu"], "raw": clean["raw_cpu"]},
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            "rows ok (no faults)",
+            f"{min(clean['ours_ok'])}/{rows_n}",
+            f"raw SDK: {min(clean['raw_ok'])}/{rows_n}",
+            goal="all",
+            met=verdict(min(clean["ours_ok"]) == rows_n),
+        )
+    )
     return rows

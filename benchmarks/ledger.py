@@ -36,13 +36,27 @@ def _fill(session, rows: int) -> None:
         status = rng.choice(_STATUSES)
         tokens_in, tokens_out = rng.randint(50, 2_000), rng.randint(0, 500) if status == "completed" else 0
         model = rng.choice(_MODELS)
-        records.append(UsageRecord(
-            time=start + i, session_id=session.session_id, kind="extract", model=model, status=status,
-            thread=None if i % 3 else "default", cell_id=f"cell-{i // 1_000}", response_id=f"resp_{i:012x}",
-            input_tokens=tokens_in, cached_tokens=tokens_in // 4, output_tokens=tokens_out, total_tokens=tokens_in + tokens_out,
-            latency_s=rng.uniform(0.2, 3.0), ttft_s=None, cost_usd=None if model == "unpriced-model" else tokens_in * 1e-6,
-            attempt=1 + (status != "completed"), error=None if status == "completed" else f"{status}: try again",
-        ))
+        records.append(
+            UsageRecord(
+                time=start + i,
+                session_id=session.session_id,
+                kind="extract",
+                model=model,
+                status=status,
+                thread=None if i % 3 else "default",
+                cell_id=f"cell-{i // 1_000}",
+                response_id=f"resp_{i:012x}",
+                input_tokens=tokens_in,
+                cached_tokens=tokens_in // 4,
+                output_tokens=tokens_out,
+                total_tokens=tokens_in + tokens_out,
+                latency_s=rng.uniform(0.2, 3.0),
+                ttft_s=None,
+                cost_usd=None if model == "unpriced-model" else tokens_in * 1e-6,
+                attempt=1 + (status != "completed"),
+                error=None if status == "completed" else f"{status}: try again",
+            )
+        )
     for begin in range(0, rows, 10_000):
         session.ledger.record_many(records[begin : begin + 10_000])
 
@@ -78,7 +92,9 @@ def run(ctx: Context) -> list[Row]:
         budget_times = interleaved(
             {
                 "check": lambda: _repeat(checks, lambda: session.check_budget("gpt-4.1-mini", 500)),
-                "sum": lambda: _repeat(max(1, checks // 100), lambda: plain.execute(sum_query, [session.session_id]).fetchone()),
+                "sum": lambda: _repeat(
+                    max(1, checks // 100), lambda: plain.execute(sum_query, [session.session_id]).fetchone()
+                ),
             },
             runs,
             clock=time.process_time,
@@ -89,20 +105,35 @@ def run(ctx: Context) -> list[Row]:
         if ratio > GOAL:
             from ._harness import profile_diff
 
-            ctx.note(f"{TITLE}: where the time goes", profile_diff(
-                lambda: session.usage(), lambda: pd.read_sql(query, plain, params=[session.session_id])))
+            ctx.note(
+                f"{TITLE}: where the time goes",
+                profile_diff(lambda: session.usage(), lambda: pd.read_sql(query, plain, params=[session.session_id])),
+            )
         plain.close()
     finally:
         session.close()
     budget_ratio = check / summed
     result = [
-        Row(TITLE, f"`usage()` of a {rows:,}-row session (DataFrame, nullable dtypes); CPU, median of {runs}", fmt_ms(ours),
-            f"`pd.read_sql` of the same query {fmt_ms(baseline)}", fmt_ratio(ratio), f"<= {GOAL}x", verdict(ratio <= GOAL),
-            data={"usage": times["usage"], "read_sql": times["read_sql"]}),
+        Row(
+            TITLE,
+            f"`usage()` of a {rows:,}-row session (DataFrame, nullable dtypes); CPU, median of {runs}",
+            fmt_ms(ours),
+            f"`pd.read_sql` of the same query {fmt_ms(baseline)}",
+            fmt_ratio(ratio),
+            f"<= {GOAL}x",
+            verdict(ratio <= GOAL),
+            data={"usage": times["usage"], "read_sql": times["read_sql"]},
+        ),
         Row(TITLE, "same rows and columns as the ledger", "yes" if same else "no", goal="identical", met=verdict(same)),
-        Row(TITLE, f"budget check before a call, {rows:,} rows in the session (running totals)", fmt_us(check),
-            f"SUM over the session's rows {fmt_ms(summed, 2)}", fmt_ratio(budget_ratio), f"<= {BUDGET_GOAL}x",
-            verdict(budget_ratio <= BUDGET_GOAL)),
+        Row(
+            TITLE,
+            f"budget check before a call, {rows:,} rows in the session (running totals)",
+            fmt_us(check),
+            f"SUM over the session's rows {fmt_ms(summed, 2)}",
+            fmt_ratio(budget_ratio),
+            f"<= {BUDGET_GOAL}x",
+            verdict(budget_ratio <= BUDGET_GOAL),
+        ),
     ]
     return result
 

@@ -51,7 +51,13 @@ def _measure(ctx: Context, shell, recorder, server, *, words: int, runs: int) ->
         texts["ours"] = shell.user_ns["_bench_answer"].text
 
     times = interleaved({"ours": ours, "raw": raw}, runs)
-    return {"times": times, "same_text": texts.get("ours") == texts.get("raw"), "ours": ours, "raw": raw, "client": raw_client}
+    return {
+        "times": times,
+        "same_text": texts.get("ours") == texts.get("raw"),
+        "ours": ours,
+        "raw": raw,
+        "client": raw_client,
+    }
 
 
 def run(ctx: Context) -> list[Row]:
@@ -73,24 +79,55 @@ def run(ctx: Context) -> list[Row]:
             ours_s, raw_s = median(result["times"]["ours"]), median(result["times"]["raw"])
             ratio = ours_s / raw_s
             label = f"{realistic['latency'] * 1000:.0f} ms to first byte, {words} deltas {realistic['chunk_delay'] * 1000:.0f} ms apart"
-            rows.append(Row(TITLE, f"`%%ask` end to end (notebook view) vs raw SDK stream; {label}",
-                            fmt_ms(ours_s), fmt_ms(raw_s), fmt_ratio(ratio), f"<= {GOAL}x", verdict(ratio <= GOAL),
-                            data=result["times"]))
-            rows.append(Row(TITLE, "extra per call at that latency", fmt_ms(ours_s - raw_s, 2),
-                            goal=f"<= {fmt_ms(raw_s * (GOAL - 1))}"))
+            rows.append(
+                Row(
+                    TITLE,
+                    f"`%%ask` end to end (notebook view) vs raw SDK stream; {label}",
+                    fmt_ms(ours_s),
+                    fmt_ms(raw_s),
+                    fmt_ratio(ratio),
+                    f"<= {GOAL}x",
+                    verdict(ratio <= GOAL),
+                    data=result["times"],
+                )
+            )
+            rows.append(
+                Row(
+                    TITLE,
+                    "extra per call at that latency",
+                    fmt_ms(ours_s - raw_s, 2),
+                    goal=f"<= {fmt_ms(raw_s * (GOAL - 1))}",
+                )
+            )
             server.configure(latency=0.0, chunk_delay=0.0)
             zero = _measure(ctx, shell, recorder, server, words=words, runs=runs)
             z_ours, z_raw = median(zero["times"]["ours"]), median(zero["times"]["raw"])
-            rows.append(Row(TITLE, f"same at zero server latency ({words} deltas): our added time alone",
-                            fmt_ms(z_ours), fmt_ms(z_raw), fmt_ratio(z_ours / z_raw),
-                            data=zero["times"]))
+            rows.append(
+                Row(
+                    TITLE,
+                    f"same at zero server latency ({words} deltas): our added time alone",
+                    fmt_ms(z_ours),
+                    fmt_ms(z_raw),
+                    fmt_ratio(z_ours / z_raw),
+                    data=zero["times"],
+                )
+            )
             rows.append(Row(TITLE, "extra per call at zero latency", fmt_ms(z_ours - z_raw, 2)))
-            rows.append(Row(TITLE, "final text identical to the raw stream's",
-                            "yes" if result["same_text"] and zero["same_text"] else "**no**", goal="identical",
-                            met=verdict(bool(result["same_text"] and zero["same_text"]))))
+            rows.append(
+                Row(
+                    TITLE,
+                    "final text identical to the raw stream's",
+                    "yes" if result["same_text"] and zero["same_text"] else "**no**",
+                    goal="identical",
+                    met=verdict(bool(result["same_text"] and zero["same_text"])),
+                )
+            )
             if ratio > GOAL or not ctx.quick:
                 where = profile_diff(zero["ours"], zero["raw"], repeat=5 if not ctx.quick else 1)
-                ctx.note(f"{TITLE}: where our extra {fmt_ms(z_ours - z_raw, 2)} per call goes (zero latency, cProfile)", where)
+                ctx.note(
+                    f"{TITLE}: where our extra {fmt_ms(z_ours - z_raw, 2)} per call goes (zero latency, cProfile)",
+                    where,
+                )
             result["client"].close()
             zero["client"].close()
     return rows

@@ -44,9 +44,16 @@ _MODULES = {
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one run: a smoke run, not a measurement")
-    parser.add_argument("--only", action="append", choices=FIGURES, metavar="NAME",
-                        help=f"run only this figure (repeatable): {', '.join(FIGURES)}")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure, medians reported (default 5; --quick 1)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=FIGURES,
+        metavar="NAME",
+        help=f"run only this figure (repeatable): {', '.join(FIGURES)}",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per figure, medians reported (default 5; --quick 1)"
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.md", help="where to write the table")
     parser.add_argument("--no-peers", action="store_true", help="skip jupyter-ai-magics / chatlab even if installed")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -82,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    command = "python -m benchmarks.run" + ("".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])))
+    command = "python -m benchmarks.run" + (
+        "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+    )
     text = render_results(ctx, rows, machine_header(ctx, peer_versions), command, elapsed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

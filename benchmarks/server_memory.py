@@ -52,7 +52,9 @@ class _Client:
 
     def post(self, path: str, body: dict) -> dict:
         data = json.dumps(body).encode()
-        self.connection.request("POST", path, data, {"Content-Type": "application/json", "Authorization": "Bearer local"})
+        self.connection.request(
+            "POST", path, data, {"Content-Type": "application/json", "Authorization": "Bearer local"}
+        )
         reply = self.connection.getresponse()
         payload = reply.read()
         if body.get("stream"):
@@ -81,6 +83,7 @@ class _Client:
 
 def _send(url: str, start: int, stop: int, workers: int) -> None:
     """Requests ``start`` to ``stop`` over ``workers`` connections at once."""
+
     def work(worker: int) -> None:
         client = _Client(url, worker)
         for n in range(start + worker, stop, workers):
@@ -120,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"offline server, {label}: RSS by requests sent")
     figures = run(args.checkpoints, workers=args.workers, unbounded=args.unbounded)
     (first, first_rss, _), (last, last_rss, _) = figures[1], figures[-1]
-    print(f"RSS after {last:,} / after {first:,}: {last_rss / first_rss:.2f}x (goal: at most 1.5x); "
-          f"at start {figures[0][1]:.1f} MB")
+    print(
+        f"RSS after {last:,} / after {first:,}: {last_rss / first_rss:.2f}x (goal: at most 1.5x); "
+        f"at start {figures[0][1]:.1f} MB"
+    )
     return 0
 
 

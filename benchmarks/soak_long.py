@@ -102,20 +102,22 @@ class SoakReport:
         return found
 
     def summary(self) -> str:
-        return "\n".join([
-            f"soak: {self.asks:,} asks on {self.threads} threads + {self.rows:,} extraction rows at concurrency "
-            f"{self.concurrency}, fault_rate {self.fault_rate} (seed {self.seed})",
-            f"  time        {self.seconds:.1f} s (asks {self.ask_seconds:.1f} s, extraction {self.extract_seconds:.1f} s)",
-            f"  RSS         {self.rss_before_mb:.0f} MB before, {self.rss_after_mb:.0f} MB after "
-            f"({self.rss_growth_mb:+.0f} MB; limit {self.max_growth_mb:.0f} MB)",
-            f"  requests    {self.requests:,} seen by the server, {self.ledger_rows:,} ledger rows "
-            f"({self.made:,} responses made, {self.ledger_response_ids:,} in the ledger)",
-            f"  faults      {json.dumps(self.faults, sort_keys=True)}",
-            f"  asks        {json.dumps(self.ask_outcomes, sort_keys=True)}",
-            f"  rows        {json.dumps(self.row_statuses, sort_keys=True)}",
-            f"  ledger      {json.dumps(self.ledger_statuses, sort_keys=True)}",
-            f"  problems    {len(self.problems())}" + "".join(f"\n    - {p}" for p in self.problems()[:20]),
-        ])
+        return "\n".join(
+            [
+                f"soak: {self.asks:,} asks on {self.threads} threads + {self.rows:,} extraction rows at concurrency "
+                f"{self.concurrency}, fault_rate {self.fault_rate} (seed {self.seed})",
+                f"  time        {self.seconds:.1f} s (asks {self.ask_seconds:.1f} s, extraction {self.extract_seconds:.1f} s)",
+                f"  RSS         {self.rss_before_mb:.0f} MB before, {self.rss_after_mb:.0f} MB after "
+                f"({self.rss_growth_mb:+.0f} MB; limit {self.max_growth_mb:.0f} MB)",
+                f"  requests    {self.requests:,} seen by the server, {self.ledger_rows:,} ledger rows "
+                f"({self.made:,} responses made, {self.ledger_response_ids:,} in the ledger)",
+                f"  faults      {json.dumps(self.faults, sort_keys=True)}",
+                f"  asks        {json.dumps(self.ask_outcomes, sort_keys=True)}",
+                f"  rows        {json.dumps(self.row_statuses, sort_keys=True)}",
+                f"  ledger      {json.dumps(self.ledger_statuses, sort_keys=True)}",
+                f"  problems    {len(self.problems())}" + "".join(f"\n    - {p}" for p in self.problems()[:20]),
+            ]
+        )
 
 
 def _made_a_response(request: Any) -> bool:
@@ -166,13 +168,16 @@ def run_soak(
     ledger_path = str(Path(workdir or tmp.name) / "soak-usage.sqlite3")
     server = start_subprocess(seed=seed)
     settings = nbopenai.Settings(base_url=server.base_url, model="nbopenai-local")
-    session = nbopenai.Session(settings, ledger_path=ledger_path, backoff_base=0.001, backoff_max=0.01,
-                               max_attempts=4, concurrency=concurrency)
+    session = nbopenai.Session(
+        settings, ledger_path=ledger_path, backoff_base=0.001, backoff_max=0.01, max_attempts=4, concurrency=concurrency
+    )
     try:
         # Warm up (imports, encodings, pools) so the memory baseline is the steady state.
         for i in range(3):
             session.ask(f"Warm-up {i}", thread="warm-up")
-        nbopenai.extract(Record, [f"Warm-up person {i}" for i in range(20)], session=session, progress=False, cache=False)
+        nbopenai.extract(
+            Record, [f"Warm-up person {i}" for i in range(20)], session=session, progress=False, cache=False
+        )
         gc.collect()
         report.rss_before_mb = rss_mb()
         server.configure(fault_rate=fault_rate, fault_kinds=list(RANDOM_KINDS))
@@ -227,7 +232,9 @@ def run_soak(
 def _check_frame(report: SoakReport, frame: Any, rows: int) -> None:
     report.row_statuses = {str(k): int(v) for k, v in frame["_status"].value_counts().items() if v}
     if len(frame) != rows or list(frame.index) != list(range(rows)):
-        report.errors.append(f"the frame has {len(frame)} rows (index {frame.index[:3].tolist()}...), not {rows} in order")
+        report.errors.append(
+            f"the frame has {len(frame)} rows (index {frame.index[:3].tolist()}...), not {rows} in order"
+        )
         return
     unknown = set(report.row_statuses) - {"ok", "incomplete", "error"}
     if unknown:
@@ -288,8 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--max-growth-mb", type=float, default=250.0)
     args = parser.parse_args(argv)
-    report = run_soak(args.asks, args.rows, seed=args.seed, fault_rate=args.fault_rate, concurrency=args.concurrency,
-                      max_growth_mb=args.max_growth_mb, echo=True)
+    report = run_soak(
+        args.asks,
+        args.rows,
+        seed=args.seed,
+        fault_rate=args.fault_rate,
+        concurrency=args.concurrency,
+        max_growth_mb=args.max_growth_mb,
+        echo=True,
+    )
     print(report.summary())
     return 1 if report.problems() else 0
 

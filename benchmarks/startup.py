@@ -57,13 +57,17 @@ def _wall(argv: list[str], env: dict[str, str], label: str = "") -> tuple[float,
     elapsed = time.perf_counter() - started
     _CPU.setdefault(label, []).append(_children_cpu() - cpu)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:3])}... failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        raise RuntimeError(
+            f"{' '.join(argv[:3])}... failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        )
     return elapsed, done.stdout
 
 
 def _importtime(code: str, env: dict[str, str], after_marker: bool = False, top: int = 12) -> str:
     """The imports with the largest cumulative time, as markdown bullets."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     lines = done.stderr.splitlines()
     if after_marker and "@@load_ext@@" in lines:
         lines = lines[lines.index("@@load_ext@@") + 1 :]
@@ -110,20 +114,39 @@ def run(ctx: Context) -> list[Row]:
     also = [m for m, present in import_modules.items() if present and m not in ("pandas", "IPython")]
     loaded_now = [m for m, present in loaded_modules.items() if present]
     rows = [
-        Row(TITLE, "`import nbopenai`: added wall time over `python -c pass`", fmt_ms(added_import),
+        Row(
+            TITLE,
+            "`import nbopenai`: added wall time over `python -c pass`",
+            fmt_ms(added_import),
             f"bare interpreter {fmt_ms(median(bare))}; added CPU {fmt_ms(median(_CPU['import']) - median(_CPU['bare']))}",
-            goal="", data={"bare": bare, "import": imported}),
-        Row(TITLE, "`import nbopenai` imports pandas / IPython",
+            goal="",
+            data={"bare": bare, "import": imported},
+        ),
+        Row(
+            TITLE,
+            "`import nbopenai` imports pandas / IPython",
             "none" if not heavy_on_import else ", ".join(heavy_on_import),
             f"it does import: {', '.join(also) or 'none of ' + ', '.join(_HEAVY)}",
-            goal="neither", met=verdict(not heavy_on_import)),
-        Row(TITLE, "`%load_ext nbopenai`: added wall time (fresh InteractiveShell)", fmt_ms(load_ext),
+            goal="neither",
+            met=verdict(not heavy_on_import),
+        ),
+        Row(
+            TITLE,
+            "`%load_ext nbopenai`: added wall time (fresh InteractiveShell)",
+            fmt_ms(load_ext),
             f"CPU {fmt_ms(median(_CPU['load_ext']))}; loads first: {', '.join(loaded_now) or 'none of ' + ', '.join(_HEAVY)}",
-            goal="< 300 ms", met=verdict(load_ext < 0.300), data={"load_ext": loaded}),
+            goal="< 300 ms",
+            met=verdict(load_ext < 0.300),
+            data={"load_ext": loaded},
+        ),
     ]
     if heavy_on_import or not ctx.quick:
-        ctx.note(f"{TITLE}: slowest imports under `import nbopenai` (-X importtime)", _importtime("import nbopenai", env))
+        ctx.note(
+            f"{TITLE}: slowest imports under `import nbopenai` (-X importtime)", _importtime("import nbopenai", env)
+        )
     if load_ext >= 0.300 or not ctx.quick:
-        ctx.note(f"{TITLE}: slowest imports during `%load_ext nbopenai` (-X importtime, after IPython itself)",
-                 _importtime(_LOAD_EXT, env, after_marker=True))
+        ctx.note(
+            f"{TITLE}: slowest imports during `%load_ext nbopenai` (-X importtime, after IPython itself)",
+            _importtime(_LOAD_EXT, env, after_marker=True),
+        )
     return rows

@@ -47,7 +47,15 @@ def _bench_raw(prompt):
     return "".join(parts)
 """
 
-_OUTPUT_TYPES = ("comm_open", "comm_msg", "comm_close", "display_data", "update_display_data", "stream", "execute_result")
+_OUTPUT_TYPES = (
+    "comm_open",
+    "comm_msg",
+    "comm_close",
+    "display_data",
+    "update_display_data",
+    "stream",
+    "execute_result",
+)
 
 
 def _digest(text: str) -> str:
@@ -107,7 +115,9 @@ def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
                     ours_cpu.append(cpu)
                     counts = _counts(messages)
                     sent = _output_bytes(messages)
-                    length, digest = kernel.value("[len(_bench_answer.text), hashlib.sha256(_bench_answer.text.encode()).hexdigest()]")
+                    length, digest = kernel.value(
+                        "[len(_bench_answer.text), hashlib.sha256(_bench_answer.text.encode()).hexdigest()]"
+                    )
                     identical &= digest == _digest(expected)
                     shown &= expected in _final_markdown(messages)
                 else:
@@ -115,8 +125,16 @@ def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
                     raw_wall.append(wall)
                     raw_cpu.append(cpu)
                     identical &= kernel.value("hashlib.sha256(_bench_text.encode()).hexdigest()") == _digest(expected)
-    return {"ours_cpu": ours_cpu, "ours_wall": ours_wall, "raw_cpu": raw_cpu, "raw_wall": raw_wall,
-            "counts": counts, "identical": identical, "shown": shown, "bytes": sent}
+    return {
+        "ours_cpu": ours_cpu,
+        "ours_wall": ours_wall,
+        "raw_cpu": raw_cpu,
+        "raw_wall": raw_wall,
+        "counts": counts,
+        "identical": identical,
+        "shown": shown,
+        "bytes": sent,
+    }
 
 
 def _python() -> str:
@@ -135,7 +153,9 @@ _bench_text = _bench_chat.messages[-1]["content"]
 
 
 def _chatlab(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
-    env = {k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url).items() if k != "PYTHONPATH"}
+    env = {
+        k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url).items() if k != "PYTHONPATH"
+    }
     with Kernel(str(peers.python()), env, ctx.scratch, "chatlab-bench") as kernel:
         kernel.execute(_CHATLAB_CELL.format(base_url=server.base_url, prompt="warm up"), timeout=PEER_CELL_S)
         cpu, wall, counts, identical, sent, stopped = [], [], {}, True, 0, None
@@ -153,7 +173,14 @@ def _chatlab(ctx: Context, server, prompt: str, expected: str, runs: int) -> dic
             sent = _output_bytes(messages, ("display_data", "update_display_data"))
             if stopped:
                 break
-    return {"cpu": cpu, "wall": wall, "counts": counts, "identical": identical, "display_bytes": sent, "stopped": stopped}
+    return {
+        "cpu": cpu,
+        "wall": wall,
+        "counts": counts,
+        "identical": identical,
+        "display_bytes": sent,
+        "stopped": stopped,
+    }
 
 
 def _profile_in_process(ctx: Context, server, prompt: str) -> str:
@@ -170,8 +197,11 @@ def _profile_in_process(ctx: Context, server, prompt: str) -> str:
             parts = [e.delta for e in stream if e.type == "response.output_text.delta"]
         "".join(parts)
 
-    env = {"NBOPENAI_HOME": str(ctx.scratch / "home-streaming"), "NBOPENAI_MODEL": "nbopenai-local",
-           "OPENAI_BASE_URL": server.base_url}
+    env = {
+        "NBOPENAI_HOME": str(ctx.scratch / "home-streaming"),
+        "NBOPENAI_MODEL": "nbopenai-local",
+        "OPENAI_BASE_URL": server.base_url,
+    }
     try:
         with recording_shell(env) as (shell, recorder):
             shell.run_cell("%load_ext nbopenai").raise_error()
@@ -230,17 +260,32 @@ def _simulated_stream(words: int, seconds: float) -> dict:
             view.text(delta, state)
             if view.throttle.sent > sent:  # the previous view sent the whole escaped text here (at least)
                 previous_view += len(html.escape(state.text).encode())
-        view.finished(Answer(text=state.text, model="nbopenai-local", thread="default", turn=1, usage=Usage(input=1, output=words)))
+        view.finished(
+            Answer(
+                text=state.text, model="nbopenai-local", thread="default", turn=1, usage=Usage(input=1, output=words)
+            )
+        )
     finally:
         comm.create_comm = saved
     widget = sum(_json_size(payload) for _, payload in recorder.comm_messages)
     final = sum(_json_size(bundle) for bundle in bundles)
-    appended = "".join(m.get("content", {}).get("append", "") for _, m in recorder.comm_messages
-                       if isinstance(m, dict) and m.get("method") == "custom")
+    appended = "".join(
+        m.get("content", {}).get("append", "")
+        for _, m in recorder.comm_messages
+        if isinstance(m, dict) and m.get("method") == "custom"
+    )
     size = len(state.text.encode())
-    return {"words": words, "seconds": seconds, "answer": size, "widget": widget, "final": final,
-            "total": widget + final, "updates": view.throttle.sent, "previous_view": previous_view,
-            "identical": appended == state.text and state.text in bundles[-1]["text/markdown"]}
+    return {
+        "words": words,
+        "seconds": seconds,
+        "answer": size,
+        "widget": widget,
+        "final": final,
+        "total": widget + final,
+        "updates": view.throttle.sent,
+        "previous_view": previous_view,
+        "identical": appended == state.text and state.text in bundles[-1]["text/markdown"],
+    }
 
 
 def _bytes_rows(ctx: Context) -> list[Row]:
@@ -249,16 +294,20 @@ def _bytes_rows(ctx: Context) -> list[Row]:
         m = _simulated_stream(words, seconds)
         ctx.log(f"{TITLE}: {words:,} words over {seconds:g} s: {m}")
         live, total, rate = m["widget"] / m["answer"], m["total"] / m["answer"], m["updates"] / seconds
-        rows.append(Row(
-            TITLE, f"bytes sent to the front-end, {words:,}-word answer streamed over {seconds:g} s: live view "
-            "(+ the final static Markdown, sent once as before)",
-            f"{fmt_bytes(m['widget'])} (+ {fmt_bytes(m['final'])} = {fmt_ratio(total)} of the answer); "
-            f"{m['updates']} updates, {rate:.1f}/s; final text {'identical' if m['identical'] else '**differs**'}",
-            f"answer {fmt_bytes(m['answer'])}; whole text per update (the previous view): {fmt_bytes(m['previous_view'])}",
-            fmt_ratio(live) + " of the answer",
-            goal="live view <= 3x the answer, <= ~20 updates/s, identical",
-            met=verdict(live <= 3 and rate <= 20.5 and m["identical"]), data=m,
-        ))
+        rows.append(
+            Row(
+                TITLE,
+                f"bytes sent to the front-end, {words:,}-word answer streamed over {seconds:g} s: live view "
+                "(+ the final static Markdown, sent once as before)",
+                f"{fmt_bytes(m['widget'])} (+ {fmt_bytes(m['final'])} = {fmt_ratio(total)} of the answer); "
+                f"{m['updates']} updates, {rate:.1f}/s; final text {'identical' if m['identical'] else '**differs**'}",
+                f"answer {fmt_bytes(m['answer'])}; whole text per update (the previous view): {fmt_bytes(m['previous_view'])}",
+                fmt_ratio(live) + " of the answer",
+                goal="live view <= 3x the answer, <= ~20 updates/s, identical",
+                met=verdict(live <= 3 and rate <= 20.5 and m["identical"]),
+                data=m,
+            )
+        )
     return rows
 
 
@@ -278,12 +327,18 @@ def run(ctx: Context) -> list[Row]:
                 chat = _chatlab(ctx, server, prompt, expected, max(1, runs if ctx.quick else min(runs, 3)))
             except Exception as error:  # a peer failing is a finding, not a crash: its row says so
                 ctx.note(f"{TITLE}: chatlab could not run", f"{type(error).__name__}: {error}")
-                rows.append(Row(TITLE, "chatlab, the same answer", "", f"chatlab could not run: {type(error).__name__}: {error}"))
+                rows.append(
+                    Row(
+                        TITLE, "chatlab, the same answer", "", f"chatlab could not run: {type(error).__name__}: {error}"
+                    )
+                )
             if chat and chat["stopped"]:
                 ctx.note(f"{TITLE}: chatlab was stopped", chat["stopped"])
         if not ctx.quick:
-            ctx.note(f"{TITLE}: where our extra CPU per delta goes ({deltas:,} deltas, in-process shell, cProfile)",
-                     _profile_in_process(ctx, server, prompt))
+            ctx.note(
+                f"{TITLE}: where our extra CPU per delta goes ({deltas:,} deltas, in-process shell, cProfile)",
+                _profile_in_process(ctx, server, prompt),
+            )
     counts = ours["counts"]
     front = counts["comm_msg"]
     total = sum(counts.values())
@@ -292,40 +347,90 @@ def run(ctx: Context) -> list[Row]:
     peer_messages = ""
     if chat:
         peer_total = sum(chat["counts"].values())
-        peer_messages = (f"chatlab: {peer_total:,} ({chat['counts']['update_display_data']:,} display updates, "
-                         f"{chat['display_bytes'] / 1e6:,.0f} MB of displays)")
+        peer_messages = (
+            f"chatlab: {peer_total:,} ({chat['counts']['update_display_data']:,} display updates, "
+            f"{chat['display_bytes'] / 1e6:,.0f} MB of displays)"
+        )
         if chat["stopped"]:
             peer_messages += f", then stopped: {chat['stopped']}"
     # The throttle's bound is per second of streaming (a loaded machine streams longer, and may update
     # more), plus the few messages every answer sends anyway (header, the tail, the end state).
     wall = median(ours["ours_wall"])
     rate = front / wall
-    rows.append(Row(TITLE, f"front-end messages for {deltas:,} deltas: widget updates (`comm_msg`)",
-                    f"{front:,} ({rate:.1f}/s of the cell)", peer_messages or f"one per delta: {deltas:,}",
-                    fmt_ratio(front / deltas) + " of one per delta", goal="~20/s at most (the throttle) + 5",
-                    met=verdict(front <= 20 * wall + 5), data=counts))
-    rows.append(Row(TITLE, "all iopub output messages of the cell (comm open/msg/close, displays, streams)", f"{total:,}",
-                    "raw SDK loop: 0 (shows nothing)", data=counts))
-    rows.append(Row(TITLE, "kernel CPU per delta (whole kernel process)", fmt_us(per_delta),
-                    f"raw SDK, no display: {fmt_us(raw_per_delta)}", fmt_ratio(per_delta / raw_per_delta),
-                    data={"ours": ours["ours_cpu"], "raw": ours["raw_cpu"]}))
+    rows.append(
+        Row(
+            TITLE,
+            f"front-end messages for {deltas:,} deltas: widget updates (`comm_msg`)",
+            f"{front:,} ({rate:.1f}/s of the cell)",
+            peer_messages or f"one per delta: {deltas:,}",
+            fmt_ratio(front / deltas) + " of one per delta",
+            goal="~20/s at most (the throttle) + 5",
+            met=verdict(front <= 20 * wall + 5),
+            data=counts,
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            "all iopub output messages of the cell (comm open/msg/close, displays, streams)",
+            f"{total:,}",
+            "raw SDK loop: 0 (shows nothing)",
+            data=counts,
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            "kernel CPU per delta (whole kernel process)",
+            fmt_us(per_delta),
+            f"raw SDK, no display: {fmt_us(raw_per_delta)}",
+            fmt_ratio(per_delta / raw_per_delta),
+            data={"ours": ours["ours_cpu"], "raw": ours["raw_cpu"]},
+        )
+    )
     answer_size = len(expected.encode())
-    rows.append(Row(TITLE, f"bytes of the cell's output messages, {deltas:,} deltas in a real kernel (JSON content)",
-                    fmt_bytes(ours["bytes"]), f"answer {fmt_bytes(answer_size)}" + (
-                        f"; chatlab displays: {fmt_bytes(chat['display_bytes'])}" if chat else ""),
-                    fmt_ratio(ours["bytes"] / answer_size) + " of the answer", data={"bytes": ours["bytes"]}))
+    rows.append(
+        Row(
+            TITLE,
+            f"bytes of the cell's output messages, {deltas:,} deltas in a real kernel (JSON content)",
+            fmt_bytes(ours["bytes"]),
+            f"answer {fmt_bytes(answer_size)}"
+            + (f"; chatlab displays: {fmt_bytes(chat['display_bytes'])}" if chat else ""),
+            fmt_ratio(ours["bytes"] / answer_size) + " of the answer",
+            data={"bytes": ours["bytes"]},
+        )
+    )
     if chat and chat["cpu"]:
-        rows.append(Row(TITLE, "kernel CPU per delta: ours vs chatlab", fmt_us(per_delta),
-                        f"chatlab: {fmt_us(median(chat['cpu']) / deltas)}", fmt_ratio(per_delta / (median(chat["cpu"]) / deltas)),
-                        data={"chatlab": chat["cpu"]}))
-    rows.append(Row(TITLE, "cell wall time", fmt_s(median(ours["ours_wall"])),
-                    f"raw SDK: {fmt_s(median(ours['raw_wall']))}" + _chatlab_wall(chat),
-                    fmt_ratio(median(ours["ours_wall"]) / median(ours["raw_wall"]))))
+        rows.append(
+            Row(
+                TITLE,
+                "kernel CPU per delta: ours vs chatlab",
+                fmt_us(per_delta),
+                f"chatlab: {fmt_us(median(chat['cpu']) / deltas)}",
+                fmt_ratio(per_delta / (median(chat["cpu"]) / deltas)),
+                data={"chatlab": chat["cpu"]},
+            )
+        )
+    rows.append(
+        Row(
+            TITLE,
+            "cell wall time",
+            fmt_s(median(ours["ours_wall"])),
+            f"raw SDK: {fmt_s(median(ours['raw_wall']))}" + _chatlab_wall(chat),
+            fmt_ratio(median(ours["ours_wall"]) / median(ours["raw_wall"])),
+        )
+    )
     same = ours["identical"] and ours["shown"]
-    rows.append(Row(TITLE, "final text identical to the stream (Answer.text and the Markdown left in the notebook)",
-                    "yes" if same else f"**no** (text {ours['identical']}, shown {ours['shown']})",
-                    _chatlab_identical(chat),
-                    goal="identical", met=verdict(same)))
+    rows.append(
+        Row(
+            TITLE,
+            "final text identical to the stream (Answer.text and the Markdown left in the notebook)",
+            "yes" if same else f"**no** (text {ours['identical']}, shown {ours['shown']})",
+            _chatlab_identical(chat),
+            goal="identical",
+            met=verdict(same),
+        )
+    )
     return rows
 
 

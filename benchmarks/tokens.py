@@ -51,18 +51,36 @@ def run(ctx: Context) -> list[Row]:
     ratio = ours / direct
     firsts = []
     for _ in range(1 if ctx.quick else ctx.runs):
-        first = subprocess.run([sys.executable, "-c", _FIRST_USE], capture_output=True, text=True, env=ctx.env(), timeout=120)
+        first = subprocess.run(
+            [sys.executable, "-c", _FIRST_USE], capture_output=True, text=True, env=ctx.env(), timeout=120
+        )
         firsts.append(float(first.stdout.strip().splitlines()[-1]) if first.returncode == 0 else float("nan"))
     first_use = median(firsts)
     label = f"{len(text.encode()) / 1e6:.2f} MB" if size >= 1_000_000 else f"{len(text.encode()) / 1e3:.0f} kB"
     rows = [
-        Row(TITLE, f"`count_tokens` on {label} of mixed text ({ours_count:,} tokens); CPU time, median of {runs}", fmt_ms(ours),
-            f"tiktoken `encode_ordinary` {fmt_ms(direct)}", fmt_ratio(ratio), f"<= {GOAL}x", verdict(ratio <= GOAL),
-            data={"ours": times["ours"], "tiktoken": times["tiktoken"]}),
-        Row(TITLE, "same count as tiktoken", "yes" if ours_count == direct_count else f"no ({ours_count} vs {direct_count})",
-            goal="identical", met=verdict(ours_count == direct_count)),
-        Row(TITLE, "first use in a fresh process (import + offline vocabulary build)", fmt_ms(first_use),
-            "paid once per process"),
+        Row(
+            TITLE,
+            f"`count_tokens` on {label} of mixed text ({ours_count:,} tokens); CPU time, median of {runs}",
+            fmt_ms(ours),
+            f"tiktoken `encode_ordinary` {fmt_ms(direct)}",
+            fmt_ratio(ratio),
+            f"<= {GOAL}x",
+            verdict(ratio <= GOAL),
+            data={"ours": times["ours"], "tiktoken": times["tiktoken"]},
+        ),
+        Row(
+            TITLE,
+            "same count as tiktoken",
+            "yes" if ours_count == direct_count else f"no ({ours_count} vs {direct_count})",
+            goal="identical",
+            met=verdict(ours_count == direct_count),
+        ),
+        Row(
+            TITLE,
+            "first use in a fresh process (import + offline vocabulary build)",
+            fmt_ms(first_use),
+            "paid once per process",
+        ),
     ]
     if ratio > GOAL:
         from ._harness import profile_top

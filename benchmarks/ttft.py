@@ -88,11 +88,15 @@ def _fresh_kernels(ctx: Context, env: dict, server, runs: int) -> dict[str, list
             out["later"].append(_first_text(kernel.execute(f"%%ask\n{prompt}"))[0])
         with Kernel(_python(), env, ctx.scratch, "raw-cold") as kernel:
             time.sleep(_TYPING_S)
-            out["raw"].append(_first_text(kernel.execute(_RAW_FIRST_STREAM.format(base_url=server.base_url, prompt=prompt)))[0])
+            out["raw"].append(
+                _first_text(kernel.execute(_RAW_FIRST_STREAM.format(base_url=server.base_url, prompt=prompt)))[0]
+            )
     return out
 
 
-def _kernel_runs(kernel: Kernel, setup: list[str], cell: str, runs: int, timeout: float = 600) -> tuple[list[float], list[float]]:
+def _kernel_runs(
+    kernel: Kernel, setup: list[str], cell: str, runs: int, timeout: float = 600
+) -> tuple[list[float], list[float]]:
     for code in setup:
         kernel.execute(code, timeout=timeout)
     firsts, totals = [], []
@@ -121,7 +125,9 @@ def _in_process(server, prompt: str, runs: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {"core": [], "raw": []}
     client = openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0)
-    with nbopenai.Session(nbopenai.Settings(base_url=server.base_url, model="nbopenai-local"), ledger_path=":memory:") as session:
+    with nbopenai.Session(
+        nbopenai.Settings(base_url=server.base_url, model="nbopenai-local"), ledger_path=":memory:"
+    ) as session:
         session.ask("warm up", new=True)
         for _ in range(runs):
             sink = FirstText()
@@ -151,7 +157,9 @@ def run(ctx: Context) -> list[Row]:
         env = ctx.env(OPENAI_BASE_URL=server.base_url, NBOPENAI_MODEL="nbopenai-local")
         ctx.log(f"{TITLE}: ours in a kernel")
         with Kernel(_python(), env, ctx.scratch, "nbopenai-ttft") as kernel:
-            results["ours"] = _kernel_runs(kernel, ["%load_ext nbopenai", "%%ask --new\nwarm up"], f"%%ask --new\n{prompt}", runs)
+            results["ours"] = _kernel_runs(
+                kernel, ["%load_ext nbopenai", "%%ask --new\nwarm up"], f"%%ask --new\n{prompt}", runs
+            )
             kernel.execute(_RAW_SETUP.format(base_url=server.base_url))
             kernel.execute("_bench_raw('warm up')")
             kernel.execute(_PRINT_SETUP)
@@ -166,15 +174,22 @@ def run(ctx: Context) -> list[Row]:
                 kernel.execute("%load_ext nbopenai")
                 kernel.execute(_PROFILE_FIRST_ASK)
                 profile = kernel.value("_bench_profile")
-            lines = [f"Under cProfile the first ask took {fmt_ms(profile['wall'])}; imports made during it: "
-                     f"{fmt_ms(profile['imports'])} (cumulative, `_find_and_load`). Our functions by cumulative time:"]
+            lines = [
+                f"Under cProfile the first ask took {fmt_ms(profile['wall'])}; imports made during it: "
+                f"{fmt_ms(profile['imports'])} (cumulative, `_find_and_load`). Our functions by cumulative time:"
+            ]
             lines += [f"- `{name}` {fmt_ms(seconds)}" for seconds, name in profile["ours"]]
             ctx.note(f"{TITLE}: where the first `%%ask` of a fresh kernel spends its time", "\n".join(lines))
         ctx.log(f"{TITLE}: core sink and raw SDK in process")
         reference = _in_process(server, prompt, runs)
         available = peers.versions() if ctx.peers else {}
-        peer_env = {k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url,
-                                             OPENAI_API_BASE=server.base_url).items() if k != "PYTHONPATH"}
+        peer_env = {
+            k: v
+            for k, v in ctx.env(
+                OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url, OPENAI_API_BASE=server.base_url
+            ).items()
+            if k != "PYTHONPATH"
+        }
         if "jupyter-ai-magics" in available:
             ctx.log(f"{TITLE}: jupyter-ai-magics %%ai in a kernel")
             try:
@@ -205,32 +220,84 @@ def run(ctx: Context) -> list[Row]:
             continue
         first, total = (median(v) for v in results[peer])
         how = "does not stream; its answer is held as long as the stream" if peer == "jupyter-ai" else "streams"
-        rows.append(Row(TITLE, f"`%%ask` vs {peer} ({how}); {span}", fmt_ms(ours_first),
-                        f"{peer}: {fmt_ms(first)} (cell complete at {fmt_ms(total)})", fmt_ratio(ours_first / first),
-                        data={"ours": results["ours"][0], peer: results[peer][0]}))
+        rows.append(
+            Row(
+                TITLE,
+                f"`%%ask` vs {peer} ({how}); {span}",
+                fmt_ms(ours_first),
+                f"{peer}: {fmt_ms(first)} (cell complete at {fmt_ms(total)})",
+                fmt_ratio(ours_first / first),
+                data={"ours": results["ours"][0], peer: results[peer][0]},
+            )
+        )
     if not any(p in results for p in ("jupyter-ai", "chatlab")):
-        why = "no peer finished (rows above)" if available else "no peer run (--no-peers, or: python -m benchmarks.peers install)"
+        why = (
+            "no peer finished (rows above)"
+            if available
+            else "no peer run (--no-peers, or: python -m benchmarks.peers install)"
+        )
         rows.append(Row(TITLE, f"`%%ask`; {span}", fmt_ms(ours_first), why))
-    rows.append(Row(TITLE, "`%%ask` vs the raw SDK printing each delta, same kernel", fmt_ms(ours_first),
-                    f"raw SDK print: {fmt_ms(median(raw_print))}", fmt_ratio(ours_first / median(raw_print)),
-                    data={"raw_print": raw_print}))
-    rows.append(Row(TITLE, "`%%ask` first text vs the network's first delta (raw SDK in process, no kernel)", fmt_ms(ours_first),
-                    f"raw SDK: {fmt_ms(median(reference['raw']))}", fmt_ratio(ours_first / median(reference["raw"]))))
-    rows.append(Row(TITLE, "core `Session.ask(sink=StdoutSink)`: first `sink.text`", fmt_ms(median(reference["core"])),
-                    f"raw SDK: {fmt_ms(median(reference['raw']))}", fmt_ratio(median(reference["core"]) / median(reference["raw"]))))
+    rows.append(
+        Row(
+            TITLE,
+            "`%%ask` vs the raw SDK printing each delta, same kernel",
+            fmt_ms(ours_first),
+            f"raw SDK print: {fmt_ms(median(raw_print))}",
+            fmt_ratio(ours_first / median(raw_print)),
+            data={"raw_print": raw_print},
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            "`%%ask` first text vs the network's first delta (raw SDK in process, no kernel)",
+            fmt_ms(ours_first),
+            f"raw SDK: {fmt_ms(median(reference['raw']))}",
+            fmt_ratio(ours_first / median(reference["raw"])),
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            "core `Session.ask(sink=StdoutSink)`: first `sink.text`",
+            fmt_ms(median(reference["core"])),
+            f"raw SDK: {fmt_ms(median(reference['raw']))}",
+            fmt_ratio(median(reference["core"]) / median(reference["raw"])),
+        )
+    )
     typed, later, raw_cold = median(cold["typed"]), median(cold["later"]), median(cold["raw"])
-    rows.append(Row(TITLE, f"first `%%ask` in a fresh kernel, {_TYPING_S:g} s after `%load_ext`", fmt_ms(typed),
-                    f"a later ask, same kernel: {fmt_ms(later)}; raw SDK's first stream in a fresh kernel "
-                    f"(imports openai in the cell): {fmt_ms(raw_cold)}",
-                    f"{fmt_ratio(typed / later)} of a later ask; {fmt_ratio(typed / raw_cold)} of the raw SDK",
-                    goal="<= 1.2x a later ask, <= the raw SDK", met=verdict(typed <= 1.2 * later and typed <= raw_cold),
-                    data=cold))
-    rows.append(Row(TITLE, "first `%%ask` in a fresh kernel, at once after `%load_ext` (waits for the warm-up)",
-                    fmt_ms(median(cold["at_once"])), f"raw SDK's first stream in a fresh kernel: {fmt_ms(raw_cold)}",
-                    fmt_ratio(median(cold["at_once"]) / raw_cold)))
-    rows.append(Row(TITLE, "`%%ask` cell complete (kernel idle again)", fmt_ms(ours_total),
-                    f"raw SDK print cell, same kernel: {fmt_ms(median(raw_cell))} (stream {chunks * delay * 1000:,.0f} ms)",
-                    fmt_ratio(ours_total / median(raw_cell)), data={"raw_cell": raw_cell}))
+    rows.append(
+        Row(
+            TITLE,
+            f"first `%%ask` in a fresh kernel, {_TYPING_S:g} s after `%load_ext`",
+            fmt_ms(typed),
+            f"a later ask, same kernel: {fmt_ms(later)}; raw SDK's first stream in a fresh kernel "
+            f"(imports openai in the cell): {fmt_ms(raw_cold)}",
+            f"{fmt_ratio(typed / later)} of a later ask; {fmt_ratio(typed / raw_cold)} of the raw SDK",
+            goal="<= 1.2x a later ask, <= the raw SDK",
+            met=verdict(typed <= 1.2 * later and typed <= raw_cold),
+            data=cold,
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            "first `%%ask` in a fresh kernel, at once after `%load_ext` (waits for the warm-up)",
+            fmt_ms(median(cold["at_once"])),
+            f"raw SDK's first stream in a fresh kernel: {fmt_ms(raw_cold)}",
+            fmt_ratio(median(cold["at_once"]) / raw_cold),
+        )
+    )
+    rows.append(
+        Row(
+            TITLE,
+            "`%%ask` cell complete (kernel idle again)",
+            fmt_ms(ours_total),
+            f"raw SDK print cell, same kernel: {fmt_ms(median(raw_cell))} (stream {chunks * delay * 1000:,.0f} ms)",
+            fmt_ratio(ours_total / median(raw_cell)),
+            data={"raw_cell": raw_cell},
+        )
+    )
     return rows
 
 

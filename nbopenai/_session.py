@@ -157,8 +157,13 @@ class Session:
 
         if self.local_server is None:
             self.local_server = start(**server_config)
-        changes: dict[str, Any] = {"base_url": self.local_server.base_url, "api_key": None, "model": model or LOCAL_MODEL,
-                                   "azure_endpoint": None, "token_provider": None}
+        changes: dict[str, Any] = {
+            "base_url": self.local_server.base_url,
+            "api_key": None,
+            "model": model or LOCAL_MODEL,
+            "azure_endpoint": None,
+            "token_provider": None,
+        }
         if self.settings.ledger_path is None:
             changes["ledger_path"] = ":memory:"
         self.configure(**changes)
@@ -346,7 +351,6 @@ class Session:
         **options: Any,
     ) -> _ask.PreparedAsk:
         if images:
-
             options["content"] = (*options.get("content", ()), *image_parts(images))
         if tools:
             from ._turns._tools import Toolbox  # noqa: PLC0415 - pydantic loads when tools are used
@@ -398,7 +402,6 @@ class Session:
             toolbox = Toolbox(tools, ledger=lambda: self.tool_ledger)
         prepared = self._prepare(services, prompt, images=images, tools=toolbox.specs if toolbox else (), **options)
         if sink is None and echo:
-
             sink = StdoutSink()
         if toolbox is not None and toolbox.functions:
             from ._turns._tools import DEFAULT_MAX_TOOL_ROUNDS, run_with_tools  # noqa: PLC0415 - pydantic loads when tools are used
@@ -492,7 +495,9 @@ class _Current:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()  # RLock: the session made in `get` registers itself via `made`
-        self._blocks: contextvars.ContextVar[tuple[Session, ...]] = contextvars.ContextVar("nbopenai_blocks", default=())
+        self._blocks: contextvars.ContextVar[tuple[Session, ...]] = contextvars.ContextVar(
+            "nbopenai_blocks", default=()
+        )
         self._chosen: Session | None = None
         self._made: list[weakref.ref[Session]] = []  # oldest first; closed ones are removed
         self._default: Session | None = None  # made by `get`: kept alive here, as nobody else holds it

@@ -34,7 +34,12 @@ def http_reply(status: int, body: bytes, *, headers: dict[str, str] | None = Non
     given as ``None`` is left out."""
     head = {"content-type": "application/json", "content-length": str(len(body) if length is None else length),
             "connection": "close", **(headers or {})}
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in head.items() if value is not None), "", ""]
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        *(f"{name}: {value}" for name, value in head.items() if value is not None),
+        "",
+        "",
+    ]
     return "\r\n".join(lines).encode() + body
 
 

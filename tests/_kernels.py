@@ -36,7 +36,9 @@ def run_notebook(sources: list[str], env: dict[str, str], folder: Path, name: st
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
-    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(env=env)
+    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(
+        env=env
+    )
     path = folder / name
     nbformat.write(nb, path)
     return nb, path
@@ -52,8 +54,14 @@ class Kernel:
 
     def execute(self, code: str, cell_id: str | None = None) -> tuple[str, str]:
         """Run ``code``; return the reply status and all text the front-end was sent."""
-        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                   "allow_stdin": False, "stop_on_error": True}
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
         msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
         self.kc.shell_channel.send(msg)
         texts = []

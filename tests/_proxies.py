@@ -36,18 +36,38 @@ def sse(*events: dict) -> bytes:
     return http(200, "text/event-stream", body)
 
 
-def response_json(status: str = "completed", *, text: str = "", error: dict | None = None, id: str = "resp_raw1") -> dict:
+def response_json(
+    status: str = "completed", *, text: str = "", error: dict | None = None, id: str = "resp_raw1"
+) -> dict:
     """A Responses API ``response`` object, as small as the SDK and nbopenai read it."""
     output = []
     if text:
-        output.append({
-            "type": "message", "id": "msg_raw1", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        })
-    usage = {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8,
-             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
-    return {"id": id, "object": "response", "created_at": 1, "model": "nbopenai-local", "status": status,
-            "output": output, "error": error, "usage": usage if status in ("completed", "failed") else None}
+        output.append(
+            {
+                "type": "message",
+                "id": "msg_raw1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+    usage = {
+        "input_tokens": 5,
+        "output_tokens": 3,
+        "total_tokens": 8,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
+    return {
+        "id": id,
+        "object": "response",
+        "created_at": 1,
+        "model": "nbopenai-local",
+        "status": status,
+        "output": output,
+        "error": error,
+        "usage": usage if status in ("completed", "failed") else None,
+    }
 
 
 def _echo(request: Received) -> str:
@@ -56,15 +76,29 @@ def _echo(request: Received) -> str:
 
 
 def _created(response: dict) -> list[dict]:
-    return [{"type": "response.created", "response": {**response, "status": "in_progress", "output": []}, "sequence_number": 0},
-            {"type": "response.output_text.delta", "delta": "Some text, ", "item_id": "msg_raw1", "output_index": 0,
-             "content_index": 0, "sequence_number": 1}]
+    return [
+        {
+            "type": "response.created",
+            "response": {**response, "status": "in_progress", "output": []},
+            "sequence_number": 0,
+        },
+        {
+            "type": "response.output_text.delta",
+            "delta": "Some text, ",
+            "item_id": "msg_raw1",
+            "output_index": 0,
+            "content_index": 0,
+            "sequence_number": 1,
+        },
+    ]
 
 
 def _stream_error_event(request: Received) -> bytes:
     """Text, then the flat ``error`` event quoting the header."""
-    return sse(*_created(response_json("in_progress")),
-               {"type": "error", "code": "server_error", "message": _echo(request), "param": None, "sequence_number": 2})
+    return sse(
+        *_created(response_json("in_progress")),
+        {"type": "error", "code": "server_error", "message": _echo(request), "param": None, "sequence_number": 2},
+    )
 
 
 def _stream_response_failed(request: Received) -> bytes:
@@ -75,8 +109,10 @@ def _stream_response_failed(request: Received) -> bytes:
 
 def _stream_nested_error(request: Received) -> bytes:
     """Text, then the nested ``error`` event (the SDK raises it) quoting the header."""
-    return sse(*_created(response_json("in_progress")),
-               {"type": "error", "error": {"code": "server_error", "message": _echo(request)}, "sequence_number": 2})
+    return sse(
+        *_created(response_json("in_progress")),
+        {"type": "error", "error": {"code": "server_error", "message": _echo(request)}, "sequence_number": 2},
+    )
 
 
 def _failed_body(request: Received, id: str = "resp_raw1") -> bytes:
@@ -88,13 +124,17 @@ def _failed_body(request: Received, id: str = "resp_raw1") -> bytes:
 def _status_401(request: Received) -> bytes:
     """401, the error quoting the header, in the body and in a response header."""
     body = {"error": {"message": _echo(request), "type": "invalid_request_error", "code": "invalid_api_key"}}
-    return http(401, "application/json", json.dumps(body), reason="Unauthorized", headers={"x-request-id": _echo(request)})
+    return http(
+        401, "application/json", json.dumps(body), reason="Unauthorized", headers={"x-request-id": _echo(request)}
+    )
 
 
 def _failed_body_gzip(request: Received) -> bytes:
     """The failed 200 body, gzip-compressed (a scrubber must read it decoded)."""
     failed = response_json("failed", error={"code": "server_error", "message": _echo(request)})
-    return http(200, "application/json", gzip.compress(json.dumps(failed).encode()), headers={"content-encoding": "gzip"})
+    return http(
+        200, "application/json", gzip.compress(json.dumps(failed).encode()), headers={"content-encoding": "gzip"}
+    )
 
 
 def _stream_split_echo(request: Received) -> bytes:
@@ -103,7 +143,9 @@ def _stream_split_echo(request: Received) -> bytes:
     key = authorization(request).partition(" ")[2].encode()
     at = body.index(key) + len(key) // 2
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (body[:at], body[at:]) if piece)
-    head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
     return head.encode() + chunks + b"0\r\n\r\n"
 
 
@@ -145,7 +187,13 @@ def echo_proxy(request: Received) -> bytes:
         return ECHOES[marker](request)
     answer = response_json("completed", text="Hello from the raw server.")
     if body.get("stream"):
-        delta = {"type": "response.output_text.delta", "delta": "Hello from the raw server.", "item_id": "msg_raw1",
-                 "output_index": 0, "content_index": 0, "sequence_number": 1}
+        delta = {
+            "type": "response.output_text.delta",
+            "delta": "Hello from the raw server.",
+            "item_id": "msg_raw1",
+            "output_index": 0,
+            "content_index": 0,
+            "sequence_number": 1,
+        }
         return sse(_created(answer)[0], delta, {"type": "response.completed", "response": answer, "sequence_number": 2})
     return http(200, "application/json", json.dumps(answer))

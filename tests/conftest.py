@@ -101,7 +101,9 @@ def make(local_server):
     def build(**overrides):
         overrides.setdefault("ledger_path", ":memory:")
         overrides.setdefault("backoff_base", 0.01)
-        made.append(nbopenai.Session(nbopenai.Settings(base_url=local_server.base_url, model="nbopenai-local"), **overrides))
+        made.append(
+            nbopenai.Session(nbopenai.Settings(base_url=local_server.base_url, model="nbopenai-local"), **overrides)
+        )
         return made[-1]
 
     yield build
@@ -189,8 +191,15 @@ class RecordingComm:
 
     kernel = "recording"  # widgets send only when their comm has a kernel
 
-    def __init__(self, target_name: str = "", data: Any = None, metadata: Any = None, buffers: Any = None,
-                 comm_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        target_name: str = "",
+        data: Any = None,
+        metadata: Any = None,
+        buffers: Any = None,
+        comm_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.comm_id = comm_id or uuid.uuid4().hex
         self.target_name = target_name
         self.open_data = data

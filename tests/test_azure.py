@@ -54,7 +54,9 @@ def model_requests(server):
     return [r for r in server.requests if r.path == "/v1/responses"]
 
 
-@pytest.mark.parametrize("api_version, sent", [(None, "/openai/v1/responses"), ("2025-04-01-preview", "/openai/responses")])
+@pytest.mark.parametrize(
+    "api_version, sent", [(None, "/openai/v1/responses"), ("2025-04-01-preview", "/openai/responses")]
+)
 def test_the_provider_is_called_once_per_token_lifetime(local_server, azure, api_version, sent):
     provider = Provider(local_server)
     session = azure(provider, api_version=api_version)
@@ -175,8 +177,11 @@ def test_azure_urls():
     assert azure_path("/openai/deployments/my-gpt/chat/completions", {"api-version": "x"}) == "/v1/chat/completions"
     with pytest.raises(ApiError, match="api-version"):
         azure_path("/openai/responses", {})
-    assert v1_base_url("https://r.openai.azure.com/") == v1_base_url("https://r.openai.azure.com/openai") \
+    assert (
+        v1_base_url("https://r.openai.azure.com/")
+        == v1_base_url("https://r.openai.azure.com/openai")
         == "https://r.openai.azure.com/openai/v1/"
+    )
 
 
 def test_a_token_provider_that_is_not_callable_is_refused():
@@ -204,8 +209,10 @@ def test_the_magic_sets_azure_up(ip, local_server):
     from IPython.utils.capture import capture_output
 
     with capture_output() as captured:
-        ip.run_cell(f"%nbopenai azure {local_server.url} --token-provider get_token --model nbopenai-local "
-                    "--deployment nbopenai-local=gpt-4.1-mini")
+        ip.run_cell(
+            f"%nbopenai azure {local_server.url} --token-provider get_token --model nbopenai-local "
+            "--deployment nbopenai-local=gpt-4.1-mini"
+        )
     assert "Using Azure OpenAI at" in captured.stdout and "Entra ID tokens from get_token" in captured.stdout
     assert "nbopenai-local = gpt-4.1-mini" in captured.stdout
     with capture_output() as captured:

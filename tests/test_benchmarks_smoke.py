@@ -71,7 +71,9 @@ def test_a_cell_that_floods_the_kernel_gets_a_bounded_wait_and_says_what_happene
 
     flood = "while True:\n    print('x' * 10_000, flush=True)"
     with Kernel(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, tmp_path, "flood") as kernel:
-        with pytest.raises(CellStopped, match=r"stopped waiting after \d+ s \(bound 3 s\): the cell had sent [\d,]+ output") as stopped:
+        with pytest.raises(
+            CellStopped, match=r"stopped waiting after \d+ s \(bound 3 s\): the cell had sent [\d,]+ output"
+        ) as stopped:
             kernel.execute(flood, timeout=3)
         assert sum(m.msg_type == "stream" for m in stopped.value.messages) > 10  # what it sent, counted
         assert "then it answered" in str(stopped.value)

@@ -79,7 +79,9 @@ def _missing() -> str | None:
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.kernel,
-    pytest.mark.skipif(_missing() is not None, reason=f"browser test needs Chromium, Playwright, JupyterLab: {_missing()}"),
+    pytest.mark.skipif(
+        _missing() is not None, reason=f"browser test needs Chromium, Playwright, JupyterLab: {_missing()}"
+    ),
 ]
 
 
@@ -144,10 +146,15 @@ def _configure(base: Path, env: dict[str, str], *, widgets: bool) -> Path:
     # Binder's workspace: /lab opens notebooks/quickstart.ipynb.
     subprocess.run(
         [sys.executable, "-m", "jupyterlab", "workspaces", "import", str(BINDER / "workspace.json")],
-        env=env, check=True, capture_output=True, timeout=60,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     # Every cell in the DOM (Lab 4 virtualises long notebooks), so every output can be found.
-    tracker = Path(env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker = (
+        Path(env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    )
     tracker.parent.mkdir(parents=True, exist_ok=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
     startup = Path(env["IPYTHONDIR"]) / "profile_default" / "startup"
@@ -175,9 +182,17 @@ def jupyterlab(base: Path, *, widgets: bool = True) -> Iterator[Lab]:
     port, token = _free_port(), secrets.token_hex(16)
     log = (base / "jupyterlab.log").open("wb")
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        "--port-retries=0", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-        f"--LabApp.app_settings_dir={app_settings}", "--LabApp.news_url=None",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.app_settings_dir={app_settings}",
+        "--LabApp.news_url=None",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI runs as root
@@ -343,13 +358,17 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
             answer = outputs.filter(has_text=re.compile(r"^Your name is Ada\.$", re.M))
             expect(answer).to_have_count(1)
             expect(answer).to_contain_text("(nbopenai offline demo model)")
-            expect(outputs.filter(has_text=re.compile(r"^The capital of Ruritania is Strelsau\.$", re.M))).to_have_count(1)
+            expect(
+                outputs.filter(has_text=re.compile(r"^The capital of Ruritania is Strelsau\.$", re.M))
+            ).to_have_count(1)
             # The usage footer under each answer: model, tokens in/out, latency, cost, thread and turn.
             footer = answer.locator("sub")
-            expect(footer).to_have_text(re.compile(
-                r"nbopenai-local · \d+ in \(\d+ cached\) / \d+ out \(\d+ reasoning\) · [\d.]+ s \(first token [\d.]+ s\)"
-                r" · \$[\d.]+ · thread default turn 2"
-            ))
+            expect(footer).to_have_text(
+                re.compile(
+                    r"nbopenai-local · \d+ in \(\d+ cached\) / \d+ out \(\d+ reasoning\) · [\d.]+ s \(first token [\d.]+ s\)"
+                    r" · \$[\d.]+ · thread default turn 2"
+                )
+            )
             # The usage DataFrame (`%nbopenai usage`): one row per call, as an HTML table.
             usage = outputs.locator("table.dataframe").filter(has=page.locator("th", has_text="session_id"))
             expect(usage).to_have_count(1)
@@ -360,10 +379,15 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
                 expect(located).to_be_in_viewport()
             assert_live_answers_rendered_as_widgets(seen)
             # The live view showed each answer in full while it streamed, the very text of its Markdown.
-            assert_answers_streamed_in_full(seen, [
-                _answer_text(answer),
-                _answer_text(outputs.filter(has_text=re.compile(r"^The capital of Ruritania is Strelsau\.$", re.M))),
-            ])
+            assert_answers_streamed_in_full(
+                seen,
+                [
+                    _answer_text(answer),
+                    _answer_text(
+                        outputs.filter(has_text=re.compile(r"^The capital of Ruritania is Strelsau\.$", re.M))
+                    ),
+                ],
+            )
             expect(page.locator(".Toastify__toast")).to_have_count(0)  # no news prompt (binder/overrides.json)
             _screenshot(page, ARTIFACTS / "jupyterlab-quickstart.png", readme=True)
 
@@ -374,7 +398,9 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
             expect(first_ask.locator(".jp-OutputArea-output")).to_contain_text(
                 "thread default: re-ran turn 1 of 2, 1 later turn dropped", timeout=RUN_ALL_S * 1000
             )
-            expect(page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-InputArea-prompt").filter(has_text="[*]")).to_have_count(0)
+            expect(
+                page.locator(NOTEBOOK_ON_SCREEN).locator(".jp-InputArea-prompt").filter(has_text="[*]")
+            ).to_have_count(0)
 
             # Saved and reloaded, the page shows the same static answers (no widget state needed).
             page.keyboard.press("Control+s")
@@ -407,8 +433,10 @@ def test_the_check_fails_without_the_widget_frontend(tmp_path):
 
 def _answer_text(output) -> str:
     """An answer's text as its static Markdown shows it: the output's text without the usage footer."""
-    return output.evaluate("(el) => [...el.querySelectorAll('p')].filter((p) => !p.querySelector('sub'))"
-                           ".map((p) => p.textContent).join(' ')")
+    return output.evaluate(
+        "(el) => [...el.querySelectorAll('p')].filter((p) => !p.querySelector('sub'))"
+        ".map((p) => p.textContent).join(' ')"
+    )
 
 
 def _keep_through_first_ask(path: Path) -> None:

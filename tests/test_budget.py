@@ -61,7 +61,9 @@ def test_token_cap_alone_allows_unpriced_model():
 def test_earlier_unpriced_calls_check_the_known_part():
     Budget(usd=0.01).check(spent(usd=0.001, complete=False), model="m", estimated_input_tokens=1_000, prices=PRICES)
     with pytest.raises(BudgetExceeded, match="not counting earlier calls with no known price"):
-        Budget(usd=0.01).check(spent(usd=0.0095, complete=False), model="m", estimated_input_tokens=1_000, prices=PRICES)
+        Budget(usd=0.01).check(
+            spent(usd=0.0095, complete=False), model="m", estimated_input_tokens=1_000, prices=PRICES
+        )
 
 
 def test_negative_cap_is_rejected():
@@ -89,8 +91,9 @@ def test_the_check_before_each_ask_reads_running_totals_that_match_the_ledger(lo
     import nbopenai
 
     path = tmp_path / "usage.sqlite3"
-    with nbopenai.Session(base_url=local_server.base_url, model="nbopenai-local", ledger_path=str(path),
-                          budget_tokens=10**9) as session:
+    with nbopenai.Session(
+        base_url=local_server.base_url, model="nbopenai-local", ledger_path=str(path), budget_tokens=10**9
+    ) as session:
         session.ask("first")  # the first check sums the session's rows (none yet) once
         statements = []
         session.ledger._db.run(lambda conn: conn.set_trace_callback(statements.append))

@@ -157,8 +157,12 @@ def test_a_web_page_instead_of_the_api_is_one_clear_error_and_not_retried(local_
 def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>", *, sent: bytes = b'{"model":"m"}', **kwargs):
     import httpx2
 
-    request = httpx2.Request("POST", "https://proxy.example:8443/v1/responses?key=secret", content=sent,
-                             headers={"accept": "application/json"})
+    request = httpx2.Request(
+        "POST",
+        "https://proxy.example:8443/v1/responses?key=secret",
+        content=sent,
+        headers={"accept": "application/json"},
+    )
     headers = {"content-type": content_type, "content-length": str(len(body))}
     return httpx2.Response(status, headers=headers, content=body, request=request, **kwargs)
 
@@ -168,8 +172,12 @@ def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_
 
     _refuse_non_api(_answer(502, "text/html"))  # a gateway's bad minute: left to be retried as a 5xx
     _refuse_non_api(_answer(200, "application/json", b'{"id": "resp_1"}'))
-    _refuse_non_api(_answer(200, "text/event-stream", b"event: response.created\ndata: {}\n\n", sent=b'{"stream":true}'))
-    _refuse_non_api(_answer(200, "Text/HTML; charset=UTF-8", b'\n {"id": "resp_1"}'))  # JSON, mislabelled: the SDK reads it
+    _refuse_non_api(
+        _answer(200, "text/event-stream", b"event: response.created\ndata: {}\n\n", sent=b'{"stream":true}')
+    )
+    _refuse_non_api(
+        _answer(200, "Text/HTML; charset=UTF-8", b'\n {"id": "resp_1"}')
+    )  # JSON, mislabelled: the SDK reads it
 
 
 def test_web_page_check_names_the_server_and_path_but_not_the_query():
@@ -184,10 +192,15 @@ def test_web_page_check_names_the_server_and_path_but_not_the_query():
     )
     first = _answer(302, "text/plain", b"")
     login = httpx2.Request("GET", "https://proxy.example:8443/login")
-    page = httpx2.Response(200, headers={"content-type": "text/html"}, content=b"<html/>", request=login, history=[first])
+    page = httpx2.Response(
+        200, headers={"content-type": "text/html"}, content=b"<html/>", request=login, history=[first]
+    )
     with pytest.raises(nbopenai.UnexpectedResponse) as redirected:
         _refuse_non_api(page)
-    assert "answered POST /v1/responses with a web page (HTTP 200 after a redirect to /login, text/html)" in redirected.value.message
+    assert (
+        "answered POST /v1/responses with a web page (HTTP 200 after a redirect to /login, text/html)"
+        in redirected.value.message
+    )
 
 
 # ---- servers that are not the API (written byte by byte, or the standard library's own) -------------
@@ -257,7 +270,9 @@ def test_a_plain_web_server_refusing_post_is_not_the_api_and_not_retried(make, t
         server.shutdown()
         server.server_close()
     assert "(HTTP 501, text/html)" in raised.value.message and "/v1" in raised.value.hint
-    assert sum(line.startswith('"POST') for line in refused) == 1  # asked once: a 501 says the method is wrong, not "try again"
+    assert (
+        sum(line.startswith('"POST') for line in refused) == 1
+    )  # asked once: a 501 says the method is wrong, not "try again"
 
 
 def test_a_server_that_ignores_stream_true_gets_its_whole_answer_used_and_recorded(raw_session):

@@ -99,11 +99,14 @@ def test_the_key_tells_azure_resources_and_deployments_apart():
         request_scope(Settings(azure_endpoint="https://one.openai.azure.com"), params),
         request_scope(Settings(azure_endpoint="https://two.openai.azure.com"), params),
         request_scope(Settings(azure_endpoint="https://two.openai.azure.com", api_version="2024-10-21"), params),
-        request_scope(Settings(azure_endpoint="https://two.openai.azure.com", deployments={"my-gpt": "gpt-4.1"}), params),
+        request_scope(
+            Settings(azure_endpoint="https://two.openai.azure.com", deployments={"my-gpt": "gpt-4.1"}), params
+        ),
     }
     assert len(scopes) == 5
     assert request_scope(Settings(azure_endpoint="https://one.openai.azure.com/"), params) == request_scope(
-        Settings(azure_endpoint="https://one.openai.azure.com"), params)
+        Settings(azure_endpoint="https://one.openai.azure.com"), params
+    )
 
 
 def test_a_change_that_cannot_alter_the_answer_keeps_the_cache(session, local_server):
@@ -121,4 +124,6 @@ def test_the_summary_line_says_how_many_rows_came_from_the_cache(session, local_
     assert "2 from cache" in snapshots[-1].line() and snapshots[-1].finished
     snapshots.clear()
     nbopenai.extract(Person, TEXTS, session=session, progress=snapshots.append)  # nothing to send: still a summary
-    assert len(snapshots) == 1 and snapshots[0].finished and "2/2 · 2 ok · 0 failed · 2 from cache" in snapshots[0].line()
+    assert (
+        len(snapshots) == 1 and snapshots[0].finished and "2/2 · 2 ok · 0 failed · 2 from cache" in snapshots[0].line()
+    )

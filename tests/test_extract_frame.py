@@ -60,14 +60,36 @@ def frame_of(values: list[RowResult], model=Person, many: bool = False, index=No
 
 
 def ok(value, **fields) -> RowResult:
-    return RowResult(status="ok", value=value, attempts=1, input_tokens=10, output_tokens=5, cost_usd=0.001, response_id="resp_1", **fields)
+    return RowResult(
+        status="ok",
+        value=value,
+        attempts=1,
+        input_tokens=10,
+        output_tokens=5,
+        cost_usd=0.001,
+        response_id="resp_1",
+        **fields,
+    )
 
 
 def test_nested_models_flatten_to_dotted_columns():
     names = [c.name for c in columns_for(strict_format(Person))]
     assert names == [
-        "name", "age", "height", "member", "born", "day", "mood", "color",
-        "address.city", "address.zip", "previous.city", "previous.zip", "tags", "pets", "either",
+        "name",
+        "age",
+        "height",
+        "member",
+        "born",
+        "day",
+        "mood",
+        "color",
+        "address.city",
+        "address.zip",
+        "previous.city",
+        "previous.zip",
+        "tags",
+        "pets",
+        "either",
     ]
 
 

@@ -43,14 +43,18 @@ def test_extract_and_the_magic_in_a_live_kernel(local_server, tmp_path):
         cells=[
             cell(SETUP),
             # A loop is running in the kernel's main thread: asyncio.run() would fail here.
-            cell("import asyncio\nassert asyncio.get_event_loop().is_running()\n"
-                 "df = nbopenai.extract(Person, bios, concurrency=2)\nprint(df['age'].tolist(), df['_status'].tolist())"),
+            cell(
+                "import asyncio\nassert asyncio.get_event_loop().is_running()\n"
+                "df = nbopenai.extract(Person, bios, concurrency=2)\nprint(df['age'].tolist(), df['_status'].tolist())"
+            ),
             cell("%load_ext nbopenai"),
             cell("%%extract Person --over bios -o people\nExtract the person."),
             cell("print(people.index.tolist(), people['name'].tolist())"),
         ]
     )
-    NotebookClient(nb, timeout=90, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
+    NotebookClient(nb, timeout=90, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env=env
+    )
 
     outputs = [[o for o in c.outputs] for c in nb.cells]
     errors = [o for cell_outputs in outputs for o in cell_outputs if o.output_type == "error"]
@@ -76,11 +80,14 @@ def test_the_stop_button_stops_run_all_after_binding_the_partial_frame(local_ser
     env = kernel_env(OPENAI_BASE_URL=local_server.base_url, NBOPENAI_MODEL="nbopenai-local")
     km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
     try:
-        kc.execute_interactive(SETUP + "\nbios = pd.Series([f'Person {i} is {20 + i}.' for i in range(40)])\n%load_ext nbopenai",
-                               timeout=60)
+        kc.execute_interactive(
+            SETUP + "\nbios = pd.Series([f'Person {i} is {20 + i}.' for i in range(40)])\n%load_ext nbopenai",
+            timeout=60,
+        )
         local_server.configure(latency=0.2)
-        slow = kc.execute("%%extract Person --over bios -o people --no-cache --concurrency 1\nExtract the person.",
-                          stop_on_error=True)
+        slow = kc.execute(
+            "%%extract Person --over bios -o people --no-cache --concurrency 1\nExtract the person.", stop_on_error=True
+        )
         after = kc.execute("ran_next = True", stop_on_error=True)  # queued, as Run All queues it
         deadline = time.monotonic() + 60
         while len([r for r in local_server.requests if r.path == "/v1/responses"]) < 3:
@@ -94,7 +101,9 @@ def test_the_stop_button_stops_run_all_after_binding_the_partial_frame(local_ser
         assert replies[slow]["status"] == "error" and replies[slow]["ename"] == "KeyboardInterrupt"
         assert replies[after]["status"] == "aborted"  # the next cell did not run
         local_server.configure(latency=0.0)
-        check = kc.execute("print('ran_next' in globals(), people.attrs['interrupted'], (people['_status'] == 'ok').sum() >= 1)")
+        check = kc.execute(
+            "print('ran_next' in globals(), people.attrs['interrupted'], (people['_status'] == 'ok').sum() >= 1)"
+        )
         texts = []
         while True:
             message = kc.get_iopub_msg(timeout=30)
@@ -159,7 +168,9 @@ def test_a_kernel_killed_mid_run_keeps_its_answers_and_the_rerun_pays_only_for_t
     kept = _cached_ages(folder)
     assert 10 <= len(kept) < rows  # it died mid-run, with some answers kept
     with sqlite3.connect(folder / "usage.sqlite3", timeout=10) as conn:
-        billed = {r for (r,) in conn.execute("SELECT response_id FROM usage WHERE kind = 'extract' AND status = 'completed'")}
+        billed = {
+            r for (r,) in conn.execute("SELECT response_id FROM usage WHERE kind = 'extract' AND status = 'completed'")
+        }
     assert set(kept.values()) <= billed  # every cached answer's call is in the ledger
 
     local_server.clear_requests()
@@ -171,6 +182,10 @@ def test_a_kernel_killed_mid_run_keeps_its_answers_and_the_rerun_pays_only_for_t
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    resent = [int(re.search(r"is (\d+) years", r.body["input"])[1]) for r in local_server.requests if r.path == "/v1/responses"]
+    resent = [
+        int(re.search(r"is (\d+) years", r.body["input"])[1])
+        for r in local_server.requests
+        if r.path == "/v1/responses"
+    ]
     assert sorted(resent) == sorted(set(range(rows)) - set(kept))  # only the rows not finished before
     assert len(_cached_ages(folder)) == rows

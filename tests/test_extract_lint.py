@@ -44,7 +44,15 @@ def assert_strict(schema: dict[str, Any]) -> None:
         if node.get("type") == "object" and "properties" in node:
             assert node["additionalProperties"] is False
             assert node["required"] == list(node["properties"])
-        refused = {"default", "oneOf", "uniqueItems", "prefixItems", "discriminator", "const", "minLength"} & node.keys()
+        refused = {
+            "default",
+            "oneOf",
+            "uniqueItems",
+            "prefixItems",
+            "discriminator",
+            "const",
+            "minLength",
+        } & node.keys()
         assert not refused, f"{refused} left in {node}"
 
 
@@ -169,8 +177,10 @@ def test_the_fixed_schema_accepts_what_the_model_produces():
 
     fmt = strict_format(Rich)
     value = Rich(
-        when=dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.timezone.utc), day=dt.date(2024, 1, 2),
-        people=[Person(name="Ada", address=Address(city="L"))], pet=Cat(kind="cat", lives=9),
+        when=dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.timezone.utc),
+        day=dt.date(2024, 1, 2),
+        people=[Person(name="Ada", address=Address(city="L"))],
+        pet=Cat(kind="cat", lives=9),
     )
     jsonschema.validate(value.model_dump(mode="json"), fmt.schema)
     assert fmt.parse(value.model_dump_json()) == value
@@ -219,7 +229,10 @@ def test_undiscriminated_oneof_is_refused():
 
 
 def test_allof_intersection_is_refused():
-    schema = {"type": "object", "properties": {"x": {"allOf": [{"type": "object", "properties": {}}, {"type": "object", "properties": {}}]}}}
+    schema = {
+        "type": "object",
+        "properties": {"x": {"allOf": [{"type": "object", "properties": {}}, {"type": "object", "properties": {}}]}},
+    }
     assert [(e.path, e.rule) for e in lint_schema(schema).errors] == [("x", "allOf")]
 
 
@@ -243,7 +256,10 @@ def test_recursive_models_are_allowed():
         label: str
         children: list[Node]
 
-    assert strict_format(Node).parse('{"label": "a", "children": [{"label": "b", "children": []}]}').children[0].label == "b"
+    assert (
+        strict_format(Node).parse('{"label": "a", "children": [{"label": "b", "children": []}]}').children[0].label
+        == "b"
+    )
 
 
 def test_more_than_5000_properties_are_refused():

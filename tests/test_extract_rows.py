@@ -27,11 +27,32 @@ PARSE = strict_format(Person).parse
 
 def response(content: list[dict], status: str = "completed", **extra) -> dict:
     return {
-        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1-mini", "status": status,
-        "output": [{"id": "msg_1", "type": "message", "role": "assistant", "status": "incomplete" if status == "incomplete" else "completed", "content": content}] if content else [],
-        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-        "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens": 5,
-                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15},
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": "gpt-4.1-mini",
+        "status": status,
+        "output": [
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "status": "incomplete" if status == "incomplete" else "completed",
+                "content": content,
+            }
+        ]
+        if content
+        else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 10,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 5,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 15,
+        },
         **extra,
     }
 
@@ -86,5 +107,15 @@ def test_failed_response_is_an_error(shape):
 
 def test_commentary_phase_is_not_the_answer():
     body = response([text('{"name": "Ada", "age": 36}')])
-    body["output"].insert(0, {"id": "msg_0", "type": "message", "role": "assistant", "status": "completed", "phase": "commentary", "content": [text("thinking...")]})
+    body["output"].insert(
+        0,
+        {
+            "id": "msg_0",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "phase": "commentary",
+            "content": [text("thinking...")],
+        },
+    )
     assert classify(body, PARSE).status == "ok"

@@ -131,9 +131,13 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("drop", "ask"): _c("ConnectionError+partial", "stays", "failed", 1, 1, note="the stream had started: not retried"),
     ("midstream_error", "ask"): _c("StreamError+partial", "stays", "failed", 1, 1, note=NOT_RETRIED),
     ("midstream_error_flat", "ask"): _c("StreamError+partial", "stays", "failed", 1, 1, note=NOT_RETRIED),
-    ("incomplete", "ask"): _c("answer incomplete", "moves", "incomplete", 1, 1, note="marked `[incomplete]`; the thread can continue from it"),
+    ("incomplete", "ask"): _c(
+        "answer incomplete", "moves", "incomplete", 1, 1, note="marked `[incomplete]`; the thread can continue from it"
+    ),
     ("unauthorized", "ask"): _c("AuthenticationError", "stays", "error", 1, 0, note=NOT_RETRIED),
-    ("context_length_exceeded", "ask"): _c("ContextLengthExceeded", "stays", "error", 1, 0, note="not retried; the hint names `%nbopenai compact`"),
+    ("context_length_exceeded", "ask"): _c(
+        "ContextLengthExceeded", "stays", "error", 1, 0, note="not retried; the hint names `%nbopenai compact`"
+    ),
     ("bad_request", "ask"): _c("BadRequestError", "stays", "error", 1, 0, note=NOT_RETRIED),
     ("invalid_json", "ask"): _c("answer", "moves", "completed", 1, 1, note="plain text: nothing to validate"),
     ("refusal", "ask"): _c("answer refused", "moves", "completed", 1, 1, note=REFUSED),
@@ -158,16 +162,28 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("server_error", "background"): _c("job completed", "moves", "error completed", 2, 1, note="creation retried"),
     ("unavailable", "background"): _c("job completed", "moves", "error completed", 2, 1, note="creation retried"),
     ("slow", "background"): _c("TimeoutError", "stays", "error", 1, 1, 1, note=TIMED_OUT),
-    ("drop", "background"): _c("job completed", "moves", "error completed", 2, 1, note="creation cut before any byte, retried"),
-    ("midstream_error", "background"): _c("job failed", "stays", "failed", 1, 1, note="created, then the job fails on the server"),
-    ("midstream_error_flat", "background"): _c("job failed", "stays", "failed", 1, 1, note="created, then the job fails on the server"),
+    ("drop", "background"): _c(
+        "job completed", "moves", "error completed", 2, 1, note="creation cut before any byte, retried"
+    ),
+    ("midstream_error", "background"): _c(
+        "job failed", "stays", "failed", 1, 1, note="created, then the job fails on the server"
+    ),
+    ("midstream_error_flat", "background"): _c(
+        "job failed", "stays", "failed", 1, 1, note="created, then the job fails on the server"
+    ),
     ("incomplete", "background"): _c("job incomplete", "moves", "incomplete", 1, 1),
     ("unauthorized", "background"): _c("AuthenticationError", "stays", "error", 1, 0, note="raised at submission"),
-    ("context_length_exceeded", "background"): _c("ContextLengthExceeded", "stays", "error", 1, 0, note="raised at submission"),
+    ("context_length_exceeded", "background"): _c(
+        "ContextLengthExceeded", "stays", "error", 1, 0, note="raised at submission"
+    ),
     ("bad_request", "background"): _c("BadRequestError", "stays", "error", 1, 0, note="raised at submission"),
-    ("invalid_json", "background"): _c("job completed", "moves", "completed", 1, 1, note="plain text: nothing to validate"),
+    ("invalid_json", "background"): _c(
+        "job completed", "moves", "completed", 1, 1, note="plain text: nothing to validate"
+    ),
     ("refusal", "background"): _c("job refused", "moves", "completed", 1, 1, note=REFUSED),
-    ("not_json", "background"): _c("UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + WEB_PAGE),
+    ("not_json", "background"): _c(
+        "UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + WEB_PAGE
+    ),
     # %%extract, one row (never streamed)
     ("rate_limit", "extract"): _c("row ok", "-", "rate_limited completed", 2, 1, note=RETRIED),
     ("server_error", "extract"): _c("row ok", "-", "error completed", 2, 1, note=RETRIED),
@@ -176,12 +192,25 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("drop", "extract"): _c("row ok", "-", "error completed", 2, 1, note=CUT_BEFORE),
     ("midstream_error", "extract"): _c("row ok", "-", "error completed", 2, 1, note=LATE_500),
     ("midstream_error_flat", "extract"): _c("row ok", "-", "error completed", 2, 1, note=LATE_500),
-    ("incomplete", "extract"): _c("row incomplete", "-", "incomplete", 1, 1, note="the row keeps `_error`; --retry-failed redoes it"),
+    ("incomplete", "extract"): _c(
+        "row incomplete", "-", "incomplete", 1, 1, note="the row keeps `_error`; --retry-failed redoes it"
+    ),
     ("unauthorized", "extract"): _c("AuthenticationError", "-", "error", 1, 0, note=FAILS_FAST),
-    ("context_length_exceeded", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
+    ("context_length_exceeded", "extract"): _c(
+        "row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"
+    ),
     ("bad_request", "extract"): _c("row error", "-", "error", 1, 0, note="the frame comes back; `_error` says why"),
-    ("invalid_json", "extract"): _c("row ok", "-", "completed completed", 2, 2, note="re-asked once with the validation error (`validation_retries`): both answers billed, both in the ledger"),
-    ("refusal", "extract"): _c("row refusal", "-", "completed", 1, 1, note="`_error` holds the refusal's words; not re-asked"),
+    ("invalid_json", "extract"): _c(
+        "row ok",
+        "-",
+        "completed completed",
+        2,
+        2,
+        note="re-asked once with the validation error (`validation_retries`): both answers billed, both in the ledger",
+    ),
+    ("refusal", "extract"): _c(
+        "row refusal", "-", "completed", 1, 1, note="`_error` holds the refusal's words; not re-asked"
+    ),
     ("not_json", "extract"): _c("UnexpectedResponse", "-", "error", 1, 0, note=FAILS_FAST + "; " + WEB_PAGE),
     # %%extract --batch, one row: the fault hits the row's line inside the batch
     ("rate_limit", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
@@ -189,34 +218,59 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     ("unavailable", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("slow", "batch"): _c("TimeoutError", "-", "", 1, 1, 1, note=NOT_A_LINE_FAULT + "; " + TIMED_OUT),
     ("drop", "batch"): _c("row ok", "-", "completed", 2, 1, note=NOT_A_LINE_FAULT + "; cut before any byte, retried"),
-    ("midstream_error", "batch"): _c("row error", "-", "error", 1, 0, note="no stream in a batch: the line fails 500; " + LINES_NOT_RETRIED),
-    ("midstream_error_flat", "batch"): _c("row error", "-", "error", 1, 0, note="no stream in a batch: the line fails 500; " + LINES_NOT_RETRIED),
-    ("incomplete", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH + " (`max_output_tokens` gives `incomplete` rows)"),
+    ("midstream_error", "batch"): _c(
+        "row error", "-", "error", 1, 0, note="no stream in a batch: the line fails 500; " + LINES_NOT_RETRIED
+    ),
+    ("midstream_error_flat", "batch"): _c(
+        "row error", "-", "error", 1, 0, note="no stream in a batch: the line fails 500; " + LINES_NOT_RETRIED
+    ),
+    ("incomplete", "batch"): _c(
+        "row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH + " (`max_output_tokens` gives `incomplete` rows)"
+    ),
     ("unauthorized", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("context_length_exceeded", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("bad_request", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("invalid_json", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
     ("refusal", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
-    ("not_json", "batch"): _c("UnexpectedResponse", "-", "", 1, 0, note="a batch line is never a web page: the fault hits the batch's creation call; " + WEB_PAGE),
+    ("not_json", "batch"): _c(
+        "UnexpectedResponse",
+        "-",
+        "",
+        1,
+        0,
+        note="a batch line is never a web page: the fault hits the batch's creation call; " + WEB_PAGE,
+    ),
     # Other bytes than the API's (issue 14): a 200 that is not JSON, or that cannot be read.
     ("not_json_text", "ask"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
     ("not_json_text", "no-stream"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
-    ("not_json_text", "background"): _c("UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + NOT_THE_API),
+    ("not_json_text", "background"): _c(
+        "UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + NOT_THE_API
+    ),
     ("not_json_text", "extract"): _c("UnexpectedResponse", "-", "error", 1, 0, note=FAILS_FAST + "; " + NOT_THE_API),
-    ("not_json_text", "batch"): _c("UnexpectedResponse", "-", "", 1, 0, note="the fault hits the batch's creation call; " + NOT_THE_API),
+    ("not_json_text", "batch"): _c(
+        "UnexpectedResponse", "-", "", 1, 0, note="the fault hits the batch's creation call; " + NOT_THE_API
+    ),
     ("not_json_binary", "ask"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
     ("not_json_binary", "no-stream"): _c("UnexpectedResponse", "stays", "error", 1, 0, note=NOT_THE_API),
-    ("not_json_binary", "background"): _c("UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + NOT_THE_API),
+    ("not_json_binary", "background"): _c(
+        "UnexpectedResponse", "stays", "error", 1, 0, note="raised at submission; " + NOT_THE_API
+    ),
     ("not_json_binary", "extract"): _c("UnexpectedResponse", "-", "error", 1, 0, note=FAILS_FAST + "; " + NOT_THE_API),
-    ("not_json_binary", "batch"): _c("UnexpectedResponse", "-", "", 1, 0, note="the fault hits the batch's creation call; " + NOT_THE_API),
+    ("not_json_binary", "batch"): _c(
+        "UnexpectedResponse", "-", "", 1, 0, note="the fault hits the batch's creation call; " + NOT_THE_API
+    ),
     ("cut_body", "ask"): _c("answer", "moves", "completed", 1, 1, note=NOT_A_STREAM),
     ("cut_body", "no-stream"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note=UNREADABLE),
-    ("cut_body", "background"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note="the creation's 200 was cut; " + UNREADABLE),
+    ("cut_body", "background"): _c(
+        "UnreadableAnswer", "stays", "unreadable", 1, 1, note="the creation's 200 was cut; " + UNREADABLE
+    ),
     ("cut_body", "extract"): _c("row error", "-", "unreadable", 1, 1, note=UNREADABLE),
     ("cut_body", "batch"): _c("UnreadableAnswer", "-", "", 1, 1, 1, note=BATCH_UNREADABLE),
     ("corrupt_gzip", "ask"): _c("answer", "moves", "completed", 1, 1, note=NOT_A_STREAM),
     ("corrupt_gzip", "no-stream"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note=UNREADABLE),
-    ("corrupt_gzip", "background"): _c("UnreadableAnswer", "stays", "unreadable", 1, 1, note="the creation's 200 was unreadable; " + UNREADABLE),
+    ("corrupt_gzip", "background"): _c(
+        "UnreadableAnswer", "stays", "unreadable", 1, 1, note="the creation's 200 was unreadable; " + UNREADABLE
+    ),
     ("corrupt_gzip", "extract"): _c("row error", "-", "unreadable", 1, 1, note=UNREADABLE),
     ("corrupt_gzip", "batch"): _c("UnreadableAnswer", "-", "", 1, 1, 1, note=BATCH_UNREADABLE),
     # Streams that do not behave: ignored, or held open after their last event.
@@ -244,13 +298,19 @@ EXPECTED: dict[tuple[str, str], Cell] = {
     # A proxy that quotes the request's Authorization header back (the key must never show: checked in every cell).
     ("echo_auth_error", "ask"): _c("BadRequestError", "stays", "error", 1, 0, note=ECHO_SCRUBBED),
     ("echo_auth_error", "no-stream"): _c("BadRequestError", "stays", "error", 1, 0, note=ECHO_SCRUBBED),
-    ("echo_auth_error", "background"): _c("BadRequestError", "stays", "error", 1, 0, note="raised at submission; " + ECHO_SCRUBBED),
+    ("echo_auth_error", "background"): _c(
+        "BadRequestError", "stays", "error", 1, 0, note="raised at submission; " + ECHO_SCRUBBED
+    ),
     ("echo_auth_error", "extract"): _c("row error", "-", "error", 1, 0, note="`_error` says why, scrubbed"),
     ("echo_auth_error", "batch"): _c("row error", "-", "error", 1, 0, note=LINE),
     ("echo_auth_failed", "ask"): _c("StreamError+partial", "stays", "failed", 1, 1, note=ECHO_FAILED),
-    ("echo_auth_failed", "no-stream"): _c("StreamError+partial", "stays", "failed", 1, 1, note="a 200 whose status is `failed`; " + ECHO_FAILED),
+    ("echo_auth_failed", "no-stream"): _c(
+        "StreamError+partial", "stays", "failed", 1, 1, note="a 200 whose status is `failed`; " + ECHO_FAILED
+    ),
     ("echo_auth_failed", "background"): _c("job failed", "stays", "failed", 1, 1, note=ECHO_FAILED),
-    ("echo_auth_failed", "extract"): _c("row error", "-", "failed", 1, 1, note="a 200 whose status is `failed`; `_error` is scrubbed"),
+    ("echo_auth_failed", "extract"): _c(
+        "row error", "-", "failed", 1, 1, note="a 200 whose status is `failed`; `_error` is scrubbed"
+    ),
     ("echo_auth_failed", "batch"): _c("row ok", "-", "completed", 1, 1, note=NOT_IN_A_BATCH),
 }
 
@@ -259,7 +319,9 @@ EXPECTED: dict[tuple[str, str], Cell] = {
 PENDING: dict[tuple[str, str], str] = {}
 
 # The rest hit the batch line.
-BATCH_CREATION_FAULTS = frozenset({"slow", "drop", "not_json", "not_json_text", "not_json_binary", "cut_body", "corrupt_gzip"})
+BATCH_CREATION_FAULTS = frozenset(
+    {"slow", "drop", "not_json", "not_json_text", "not_json_binary", "cut_body", "corrupt_gzip"}
+)
 
 
 # ---- running one cell ------------------------------------------------------------------------------
@@ -475,9 +537,16 @@ def _check_accounting(observed: Observed, expected: Cell) -> None:
 
 
 def _cells() -> list[Any]:
-    return [pytest.param(kind, path, id=f"{path}-{kind}",
-                         marks=[pytest.mark.xfail(strict=True, reason=PENDING[(kind, path)])] if (kind, path) in PENDING else [])
-            for path in PATHS for kind in FAULTS]
+    return [
+        pytest.param(
+            kind,
+            path,
+            id=f"{path}-{kind}",
+            marks=[pytest.mark.xfail(strict=True, reason=PENDING[(kind, path)])] if (kind, path) in PENDING else [],
+        )
+        for path in PATHS
+        for kind in FAULTS
+    ]
 
 
 @pytest.mark.parametrize(("kind", "path"), _cells())
@@ -486,7 +555,12 @@ def test_fault_matrix(ip, local_server, kind, path):
     observed = observe(ip, local_server, kind, path)
     got = observed.cell
     assert (got.sees, got.head, got.ledger, got.requests, got.billed, got.orphans) == (
-        expected.sees, expected.head, expected.ledger, expected.requests, expected.billed, expected.orphans,
+        expected.sees,
+        expected.head,
+        expected.ledger,
+        expected.requests,
+        expected.billed,
+        expected.orphans,
     ), repr(got)
     _check_accounting(observed, expected)
     assert observed.leaks == [], "the API key showed"
@@ -496,8 +570,13 @@ def test_fault_matrix(ip, local_server, kind, path):
 def test_a_create_that_timed_out_is_not_billed_twice(local_server, stream):
     import nbopenai
 
-    with nbopenai.Session(base_url=local_server.base_url, model="nbopenai-local", ledger_path=":memory:",
-                          backoff_base=0.001, timeouts=nbopenai.Timeouts(read=READ_TIMEOUT)) as session:
+    with nbopenai.Session(
+        base_url=local_server.base_url,
+        model="nbopenai-local",
+        ledger_path=":memory:",
+        backoff_base=0.001,
+        timeouts=nbopenai.Timeouts(read=READ_TIMEOUT),
+    ) as session:
         local_server.inject("slow", delay=0.8)
         with pytest.raises(nbopenai.TimeoutError) as caught:
             session.ask("hello", stream=stream)
@@ -549,15 +628,20 @@ def render_matrix() -> str:
     head = {"moves": "moves to the answer", "stays": "stays at the last good turn", "-": "(no thread)"}
     sections = []
     for path, title in PATHS.items():
-        lines = [f"### {title}", "",
-                 "| fault | the user sees | thread head | ledger rows | requests | billed | why |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"### {title}",
+            "",
+            "| fault | the user sees | thread head | ledger rows | requests | billed | why |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for kind, (label, _) in FAULTS.items():
             cell = EXPECTED[(kind, path)]
             billed = f"{cell.billed}" + (f" (**{cell.orphans} unseen**)" if cell.orphans else "")
             ledger = ", ".join(f"`{status}`" for status in cell.ledger) or "none"
-            lines.append(f"| `{kind}`: {label} | {_sees_text(cell.sees)} | {head[cell.head]} | {ledger} | "
-                         f"{cell.requests} | {billed} | {cell.note} |")
+            lines.append(
+                f"| `{kind}`: {label} | {_sees_text(cell.sees)} | {head[cell.head]} | {ledger} | "
+                f"{cell.requests} | {billed} | {cell.note} |"
+            )
         sections.append("\n".join(lines))
     return "\n\n".join(sections)
 
@@ -571,7 +655,9 @@ def _doc_with_matrix(text: str) -> str:
 def test_the_doc_is_generated_from_this_matrix():
     text = DOC.read_text(encoding="utf-8")
     assert BEGIN in text and END in text
-    assert text == _doc_with_matrix(text), "docs/fault-matrix.md is out of date: run `python tests/test_faults_matrix.py`"
+    assert text == _doc_with_matrix(text), (
+        "docs/fault-matrix.md is out of date: run `python tests/test_faults_matrix.py`"
+    )
 
 
 if __name__ == "__main__":  # regenerate the table in docs/fault-matrix.md

@@ -273,8 +273,27 @@ def test_out_names_must_be_plain_identifiers(ip, name):
     ip.run_cell("assert print is not None")  # the namespace still works
 
 
-@pytest.mark.parametrize("name", ["get_ipython", "In", "Out", "exit", "quit", "display", "_", "_i", "_ii", "_oh",
-                                  "_ih", "_dh", "_3", "_i3", "print", "len"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "get_ipython",
+        "In",
+        "Out",
+        "exit",
+        "quit",
+        "display",
+        "_",
+        "_i",
+        "_ii",
+        "_oh",
+        "_ih",
+        "_dh",
+        "_3",
+        "_i3",
+        "print",
+        "len",
+    ],
+)
 @pytest.mark.parametrize("magic", ["%ask --dry-run -o {name} hello", "%%extract Person --dry-run -o {name}\nAda"])
 def test_out_refuses_the_names_ipython_needs(ip, name, magic):
     ip.run_cell("from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str")

@@ -24,7 +24,12 @@ def _asks(server) -> list[dict]:
 
 
 def test_run_all_saves_static_answers_and_no_key(local_server, kernel_env, tmp_path):
-    sources = ["%load_ext nbopenai", "%%ask\nMy name is Ada.", "%%ask -o reply\nWhat is my name?", "print(reply.turn, reply.status)"]
+    sources = [
+        "%load_ext nbopenai",
+        "%%ask\nMy name is Ada.",
+        "%%ask -o reply\nWhat is my name?",
+        "print(reply.turn, reply.status)",
+    ]
     nb, path = run_notebook(sources, kernel_env, tmp_path)
 
     saved = path.read_text()

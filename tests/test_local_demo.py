@@ -37,20 +37,42 @@ def test_recall_needs_the_fact_in_the_thread():
 
 SCHEMAS = [
     {"type": "object", "properties": {"n": {"type": "integer", "minimum": 10, "maximum": 20}}, "required": ["n"]},
-    {"type": "object", "properties": {"kind": {"const": "fixed"}, "x": {"type": ["number", "null"]}}, "required": ["kind", "x"]},
+    {
+        "type": "object",
+        "properties": {"kind": {"const": "fixed"}, "x": {"type": ["number", "null"]}},
+        "required": ["kind", "x"],
+    },
     {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 5},
     {"anyOf": [{"type": "integer"}, {"type": "string", "format": "email"}]},
     {
-        "$defs": {"node": {"type": "object", "properties": {"label": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 1}}, "required": ["label", "children"]}},
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 1},
+                },
+                "required": ["label", "children"],
+            }
+        },
         "$ref": "#/$defs/node",
     },
-    {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}, "ok": {"type": "boolean"}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}}}},
+    {
+        "type": "object",
+        "properties": {
+            "when": {"type": "string", "format": "date-time"},
+            "ok": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}},
+        },
+    },
     {"type": "object", "additionalProperties": {"type": "string"}},
 ]
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
-@pytest.mark.parametrize("text", ["", "Ada wrote 3 notes on 2024-05-01 to ada@example.com. Yes.", "no numbers here, b and a"])
+@pytest.mark.parametrize(
+    "text", ["", "Ada wrote 3 notes on 2024-05-01 to ada@example.com. Yes.", "no numbers here, b and a"]
+)
 def test_filled_values_always_validate(schema, text):
     valid(schema, fill_schema(schema, text))
 
@@ -72,7 +94,16 @@ def test_extraction_rules():
     text = "Maria Garcia, age 41, paid 19.5 dollars on March 3, 2024. Her favourite is light blue. She is not a vip."
     value = fill_schema(schema, text)
     valid(schema, value)
-    assert value == {"name": "Maria Garcia", "age": 41, "price": 19.5, "when": "2024-03-03", "email": None, "phone": None, "vip": False, "colour": "light_blue"}
+    assert value == {
+        "name": "Maria Garcia",
+        "age": 41,
+        "price": 19.5,
+        "when": "2024-03-03",
+        "email": None,
+        "phone": None,
+        "vip": False,
+        "colour": "light_blue",
+    }
 
 
 def test_fault_header_parsing_and_queue_order():
@@ -100,7 +131,11 @@ def test_public_surface_is_complete_and_light():
 
     import nbopenai.local as local
 
-    public = {name for name in vars(local) if not name.startswith("_") and not isinstance(getattr(local, name), type(local))}
+    public = {
+        name for name in vars(local) if not name.startswith("_") and not isinstance(getattr(local, name), type(local))
+    }
     assert public - {"annotations"} == set(local.__all__)
     probe = "import sys, nbopenai.local; print(sorted(m for m in ('IPython', 'ipywidgets', 'pandas', 'aiohttp', 'flask') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

@@ -89,17 +89,45 @@ def stream(http, body: dict, headers: dict | None = None) -> list[dict]:
     return events
 
 
-TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+TOOLS = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
 
 
 @pytest.mark.parametrize(
     "body",
     [
         {"model": "nbopenai-local", "input": "Hello there."},
-        {"model": "gpt-5", "input": "Hello", "instructions": "Be a pirate.", "reasoning": {"effort": "low"}, "metadata": {"k": "v"}},
+        {
+            "model": "gpt-5",
+            "input": "Hello",
+            "instructions": "Be a pirate.",
+            "reasoning": {"effort": "low"},
+            "metadata": {"k": "v"},
+        },
         {"model": "nbopenai-local", "input": "Tell me a story.", "max_output_tokens": 8},
         {"model": "nbopenai-local", "input": "use get_weather for Paris", "tools": TOOLS},
-        {"model": "nbopenai-local", "input": "Ada, 36", "text": {"format": {"type": "json_schema", "name": "p", "strict": True, "schema": {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"], "additionalProperties": False}}}},
+        {
+            "model": "nbopenai-local",
+            "input": "Ada, 36",
+            "text": {
+                "format": {
+                    "type": "json_schema",
+                    "name": "p",
+                    "strict": True,
+                    "schema": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+                        "required": ["name", "age"],
+                        "additionalProperties": False,
+                    },
+                }
+            },
+        },
         {"model": "nbopenai-local", "input": "hi json", "text": {"format": {"type": "json_object"}}},
         {"model": "nbopenai-local", "input": "hi", "background": True},
     ],
@@ -136,7 +164,11 @@ def test_stream_events_against_the_whole_anyof(http):
 
 
 def test_flat_error_event_and_failed_response(http):
-    events = stream(http, {"model": "nbopenai-local", "input": "Tell me a story."}, {"x-nbopenai-fault": "midstream_error_flat;after=2"})
+    events = stream(
+        http,
+        {"model": "nbopenai-local", "input": "Tell me a story."},
+        {"x-nbopenai-fault": "midstream_error_flat;after=2"},
+    )
     error, failed = events[-2:]
     check_event(error)
     assert error["type"] == "error"
@@ -146,21 +178,67 @@ def test_flat_error_event_and_failed_response(http):
 
 def test_nested_error_event_has_the_real_services_shape(http):
     # Not in the spec (which documents the flat shape); this is what the service really sends.
-    events = stream(http, {"model": "nbopenai-local", "input": "Tell me a story."}, {"x-nbopenai-fault": "midstream_error;after=1"})
+    events = stream(
+        http, {"model": "nbopenai-local", "input": "Tell me a story."}, {"x-nbopenai-fault": "midstream_error;after=1"}
+    )
     error, failed = events[-2:]
     assert set(error) == {"type", "error", "sequence_number"}
-    assert error["error"] == {"type": "server_error", "code": "server_error", "message": error["error"]["message"], "param": None}
+    assert error["error"] == {
+        "type": "server_error",
+        "code": "server_error",
+        "message": error["error"]["message"],
+        "param": None,
+    }
     check_event(failed)
 
 
 @pytest.mark.parametrize(
     ("request_kwargs", "status"),
     [
-        ({"method": "POST", "url": "/responses", "content": b"{oops", "headers": {"Content-Type": "application/json"}}, 400),
-        ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}, "headers": {"x-nbopenai-fault": "rate_limit"}}, 429),
-        ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}, "headers": {"x-nbopenai-fault": "server_error"}}, 500),
-        ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}, "headers": {"x-nbopenai-fault": "unauthorized"}}, 401),
-        ({"method": "POST", "url": "/responses", "json": {"model": "nbopenai-local", "input": "hi", "previous_response_id": "resp_x"}}, 400),
+        (
+            {
+                "method": "POST",
+                "url": "/responses",
+                "content": b"{oops",
+                "headers": {"Content-Type": "application/json"},
+            },
+            400,
+        ),
+        (
+            {
+                "method": "POST",
+                "url": "/responses",
+                "json": {"model": "m", "input": "hi"},
+                "headers": {"x-nbopenai-fault": "rate_limit"},
+            },
+            429,
+        ),
+        (
+            {
+                "method": "POST",
+                "url": "/responses",
+                "json": {"model": "m", "input": "hi"},
+                "headers": {"x-nbopenai-fault": "server_error"},
+            },
+            500,
+        ),
+        (
+            {
+                "method": "POST",
+                "url": "/responses",
+                "json": {"model": "m", "input": "hi"},
+                "headers": {"x-nbopenai-fault": "unauthorized"},
+            },
+            401,
+        ),
+        (
+            {
+                "method": "POST",
+                "url": "/responses",
+                "json": {"model": "nbopenai-local", "input": "hi", "previous_response_id": "resp_x"},
+            },
+            400,
+        ),
         ({"method": "POST", "url": "/responses", "json": {"model": "m", "input": "hi"}}, 404),  # model_not_found
         ({"method": "GET", "url": "/responses/resp_missing"}, 404),
         ({"method": "GET", "url": "/nowhere"}, 404),
@@ -176,17 +254,27 @@ def test_error_bodies(http, request_kwargs, status):
 def test_other_resources(http):
     conversation = http.post("/conversations", json={"metadata": {"a": "b"}}).json()
     check("ConversationResource", conversation)
-    created = http.post("/responses", json={"model": "nbopenai-local", "input": "My name is Ada.", "conversation": conversation["id"]}).json()
+    created = http.post(
+        "/responses", json={"model": "nbopenai-local", "input": "My name is Ada.", "conversation": conversation["id"]}
+    ).json()
     check("Response", created)
     check("ConversationItemList", http.get(f"/conversations/{conversation['id']}/items").json())
     check("ResponseItemList", http.get(f"/responses/{created['id']}/input_items").json())
-    check("TokenCountsResource", http.post("/responses/input_tokens", json={"model": "nbopenai-local", "input": "hi"}).json())
-    check("CompactResource", http.post("/responses/compact", json={"model": "nbopenai-local", "input": "My name is Ada."}).json())
+    check(
+        "TokenCountsResource",
+        http.post("/responses/input_tokens", json={"model": "nbopenai-local", "input": "hi"}).json(),
+    )
+    check(
+        "CompactResource",
+        http.post("/responses/compact", json={"model": "nbopenai-local", "input": "My name is Ada."}).json(),
+    )
     check("ListModelsResponse", http.get("/models").json())
     # The routes a conversation thread uses (nbopenai/_turns/_conversations.py): retrieve, items create/delete.
     check("ConversationResource", http.get(f"/conversations/{conversation['id']}").json())
-    added = http.post(f"/conversations/{conversation['id']}/items",
-                      json={"items": [{"type": "message", "role": "user", "content": "I live in Paris."}]}).json()
+    added = http.post(
+        f"/conversations/{conversation['id']}/items",
+        json={"items": [{"type": "message", "role": "user", "content": "I live in Paris."}]},
+    ).json()
     check("ConversationItemList", added)
     item_id = added["data"][0]["id"]
     check("ConversationItem", http.get(f"/conversations/{conversation['id']}/items/{item_id}").json())

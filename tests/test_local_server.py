@@ -50,7 +50,9 @@ def fresh(server):
 
 @pytest.fixture
 def client(server):
-    with OpenAI(api_key="local", base_url=server.base_url, _strict_response_validation=True, max_retries=0, timeout=10) as sdk:
+    with OpenAI(
+        api_key="local", base_url=server.base_url, _strict_response_validation=True, max_retries=0, timeout=10
+    ) as sdk:
         yield sdk
 
 
@@ -83,14 +85,22 @@ def test_the_model_is_echoed_and_reasoning_models_report_reasoning_tokens(client
     response = client.responses.create(model="gpt-5-mini", input="hi", reasoning={"effort": "low"})
     assert response.model == "gpt-5-mini"
     assert response.usage.output_tokens_details.reasoning_tokens > 0
-    assert response.usage.output_tokens == count_tokens(response.output_text) + response.usage.output_tokens_details.reasoning_tokens
+    assert (
+        response.usage.output_tokens
+        == count_tokens(response.output_text) + response.usage.output_tokens_details.reasoning_tokens
+    )
 
 
 def test_stream_event_sequence(client):
     events = list(client.responses.create(model="nbopenai-local", input="Tell me something nice.", stream=True))
     types = [e.type for e in events]
     deltas = [e for e in events if e.type == "response.output_text.delta"]
-    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
     assert types[4 : 4 + len(deltas)] == ["response.output_text.delta"] * len(deltas)
     assert types[4 + len(deltas) :] == [
         "response.output_text.done",
@@ -178,8 +188,12 @@ def test_previous_response_chain_recall_usage_and_caching(client, server):
     assert second.usage.input_tokens == count_tokens(render_context(None, thread))
     # The previous response's whole input and output is the reused (cached) prefix.
     assert second.usage.input_tokens_details.cached_tokens == count_tokens(prefix) > 0
-    third = client.responses.create(model="nbopenai-local", input="The capital of Ruritania is Strelsau.", previous_response_id=second.id)
-    fourth = client.responses.create(model="nbopenai-local", input="What is the capital of Ruritania?", previous_response_id=third.id)
+    third = client.responses.create(
+        model="nbopenai-local", input="The capital of Ruritania is Strelsau.", previous_response_id=second.id
+    )
+    fourth = client.responses.create(
+        model="nbopenai-local", input="What is the capital of Ruritania?", previous_response_id=third.id
+    )
     assert "The capital of Ruritania is Strelsau." in fourth.output_text
     assert "turn 4" in fourth.output_text
 
@@ -187,13 +201,17 @@ def test_previous_response_chain_recall_usage_and_caching(client, server):
 def test_instructions_are_not_inherited_and_break_the_cached_prefix(client, server):
     server.configure(cache_min_tokens=0, cache_block_tokens=1)
     first = client.responses.create(model="nbopenai-local", input="My name is Ada.", instructions="Be brief.")
-    same = client.responses.create(model="nbopenai-local", input="Hi", instructions="Be brief.", previous_response_id=first.id)
+    same = client.responses.create(
+        model="nbopenai-local", input="Hi", instructions="Be brief.", previous_response_id=first.id
+    )
     prefix = f"developer: Be brief.\nuser: My name is Ada.\nassistant: {first.output_text}\n"
     assert same.usage.input_tokens == count_tokens(prefix + "user: Hi\n")
     assert same.usage.input_tokens_details.cached_tokens == count_tokens(prefix)
     dropped = client.responses.create(model="nbopenai-local", input="What is my name?", previous_response_id=first.id)
     assert dropped.instructions is None and "Your name is Ada." in dropped.output_text
-    assert dropped.usage.input_tokens == count_tokens(f"user: My name is Ada.\nassistant: {first.output_text}\nuser: What is my name?\n")
+    assert dropped.usage.input_tokens == count_tokens(
+        f"user: My name is Ada.\nassistant: {first.output_text}\nuser: What is my name?\n"
+    )
     assert dropped.usage.input_tokens_details.cached_tokens == 0  # the prefix changed at its first line
 
 
@@ -235,7 +253,11 @@ def test_history_sent_again_is_cached_like_a_chain_and_counting_does_not_warm_th
     assert _cached(resent) == _cached(chained) > 1024
     # By content, whichever route: Chat Completions sees the same prompt as already computed.
     chat = client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": LONG}])
-    assert chat.usage.prompt_tokens_details.cached_tokens == _cached(client.responses.create(model="nbopenai-local", input=LONG)) >= 1024
+    assert (
+        chat.usage.prompt_tokens_details.cached_tokens
+        == _cached(client.responses.create(model="nbopenai-local", input=LONG))
+        >= 1024
+    )
 
 
 def test_unknown_or_unstored_previous_response(client):
@@ -280,14 +302,18 @@ def test_max_output_tokens_gives_incomplete(client):
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.usage.output_tokens == 16
-    events = list(client.responses.create(model="nbopenai-local", input="Tell me a story.", max_output_tokens=16, stream=True))
+    events = list(
+        client.responses.create(model="nbopenai-local", input="Tell me a story.", max_output_tokens=16, stream=True)
+    )
     assert events[-1].type == "response.incomplete"
     assert events[-1].response.incomplete_details.reason == "max_output_tokens"
     assert "response.completed" not in [e.type for e in events]
 
 
 def test_retrieve_input_items_and_delete(client):
-    created = client.responses.create(model="nbopenai-local", input=[{"role": "user", "content": "first"}, {"role": "user", "content": "second"}])
+    created = client.responses.create(
+        model="nbopenai-local", input=[{"role": "user", "content": "first"}, {"role": "user", "content": "second"}]
+    )
     assert client.responses.retrieve(created.id).output_text == created.output_text
     items = list(client.responses.input_items.list(created.id, order="asc"))
     assert [i.content[0].text for i in items] == ["first", "second"]
@@ -329,7 +355,9 @@ def test_conversations(client, server):
     assert conversation.object == "conversation" and conversation.metadata == {"topic": "demo"}
     first = client.responses.create(model="nbopenai-local", input="My name is Grace.", conversation=conversation.id)
     assert first.conversation.id == conversation.id
-    second = client.responses.create(model="nbopenai-local", input="What is my name?", conversation={"id": conversation.id})
+    second = client.responses.create(
+        model="nbopenai-local", input="What is my name?", conversation={"id": conversation.id}
+    )
     assert "Your name is Grace." in second.output_text
     assert second.usage.input_tokens_details.cached_tokens > 0
     items = list(client.conversations.items.list(conversation.id, order="asc"))
@@ -337,12 +365,16 @@ def test_conversations(client, server):
     assert [i.role for i in items] == ["user", "assistant", "user", "assistant"]
     assert client.conversations.retrieve(conversation.id).id == conversation.id
     with pytest.raises(openai.BadRequestError):
-        client.responses.create(model="nbopenai-local", input="x", conversation=conversation.id, previous_response_id=first.id)
+        client.responses.create(
+            model="nbopenai-local", input="x", conversation=conversation.id, previous_response_id=first.id
+        )
 
 
 def test_input_token_count(client):
     first = client.responses.create(model="nbopenai-local", input="My name is Ada.")
-    counted = client.responses.input_tokens.count(model="nbopenai-local", input="What is my name?", previous_response_id=first.id)
+    counted = client.responses.input_tokens.count(
+        model="nbopenai-local", input="What is my name?", previous_response_id=first.id
+    )
     real = client.responses.create(model="nbopenai-local", input="What is my name?", previous_response_id=first.id)
     assert counted.input_tokens == real.usage.input_tokens
 
@@ -357,7 +389,9 @@ def test_compact_then_continue(client):
     follow_up.append({"role": "user", "content": "What is my name? What is my favourite colour?"})
     answer = client.responses.create(model="nbopenai-local", input=follow_up)
     assert "Your name is Ada." in answer.output_text and "Your favourite colour is teal." in answer.output_text
-    chained = client.responses.create(model="nbopenai-local", input="What is my name?", previous_response_id=compacted.id)
+    chained = client.responses.create(
+        model="nbopenai-local", input="What is my name?", previous_response_id=compacted.id
+    )
     assert "Your name is Ada." in chained.output_text
 
 
@@ -414,21 +448,39 @@ def test_parse_structured_output(client):
     parsed = client.responses.parse(model="nbopenai-local", input=TEAM_TEXT, text_format=Team)
     team = parsed.output_parsed
     schema = type_to_text_format_param(Team)["schema"]
-    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(json.loads(parsed.output_text))
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(
+        json.loads(parsed.output_text)
+    )
     assert team.team_name == "Apollo" and team.priority == "high"
     assert [m.name for m in team.members] == ["Ada Lovelace", "Grace Hopper"]
     ada, grace = team.members
-    assert (ada.age, ada.role, ada.born, ada.email, ada.active) == (36, Role.engineer, dt.date(1815, 12, 10), "ada@example.com", True)
+    assert (ada.age, ada.role, ada.born, ada.email, ada.active) == (
+        36,
+        Role.engineer,
+        dt.date(1815, 12, 10),
+        "ada@example.com",
+        True,
+    )
     assert ada.address.city == "London"
     assert ada.nickname is None
-    assert (grace.age, grace.role, grace.born, grace.email, grace.active) == (85, Role.manager, dt.date(1906, 12, 9), None, False)
+    assert (grace.age, grace.role, grace.born, grace.email, grace.active) == (
+        85,
+        Role.manager,
+        dt.date(1906, 12, 9),
+        None,
+        False,
+    )
 
 
 def test_structured_output_streams_and_json_object(client):
-    with client.responses.stream(model="nbopenai-local", input="Grace Hopper, manager, 85", text_format=Person) as stream:
+    with client.responses.stream(
+        model="nbopenai-local", input="Grace Hopper, manager, 85", text_format=Person
+    ) as stream:
         final = stream.get_final_response()
     assert final.output_parsed.name == "Grace Hopper"
-    response = client.responses.create(model="nbopenai-local", input="hello json", text={"format": {"type": "json_object"}})
+    response = client.responses.create(
+        model="nbopenai-local", input="hello json", text={"format": {"type": "json_object"}}
+    )
     assert json.loads(response.output_text)["answer"].startswith(MARKER)
 
 
@@ -438,14 +490,27 @@ WEATHER = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"], "additionalProperties": False},
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
     "strict": True,
 }
-TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+TIME = {
+    "type": "function",
+    "name": "get_time",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 def test_parallel_function_calls_then_outputs(client):
-    calls = client.responses.create(model="nbopenai-local", input="Use get_weather for Paris in fahrenheit and get_time for Tokyo.", tools=[WEATHER, TIME])
+    calls = client.responses.create(
+        model="nbopenai-local",
+        input="Use get_weather for Paris in fahrenheit and get_time for Tokyo.",
+        tools=[WEATHER, TIME],
+    )
     assert [item.type for item in calls.output] == ["function_call", "function_call"]
     weather, clock = calls.output
     assert (weather.name, json.loads(weather.arguments)) == ("get_weather", {"city": "Paris", "unit": "fahrenheit"})
@@ -455,13 +520,17 @@ def test_parallel_function_calls_then_outputs(client):
         {"type": "function_call_output", "call_id": weather.call_id, "output": "sunny, 75F"},
         {"type": "function_call_output", "call_id": clock.call_id, "output": "09:00"},
     ]
-    answer = client.responses.create(model="nbopenai-local", input=outputs, previous_response_id=calls.id, tools=[WEATHER, TIME])
+    answer = client.responses.create(
+        model="nbopenai-local", input=outputs, previous_response_id=calls.id, tools=[WEATHER, TIME]
+    )
     assert "get_weather returned: sunny, 75F" in answer.output_text
     assert "get_time returned: 09:00" in answer.output_text
 
 
 def test_streamed_function_call_events(client):
-    events = list(client.responses.create(model="nbopenai-local", input="use get_weather for Paris", tools=[WEATHER], stream=True))
+    events = list(
+        client.responses.create(model="nbopenai-local", input="use get_weather for Paris", tools=[WEATHER], stream=True)
+    )
     types = [e.type for e in events]
     assert types[2] == "response.output_item.added" and events[2].item.type == "function_call"
     assert "response.function_call_arguments.delta" in types
@@ -480,16 +549,28 @@ def test_no_tool_named_means_text(client):
 
 
 def test_chat_completions_plain_and_stream(client):
-    completion = client.chat.completions.create(model="nbopenai-local", messages=[{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "My name is Ada."}])
+    completion = client.chat.completions.create(
+        model="nbopenai-local",
+        messages=[{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "My name is Ada."}],
+    )
     text = completion.choices[0].message.content
     assert MARKER in text and completion.choices[0].finish_reason == "stop"
     assert completion.usage.prompt_tokens == count_tokens("developer: Be a pirate.\nuser: My name is Ada.\n")
-    chunks = list(client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": "My name is Ada."}], stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="nbopenai-local",
+            messages=[{"role": "user", "content": "My name is Ada."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed.startswith(MARKER)
     assert chunks[-1].usage.completion_tokens == count_tokens(streamed)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["parameters"]}}]
-    called = client.chat.completions.create(model="nbopenai-local", messages=[{"role": "user", "content": "get_weather for Oslo"}], tools=tools)
+    called = client.chat.completions.create(
+        model="nbopenai-local", messages=[{"role": "user", "content": "get_weather for Oslo"}], tools=tools
+    )
     assert called.choices[0].finish_reason == "tool_calls"
     assert json.loads(called.choices[0].message.tool_calls[0].function.arguments)["city"] == "Oslo"
 
@@ -556,7 +637,9 @@ def test_fault_count_and_path(server, client):
 
 def test_fault_from_request_header(server, client):
     with pytest.raises(openai.RateLimitError) as caught:
-        client.responses.create(model="nbopenai-local", input="hi", extra_headers={"x-nbopenai-fault": "rate_limit;retry_after=7"})
+        client.responses.create(
+            model="nbopenai-local", input="hi", extra_headers={"x-nbopenai-fault": "rate_limit;retry_after=7"}
+        )
     assert caught.value.response.headers["retry-after"] == "7"
     assert server.requests[-1].fault == "rate_limit"
     assert server.requests[-1].headers["x-nbopenai-fault"] == "rate_limit;retry_after=7"
@@ -677,7 +760,10 @@ def test_client_disconnect_mid_stream_then_server_still_serves(server, client):
     for _ in range(3):
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         body = json.dumps({"model": "nbopenai-local", "input": "[[words:2000]]", "stream": True}).encode()
-        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        sock.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         sock.close()
     server.configure(chunk_delay=0.0)
@@ -729,8 +815,9 @@ def test_subprocess_server():
 
 # --- rate limits, enforced as the API enforces them ----------------------------------------------
 
-RATE_HEADERS = [f"x-ratelimit-{what}-{unit}" for unit in ("requests", "tokens")
-                for what in ("limit", "remaining", "reset")]
+RATE_HEADERS = [
+    f"x-ratelimit-{what}-{unit}" for unit in ("requests", "tokens") for what in ("limit", "remaining", "reset")
+]
 GO_DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")
 TRY_AGAIN = re.compile(r"Please try again in (\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)\.")
 
@@ -835,9 +922,15 @@ def _raw_reply(server, body: dict, fault: str) -> bytes:
     """Everything the server sent for one request, read until it closed the connection."""
     data = json.dumps(body).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Authorization: Bearer sk-echo-me\r\nConnection: close\r\nx-nbopenai-fault: " + fault.encode()
-                     + b"\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+        sock.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer sk-echo-me\r\nConnection: close\r\nx-nbopenai-fault: "
+            + fault.encode()
+            + b"\r\nContent-Length: "
+            + str(len(data)).encode()
+            + b"\r\n\r\n"
+            + data
+        )
         received = b""
         try:
             while chunk := sock.recv(65536):
@@ -873,23 +966,35 @@ def test_a_stream_held_open_after_completed_then_cut(server, kind):
 
 
 def test_stream_ignored_answers_with_the_whole_response(server, client):
-    raw = client.responses.with_raw_response.create(model="nbopenai-local", input="hi", stream=True,
-                                                    extra_headers={"x-nbopenai-fault": "stream_ignored"})
+    raw = client.responses.with_raw_response.create(
+        model="nbopenai-local", input="hi", stream=True, extra_headers={"x-nbopenai-fault": "stream_ignored"}
+    )
     assert raw.headers["content-type"] == "application/json"
     assert json.loads(raw.http_response.read())["status"] == "completed"
 
 
 def test_empty_usage(server, client):
-    response = _raw(server, "POST", "/v1/responses", json={"model": "nbopenai-local", "input": "hi"},
-                    headers={"x-nbopenai-fault": "empty_usage"}).json()
+    response = _raw(
+        server,
+        "POST",
+        "/v1/responses",
+        json={"model": "nbopenai-local", "input": "hi"},
+        headers={"x-nbopenai-fault": "empty_usage"},
+    ).json()
     assert response["status"] == "completed" and response["usage"] == {}
 
 
-@pytest.mark.parametrize(("kind", "content_type"),
-                         [("not_json_text", "text/plain"), ("not_json_binary", "application/octet-stream")])
+@pytest.mark.parametrize(
+    ("kind", "content_type"), [("not_json_text", "text/plain"), ("not_json_binary", "application/octet-stream")]
+)
 def test_not_json_of_any_content_type(server, kind, content_type):
-    answer = _raw(server, "POST", "/v1/responses", json={"model": "nbopenai-local", "input": "hi"},
-                  headers={"x-nbopenai-fault": kind})
+    answer = _raw(
+        server,
+        "POST",
+        "/v1/responses",
+        json={"model": "nbopenai-local", "input": "hi"},
+        headers={"x-nbopenai-fault": kind},
+    )
     assert answer.status_code == 200 and answer.headers["content-type"].startswith(content_type)
     assert server.state.responses == {}  # a stand-in answered: the API never ran
 
@@ -922,15 +1027,24 @@ def test_every_fault_kind_is_one_class_in_one_registry():
 
 
 def test_an_unknown_model_gets_the_apis_404(server, client):
-    for call in (lambda: client.responses.create(model="nonsense-model-xyz", input="hi"),
-                 lambda: client.responses.create(model="nonsense-model-xyz", input="hi", stream=True),
-                 lambda: client.chat.completions.create(model="nonsense-model-xyz", messages=[{"role": "user", "content": "hi"}]),
-                 lambda: client.models.retrieve("nonsense-model-xyz")):
+    for call in (
+        lambda: client.responses.create(model="nonsense-model-xyz", input="hi"),
+        lambda: client.responses.create(model="nonsense-model-xyz", input="hi", stream=True),
+        lambda: client.chat.completions.create(
+            model="nonsense-model-xyz", messages=[{"role": "user", "content": "hi"}]
+        ),
+        lambda: client.models.retrieve("nonsense-model-xyz"),
+    ):
         with pytest.raises(openai.NotFoundError) as caught:
             call()
-        assert caught.value.response.json() == {"error": {
-            "message": "The model `nonsense-model-xyz` does not exist or you do not have access to it.",
-            "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+        assert caught.value.response.json() == {
+            "error": {
+                "message": "The model `nonsense-model-xyz` does not exist or you do not have access to it.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+        }
     assert server.state.responses == {}
 
 
@@ -951,12 +1065,15 @@ def test_the_server_keeps_its_newest_responses_conversations_and_requests(server
     assert list(server.state.responses) == ids[2:]
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.retrieve(ids[0])
-    assert caught.value.body["message"] == (f"Response with id '{ids[0]}' not found. "
-                                            "The offline server keeps only its 3 newest responses.")
+    assert caught.value.body["message"] == (
+        f"Response with id '{ids[0]}' not found. The offline server keeps only its 3 newest responses."
+    )
     with pytest.raises(openai.BadRequestError) as chained:
         client.responses.create(model="nbopenai-local", input="again", previous_response_id=ids[1])
     assert chained.value.code == "previous_response_not_found" and "3 newest responses" in chained.value.body["message"]
-    assert client.responses.create(model="nbopenai-local", input="on", previous_response_id=ids[4]).status == "completed"
+    assert (
+        client.responses.create(model="nbopenai-local", input="on", previous_response_id=ids[4]).status == "completed"
+    )
     conversations = [client.conversations.create().id for _ in range(3)]
     with pytest.raises(openai.NotFoundError, match="2 newest conversations"):
         client.conversations.retrieve(conversations[0])

@@ -444,7 +444,11 @@ def test_each_failure_is_one_short_message_and_never_moves_the_thread(ip, local_
 
 @pytest.mark.parametrize(
     "kind, error",
-    [("midstream_error", nbopenai.StreamError), ("midstream_error_flat", nbopenai.StreamError), ("drop", nbopenai.ConnectionError)],
+    [
+        ("midstream_error", nbopenai.StreamError),
+        ("midstream_error_flat", nbopenai.StreamError),
+        ("drop", nbopenai.ConnectionError),
+    ],
 )
 def test_mid_stream_failure_keeps_the_partial_text_marked_and_the_thread(ip, local_server, kind, error):
     run(ip, "%ask My name is Ada.")
@@ -640,8 +644,14 @@ def test_ipython_runs_a_script_that_loads_the_extension_and_asks(local_server, t
     script = tmp_path / "ask.ipy"
     script.write_text("%load_ext nbopenai\n%ask My name is Ada. What is my name?\n")
     env = kernel_env(OPENAI_BASE_URL=local_server.base_url, NBOPENAI_MODEL="nbopenai-local", IPYTHONDIR=str(tmp_path))
-    done = subprocess.run([sys.executable, "-m", "IPython", "--colors=nocolor", str(script)],
-                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--colors=nocolor", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert "Your name is Ada." in done.stdout, done.stdout + done.stderr
     assert "not found" not in done.stdout + done.stderr
 
@@ -669,7 +679,7 @@ def test_the_demo_servers_calls_stay_out_of_the_ledger_on_disk(ip):
 
 # ---- every example in the magics' help runs on the demo server ---------------------------------
 
-EXAMPLE_NAMESPACE = '''
+EXAMPLE_NAMESPACE = """
 import pandas as pd
 from pydantic import BaseModel
 
@@ -683,7 +693,7 @@ class LineItem(BaseModel):
 
 df = pd.DataFrame({"bio": ["Ada Lovelace, born 1815 in London.", "Alan Turing, born 1912 in London."]})
 invoices = pd.DataFrame({"text": ["2 pencils, 3.50; 1 notebook, 4.00", "1 stapler, 12.00"]})
-'''
+"""
 
 
 def help_examples(doc: str) -> list[str]:

@@ -189,7 +189,9 @@ def test_answers_are_saved_as_static_markdown(executed, name):
         assert WIDGET_VIEW not in data, f"a widget was left in the output of:\n{source}"
         assert not re.search(r"\b(?:(?:VBox|HTML)\((?:children|value)=|AnswerWidget\()", data.get("text/plain", "")), source
         if source.startswith("%%ask") and "--dry-run" not in source:
-            assert re.search(r"<sub>nbopenai-local · \d+ in .* · thread \S+ turn \d+</sub>", data.get("text/markdown", ""))
+            assert re.search(
+                r"<sub>nbopenai-local · \d+ in .* · thread \S+ turn \d+</sub>", data.get("text/markdown", "")
+            )
 
 
 def test_usage_plot_is_an_image(executed):
@@ -267,8 +269,14 @@ def test_the_readmes_first_command_leaves_the_data_folder_untouched(tmp_path):
     env = kernel_env(HOME=str(home))
     for name in ("NBOPENAI_HOME", "XDG_DATA_HOME", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         env.pop(name, None)
-    done = subprocess.run([sys.executable, "-m", "nbopenai.demo", "--out", str(tmp_path / "out")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "nbopenai.demo", "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Your name is Ada." in done.stdout and (tmp_path / "out" / "quickstart.ipynb").exists()
     assert not (home / ".local" / "share" / "nbopenai").exists()
@@ -279,9 +287,13 @@ def test_the_readme_shows_what_the_notebooks_print(executed):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     outside = REGENERATE.BLOCK.sub("", readme)
     # Output-looking text outside the generated blocks would be typed by hand, and drift.
-    assert not re.search(r"<sub>nbopenai-local|offline demo server at http|\(\d+ cached\)|^extract \d+/\d+", outside, re.M)
+    assert not re.search(
+        r"<sub>nbopenai-local|offline demo server at http|\(\d+ cached\)|^extract \d+/\d+", outside, re.M
+    )
     names = REGENERATE.needed(readme)
     assert names, "README.md has no generated output blocks"
     regenerated = REGENERATE.rewrite(readme, {name: executed(name)[0] for name in names})
     stale = REGENERATE.differences(readme, regenerated)
-    assert not stale, f"README.md's outputs differ from the notebooks' ({', '.join(stale)}): run python docs/regenerate.py"
+    assert not stale, (
+        f"README.md's outputs differ from the notebooks' ({', '.join(stale)}): run python docs/regenerate.py"
+    )

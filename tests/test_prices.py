@@ -49,7 +49,10 @@ def test_latest_entry_effective_on_or_before_the_date_is_picked(shipped):
     assert rates(dt.date(2025, 5, 1)) == (10.0, 40.0)
     assert rates(dt.date(2025, 6, 9)) == (10.0, 40.0)
     assert rates(dt.date(2025, 6, 10)) == (2.0, 8.0)
-    assert rates(dt.datetime(2025, 6, 9, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))) == (2.0, 8.0)  # 04:00 UTC on the 10th
+    assert rates(dt.datetime(2025, 6, 9, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))) == (
+        2.0,
+        8.0,
+    )  # 04:00 UTC on the 10th
     assert rates(dt.datetime(2025, 6, 9, 12, 0, tzinfo=dt.timezone.utc).timestamp()) == (10.0, 40.0)
     assert rates(dt.date(2024, 1, 1)) == (10.0, 40.0)  # before launch: the launch price
 
@@ -71,7 +74,10 @@ def test_dated_snapshot_resolves_to_base_model(shipped):
     assert shipped.price_for("gpt-4.1-mini-2025-04-14") == shipped.price_for("gpt-4.1-mini")
     assert shipped.price_for("GPT-4.1-Mini") == shipped.price_for("gpt-4.1-mini")
     assert "o3-mini-2025-01-31" in shipped
-    assert PriceTable.with_prices({"gpt-3.5-turbo": {"input": 0.5, "output": 1.5}}).price_for("gpt-3.5-turbo-0125").input == 0.5
+    assert (
+        PriceTable.with_prices({"gpt-3.5-turbo": {"input": 0.5, "output": 1.5}}).price_for("gpt-3.5-turbo-0125").input
+        == 0.5
+    )
 
 
 def test_an_entry_for_the_snapshot_itself_wins(shipped):

@@ -134,7 +134,9 @@ def test_errors_that_echo_the_request_headers_are_scrubbed(keyed, key, local_ser
             keyed.ask("Hello again", stream=stream, echo=True)
     if kind == "bad_request":
         assert "***" in raised.value.message  # the echo was there, and was scrubbed
-    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no SDK error (with its request) attached
+    assert (
+        raised.value.__cause__ is None and raised.value.__suppress_context__
+    )  # no SDK error (with its request) attached
     texts = _error_texts(raised.value) + [str(w.message) for w in caught]
     _scan_everything(keyed, key, *texts, logged=everything_logged, captured=capsys)
     assert local_server.requests[0].headers["authorization"] == f"Bearer {key}"  # it was really sent
@@ -183,8 +185,11 @@ def test_debug_logging_of_a_whole_session_never_shows_the_key(keyed, key, local_
 
 def test_the_ledger_file_never_holds_the_key(key, local_server, tmp_path):
     path = tmp_path / "usage.sqlite3"
-    with Session(Settings(base_url=local_server.base_url, api_key=key, model="nbopenai-local"),
-                 ledger_path=str(path), backoff_base=0.001) as session:
+    with Session(
+        Settings(base_url=local_server.base_url, api_key=key, model="nbopenai-local"),
+        ledger_path=str(path),
+        backoff_base=0.001,
+    ) as session:
         local_server.inject("bad_request", message=echo(key))
         with pytest.raises(nbopenai.BadRequestError):
             session.ask("hello")
@@ -235,8 +240,9 @@ SHAPES = sorted(ECHOES)
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_an_echoed_key_in_any_shape_reaches_no_output_ledger_or_file(proxied, key, proxy, shape, stream,
-                                                                    everything_logged):
+def test_an_echoed_key_in_any_shape_reaches_no_output_ledger_or_file(
+    proxied, key, proxy, shape, stream, everything_logged
+):
     with pytest.raises(nbopenai.APIError) as raised:
         proxied.ask(f"Answer me. FAULT:{shape}", stream=stream)
     assert authorization(proxy.requests[-1]) == f"Bearer {key}"  # the key was really sent, and echoed
@@ -252,8 +258,9 @@ def test_a_failed_response_in_extraction_leaves_no_key_in_the_error_column(proxi
     class Person(BaseModel):
         name: str
 
-    frame = nbopenai.extract(Person, ["Ada. FAULT:failed_body", "Grace. FAULT:failed_body_gzip"], session=proxied,
-                             progress=False)
+    frame = nbopenai.extract(
+        Person, ["Ada. FAULT:failed_body", "Grace. FAULT:failed_body_gzip"], session=proxied, progress=False
+    )
     assert frame["_status"].tolist() == ["error", "error"]
     assert frame["_error"].tolist() == ["proxy saw Bearer ***"] * 2
     _scan_after_fault(proxied, key, frame.to_string(), repr(frame.attrs), repr(frame.to_dict()))
@@ -275,7 +282,9 @@ def test_a_cancel_refused_with_an_echo_is_one_translated_error(proxied, key, pro
     _scan_after_fault(proxied, key, *_exception_texts(raised.value))
 
 
-def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(key, proxy, tmp_path, everything_logged):
+def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(
+    key, proxy, tmp_path, everything_logged
+):
     password = "pa55-W0rd-S3cret"
     url = proxy.base_url.replace("http://", f"http://ada:{password}@")
     settings = Settings(base_url=url, api_key=key, model="nbopenai-local")
@@ -437,9 +446,17 @@ def test_credentials_in_the_base_url_show_nowhere_in_the_magics(ip, key, monkeyp
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://ada:{password}@127.0.0.1:9/v1")
     monkeypatch.setenv("OPENAI_API_KEY", key)
     ip.run_cell("%reload_ext nbopenai")
-    shown = [_run(ip, cell) for cell in ("%nbopenai status", "%%ask --dry-run\nHello", "%config AskMagics",
-                                          "%%ask --dry-run -o request\nHello", "request",
-                                          "import nbopenai; nbopenai.current_session()")]
+    shown = [
+        _run(ip, cell)
+        for cell in (
+            "%nbopenai status",
+            "%%ask --dry-run\nHello",
+            "%config AskMagics",
+            "%%ask --dry-run -o request\nHello",
+            "request",
+            "import nbopenai; nbopenai.current_session()",
+        )
+    ]
     for text in shown:
         assert password not in text and "ada:" not in text
     assert "http://***@127.0.0.1:9/v1" in shown[0] and "POST http://***@127.0.0.1:9/v1/responses" in shown[1]
@@ -477,8 +494,9 @@ def _execute(path_or_cells, env: dict[str, str], tmp_path: Path) -> str:
     else:
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in path_or_cells])
         name = "hostile.ipynb"
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute(env=env)
     saved = tmp_path / f"executed-{name}"
     nbformat.write(nb, saved)
@@ -537,8 +555,11 @@ PROXIED_CELLS = [
 @pytest.mark.kernel
 @pytest.mark.parametrize("key", KEYS, ids=["sk-key", "opaque-key"])
 def test_a_notebook_behind_an_echoing_proxy_saves_no_key_even_verbose(key, proxy, tmp_path):
-    saved = _execute(PROXIED_CELLS, kernel_env(OPENAI_BASE_URL=proxy.base_url, OPENAI_API_KEY=key,
-                                               NBOPENAI_MODEL="nbopenai-local"), tmp_path)
+    saved = _execute(
+        PROXIED_CELLS,
+        kernel_env(OPENAI_BASE_URL=proxy.base_url, OPENAI_API_KEY=key, NBOPENAI_MODEL="nbopenai-local"),
+        tmp_path,
+    )
     assert_no_key(saved, key, "saved notebook")
     assert saved.count("proxy saw Bearer ***") >= 8  # every shape was met, and scrubbed
     assert "Not the API" in saved and "Authentication failed" in saved and "Invalid port" in saved

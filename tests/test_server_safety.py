@@ -200,12 +200,16 @@ def test_random_json_gets_an_answer_in_the_api_shape(local_server, body, path):
     assert_still_serving(local_server)
 
 
-@pytest.mark.parametrize("body", [
-    {"model": "nbopenai-local", "input": "hi", "max_output_tokens": "abc"},
-    {"model": "nbopenai-local", "input": "hi", "tools": "x"},
-    {"model": "nbopenai-local", "input": "hi", "text": 5},
-    {"model": "nbopenai-local", "input": "hi", "tools": [{"type": "function", "name": 5}]},
-], ids=["max_output_tokens", "tools", "text", "tool-name"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "nbopenai-local", "input": "hi", "max_output_tokens": "abc"},
+        {"model": "nbopenai-local", "input": "hi", "tools": "x"},
+        {"model": "nbopenai-local", "input": "hi", "text": 5},
+        {"model": "nbopenai-local", "input": "hi", "tools": [{"type": "function", "name": 5}]},
+    ],
+    ids=["max_output_tokens", "tools", "text", "tool-name"],
+)
 def test_wrongly_typed_fields_get_a_400(local_server, body):
     with httpx.Client(base_url=local_server.url, timeout=10) as client:
         assert client.post("/v1/responses", json=body).status_code == 400
@@ -355,7 +359,9 @@ def test_a_cache_an_older_version_left_readable_is_made_private(tmp_path):
 
     path = tmp_path / "extract.sqlite3"
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)")
+        conn.execute(
+            "CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)"
+        )
         conn.execute("CREATE TABLE batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)")
         conn.execute("INSERT INTO answers VALUES ('k', '{}', NULL, 1.0)")
         conn.execute("""INSERT INTO batch_jobs VALUES ('batch-1', 1.0, '{"id": "batch-1"}')""")
@@ -375,7 +381,9 @@ def test_the_extraction_cache_waits_while_another_kernel_sets_the_file_up(tmp_pa
 
     path = tmp_path / "extract.sqlite3"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)")
+    other.execute(
+        "CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)"
+    )
     other.execute("BEGIN IMMEDIATE")  # the other kernel is still creating it: switching to WAL fails at once
 
     def other_kernel_finishes(seconds):

@@ -26,8 +26,13 @@ class Mailer:
 
 
 def call_outputs(server):
-    return [item["output"] for r in server.requests if r.path == "/v1/responses"
-            for item in (r.body or {}).get("input", []) if isinstance(item, dict) and item.get("type") == "function_call_output"]
+    return [
+        item["output"]
+        for r in server.requests
+        if r.path == "/v1/responses"
+        for item in (r.body or {}).get("input", [])
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    ]
 
 
 @pytest.fixture
@@ -63,8 +68,9 @@ def test_a_round_that_failed_after_the_tool_ran_is_retried_without_running_it(st
     mailer = Mailer()
     session = make(ledger_path=str(tmp_path / "usage.sqlite3"), max_attempts=1)
     with pytest.raises(nbopenai.ServerError):  # the mail went out, then the round that reports it failed
-        session.ask("use send_mail for ada@example.com", tools=[mailer.send_mail], cell_id="cell-1",
-                    sink=FailNextRound(stable))
+        session.ask(
+            "use send_mail for ada@example.com", tools=[mailer.send_mail], cell_id="cell-1", sink=FailNextRound(stable)
+        )
     assert len(mailer.sent) == 1
     retried = session.ask("use send_mail for ada@example.com", tools=[mailer.send_mail], cell_id="cell-1")
     assert retried.status == "completed" and len(mailer.sent) == 1

@@ -98,7 +98,9 @@ def test_a_typed_function_becomes_a_strict_tool():
     assert {"type": "null"} in props["unit"]["anyOf"]  # a default: null means "use it"
     assert {"enum": ["C", "F"], "type": "string"} in props["unit"]["anyOf"]
     assert "(null: the default, 'C')" in props["unit"]["description"]
-    assert {"type": "null"} in props["hours"]["anyOf"] and "null: the default" not in props["hours"].get("description", "")
+    assert {"type": "null"} in props["hours"]["anyOf"] and "null: the default" not in props["hours"].get(
+        "description", ""
+    )
     nested = schema["$defs"]["Place"]
     assert nested["additionalProperties"] is False and nested["required"] == ["city", "country"]
     assert not {"title", "default"} & set(_keys(schema))  # no generated titles, no defaults in strict mode
@@ -338,7 +340,11 @@ def test_store_false_replays_calls_and_outputs_within_the_turn_and_after_it(loca
     session.ask("use get_weather for Paris", tools=[get_weather])
     first, second = bodies(local_server)
     assert "previous_response_id" not in second
-    assert [item.get("type", "message") for item in second["input"]] == ["message", "function_call", "function_call_output"]
+    assert [item.get("type", "message") for item in second["input"]] == [
+        "message",
+        "function_call",
+        "function_call_output",
+    ]
     assert second["input"][1]["call_id"] == second["input"][2]["call_id"]
     session.ask("And what did it say?")
     third = bodies(local_server)[-1]

@@ -159,7 +159,9 @@ def test_dataframe_filters(ledger):
 
 def test_summary_groups_by_model_and_thread(ledger):
     ledger.record(rec(model="m1", thread="t", input_tokens=10, output_tokens=1, total_tokens=11, cost_usd=0.1, latency_s=1.0, ttft_s=0.2))
-    ledger.record(rec(model="m1", thread="t", input_tokens=20, output_tokens=2, total_tokens=22, cost_usd=0.2, latency_s=3.0))
+    ledger.record(
+        rec(model="m1", thread="t", input_tokens=20, output_tokens=2, total_tokens=22, cost_usd=0.2, latency_s=3.0)
+    )
     ledger.record(rec(model="m1", thread=None, input_tokens=5, total_tokens=5, cost_usd=0.05))
     ledger.record(rec(model="m2", thread="t", input_tokens=7, total_tokens=7, cost_usd=0.3, latency_s=2.0))
     ledger.record(rec(model="m2", thread="t", input_tokens=8, total_tokens=8, cost_usd=None))
@@ -177,13 +179,33 @@ def test_summary_groups_by_model_and_thread(ledger):
     assert pd.isna(table.loc[("m2", "t"), "cost_usd"])
     assert not table.loc[("m2", "t"), "cost_complete"]
     assert list(ledger.summary().columns) == [
-        "model", "thread", "calls", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens",
-        "total_tokens", "cost_usd", "cost_complete", "mean_latency_s", "mean_ttft_s",
+        "model",
+        "thread",
+        "calls",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "cost_usd",
+        "cost_complete",
+        "mean_latency_s",
+        "mean_ttft_s",
     ]
 
 
 def test_totals(ledger):
-    ledger.record(rec(session_id="a", input_tokens=10, cached_tokens=2, output_tokens=5, reasoning_tokens=1, total_tokens=15, cost_usd=0.5))
+    ledger.record(
+        rec(
+            session_id="a",
+            input_tokens=10,
+            cached_tokens=2,
+            output_tokens=5,
+            reasoning_tokens=1,
+            total_tokens=15,
+            cost_usd=0.5,
+        )
+    )
     ledger.record(rec(session_id="a", input_tokens=1, total_tokens=1, cost_usd=0.25))
     ledger.record(rec(session_id="b", model="unpriced", input_tokens=100, total_tokens=100, cost_usd=None))
     assert ledger.totals(session_id="a") == Totals(2, 11, 2, 5, 1, 16, 0.75, True)
@@ -214,7 +236,13 @@ def test_build_reads_an_openai_usage_object():
         total_tokens=1_300,
     )
     row = build(Usage.from_api(usage))
-    assert (row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens, row.total_tokens) == (1000, 400, 300, 100, 1300)
+    assert (row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens, row.total_tokens) == (
+        1000,
+        400,
+        300,
+        100,
+        1300,
+    )
     # 600 at $1 + 400 at $0.50 + 300 at $2 (reasoning already inside output), per 1M.
     assert row.cost_usd == pytest.approx((600 * 1.0 + 400 * 0.5 + 300 * 2.0) / 1e6)
     assert row.time == T0
@@ -295,8 +323,13 @@ WRITER = textwrap.dedent(
 def test_concurrent_processes_lose_no_row(tmp_path):
     path = tmp_path / "usage.sqlite3"
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in ("p1", "p2")
     ]
     for writer in writers:
@@ -477,9 +510,15 @@ def test_running_totals_count_unsaved_rows_and_skip_refused_ones(tmp_path, monke
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ledger.record(UsageRecord(T0, "s", "ask", None, "completed", input_tokens=99))  # type: ignore[arg-type]  # refused
-            ledger.record_many([rec(session_id="s", input_tokens=5, total_tokens=5, cost_usd=None), rec(session_id="t")])
+            ledger.record_many(
+                [rec(session_id="s", input_tokens=5, total_tokens=5, cost_usd=None), rec(session_id="t")]
+            )
             with monkeypatch.context() as patch:
-                patch.setattr(_usage, "_insert", lambda conn, rows: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+                patch.setattr(
+                    _usage,
+                    "_insert",
+                    lambda conn, rows: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")),
+                )
                 ledger.record(rec(session_id="s", input_tokens=1, total_tokens=1, cost_usd=0.25))  # kept in memory
                 assert ledger.totals(session_id="s") == Totals(3, 16, 0, 0, 0, 16, 0.75, False)
         ledger.record(rec(session_id="t"))  # the disk is back: the kept row is written too
@@ -492,12 +531,17 @@ def test_usage_frame_has_nullable_dtypes_by_column_type_and_unsaved_rows_in_time
     ledger.record(rec(time=T0 + 2, cell_id="saved", cost_usd=None, latency_s=1.5))
     with monkeypatch.context() as patch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        patch.setattr(_usage, "_insert", lambda conn, rows: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+        patch.setattr(
+            _usage, "_insert", lambda conn, rows: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error"))
+        )
         ledger.record(rec(time=T0 + 1, cell_id="unsaved", cost_usd=0.5))
         frame = ledger.to_dataframe()
     assert frame["cell_id"].tolist() == ["unsaved", "saved"]
     assert {name: str(dtype) for name, dtype in frame.dtypes.items() if name != "time"} == {
-        **{name: "string" for name in ("session_id", "kind", "model", "status", "thread", "cell_id", "response_id", "error")},
+        **{
+            name: "string"
+            for name in ("session_id", "kind", "model", "status", "thread", "cell_id", "response_id", "error")
+        },
         **{name: "Int64" for name in (*_usage._TOKEN_FIELDS, "attempt")},
         **{name: "Float64" for name in ("latency_s", "ttft_s", "cost_usd")},
     }

@@ -24,7 +24,14 @@ from typing import Any
 
 from ._errors import AuthenticationError, ConfigurationError, Scrubber, redact
 
-__all__ = ["TokenCache", "TokenProviderError", "TokenScrubber", "azure_client_arguments", "refresh_on_401", "v1_base_url"]
+__all__ = [
+    "TokenCache",
+    "TokenProviderError",
+    "TokenScrubber",
+    "azure_client_arguments",
+    "refresh_on_401",
+    "v1_base_url",
+]
 
 # Refresh this long before a token expires (or after half its life, for a short-lived one), as azure-identity does.
 REFRESH_MARGIN = 300.0
@@ -120,10 +127,14 @@ class TokenCache:
         try:
             token = self.provider()
         except Exception as exc:  # noqa: BLE001 - a provider may raise anything; one clear error for all
-            raise TokenProviderError(f"The token provider failed ({type(exc).__name__}: {redact(str(exc), *self._known)})") from None
+            raise TokenProviderError(
+                f"The token provider failed ({type(exc).__name__}: {redact(str(exc), *self._known)})"
+            ) from None
         token = getattr(token, "token", token)  # an azure-identity AccessToken works too
         if not isinstance(token, str) or not token.strip():
-            raise TokenProviderError(f"The token provider returned {type(token).__name__}, not a token (a non-empty string).")
+            raise TokenProviderError(
+                f"The token provider returned {type(token).__name__}, not a token (a non-empty string)."
+            )
         token = token.strip()
         now = self._clock()
         issued, expires = token_expiry(token)
@@ -184,7 +195,9 @@ def v1_base_url(endpoint: str) -> str:
     return endpoint + "/openai/v1/"
 
 
-def azure_client_arguments(settings: Any, key: Callable[[], Any] | None, *, asynchronous: bool) -> tuple[bool, dict[str, Any]]:
+def azure_client_arguments(
+    settings: Any, key: Callable[[], Any] | None, *, asynchronous: bool
+) -> tuple[bool, dict[str, Any]]:
     """Whether to build the SDK's ``AzureOpenAI`` (an API version is set) rather than the v1 ``OpenAI``, and the
     arguments for it: the endpoint and either the token cache or ``key`` (the session's key, wrapped for the SDK)."""
 

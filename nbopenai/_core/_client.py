@@ -32,7 +32,14 @@ from ._retry import ANSWERED
 from ._settings import Secret, Settings
 
 __all__ = [
-    "build_sync_client", "build_async_client", "create_response_dict", "idempotency_headers", "with_idempotency", "sdk_timeout", "whole_response", "LOCAL_API_KEY",
+    "build_sync_client",
+    "build_async_client",
+    "create_response_dict",
+    "idempotency_headers",
+    "with_idempotency",
+    "sdk_timeout",
+    "whole_response",
+    "LOCAL_API_KEY",
 ]
 
 # Compatible servers without auth (the local demo, many self-hosted ones) still need a non-empty key.
@@ -69,7 +76,6 @@ def _limits(settings: Settings) -> httpx2.Limits:
 def _client_arguments(settings: Settings, key: type[_Key], *, asynchronous: bool) -> tuple[type, dict]:
     """The SDK client class to build (``OpenAI``, or Azure's: see ``_azure``) and its arguments."""
     if settings.azure_endpoint:
-
         versioned, arguments = azure_client_arguments(
             settings, key(settings.api_key) if settings.api_key else None, asynchronous=asynchronous
         )
@@ -203,7 +209,12 @@ async def _scrub_async(scrubber: Scrubber, response: httpx2.Response) -> None:
 # The HTTP stack's loggers that write below the response hook (httpcore2's DEBUG trace of the raw
 # response headers) or the request URL (with any credentials in it: httpx2's "HTTP Request" line).
 _NETWORK_LOGGERS = (
-    "httpx2", "httpcore2.connection", "httpcore2.http11", "httpcore2.http2", "httpcore2.proxy", "httpcore2.socks",
+    "httpx2",
+    "httpcore2.connection",
+    "httpcore2.http11",
+    "httpcore2.http2",
+    "httpcore2.proxy",
+    "httpcore2.socks",
 )
 
 
@@ -368,7 +379,6 @@ def _http_client(settings: Settings, *, asynchronous: bool) -> Any:
     tokens = settings.token_provider
     extra: dict[str, Any] = {}
     if tokens is not None:  # Entra ID tokens: scrubbed as they change, and a 401 refreshes one once (see _azure)
-
         scrubber: Scrubber = TokenScrubber(settings.secrets, tokens)
         extra["auth"] = refresh_on_401(tokens)
     else:

@@ -90,7 +90,9 @@ def url_credentials(url: str | None) -> tuple[str, ...]:
     userinfo = found.group(2)
     user, _, password = userinfo.partition(":")
     basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
-    return tuple(dict.fromkeys(value for value in (userinfo, unquote(userinfo), password, unquote(password), basic) if value))
+    return tuple(
+        dict.fromkeys(value for value in (userinfo, unquote(userinfo), password, unquote(password), basic) if value)
+    )
 
 
 class Scrubber:
@@ -111,7 +113,9 @@ class Scrubber:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first: a secret that contains another (user:password, password) goes whole.
-        kept = sorted({secret for secret in secrets if secret and len(secret) >= self.MIN_LENGTH}, key=len, reverse=True)
+        kept = sorted(
+            {secret for secret in secrets if secret and len(secret) >= self.MIN_LENGTH}, key=len, reverse=True
+        )
         self._texts = tuple(kept)
         self._bytes = tuple(secret.encode() for secret in kept)
 
@@ -151,6 +155,7 @@ class Scrubber:
                     break
                 start = data.find(secret[:1], start + 1)
         return data[:cut], data[cut:]
+
 
 def describe(value: object) -> str:
     """``value`` for an error message: its repr if a short plain value, else only its type.
@@ -196,7 +201,9 @@ class UsageError(NbOpenAIError):
 
 
 class BudgetExceeded(NbOpenAIError):
-    hint = "Raise the budget (`%config AskMagics.budget_usd = ...` or `Session(budget_usd=...)`) or start a new session."
+    hint = (
+        "Raise the budget (`%config AskMagics.budget_usd = ...` or `Session(budget_usd=...)`) or start a new session."
+    )
 
 
 class SchemaError(NbOpenAIError):
@@ -291,8 +298,10 @@ class UnexpectedResponse(APIError):
 class UnreadableAnswer(APIError):
     """The server answered 2xx, but its body could not be read: the answer is billed and was not sent again."""
 
-    hint = ("Re-run to ask again (that is billed again). If it keeps happening, something between you and the API "
-            "(a proxy, a VPN, the network) is cutting or corrupting answers.")
+    hint = (
+        "Re-run to ask again (that is billed again). If it keeps happening, something between you and the API "
+        "(a proxy, a VPN, the network) is cutting or corrupting answers."
+    )
 
 
 class StreamError(APIError):
@@ -301,7 +310,9 @@ class StreamError(APIError):
     hint = "The answer stopped part-way; the thread is unchanged, so re-run the cell to try again."
 
 
-_BAD_BASE_URL = "Fix OPENAI_BASE_URL (or base_url=): the API's root, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1."
+_BAD_BASE_URL = (
+    "Fix OPENAI_BASE_URL (or base_url=): the API's root, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1."
+)
 
 
 def translate(exc: BaseException, *, attempts: int = 1, partial_text: str = "") -> NbOpenAIError:
@@ -344,15 +355,16 @@ def _waited(error: APIError, exc: BaseException) -> APIError:
 
     asked = retry_after(exc)
     if asked is not None and asked >= 1:
-        error.hint = (f"The server asked to wait {describe_wait(asked)} before trying again: re-run the cell after that"
-                      f"{' (or lower --concurrency)' if isinstance(error, RateLimitError) else ''}.")
+        error.hint = (
+            f"The server asked to wait {describe_wait(asked)} before trying again: re-run the cell after that"
+            f"{' (or lower --concurrency)' if isinstance(error, RateLimitError) else ''}."
+        )
     return error
 
 
 def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
     import httpx2  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
     import openai  # noqa: PLC0415 - the SDK (a core dependency) stays out of `import nbopenai`
-
 
     if isinstance(exc, NbOpenAIError):
         return exc
@@ -363,7 +375,9 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
         cause = exc.__cause__ or exc
         return UnreadableAnswer(
             f"The server answered, but its answer could not be read ({type(cause).__name__}: {cause}); it is billed, "
-            "so it was not sent again (tokens estimated in the ledger).", status=exc.request.extensions.get(ANSWERED))
+            "so it was not sent again (tokens estimated in the ledger).",
+            status=exc.request.extensions.get(ANSWERED),
+        )
     if isinstance(exc, openai.APITimeoutError):
         return TimeoutError(f"The request timed out{tries}.")
     if isinstance(exc, openai.APIConnectionError):
@@ -386,11 +400,15 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
             return _waited(ServerError(f"The API failed: {text}", **fields), exc)
         return BadRequestError(f"The API rejected the request: {text}", **fields)
     if isinstance(exc, openai.APIResponseValidationError):
-        return UnexpectedResponse(f"The server's answer was not the API's JSON (HTTP {exc.status_code}): {exc.message}",
-                                  status=exc.status_code)
+        return UnexpectedResponse(
+            f"The server's answer was not the API's JSON (HTTP {exc.status_code}): {exc.message}",
+            status=exc.status_code,
+        )
     if isinstance(exc, openai.APIError):  # raised mid-stream from the nested `error` event
         code = getattr(exc, "code", None)
         if code == "context_length_exceeded":
-            return ContextLengthExceeded(f"The input is longer than the model's context window: {exc.message}", code=code)
+            return ContextLengthExceeded(
+                f"The input is longer than the model's context window: {exc.message}", code=code
+            )
         return StreamError(f"The response failed mid-stream: {exc.message}", code=code)
     return NbOpenAIError(f"{type(exc).__name__}: {exc}")

@@ -47,7 +47,9 @@ def request_option_fields() -> tuple[dataclasses.Field, ...]:
 
 
 # Each setting that goes into a request, and where (``reasoning_effort`` -> ``reasoning.effort``).
-_REQUEST_PATHS = tuple((f.name, f.metadata["request"]) for f in dataclasses.fields(Settings) if f.metadata.get("request"))
+_REQUEST_PATHS = tuple(
+    (f.name, f.metadata["request"]) for f in dataclasses.fields(Settings) if f.metadata.get("request")
+)
 
 
 def request_params(settings: Settings, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -92,7 +92,14 @@ def reached_server(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         return isinstance(cause, httpx2.TransportError) and not isinstance(
-            cause, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol, httpx2.ProxyError)
+            cause,
+            (
+                httpx2.ConnectError,
+                httpx2.ConnectTimeout,
+                httpx2.PoolTimeout,
+                httpx2.UnsupportedProtocol,
+                httpx2.ProxyError,
+            ),
         )
     return False
 

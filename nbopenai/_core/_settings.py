@@ -456,10 +456,12 @@ def setting_fields() -> dict[str, dataclasses.Field]:
 _TIMEOUT_NAMES = frozenset(f"{f.name}_timeout" for f in dataclasses.fields(Timeouts))
 _SETTABLE = frozenset({*_setting_fields(), "api_key", "timeouts", "token_provider"})
 # The rule of every setting by name, and of the per-call options that are no setting of the session.
-RULES = MappingProxyType({
-    **{name: f.metadata["rule"] for name, f in setting_fields().items() if f.metadata.get("rule")},
-    "validation_retries": at_least(0, whole=True),
-})
+RULES = MappingProxyType(
+    {
+        **{name: f.metadata["rule"] for name, f in setting_fields().items() if f.metadata.get("rule")},
+        "validation_retries": at_least(0, whole=True),
+    }
+)
 
 
 def check_setting(name: str, value: Any) -> None:

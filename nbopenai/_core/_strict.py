@@ -148,7 +148,12 @@ class _Walker:
                 return
             for key, sub in (node.get("properties") or {}).items():
                 if not NAME.match(key):
-                    self.error(sub, (*path, key), "name", f"the name {key!r} has characters outside [a-zA-Z0-9_-]; rename the field (or its alias)")
+                    self.error(
+                        sub,
+                        (*path, key),
+                        "name",
+                        f"the name {key!r} has characters outside [a-zA-Z0-9_-]; rename the field (or its alias)",
+                    )
                 self.visit(sub, (*path, key), depth, stack)
         if isinstance(node.get("items"), dict):
             self.visit(node["items"], (*path, "[]"), depth, stack)
@@ -159,7 +164,12 @@ class _Walker:
     def _fix(self, node: dict[str, Any], path: tuple[str, ...]) -> None:
         if "default" in node:
             value = node.pop("default")
-            self.fix(node, path, "default", f"default {value!r} removed: strict mode requires every field, so the model always writes it")
+            self.fix(
+                node,
+                path,
+                "default",
+                f"default {value!r} removed: strict mode requires every field, so the model always writes it",
+            )
         if node.pop("uniqueItems", None) is not None:
             self.fix(node, path, "set", "set sent as an array: Pydantic drops duplicates when it validates")
         if "const" in node:
@@ -168,16 +178,30 @@ class _Walker:
             if _tagged(self, node["oneOf"]):
                 node["anyOf"] = node.pop("oneOf")
                 node.pop("discriminator", None)
-                self.fix(node, path, "oneOf", "discriminated union sent as anyOf: the tags are distinct, so exactly one branch can match")
+                self.fix(
+                    node,
+                    path,
+                    "oneOf",
+                    "discriminated union sent as anyOf: the tags are distinct, so exactly one branch can match",
+                )
             else:
-                self.error(node, path, "oneOf", "a union whose branches are not told apart by a constant tag (oneOf) is not supported; add a Literal tag field to each branch and use Field(discriminator=...)")
+                self.error(
+                    node,
+                    path,
+                    "oneOf",
+                    "a union whose branches are not told apart by a constant tag (oneOf) is not supported; add a Literal tag field to each branch and use Field(discriminator=...)",
+                )
         if isinstance(node.get("format"), str) and node["format"] not in _FORMATS:
             fmt = node.pop("format")
-            self.fix(node, path, "format", f"format {fmt!r} is not supported by the API; Pydantic checks it after the answer")
+            self.fix(
+                node, path, "format", f"format {fmt!r} is not supported by the API; Pydantic checks it after the answer"
+            )
         for keyword in _CHECKED_LATER:
             if keyword in node:
                 node.pop(keyword)
-                self.fix(node, path, keyword, f"{keyword} is not supported by the API; Pydantic checks it after the answer")
+                self.fix(
+                    node, path, keyword, f"{keyword} is not supported by the API; Pydantic checks it after the answer"
+                )
         if "object" in _types(node) or "properties" in node:
             # What the SDK does too; repeated here for branches it does not reach (oneOf, inlined refs).
             node.setdefault("additionalProperties", False)
@@ -188,11 +212,26 @@ class _Walker:
         extra = node.get("additionalProperties")
         if extra not in (None, False):
             if node.get("properties"):
-                self.error(node, path, "extra", 'extra="allow" (or a typed __pydantic_extra__) is not supported: strict mode needs additionalProperties false; use extra="ignore" or "forbid"')
+                self.error(
+                    node,
+                    path,
+                    "extra",
+                    'extra="allow" (or a typed __pydantic_extra__) is not supported: strict mode needs additionalProperties false; use extra="ignore" or "forbid"',
+                )
             else:
-                self.error(node, path, "dict", "dict[...] fields are not supported in strict mode: use a list of key/value models instead")
+                self.error(
+                    node,
+                    path,
+                    "dict",
+                    "dict[...] fields are not supported in strict mode: use a list of key/value models instead",
+                )
         if "prefixItems" in node:
-            self.error(node, path, "tuple", "tuple fields (prefixItems) are not supported: use a list, or a model with one field per position")
+            self.error(
+                node,
+                path,
+                "tuple",
+                "tuple fields (prefixItems) are not supported: use a list, or a model with one field per position",
+            )
         all_of = node.get("allOf")
         if isinstance(all_of, list) and len(all_of) > 1:
             self.error(node, path, "allOf", "intersections (allOf) are not supported: merge the parts into one model")
@@ -269,7 +308,11 @@ def lint_schema(schema: dict[str, Any]) -> LintReport:
     if "object" not in _types(schema):
         walker.error(schema, (), "root", "the root must be an object")
     walker.visit(schema, (), 0, frozenset())
-    properties = sum(len(node["properties"]) for node in _subschemas(schema) if isinstance(node.get("properties"), dict))
+    properties = sum(
+        len(node["properties"]) for node in _subschemas(schema) if isinstance(node.get("properties"), dict)
+    )
     if properties > MAX_PROPERTIES:
-        walker.error(schema, (), "properties", f"{properties:,} properties in all; strict mode allows {MAX_PROPERTIES:,}")
+        walker.error(
+            schema, (), "properties", f"{properties:,} properties in all; strict mode allows {MAX_PROPERTIES:,}"
+        )
     return LintReport(schema, tuple(walker.errors.values()), (*renamed, *walker.fixes.values()))

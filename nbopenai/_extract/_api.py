@@ -205,11 +205,15 @@ class Prepared:
         frame = build_frame(self.fmt, self.columns, self.results, self.inputs.index, attrs)
         if self.reused is not None:
             previous, keep = self.reused
-            frame = splice(frame, source_positions(frame, self.fmt.many), previous, source_positions(previous, self.fmt.many), keep)
+            frame = splice(
+                frame, source_positions(frame, self.fmt.many), previous, source_positions(previous, self.fmt.many), keep
+            )
         return frame
 
 
-def _params(session: Session, fmt: StrictFormat, model: str, instructions: str, options: ExtractOptions) -> dict[str, Any]:
+def _params(
+    session: Session, fmt: StrictFormat, model: str, instructions: str, options: ExtractOptions
+) -> dict[str, Any]:
     """The shared request of every row: the session's settings, these options, the schema."""
     overrides = {**options.overrides(), "model": model, "instructions": instructions}
     params = request_params(session.settings, overrides)
@@ -247,7 +251,9 @@ def _reuse_previous(prepared: Prepared, previous: Any) -> None:
         raise UsageError("retry_failed takes a frame returned by an earlier extract (or True to use the cache)")
     fmt = prepared.fmt
     if previous.attrs.get("schema_hash") != fmt.schema_hash or bool(previous.attrs.get("many")) != fmt.many:
-        raise UsageError("retry_failed: that frame was extracted with another schema (or --many setting); run without it")
+        raise UsageError(
+            "retry_failed: that frame was extracted with another schema (or --many setting); run without it"
+        )
     positions = source_positions(previous, fmt.many)
     sources = int(positions.max()) + 1 if len(positions) else 0
     if sources != len(prepared.inputs):
@@ -273,7 +279,9 @@ def _use_cache(session: Session, prepared: Prepared) -> int:
             value = prepared.fmt.parse(text)
         except ValueError:  # ValidationError: the model's validators changed since; ask again
             continue
-        prepared.results[position] = RowResult(status="ok", value=value, text=text, response_id=response_id, from_cache=True)
+        prepared.results[position] = RowResult(
+            status="ok", value=value, text=text, response_id=response_id, from_cache=True
+        )
         hits += 1
     return hits
 
@@ -375,8 +383,18 @@ def _run_live(session: Session, prepared: Prepared, tally: Tally) -> LiveRun:
     if options.cache:  # answers reach the cache as they arrive: a kernel that dies keeps what finished
         answers = AnswerWriter(session.extract_store, prepared.keys, prepared.model, prepared.fmt.model.__name__)
     pacer = session.pacer.with_limits(options.rpm, options.tpm) if options.pace else None
-    runner = Runner(session, prepared.fmt, request, prepared.inputs.texts, prepared.results, tally, ledger, concurrency,
-                    on_row_done=answers.add if answers else None, pacer=pacer)
+    runner = Runner(
+        session,
+        prepared.fmt,
+        request,
+        prepared.inputs.texts,
+        prepared.results,
+        tally,
+        ledger,
+        concurrency,
+        on_row_done=answers.add if answers else None,
+        pacer=pacer,
+    )
     tally.limit = concurrency
     view = choose_view(options.progress)
     interval = 1.0 / min(settings.update_rate, _MAX_TICKS_PER_S)
@@ -416,8 +434,10 @@ def _mark_not_sent(prepared: Prepared, error: NbOpenAIError) -> None:
             unfinished += 1
     kept = sum(1 for result in prepared.results if result.status == "ok")
     if unfinished:
-        error.message += (f" {kept:,} rows kept, {unfinished:,} not run: re-run with --retry-failed "
-                          "(retry_failed=True) to finish them.")
+        error.message += (
+            f" {kept:,} rows kept, {unfinished:,} not run: re-run with --retry-failed "
+            "(retry_failed=True) to finish them."
+        )
     error.args = (error.message,)
 
 
@@ -487,7 +507,6 @@ def extract(session: Session, schema: Any, texts: Any, /, **options: Any) -> Any
     if todo and (settings.budget_usd is not None or settings.budget_tokens is not None):
         session.check_budget(prepared.model, _estimate_input_tokens(prepared, todo))
     if opts.batch:
-
         return submit(session, prepared, cached=cached)
     tally = _tally_for(prepared, cached)
     if todo:
@@ -497,8 +516,11 @@ def extract(session: Session, schema: Any, texts: Any, /, **options: Any) -> Any
         ended = LiveRun()
     if ended.error is not None:
         _mark_not_sent(prepared, ended.error)
-    frame = prepared.frame(prepared.attrs(session, tally.totals(), interrupted=ended.interrupted,
-                                          stopped=ended.error.message if ended.error else None))
+    frame = prepared.frame(
+        prepared.attrs(
+            session, tally.totals(), interrupted=ended.interrupted, stopped=ended.error.message if ended.error else None
+        )
+    )
     if ended.error is not None:
         ended.error.partial = frame  # type: ignore[attr-defined]  # the rows that finished, for the caller to keep
         raise ended.error

@@ -46,7 +46,10 @@ MAX_BYTES = 200 * 1024 * 1024
 BATCH_PRICE_FACTOR = 0.5  # the Batch API bills half the live price
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _POLL_FIRST, _POLL_MAX = 0.1, 10.0
-_UNFINISHED = {"batch_expired": "the batch expired before this row ran", "batch_cancelled": "the batch was cancelled before this row ran"}
+_UNFINISHED = {
+    "batch_expired": "the batch expired before this row ran",
+    "batch_cancelled": "the batch was cancelled before this row ran",
+}
 
 
 @dataclass
@@ -71,7 +74,9 @@ class Part:
         return self.status in TERMINAL and self.collected
 
 
-def split_lines(lines: list[tuple[int, str]], max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES) -> list[list[tuple[int, str]]]:
+def split_lines(
+    lines: list[tuple[int, str]], max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES
+) -> list[list[tuple[int, str]]]:
     """``(position, line)`` pairs in parts of at most ``max_lines`` lines and ``max_bytes`` bytes."""
     parts: list[list[tuple[int, str]]] = []
     current: list[tuple[int, str]] = []
@@ -92,7 +97,10 @@ def _lines(prepared: Prepared, positions: list[int]) -> list[tuple[int, str]]:
     # The shared body is serialised once; each line only adds its custom_id and its text.
     shared = json.dumps(prepared.params, ensure_ascii=False, separators=(",", ":"))[:-1]
     return [
-        (p, f'{{"custom_id":"row-{p}","method":"POST","url":"/v1/responses","body":{shared},"input":{json.dumps(prepared.inputs.texts[p], ensure_ascii=False)}}}}}')
+        (
+            p,
+            f'{{"custom_id":"row-{p}","method":"POST","url":"/v1/responses","body":{shared},"input":{json.dumps(prepared.inputs.texts[p], ensure_ascii=False)}}}}}',
+        )
         for p in positions
     ]
 
@@ -171,11 +179,15 @@ class BatchJob:
     async def _create(self, part: Part, data: bytes) -> None:
         client = self.session.async_client
         name = f"nbopenai-{self.id}-part{part.number}.jsonl"
-        uploaded = await self._call(lambda: client.files.create(file=(name, data, "application/jsonl"), purpose="batch"))
+        uploaded = await self._call(
+            lambda: client.files.create(file=(name, data, "application/jsonl"), purpose="batch")
+        )
         part.input_file_id = uploaded.id
         metadata = {"nbopenai_job": self.id, "part": f"{part.number}/{len(self.parts)}"}
         batch = await self._call(
-            lambda: client.batches.create(input_file_id=uploaded.id, endpoint="/v1/responses", completion_window="24h", metadata=metadata)
+            lambda: client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/responses", completion_window="24h", metadata=metadata
+            )
         )
         part.batch_id, part.status, part.collected = batch.id, batch.status, False
         self._save()
@@ -192,7 +204,9 @@ class BatchJob:
         content = await self._call(lambda: client.files.content(file_id), idempotent=True)
         return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
-    async def _collect(self, part: Part, output_file_id: str | None, error_file_id: str | None, write_ledger: bool) -> None:
+    async def _collect(
+        self, part: Part, output_file_id: str | None, error_file_id: str | None, write_ledger: bool
+    ) -> None:
         lines = await self._download(output_file_id) + await self._download(error_file_id)
         seen = set()
         for line in lines:
@@ -219,7 +233,9 @@ class BatchJob:
             code = (error or {}).get("code")
             message = _UNFINISHED.get(code) or (error or {}).get("message") or "no answer"
             status = "cancelled" if code in _UNFINISHED else "error"
-            self.prepared.results[position] = RowResult(status=status, error=f"{message}; job.resubmit() sends it again" if status == "cancelled" else message)
+            self.prepared.results[position] = RowResult(
+                status=status, error=f"{message}; job.resubmit() sends it again" if status == "cancelled" else message
+            )
             return
         body = response.get("body") or {}
         model = self.prepared.model
@@ -228,7 +244,12 @@ class BatchJob:
             usage = Usage.from_api(body.get("usage"))
             model = body.get("model") or model
             result.response_id = body.get("id")
-            result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
+            result.status, result.value, result.text, result.error = (
+                outcome.status,
+                outcome.value,
+                outcome.text,
+                outcome.error,
+            )
             ledger_status = body.get("status") or "completed"
         else:
             detail = body.get("error") or {}
@@ -236,8 +257,14 @@ class BatchJob:
             result.error = f"{detail.get('message') or 'the request failed'} (HTTP {response.get('status_code')})"
             usage, ledger_status = None, "error"
         row = self.session.usage_record(
-            kind="batch", model=model, status=ledger_status, usage=usage, response_id=result.response_id,
-            started=float(body.get("created_at") or time.time()), error=result.error, price_factor=BATCH_PRICE_FACTOR,
+            kind="batch",
+            model=model,
+            status=ledger_status,
+            usage=usage,
+            response_id=result.response_id,
+            started=float(body.get("created_at") or time.time()),
+            error=result.error,
+            price_factor=BATCH_PRICE_FACTOR,
         )
         if usage is not None:
             result.add_usage(usage, row.cost_usd)
@@ -252,7 +279,12 @@ class BatchJob:
         for part in self.parts:  # attempts replaced by resubmit(): read once, before the current one
             for earlier in part.earlier:
                 if not earlier.get("read"):
-                    await self._collect(part, earlier.get("output_file_id"), earlier.get("error_file_id"), write_ledger=earlier["batch_id"] not in ledgered)
+                    await self._collect(
+                        part,
+                        earlier.get("output_file_id"),
+                        earlier.get("error_file_id"),
+                        write_ledger=earlier["batch_id"] not in ledgered,
+                    )
                     earlier["read"] = True
                     if earlier["batch_id"] not in ledgered:
                         ledgered.append(earlier["batch_id"])
@@ -269,7 +301,9 @@ class BatchJob:
                 if batch.errors and batch.errors.data:
                     part.error = "; ".join(e.message or e.code or "error" for e in batch.errors.data[:3])
                 if part.status in TERMINAL:
-                    await self._collect(part, part.output_file_id, part.error_file_id, write_ledger=part.batch_id not in ledgered)
+                    await self._collect(
+                        part, part.output_file_id, part.error_file_id, write_ledger=part.batch_id not in ledgered
+                    )
                     if part.batch_id not in ledgered:
                         ledgered.append(part.batch_id)
                     part.collected = True
@@ -365,16 +399,23 @@ class BatchJob:
                         result.error = f"batch {part.batch_id or '(not created)'} still running; collect with nbopenai.collect_batch({self.id!r}, ...)"
         snapshot = self.snapshot()
         totals = {
-            "rows": snapshot.total, "ok": snapshot.ok, "failed": snapshot.failed, "cached": self.cached,
+            "rows": snapshot.total,
+            "ok": snapshot.ok,
+            "failed": snapshot.failed,
+            "cached": self.cached,
             "requests": sum(len(p.positions) for p in self.parts),
-            "input_tokens": snapshot.input_tokens, "output_tokens": snapshot.output_tokens,
+            "input_tokens": snapshot.input_tokens,
+            "output_tokens": snapshot.output_tokens,
             "cost_usd": round(snapshot.cost_usd, 10),
         }
-        attrs = self.prepared.attrs(self.session, totals, interrupted=not self.done(), batch_job=self.id, batch_ids=self.batch_ids)
+        attrs = self.prepared.attrs(
+            self.session, totals, interrupted=not self.done(), batch_job=self.id, batch_ids=self.batch_ids
+        )
         return self.prepared.frame(attrs)
 
     def cancel(self) -> BatchJob:
         """Ask the API to cancel every running part (their finished rows are still collected)."""
+
         async def cancel_all() -> None:
             client = self.session.async_client
             for part in self.parts:
@@ -398,11 +439,18 @@ class BatchJob:
                 if not todo:
                     continue
                 content = await self._call(lambda: client.files.content(part.input_file_id), idempotent=True)
-                lines = [line for line in content.text.splitlines() if line.strip() and json.loads(line)["custom_id"] in todo]
-                part.earlier.append({
-                    "batch_id": part.batch_id, "status": part.status, "output_file_id": part.output_file_id,
-                    "error_file_id": part.error_file_id, "read": True,
-                })
+                lines = [
+                    line for line in content.text.splitlines() if line.strip() and json.loads(line)["custom_id"] in todo
+                ]
+                part.earlier.append(
+                    {
+                        "batch_id": part.batch_id,
+                        "status": part.status,
+                        "output_file_id": part.output_file_id,
+                        "error_file_id": part.error_file_id,
+                        "read": True,
+                    }
+                )
                 for position in part.positions:
                     if f"row-{position}" in todo:
                         self.prepared.results[position] = RowResult()
@@ -416,7 +464,9 @@ class BatchJob:
     # ---- display ------------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"part {p.number}: {p.status} ({p.completed + p.failed}/{len(p.positions)})" for p in self.parts)
+        parts = ", ".join(
+            f"part {p.number}: {p.status} ({p.completed + p.failed}/{len(p.positions)})" for p in self.parts
+        )
         return f"<BatchJob {self.id} {self.status}: {parts}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
@@ -446,7 +496,9 @@ def _position(custom_id: Any) -> int | None:
 def submit(session: Session, prepared: Prepared, *, cached: int = 0) -> Any:
     """Send the pending rows of ``prepared`` as batches; returns the frame (``wait``) or the ``BatchJob``."""
     if prepared.reused is not None:
-        raise UsageError("batch extraction takes retry_failed=True (the cache skips answered rows), not an earlier frame")
+        raise UsageError(
+            "batch extraction takes retry_failed=True (the cache skips answered rows), not an earlier frame"
+        )
     todo = prepared.todo
     job_id = "extract-" + uuid.uuid4().hex[:12]
     lines = _lines(prepared, todo)
@@ -477,7 +529,11 @@ def batch_jobs(session: Session) -> list[dict[str, Any]]:
     """The saved batch jobs, newest first: id, when, schema, rows, and each part's batch id and status."""
     return [
         {
-            "id": r["id"], "created_at": r["created_at"], "schema": r["schema"], "model": r["model"], "rows": r["rows"],
+            "id": r["id"],
+            "created_at": r["created_at"],
+            "schema": r["schema"],
+            "model": r["model"],
+            "rows": r["rows"],
             "parts": [{"batch_id": p["batch_id"], "status": p["status"]} for p in r.get("parts", [])],
         }
         for r in session.extract_store.batch_records()
@@ -502,16 +558,22 @@ def collect_batch(session: Session, job_id: str, schema: Any, *, wait: bool = Tr
         raise UsageError(f"no saved batch job {job_id!r} (recent: {known})")
     fmt = strict_format(schema, many=record["many"])
     if fmt.schema_hash != record["schema_hash"]:
-        raise UsageError(f"{schema.__name__} is not the schema batch job {job_id} was started with ({record['schema']}, hash {record['schema_hash']})")
+        raise UsageError(
+            f"{schema.__name__} is not the schema batch job {job_id} was started with ({record['schema']}, hash {record['schema_hash']})"
+        )
     prepared = Prepared.from_record(session, fmt, record, progress=progress, wait=wait)
     cached_positions = record.get("cached", [])
     found = session.extract_store.get_many([record["keys"][p] for p in cached_positions])
     for position in cached_positions:
         entry = found.get(record["keys"][position])
         if entry is None:
-            prepared.results[position] = RowResult(status="cancelled", error="its cached answer is no longer in the cache")
+            prepared.results[position] = RowResult(
+                status="cancelled", error="its cached answer is no longer in the cache"
+            )
             continue
-        prepared.results[position] = RowResult(status="ok", value=fmt.parse(entry[0]), text=entry[0], response_id=entry[1], from_cache=True)
+        prepared.results[position] = RowResult(
+            status="ok", value=fmt.parse(entry[0]), text=entry[0], response_id=entry[1], from_cache=True
+        )
     parts = []
     for saved in record.get("parts", []):
         earlier = [{**attempt, "read": False} for attempt in saved.get("earlier", [])]  # results are not in memory here

@@ -42,8 +42,12 @@ _SCHEMA = Migrations()
 @_SCHEMA
 def m001_answers_and_batch_jobs(conn: sqlite3.Connection) -> None:
     # IF NOT EXISTS: files made before named migrations already have both tables.
-    conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)")
-    conn.execute("CREATE TABLE IF NOT EXISTS batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)"
+    )
 
 
 @_SCHEMA
@@ -59,7 +63,17 @@ def m002_keys_cover_endpoint_and_options(conn: sqlite3.Connection) -> None:
 # left out of the key so that changing them keeps the cache. Anything else, including fields added
 # later, is part of the key: a field wrongly kept costs a re-ask, a field wrongly left out a wrong answer.
 _NOT_ANSWER_SHAPING = frozenset(
-    {"store", "metadata", "user", "safety_identifier", "prompt_cache_key", "service_tier", "stream", "background", "input"}
+    {
+        "store",
+        "metadata",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "service_tier",
+        "stream",
+        "background",
+        "input",
+    }
 )
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -124,13 +138,17 @@ class ExtractStore:
             for start in range(0, len(unique), _CHUNK):
                 chunk = unique[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for key, text, response_id in conn.execute(f"SELECT key, text, response_id FROM answers WHERE key IN ({marks})", chunk):
+                for key, text, response_id in conn.execute(
+                    f"SELECT key, text, response_id FROM answers WHERE key IN ({marks})", chunk
+                ):
                     found[key] = (text, response_id)
             return found
 
         return self._run(read, {}) if keys else {}
 
-    def put_many(self, rows: Iterable[tuple[str, str, str | None]], *, model: str | None = None, schema: str | None = None) -> None:
+    def put_many(
+        self, rows: Iterable[tuple[str, str, str | None]], *, model: str | None = None, schema: str | None = None
+    ) -> None:
         """Store ``(key, answer JSON, response id)`` rows in one transaction; ``model`` and ``schema`` label them."""
         now = time.time()
         values = [(key, text, response_id, now, model, schema) for key, text, response_id in rows]
@@ -161,7 +179,9 @@ class ExtractStore:
 
     def size(self) -> CacheSize:
         """How many answers the cache holds, per schema and model, and the bytes its files take."""
-        query = "SELECT schema, model, COUNT(*) FROM answers GROUP BY schema, model ORDER BY COUNT(*) DESC, schema, model"
+        query = (
+            "SELECT schema, model, COUNT(*) FROM answers GROUP BY schema, model ORDER BY COUNT(*) DESC, schema, model"
+        )
         groups = self._run(lambda conn: conn.execute(query).fetchall(), [])
         disk = 0
         if self.path != ":memory:":
@@ -177,15 +197,24 @@ class ExtractStore:
 
     def save_batch(self, job_id: str, record: dict[str, Any]) -> None:
         text = json.dumps(record)
-        self._run(lambda conn: conn.execute("INSERT OR REPLACE INTO batch_jobs (id, created, record) VALUES (?, ?, ?)", (job_id, time.time(), text)), None)
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO batch_jobs (id, created, record) VALUES (?, ?, ?)", (job_id, time.time(), text)
+            ),
+            None,
+        )
 
     def load_batch(self, job_id: str) -> dict[str, Any] | None:
-        row = self._run(lambda conn: conn.execute("SELECT record FROM batch_jobs WHERE id = ?", (job_id,)).fetchone(), None)
+        row = self._run(
+            lambda conn: conn.execute("SELECT record FROM batch_jobs WHERE id = ?", (job_id,)).fetchone(), None
+        )
         return json.loads(row[0]) if row else None
 
     def batch_records(self) -> list[dict[str, Any]]:
         """Every saved batch job, newest first."""
-        rows = self._run(lambda conn: conn.execute("SELECT record FROM batch_jobs ORDER BY created DESC").fetchall(), [])
+        rows = self._run(
+            lambda conn: conn.execute("SELECT record FROM batch_jobs ORDER BY created DESC").fetchall(), []
+        )
         return [json.loads(text) for (text,) in rows]
 
     def close(self) -> None:

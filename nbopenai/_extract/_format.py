@@ -84,13 +84,17 @@ def _format_name(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:_NAME_LIMIT] or "extraction"
 
 
-def _envelope(model: type[pydantic.BaseModel], many: bool) -> tuple[type[pydantic.BaseModel], str | None, tuple[Finding, ...]]:
+def _envelope(
+    model: type[pydantic.BaseModel], many: bool
+) -> tuple[type[pydantic.BaseModel], str | None, tuple[Finding, ...]]:
     name = model.__name__
     if many:
         items = pydantic.Field(description=f"Every {name} found in the text, in order; empty when there is none.")
         return pydantic.create_model(f"{name}List", items=(list[model], items)), "items", ()  # type: ignore[valid-type]
     if issubclass(model, pydantic.RootModel):
-        note = Finding("(root)", "root", "the root is not an object: sent as {\"value\": ...} and unwrapped after parsing")
+        note = Finding(
+            "(root)", "root", 'the root is not an object: sent as {"value": ...} and unwrapped after parsing'
+        )
         return pydantic.create_model(f"{name}Value", value=(model, ...)), "value", (note,)
     return model, None, ()
 

@@ -111,7 +111,11 @@ class _Columns:
             return found
         if len(types) != 1:
             return [Column(name, keys, "object")]
-        kind = _KIND_BY_FORMAT.get(node.get("format"), _KIND_BY_TYPE.get(types[0], "object")) if types[0] == "string" else _KIND_BY_TYPE.get(types[0], "object")
+        kind = (
+            _KIND_BY_FORMAT.get(node.get("format"), _KIND_BY_TYPE.get(types[0], "object"))
+            if types[0] == "string"
+            else _KIND_BY_TYPE.get(types[0], "object")
+        )
         return [Column(name, keys, kind)]
 
 
@@ -164,7 +168,9 @@ def _typed(values: list[Any], column: Column) -> Any:
     return out
 
 
-def _index_for(index: pandas.Index, positions: list[int], items: list[int] | None, source_name: str | None) -> pandas.Index:
+def _index_for(
+    index: pandas.Index, positions: list[int], items: list[int] | None, source_name: str | None
+) -> pandas.Index:
     import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     picked = index.take(positions)
@@ -222,7 +228,9 @@ def build_frame(
     data["_attempts"] = pd.array([r.attempts for r in rows], dtype="Int64")
     for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
         data[f"_{name}"] = pd.array([getattr(r, name) if f else 0 for r, f in zip(rows, first)], dtype="Int64")
-    data["_cost_usd"] = pd.array([(r.cost_usd if f else 0.0) if r.cost_usd is not None else None for r, f in zip(rows, first)], dtype="float64")
+    data["_cost_usd"] = pd.array(
+        [(r.cost_usd if f else 0.0) if r.cost_usd is not None else None for r, f in zip(rows, first)], dtype="float64"
+    )
     data["_response_id"] = pd.array([r.response_id for r in rows], dtype="string")
     data["_latency_s"] = pd.array([r.latency_s for r in rows], dtype="float64")
     data["_from_cache"] = pd.array([r.from_cache for r in rows], dtype="boolean")

@@ -61,6 +61,8 @@ def as_inputs(texts: Any) -> Inputs:
     if isinstance(texts, Mapping):
         return Inputs([_text(v) for v in texts.values()], pd.Index(list(texts.keys())))
     if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        raise UsageError(f"expected a text, a list of texts, a dict or a pandas Series/column, not {type(texts).__name__}")
+        raise UsageError(
+            f"expected a text, a list of texts, a dict or a pandas Series/column, not {type(texts).__name__}"
+        )
     values = [_text(v) for v in texts]
     return Inputs(values, pd.RangeIndex(len(values)))

@@ -634,10 +634,12 @@ def reask(text: str, answer: str | None, error: str | None) -> list[dict[str, st
     items = [{"role": "user", "content": text}]
     if answer:
         items.append({"role": "assistant", "content": answer})
-    items.append({
-        "role": "user",
-        "content": f"That answer did not validate ({error}). Reply again with JSON that fixes it.",
-    })
+    items.append(
+        {
+            "role": "user",
+            "content": f"That answer did not validate ({error}). Reply again with JSON that fixes it.",
+        }
+    )
     return items
 
 
@@ -674,4 +676,3 @@ def drive(
         future.cancel()
         unwound.wait(timeout=_UNWIND_TIMEOUT_S)
         raise
-

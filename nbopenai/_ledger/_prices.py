@@ -139,8 +139,11 @@ class PriceTable:
         """
         if not deployments:
             return self
-        aliases = {name: self._entries[found] for name, model in deployments.items()
-                   if (found := self._lookup_name(model)) is not None}
+        aliases = {
+            name: self._entries[found]
+            for name, model in deployments.items()
+            if (found := self._lookup_name(model)) is not None
+        }
         return PriceTable({**self._entries, **aliases})
 
     def __contains__(self, model: object) -> bool:
@@ -254,7 +257,13 @@ def _parse_entry(model: str, entry: Mapping, defaults: Mapping, origin: str) -> 
         as_of = _optional_date(entry.get("as_of", defaults.get("as_of")))
     except ValueError as exc:
         raise fail(f"has a bad date: {exc}") from exc
-    return Price(model=model.lower(), effective=effective, as_of=as_of, source=entry.get("source", defaults.get("source")), **rates)
+    return Price(
+        model=model.lower(),
+        effective=effective,
+        as_of=as_of,
+        source=entry.get("source", defaults.get("source")),
+        **rates,
+    )
 
 
 def _optional_date(value: str | None) -> dt.date | None:

@@ -58,8 +58,9 @@ def ready(services: TurnServices, thread: Thread, plan: Plan, params: dict[str, 
         return
     try:
         if thread.conversation_id is None:
-            created = services.retry.call(lambda: services.client().conversations.create(
-                metadata={"nbopenai_thread": thread.name[:512]}))
+            created = services.retry.call(
+                lambda: services.client().conversations.create(metadata={"nbopenai_thread": thread.name[:512]})
+            )
             thread.conversation_id = created.id
         elif plan.replaced is not None:
             _rewind(services, thread, plan.base)
@@ -75,15 +76,21 @@ def _rewind(services: TurnServices, thread: Thread, base: int) -> None:
     doomed = []
     after = anchor
     while True:
-        page = services.retry.call(lambda after=after: client.conversations.items.list(
-            thread.conversation_id, order="asc", limit=100, **({"after": after} if after else {})), idempotent=True)
+        page = services.retry.call(
+            lambda after=after: client.conversations.items.list(
+                thread.conversation_id, order="asc", limit=100, **({"after": after} if after else {})
+            ),
+            idempotent=True,
+        )
         doomed.extend(item.id for item in page.data)
         if not page.data or not page.has_more:
             break
         after = page.data[-1].id
     for item_id in doomed:
-        services.retry.call(lambda item_id=item_id: client.conversations.items.delete(
-            item_id, conversation_id=thread.conversation_id), idempotent=True)
+        services.retry.call(
+            lambda item_id=item_id: client.conversations.items.delete(item_id, conversation_id=thread.conversation_id),
+            idempotent=True,
+        )
     del thread.turns[base:]
 
 

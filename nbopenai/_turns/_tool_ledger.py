@@ -66,7 +66,9 @@ def side_effects(function: Any) -> bool:
 
 def tool_ledger_path(ledger_path: str) -> str:
     """Beside the usage ledger (``":memory:"`` with it, as for the offline demo)."""
-    return ":memory:" if ledger_path == ":memory:" else str(Path(ledger_path).expanduser().parent / "tool_calls.sqlite3")
+    return (
+        ":memory:" if ledger_path == ":memory:" else str(Path(ledger_path).expanduser().parent / "tool_calls.sqlite3")
+    )
 
 
 @dataclass(frozen=True)
@@ -112,18 +114,25 @@ class ToolLedger:
     def finish(self, call_id: str, tool_name: str, output: str, error: str | None) -> None:
         """Keep the call's output (sent again, instead of running it, if the call comes back)."""
         try:
-            self._db.write(lambda conn: conn.execute(
-                "UPDATE tool_calls SET output = ?, error = ?, finished = ? WHERE call_id = ? AND tool = ?",
-                (output, error, time.time(), call_id, tool_name),
-            ))
+            self._db.write(
+                lambda conn: conn.execute(
+                    "UPDATE tool_calls SET output = ?, error = ?, finished = ? WHERE call_id = ? AND tool = ?",
+                    (output, error, time.time(), call_id, tool_name),
+                )
+            )
         except (sqlite3.Error, OSError) as exc:
-            self._db.warn_once(f"could not keep the output of {tool_name} in {self.path} ({exc}); "
-                               "the call stays recorded as started, so it is not run again either")
+            self._db.warn_once(
+                f"could not keep the output of {tool_name} in {self.path} ({exc}); "
+                "the call stays recorded as started, so it is not run again either"
+            )
 
     def release(self, call_id: str, tool_name: str) -> None:
         """Forget a claimed call that did not run (the user declined it): it may be asked and run later."""
-        self._db.write(lambda conn: conn.execute(
-            "DELETE FROM tool_calls WHERE call_id = ? AND tool = ? AND finished IS NULL", (call_id, tool_name)))
+        self._db.write(
+            lambda conn: conn.execute(
+                "DELETE FROM tool_calls WHERE call_id = ? AND tool = ? AND finished IS NULL", (call_id, tool_name)
+            )
+        )
 
     def close(self) -> None:
         self._db.close()

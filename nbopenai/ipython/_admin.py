@@ -157,12 +157,16 @@ def _cache(m: AskMagics, args: argparse.Namespace) -> None:
     store = m.session.extract_store
     if args.target == "clear":
         removed = store.clear(schema=args.schema, model=args.model)
-        which = " and ".join(f"{name} {value}" for name, value in (("schema", args.schema), ("model", args.model)) if value)
+        which = " and ".join(
+            f"{name} {value}" for name, value in (("schema", args.schema), ("model", args.model)) if value
+        )
         print(f"Removed {removed:,} cached answer{'s' if removed != 1 else ''}{f' ({which})' if which else ''}.")
     elif args.target is None:
         print(store.size())
     else:
-        raise UsageError(f"cache takes `clear` or nothing, not {args.target!r}: `%nbopenai cache clear --schema Person`")
+        raise UsageError(
+            f"cache takes `clear` or nothing, not {args.target!r}: `%nbopenai cache clear --schema Person`"
+        )
 
 
 COMMANDS: dict[str, Callable[[AskMagics, argparse.Namespace], Any]] = {

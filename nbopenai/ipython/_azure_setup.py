@@ -49,13 +49,19 @@ def describe_azure(settings: Settings) -> str:
     """What the session now sends to Azure: where, which URL shape, with which credential."""
     shape = f"API version {settings.api_version}" if settings.api_version else "the v1 API (/openai/v1/)"
     if settings.token_provider is not None:
-        credential = f"Entra ID tokens from {getattr(settings.token_provider.provider, '__name__', 'the token provider')}"
+        credential = (
+            f"Entra ID tokens from {getattr(settings.token_provider.provider, '__name__', 'the token provider')}"
+        )
     elif settings.api_key is not None:
         credential = f"the key {settings.api_key.masked}"
     else:
         credential = "no credential yet: set AZURE_OPENAI_API_KEY or pass --token-provider"
-    lines = [f"Using Azure OpenAI at {shown_url(settings.azure_endpoint)}, {shape}, with {credential}.",
-             f"Model (a deployment name): {settings.model}."]
+    lines = [
+        f"Using Azure OpenAI at {shown_url(settings.azure_endpoint)}, {shape}, with {credential}.",
+        f"Model (a deployment name): {settings.model}.",
+    ]
     if settings.deployments:
-        lines.append("Priced as: " + ", ".join(f"{name} = {model}" for name, model in settings.deployments.items()) + ".")
+        lines.append(
+            "Priced as: " + ", ".join(f"{name} = {model}" for name, model in settings.deployments.items()) + "."
+        )
     return "\n".join(lines)

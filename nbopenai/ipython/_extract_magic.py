@@ -37,11 +37,12 @@ class ExtractMagics(Magics):
 
     concurrency = Int(None, allow_none=True, help="Requests in flight at most (None: the session's).").tag(config=True)
     validation_retries = Int(1, help="Re-asks of an answer that fails validation.").tag(config=True)
-    cache = Bool(True, help="Reuse validated answers of earlier runs (same model, schema, instructions, text).").tag(config=True)
+    cache = Bool(True, help="Reuse validated answers of earlier runs (same model, schema, instructions, text).").tag(
+        config=True
+    )
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
-
             session = current_session()
         self.session = session
         self.last: Any = None  # the last frame returned: what --retry-failed redoes without -o
@@ -58,19 +59,44 @@ class ExtractMagics(Magics):
     @no_var_expand
     @magic_arguments()
     @argument("schema", help="The Pydantic class to extract (a name in the namespace).")
-    @argument("--over", type=text, metavar="EXPR", help="A Series, DataFrame column or list of texts: one request each; the cell holds the instructions.")
-    @argument("--many", action="store_true", help="Each text holds a list of objects: one row per object, indexed (source, item).")
+    @argument(
+        "--over",
+        type=text,
+        metavar="EXPR",
+        help="A Series, DataFrame column or list of texts: one request each; the cell holds the instructions.",
+    )
+    @argument(
+        "--many",
+        action="store_true",
+        help="Each text holds a list of objects: one row per object, indexed (source, item).",
+    )
     @argument("-m", "--model", type=text, help="The LLM to ask (default: the session's model).")
-    @argument("-s", "--system", type=text, metavar="TEXT", help="Instructions when the cell is the text (without --over).")
+    @argument(
+        "-s", "--system", type=text, metavar="TEXT", help="Instructions when the cell is the text (without --over)."
+    )
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight at most (halved while 429s arrive).")
     @argument("--max-attempts", type=int, metavar="N", help="Attempts per request on 429/5xx/timeouts.")
     @with_arguments(option_arguments(Settings, PACING_FLAGS))
     @with_arguments(option_arguments(RequestOptions, REQUEST_FLAGS))
-    @argument("-o", "--out", type=variable_name, metavar="NAME", help="Bind the frame (the BatchJob with --no-wait) to this variable.")
+    @argument(
+        "-o",
+        "--out",
+        type=variable_name,
+        metavar="NAME",
+        help="Bind the frame (the BatchJob with --no-wait) to this variable.",
+    )
     @argument("--batch", action="store_true", help="Send through the Batch API (half price, results within 24 h).")
-    @argument("--no-wait", action="store_true", help="With --batch: return the BatchJob at once; it fills in while you work.")
-    @argument("--dry-run", action="store_true", help="Show the schema fixes, the first request and the counts; send nothing.")
-    @argument("--retry-failed", action="store_true", help="Keep the ok rows of the last frame (or -o NAME's) and redo the rest.")
+    @argument(
+        "--no-wait", action="store_true", help="With --batch: return the BatchJob at once; it fills in while you work."
+    )
+    @argument(
+        "--dry-run", action="store_true", help="Show the schema fixes, the first request and the counts; send nothing."
+    )
+    @argument(
+        "--retry-failed",
+        action="store_true",
+        help="Keep the ok rows of the last frame (or -o NAME's) and redo the rest.",
+    )
     @argument("--no-cache", action="store_true", help="Ask again even for texts answered before.")
     @cell_magic
     def extract(self, line: str, cell: str) -> Any:
@@ -110,11 +136,20 @@ class ExtractMagics(Magics):
             texts, instructions = (self._evaluate(args.over, "--over"), body) if args.over else (body, args.system)
             try:
                 result = extract(
-                    self.session, schema, texts, instructions=instructions, many=args.many, model=args.model,
-                    concurrency=args.concurrency or self.concurrency, max_attempts=args.max_attempts,
-                    validation_retries=self.validation_retries, cache=self.cache and not args.no_cache,
-                    retry_failed=self._previous(args) if args.retry_failed else None, batch=args.batch,
-                    wait=not args.no_wait, dry_run=args.dry_run,
+                    self.session,
+                    schema,
+                    texts,
+                    instructions=instructions,
+                    many=args.many,
+                    model=args.model,
+                    concurrency=args.concurrency or self.concurrency,
+                    max_attempts=args.max_attempts,
+                    validation_retries=self.validation_retries,
+                    cache=self.cache and not args.no_cache,
+                    retry_failed=self._previous(args) if args.retry_failed else None,
+                    batch=args.batch,
+                    wait=not args.no_wait,
+                    dry_run=args.dry_run,
                     **options_from(args, (*PACING_FLAGS, *REQUEST_FLAGS)),
                 )
             except _errors.NbOpenAIError as error:  # the run stopped: keep what finished, then fail the cell
@@ -138,7 +173,9 @@ class ExtractMagics(Magics):
         try:
             return self.shell.ev(expression)
         except Exception as exc:
-            raise _errors.UsageError(f"{what} {expression!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
+            raise _errors.UsageError(
+                f"{what} {expression!r} could not be evaluated: {type(exc).__name__}: {exc}"
+            ) from None
 
     def _previous(self, args: Any) -> Any:
         """The frame whose failed rows --retry-failed redoes; ``True`` lets the cache decide."""

@@ -63,14 +63,15 @@ class AskMagics(SessionSettings):
     ``OPENAI_API_KEY`` only, so it cannot end up in a config file or a notebook.
     """
 
-    widgets = Enum(("auto", "on", "off"), "auto", help="Live widget view: auto (in a kernel), on, off (stdout).").tag(config=True)
+    widgets = Enum(("auto", "on", "off"), "auto", help="Live widget view: auto (in a kernel), on, off (stdout).").tag(
+        config=True
+    )
     replay = Bool(
         False, help="Reuse a cell's stored answer when its prompt, settings and earlier turns are unchanged (--replay)."
     ).tag(config=True)
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any) -> None:
         if session is None:
-
             session = Session()
         # Set before traitlets loads the config: configured values are pushed into the session.
         self.session = session
@@ -169,20 +170,47 @@ class AskMagics(SessionSettings):
 
     @magic_arguments()
     @argument("command", nargs="?", default="help", choices=sorted(_admin.COMMANDS), help="What to do (default: help).")
-    @argument("target", nargs="?", metavar="JOB|clear|ENDPOINT",
-              help="cancel: the job id (from `%%nbopenai jobs`); cache: `clear` empties it; azure: the endpoint.")
-    @argument("-t", "--thread", type=text, metavar="NAME", help="history, reset, compact, explain: the thread (default 'default'); usage: filter.")
-    @argument("--all", action="store_true", help="reset: every thread; usage: every kernel's calls, not just this one's.")
+    @argument(
+        "target",
+        nargs="?",
+        metavar="JOB|clear|ENDPOINT",
+        help="cancel: the job id (from `%%nbopenai jobs`); cache: `clear` empties it; azure: the endpoint.",
+    )
+    @argument(
+        "-t",
+        "--thread",
+        type=text,
+        metavar="NAME",
+        help="history, reset, compact, explain: the thread (default 'default'); usage: filter.",
+    )
+    @argument(
+        "--all", action="store_true", help="reset: every thread; usage: every kernel's calls, not just this one's."
+    )
     @argument("--summary", action="store_true", help="usage: totals per model and thread.")
     @argument("--plot", action="store_true", help="usage: cumulative tokens and cost over time (needs matplotlib).")
     @argument("--since", type=text, help="usage: calls since a duration ago (30m, 2d) or an ISO date.")
-    @argument("--model", type=text, help="usage: only this model's calls; compact: the model that compacts; cache clear: only its answers.")
+    @argument(
+        "--model",
+        type=text,
+        help="usage: only this model's calls; compact: the model that compacts; cache clear: only its answers.",
+    )
     @argument("--schema", type=text, metavar="NAME", help="cache clear: only the answers of this Pydantic class.")
-    @argument("--api-version", type=text, help="azure: the API version, where the endpoint needs one (default: v1 API).")
-    @argument("--token-provider", type=text, metavar="NAME",
-              help="azure: the variable holding a zero-argument callable that returns an Entra ID token.")
-    @argument("--deployment", type=text, action="append", metavar="NAME=MODEL",
-              help="azure: a deployment and the model it runs, for prices (repeatable).")
+    @argument(
+        "--api-version", type=text, help="azure: the API version, where the endpoint needs one (default: v1 API)."
+    )
+    @argument(
+        "--token-provider",
+        type=text,
+        metavar="NAME",
+        help="azure: the variable holding a zero-argument callable that returns an Entra ID token.",
+    )
+    @argument(
+        "--deployment",
+        type=text,
+        action="append",
+        metavar="NAME=MODEL",
+        help="azure: a deployment and the model it runs, for prices (repeatable).",
+    )
     @line_magic
     def nbopenai(self, line: str) -> Any:
         """Look after nbopenai: threads, history, reset, compact, explain, status, local, azure, jobs, cancel, usage, cache, help.

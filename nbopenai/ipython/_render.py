@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DryRun", "answer_bundle", "answer_output", "fenced", "first_code_block"]
 
-_FENCED_BLOCK = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M)
+_FENCED_BLOCK = re.compile(
+    r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M
+)
 _BACKTICKS = re.compile(r"`+")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -61,7 +63,11 @@ def _as_json(text: str) -> tuple[str, str, dict[str, Any]]:
     except ValueError as error:
         return f"{text}\n\n*(--format json: the answer is not valid JSON: {error})*", text, {}
     pretty = json.dumps(value, indent=2, ensure_ascii=False)
-    return fenced(pretty, "json"), pretty, {"application/json": value if isinstance(value, (dict, list)) else {"value": value}}
+    return (
+        fenced(pretty, "json"),
+        pretty,
+        {"application/json": value if isinstance(value, (dict, list)) else {"value": value}},
+    )
 
 
 _FORMATS = {

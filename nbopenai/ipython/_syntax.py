@@ -46,7 +46,9 @@ def _magic_call(line: str) -> tuple[str, str] | None:
     except (SyntaxError, IndexError):
         return None
     call = getattr(node, "value", None)
-    if not (isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "run_line_magic" and len(call.args) == 2):
+    if not (
+        isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "run_line_magic" and len(call.args) == 2
+    ):
         return None
     name, argument = (getattr(arg, "value", None) for arg in call.args)
     return (name, argument) if isinstance(name, str) and isinstance(argument, str) else None

@@ -12,7 +12,9 @@ from ._server import LocalServer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbopenai.local", description="Offline OpenAI Responses API server (the nbopenai demo model).")
+    parser = argparse.ArgumentParser(
+        prog="python -m nbopenai.local", description="Offline OpenAI Responses API server (the nbopenai demo model)."
+    )
     parser.add_argument("--port", type=int, default=8787, help="port to listen on; 0 picks a free one (default 8787)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only unless --allow-remote)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
@@ -21,13 +23,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=None, help="characters per text delta (default: one word)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random faults")
     parser.add_argument("--require-api-key", default=None, help="answer 401 unless this key is sent")
-    parser.add_argument("--rpm", type=int, default=None,
-                        help="enforce this many requests per minute, as the API does (429s, x-ratelimit-* headers)")
-    parser.add_argument("--tpm", type=int, default=None,
-                        help="enforce this many tokens per minute (a request's prompt + its max_output_tokens)")
+    parser.add_argument(
+        "--rpm",
+        type=int,
+        default=None,
+        help="enforce this many requests per minute, as the API does (429s, x-ratelimit-* headers)",
+    )
+    parser.add_argument(
+        "--tpm",
+        type=int,
+        default=None,
+        help="enforce this many tokens per minute (a request's prompt + its max_output_tokens)",
+    )
     parser.add_argument("--config", default="{}", help="other settings as a JSON object, e.g. '{\"fault_rate\": 0.1}'")
     args = parser.parse_args(argv)
-    config = {"latency": args.latency, "chunk_delay": args.chunk_delay, "chunk_size": args.chunk_size, "seed": args.seed}
+    config = {
+        "latency": args.latency,
+        "chunk_delay": args.chunk_delay,
+        "chunk_size": args.chunk_size,
+        "seed": args.seed,
+    }
     for name in ("rpm", "tpm"):
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)

@@ -221,9 +221,13 @@ def create_batch(request: Request) -> Reply:
         raise ApiError(400, "The request body must be a JSON object.")
     endpoint = body.get("endpoint")
     if endpoint not in ENDPOINTS:
-        raise ApiError(400, f"Invalid value for 'endpoint': {endpoint!r}; supported: {', '.join(ENDPOINTS)}.", param="endpoint")
+        raise ApiError(
+            400, f"Invalid value for 'endpoint': {endpoint!r}; supported: {', '.join(ENDPOINTS)}.", param="endpoint"
+        )
     if body.get("completion_window") != "24h":
-        raise ApiError(400, "Invalid value for 'completion_window': only '24h' is supported.", param="completion_window")
+        raise ApiError(
+            400, "Invalid value for 'completion_window': only '24h' is supported.", param="completion_window"
+        )
     store = controls(request.state)
     with store.lock:
         source = store.files.get(body.get("input_file_id") or "")
@@ -235,7 +239,9 @@ def create_batch(request: Request) -> Reply:
     with store.lock:
         store.batches[batch.resource["id"]] = batch
     created = _snapshot(store, batch)  # before the worker starts: a new batch is always "validating"
-    worker = threading.Thread(target=_run, args=(request.state, store, batch), name=f"nbopenai-batch-{batch.resource['id'][-8:]}", daemon=True)
+    worker = threading.Thread(
+        target=_run, args=(request.state, store, batch), name=f"nbopenai-batch-{batch.resource['id'][-8:]}", daemon=True
+    )
     worker.start()
     return Reply(json=created)
 
@@ -302,13 +308,23 @@ def _parse_lines(content: bytes, endpoint: str) -> tuple[list[dict[str, Any]], l
             fail(number, "Each line needs a string 'custom_id'.", param="custom_id")
             continue
         if line["custom_id"] in seen:
-            fail(number, f"The custom_id {line['custom_id']!r} appears more than once.", "duplicate_custom_id", "custom_id")
+            fail(
+                number,
+                f"The custom_id {line['custom_id']!r} appears more than once.",
+                "duplicate_custom_id",
+                "custom_id",
+            )
             continue
         seen.add(line["custom_id"])
         if line.get("method") != "POST":
             fail(number, "Only the POST method is supported.", param="method")
         elif line.get("url") != endpoint:
-            fail(number, f"The url {line.get('url')!r} does not match the batch's endpoint {endpoint!r}.", "mismatched_url", "url")
+            fail(
+                number,
+                f"The url {line.get('url')!r} does not match the batch's endpoint {endpoint!r}.",
+                "mismatched_url",
+                "url",
+            )
         elif not isinstance(line.get("body"), dict) or line["body"].get("stream"):
             fail(number, "Each line needs a JSON object 'body' (without stream).", param="body")
         else:
@@ -337,27 +353,54 @@ def _answer(state: State, line: dict[str, Any]) -> tuple[dict[str, Any], bool, d
         except ApiError as raised:
             error = raised
         else:
-            return {**head, "response": {"status_code": 200, "request_id": request_id, "body": response}, "error": None}, True, response.get("usage")
-    return {**head, "response": {"status_code": error.status, "request_id": request_id, "body": error.body()}, "error": None}, False, None
+            return (
+                {**head, "response": {"status_code": 200, "request_id": request_id, "body": response}, "error": None},
+                True,
+                response.get("usage"),
+            )
+    return (
+        {
+            **head,
+            "response": {"status_code": error.status, "request_id": request_id, "body": error.body()},
+            "error": None,
+        },
+        False,
+        None,
+    )
 
 
 def _not_run(line: dict[str, Any], code: str, message: str) -> dict[str, Any]:
-    return {"id": "batch_req_" + secrets.token_hex(12), "custom_id": line["custom_id"], "response": None, "error": {"code": code, "message": message}}
+    return {
+        "id": "batch_req_" + secrets.token_hex(12),
+        "custom_id": line["custom_id"],
+        "response": None,
+        "error": {"code": code, "message": message},
+    }
 
 
 def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
     if usage is None:
         return total
-    total = total or {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
+    total = total or {
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
     total["input_tokens"] += usage.get("input_tokens", 0)
     total["input_tokens_details"]["cached_tokens"] += (usage.get("input_tokens_details") or {}).get("cached_tokens", 0)
     total["output_tokens"] += usage.get("output_tokens", 0)
-    total["output_tokens_details"]["reasoning_tokens"] += (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)
+    total["output_tokens_details"]["reasoning_tokens"] += (usage.get("output_tokens_details") or {}).get(
+        "reasoning_tokens", 0
+    )
     total["total_tokens"] += usage.get("total_tokens", 0)
     return total
 
 
-def _write_files(store: BatchControls, batch: _Batch, outputs: list[dict[str, Any]], errors: list[dict[str, Any]]) -> dict[str, Any]:
+def _write_files(
+    store: BatchControls, batch: _Batch, outputs: list[dict[str, Any]], errors: list[dict[str, Any]]
+) -> dict[str, Any]:
     batch_id = batch.resource["id"]
     files = {}
     for key, lines, suffix in (("output_file_id", outputs, "output"), ("error_file_id", errors, "error")):
@@ -376,12 +419,26 @@ def _run(state: State, store: BatchControls, batch: _Batch) -> None:
     lines, problems = _parse_lines(content, batch.resource["endpoint"])
     kind, after = batch.outcome or (None, None)
     if kind == "failed" and not problems:
-        problems = [{"code": "nbopenai_demo_failure", "line": None, "message": "This batch was made to fail (offline server test control).", "param": None}]
+        problems = [
+            {
+                "code": "nbopenai_demo_failure",
+                "line": None,
+                "message": "This batch was made to fail (offline server test control).",
+                "param": None,
+            }
+        ]
     if problems:
         _set(store, batch, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": problems})
         return
     model = lines[0]["body"].get("model")
-    _set(store, batch, status="in_progress", in_progress_at=int(time.time()), model=model, request_counts={"total": len(lines), "completed": 0, "failed": 0})
+    _set(
+        store,
+        batch,
+        status="in_progress",
+        in_progress_at=int(time.time()),
+        model=model,
+        request_counts={"total": len(lines), "completed": 0, "failed": 0},
+    )
     if kind == "hold":
         batch.release.wait()
     time.sleep(delay)
@@ -403,11 +460,32 @@ def _run(state: State, store: BatchControls, batch: _Batch) -> None:
             counts = batch.resource["request_counts"]
             counts["completed" if succeeded else "failed"] += 1
     if batch.cancel.is_set():
-        _set(store, batch, **_write_files(store, batch, outputs, errors), status="cancelled", cancelled_at=int(time.time()), usage=usage)
+        _set(
+            store,
+            batch,
+            **_write_files(store, batch, outputs, errors),
+            status="cancelled",
+            cancelled_at=int(time.time()),
+            usage=usage,
+        )
         return
     if kind == "expired":
-        _set(store, batch, **_write_files(store, batch, outputs, errors), status="expired", expired_at=int(time.time()), usage=usage)
+        _set(
+            store,
+            batch,
+            **_write_files(store, batch, outputs, errors),
+            status="expired",
+            expired_at=int(time.time()),
+            usage=usage,
+        )
         return
     _set(store, batch, status="finalizing", finalizing_at=int(time.time()))
     time.sleep(delay)
-    _set(store, batch, **_write_files(store, batch, outputs, errors), status="completed", completed_at=int(time.time()), usage=usage)
+    _set(
+        store,
+        batch,
+        **_write_files(store, batch, outputs, errors),
+        status="completed",
+        completed_at=int(time.time()),
+        usage=usage,
+    )

@@ -30,7 +30,13 @@ def _content_text(content: Any) -> Any:
                 parts.append({"type": "input_text", "text": part.get("text", "")})
             elif part.get("type") == "image_url":
                 url = part.get("image_url") or {}
-                parts.append({"type": "input_image", "image_url": url.get("url") if isinstance(url, dict) else url, "detail": "auto"})
+                parts.append(
+                    {
+                        "type": "input_image",
+                        "image_url": url.get("url") if isinstance(url, dict) else url,
+                        "detail": "auto",
+                    }
+                )
         return parts
     return content or ""
 
@@ -39,23 +45,42 @@ def responses_body(body: dict[str, Any]) -> dict[str, Any]:
     """The create-response body equivalent to a chat completions body."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+        raise ApiError(
+            400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
     instructions, items = [], []
     for message in messages:
         role = message.get("role")
         if role in ("system", "developer"):
             content = message.get("content")
-            instructions.append(content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or []))
+            instructions.append(
+                content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [])
+            )
         elif role == "tool":
-            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id", ""), "output": message.get("content") or ""})
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": message.get("tool_call_id", ""),
+                    "output": message.get("content") or "",
+                }
+            )
         elif role in ("user", "assistant"):
             if message.get("content"):
                 items.append({"type": "message", "role": role, "content": _content_text(message.get("content"))})
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
-                items.append({"type": "function_call", "call_id": call.get("id", ""), "name": function.get("name", ""), "arguments": function.get("arguments", "")})
+                items.append(
+                    {
+                        "type": "function_call",
+                        "call_id": call.get("id", ""),
+                        "name": function.get("name", ""),
+                        "arguments": function.get("arguments", ""),
+                    }
+                )
         else:
-            raise ApiError(400, f"Invalid value for 'messages[].role': '{role}'.", param="messages", code="invalid_value")
+            raise ApiError(
+                400, f"Invalid value for 'messages[].role': '{role}'.", param="messages", code="invalid_value"
+            )
     tools = [
         {"type": "function", "name": t["function"]["name"], "parameters": t["function"].get("parameters")}
         for t in body.get("tools") or []
@@ -67,7 +92,12 @@ def responses_body(body: dict[str, Any]) -> dict[str, Any]:
     fmt = body.get("response_format") or {"type": "text"}
     if fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema") or {}
-        fmt = {"type": "json_schema", "name": spec.get("name", "response"), "schema": spec.get("schema"), "strict": spec.get("strict")}
+        fmt = {
+            "type": "json_schema",
+            "name": spec.get("name", "response"),
+            "schema": spec.get("schema"),
+            "strict": spec.get("strict"),
+        }
     return {
         "model": body.get("model"),
         "input": items,
@@ -86,7 +116,12 @@ def _usage(turn: Turn, output: Output) -> dict[str, Any]:
         "completion_tokens": output.output_tokens,
         "total_tokens": turn.input_tokens + output.output_tokens,
         "prompt_tokens_details": {"cached_tokens": turn.cached_tokens, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": output.reasoning_tokens, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": output.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 
@@ -118,7 +153,12 @@ def chat_completions(request: Request) -> Reply:
         return Reply(events=_stream(turn, output, request.fault, completion_id, created, include_usage))
     text = "".join(p["text"] for item in output.items if item["type"] == "message" for p in item["content"])
     calls = _tool_calls(output)
-    message: dict[str, Any] = {"role": "assistant", "content": None if calls else text, "refusal": None, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if calls else text,
+        "refusal": None,
+        "annotations": [],
+    }
     if calls:
         message["tool_calls"] = calls
     return Reply(
@@ -135,7 +175,9 @@ def chat_completions(request: Request) -> Reply:
     )
 
 
-def _stream(turn: Turn, output: Output, fault: Fault | None, completion_id: str, created: int, include_usage: bool) -> Iterator[Any]:
+def _stream(
+    turn: Turn, output: Output, fault: Fault | None, completion_id: str, created: int, include_usage: bool
+) -> Iterator[Any]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, is_delta: bool = False) -> Event:
         data = {
             "id": completion_id,
@@ -152,7 +194,12 @@ def _stream(turn: Turn, output: Output, fault: Fault | None, completion_id: str,
     sent = 0
     for index, item in enumerate(output.items):
         if item["type"] == "function_call":
-            opening = {"index": index, "id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": ""}}
+            opening = {
+                "index": index,
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": ""},
+            }
             yield chunk({"tool_calls": [opening]})
         for at, piece in output.deltas:
             if at != index:

@@ -107,7 +107,9 @@ def _token_cost(path: str, body: Any) -> int:
 def _sse_bytes(event: Event | Comment) -> bytes:
     if isinstance(event, Comment):
         return f": {event.text}\n\n".encode()
-    data = event.data if isinstance(event.data, str) else json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+    data = (
+        event.data if isinstance(event.data, str) else json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+    )
     head = f"event: {event.name}\n" if event.name else ""
     return f"{head}data: {data}\n\n".encode()
 
@@ -183,7 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as error:
             limited = "rate_limit" if error.code == "rate_limit_exceeded" else None
             kept = body if limited else None
-            state.record(RecordedRequest(self.command, path, headers, kept, len(raw), started, limited, sent_path=sent_path))
+            state.record(
+                RecordedRequest(self.command, path, headers, kept, len(raw), started, limited, sent_path=sent_path)
+            )
             self._send_error(error, request_id)
             return
         kind = fault.kind if fault else None
@@ -207,7 +211,10 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             # A bug in a route: answer 500 in the API's shape rather than dropping the connection.
             traceback.print_exc()
-            self._send_error(ApiError(500, "The offline server failed on this request (see its stderr).", type="server_error"), request_id)
+            self._send_error(
+                ApiError(500, "The offline server failed on this request (see its stderr).", type="server_error"),
+                request_id,
+            )
             return
         self._send_reply(reply, request_id, started)
 
@@ -247,7 +254,9 @@ class _Handler(BaseHTTPRequestHandler):
             request.params = match.groupdict()
             return route.handler(request)
         if allowed:
-            raise ApiError(405, f"Method {self.command} is not allowed on {path} (use {', '.join(sorted(set(allowed)))}).")
+            raise ApiError(
+                405, f"Method {self.command} is not allowed on {path} (use {', '.join(sorted(set(allowed)))})."
+            )
         raise ApiError(404, f"Invalid URL ({self.command} {path})", code="unknown_url")
 
     def _read_body(self, limit: int) -> bytes:
@@ -263,7 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
             # Read and discard a moderately oversized body so the connection stays in sync.
             if length <= 4 * limit:
                 self._discard(length)
-            raise ApiError(413, f"Request body too large: {length} bytes; the limit is {limit} bytes.", code="request_too_large")
+            raise ApiError(
+                413, f"Request body too large: {length} bytes; the limit is {limit} bytes.", code="request_too_large"
+            )
         return self.rfile.read(length) if length else b""
 
     def _discard(self, length: int) -> None:
@@ -324,7 +335,14 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in {**common, **headers}.items():
             self.send_header(name, value)
 
-    def _send_json(self, status: int, payload: Any, request_id: str, headers: dict[str, str] | None = None, started: float | None = None) -> None:
+    def _send_json(
+        self,
+        status: int,
+        payload: Any,
+        request_id: str,
+        headers: dict[str, str] | None = None,
+        started: float | None = None,
+    ) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -40,7 +40,12 @@ def _text_part(role: str, text: str) -> dict[str, Any]:
 def _normalize_message(item: dict[str, Any]) -> dict[str, Any]:
     role = item.get("role", "user")
     if role not in ("user", "assistant", "system", "developer"):
-        raise ApiError(400, f"Invalid value: '{role}'. Supported values are: 'user', 'assistant', 'system', and 'developer'.", param="input[].role", code="invalid_value")
+        raise ApiError(
+            400,
+            f"Invalid value: '{role}'. Supported values are: 'user', 'assistant', 'system', and 'developer'.",
+            param="input[].role",
+            code="invalid_value",
+        )
     content = item.get("content")
     if isinstance(content, str):
         parts = [_text_part(role, content)]
@@ -70,7 +75,12 @@ def normalize_input(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return [_normalize_message({"role": "user", "content": value})]
     if not isinstance(value, list):
-        raise ApiError(400, "Invalid type for 'input': expected a string or an array of input items.", param="input", code="invalid_type")
+        raise ApiError(
+            400,
+            "Invalid type for 'input': expected a string or an array of input items.",
+            param="input",
+            code="invalid_type",
+        )
     items = []
     for raw in value:
         if not isinstance(raw, dict):
@@ -161,5 +171,10 @@ def decode_compaction(item: dict[str, Any]) -> list[dict[str, Any]]:
     except (ValueError, UnicodeDecodeError):
         payload = ""
     if not payload.startswith(_COMPACTION_MAGIC):
-        raise ApiError(400, "The compaction item was not made by this server (encrypted_content is not ours).", param="input", code="invalid_encrypted_content")
-    return json.loads(payload[len(_COMPACTION_MAGIC):])
+        raise ApiError(
+            400,
+            "The compaction item was not made by this server (encrypted_content is not ours).",
+            param="input",
+            code="invalid_encrypted_content",
+        )
+    return json.loads(payload[len(_COMPACTION_MAGIC) :])

@@ -38,7 +38,9 @@ class RemoteServer:
 
     def _call(self, method: str, name: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}/_nbopenai/{name}", data=data, method=method, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/_nbopenai/{name}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
@@ -95,12 +97,24 @@ class SubprocessServer(RemoteServer):
         self.stop()
 
 
-def start_subprocess(port: int = 0, host: str = "127.0.0.1", *, timeout: float = 30.0, **config: Any) -> SubprocessServer:
+def start_subprocess(
+    port: int = 0, host: str = "127.0.0.1", *, timeout: float = 30.0, **config: Any
+) -> SubprocessServer:
     """Run ``python -m nbopenai.local`` in a child process and return a handle once it serves.
 
     ``config`` takes the settings of ``LocalServer.configure`` (``latency``, ``chunk_delay``, ...).
     """
-    command = [sys.executable, "-m", "nbopenai.local", "--port", str(port), "--host", host, "--config", json.dumps(config)]
+    command = [
+        sys.executable,
+        "-m",
+        "nbopenai.local",
+        "--port",
+        str(port),
+        "--host",
+        host,
+        "--config",
+        json.dumps(config),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     first_line: list[bytes] = []
     reader = threading.Thread(target=lambda: first_line.append(process.stdout.readline()), daemon=True)

@@ -82,7 +82,9 @@ def _instructions(value: Any) -> str | None:
         return value or None
     if isinstance(value, list):
         return " ".join(message_text(item) for item in normalize_input(value)) or None
-    raise ApiError(400, "Invalid type for 'instructions': expected a string.", param="instructions", code="invalid_type")
+    raise ApiError(
+        400, "Invalid type for 'instructions': expected a string.", param="instructions", code="invalid_type"
+    )
 
 
 def _conversation_id(value: Any) -> str | None:
@@ -90,7 +92,12 @@ def _conversation_id(value: Any) -> str | None:
         return value
     if isinstance(value, dict) and isinstance(value.get("id"), str):
         return value["id"]
-    raise ApiError(400, "Invalid type for 'conversation': expected a string or an object with 'id'.", param="conversation", code="invalid_type")
+    raise ApiError(
+        400,
+        "Invalid type for 'conversation': expected a string or an object with 'id'.",
+        param="conversation",
+        code="invalid_type",
+    )
 
 
 # The types the API checks before running a model: a wrong one is a 400 `invalid_type`, never a
@@ -147,7 +154,9 @@ def prepare(body: Any, state: State, *, need_model: bool = True, compute: bool =
     model = body.get("model")
     if not isinstance(model, str) or not model:
         if need_model or model is not None:
-            raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+            raise ApiError(
+                400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+            )
         model = DEMO_MODEL
     if not state.knows_model(model):
         raise model_not_found(model)
@@ -155,7 +164,12 @@ def prepare(body: Any, state: State, *, need_model: bool = True, compute: bool =
     previous_id = body.get("previous_response_id")
     conversation_id = _conversation_id(body.get("conversation"))
     if previous_id and conversation_id:
-        raise ApiError(400, "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. Use one.", param="conversation", code="mutually_exclusive_parameters")
+        raise ApiError(
+            400,
+            "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. Use one.",
+            param="conversation",
+            code="mutually_exclusive_parameters",
+        )
     instructions = _instructions(body.get("instructions"))
     new_items = normalize_input(body.get("input"))
     history: list[dict[str, Any]] = []
@@ -164,14 +178,22 @@ def prepare(body: Any, state: State, *, need_model: bool = True, compute: bool =
             previous = state.responses.get(previous_id)
             if previous is None:
                 why = state.responses.forgotten("responses")
-                raise ApiError(400, f"Previous response with id '{previous_id}' not found.{why}", param="previous_response_id",
-                               code="previous_response_not_found")
+                raise ApiError(
+                    400,
+                    f"Previous response with id '{previous_id}' not found.{why}",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
             history = previous.chain_items
         elif conversation_id:
             conversation = state.conversations.get(conversation_id)
             if conversation is None:
-                raise not_found("Conversation", conversation_id, param="conversation",
-                                why=state.conversations.forgotten("conversations"))
+                raise not_found(
+                    "Conversation",
+                    conversation_id,
+                    param="conversation",
+                    why=state.conversations.forgotten("conversations"),
+                )
             history = list(conversation.items)
         window = state.config.context_window
     rendered = render_context(instructions, history + new_items)
@@ -209,12 +231,17 @@ def _structured_text(turn: Turn, reply_text: str, items: list[dict[str, Any]]) -
     if fmt.get("type") == "json_schema":
         outputs = [str(i.get("output")) for i in _demo.tool_outputs(items)]
         source = " ".join([_demo.prompt_text(items), *outputs]).strip()
-        every_user_text = "\n".join(message_text(i) for i in items if i.get("type") == "message" and i.get("role") == "user")
+        every_user_text = "\n".join(
+            message_text(i) for i in items if i.get("type") == "message" and i.get("role") == "user"
+        )
         schema = fmt.get("schema") or {"type": "object", "properties": {}}
         return json.dumps(fill_schema(schema, source, fallback_text=every_user_text), ensure_ascii=False)
     if fmt.get("type") == "json_object":
         prompt = _demo.prompt_text(items)
-        return json.dumps({"answer": reply_text, "prompt_words": len(prompt.split()), "model": "nbopenai offline demo model"}, ensure_ascii=False)
+        return json.dumps(
+            {"answer": reply_text, "prompt_words": len(prompt.split()), "model": "nbopenai offline demo model"},
+            ensure_ascii=False,
+        )
     return None
 
 
@@ -252,9 +279,21 @@ def run_model(turn: Turn, config: Config, fault: Fault | None = None) -> Output:
         calls = []
         for number, call in enumerate(reply.calls):
             call_id = _stable_call_id(turn, number) if config.stable_call_ids else new_id("call")
-            calls.append({"id": new_id("fc"), "type": "function_call", "status": "completed", "call_id": call_id,
-                          "name": call.name, "arguments": call.arguments})
-        deltas = [(index, piece) for index, call in enumerate(calls) for piece in split_deltas(call["arguments"], config.chunk_size or 8)]
+            calls.append(
+                {
+                    "id": new_id("fc"),
+                    "type": "function_call",
+                    "status": "completed",
+                    "call_id": call_id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                }
+            )
+        deltas = [
+            (index, piece)
+            for index, call in enumerate(calls)
+            for piece in split_deltas(call["arguments"], config.chunk_size or 8)
+        ]
         tokens = sum(_tokens.count_tokens(call["arguments"], turn.model) for call in calls)
         return Output(calls, deltas, tokens + reasoning, reasoning)
     text = _structured_text(turn, reply.text, items) or reply.text
@@ -350,11 +389,13 @@ def response_object(
     return response
 
 
-def finished_response(turn: Turn, output: Output, *, id: str, created_at: int,
-                      fault: Fault | None = None) -> dict[str, Any]:
+def finished_response(
+    turn: Turn, output: Output, *, id: str, created_at: int, fault: Fault | None = None
+) -> dict[str, Any]:
     """The finished Response, as a fault (if any) makes it look."""
-    response = response_object(turn, id=id, created_at=created_at, status=output.status, output=output.items,
-                               usage=usage(turn, output))
+    response = response_object(
+        turn, id=id, created_at=created_at, status=output.status, output=output.items, usage=usage(turn, output)
+    )
     return fault.on_response(response) if fault is not None else response
 
 
@@ -396,7 +437,9 @@ def generate(body: dict[str, Any], state: State) -> dict[str, Any]:
     return response
 
 
-def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None, *, id: str, created_at: int) -> Iterator[Any]:
+def stream_events(
+    state: State, turn: Turn, output: Output, fault: Fault | None, *, id: str, created_at: int
+) -> Iterator[Any]:
     """The events of one streamed response, ending with completed, incomplete or failed (or a DROP)."""
     counter = iter(range(1 << 62))
     final = finished_response(turn, output, id=id, created_at=created_at, fault=fault)
@@ -418,11 +461,25 @@ def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None,
             is_message = item["type"] == "message"
             refusal = is_message and item["content"][0]["type"] == "refusal"
             if is_message:
-                yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []})
-                empty = {"type": "refusal", "refusal": ""} if refusal else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-                yield event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=empty)
+                yield event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "content": []},
+                )
+                empty = (
+                    {"type": "refusal", "refusal": ""}
+                    if refusal
+                    else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                )
+                yield event(
+                    "response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=empty
+                )
             else:
-                yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "arguments": ""})
+                yield event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "arguments": ""},
+                )
             for piece in pieces:
                 if stop_after is not None and sent >= stop_after:
                     failed = {**snapshot, "status": "failed", "error": fault.failure()}
@@ -432,21 +489,65 @@ def stream_events(state: State, turn: Turn, output: Output, fault: Fault | None,
                     return
                 sent += 1
                 if refusal:
-                    yield event("response.refusal.delta", True, item_id=item["id"], output_index=index, content_index=0, delta=piece)
+                    yield event(
+                        "response.refusal.delta",
+                        True,
+                        item_id=item["id"],
+                        output_index=index,
+                        content_index=0,
+                        delta=piece,
+                    )
                 elif is_message:
-                    yield event("response.output_text.delta", True, item_id=item["id"], output_index=index, content_index=0, delta=piece, logprobs=[])
+                    yield event(
+                        "response.output_text.delta",
+                        True,
+                        item_id=item["id"],
+                        output_index=index,
+                        content_index=0,
+                        delta=piece,
+                        logprobs=[],
+                    )
                 else:
-                    yield event("response.function_call_arguments.delta", True, item_id=item["id"], output_index=index, delta=piece)
+                    yield event(
+                        "response.function_call_arguments.delta",
+                        True,
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=piece,
+                    )
             if refusal:
                 part = item["content"][0]
-                yield event("response.refusal.done", item_id=item["id"], output_index=index, content_index=0, refusal=part["refusal"])
-                yield event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)
+                yield event(
+                    "response.refusal.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    refusal=part["refusal"],
+                )
+                yield event(
+                    "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
+                )
             elif is_message:
                 part = item["content"][0]
-                yield event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=part["text"], logprobs=[])
-                yield event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)
+                yield event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=part["text"],
+                    logprobs=[],
+                )
+                yield event(
+                    "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
+                )
             else:
-                yield event("response.function_call_arguments.done", item_id=item["id"], output_index=index, name=item["name"], arguments=item["arguments"])
+                yield event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
             yield event("response.output_item.done", output_index=index, item=item)
         # Stored before the last event goes out, so a client chaining on it at once finds it.
         remember(state, turn, final)

@@ -43,7 +43,9 @@ class Route:
 ROUTES: list[Route] = []
 
 
-def route(method: str, pattern: str, table: list[Route] = ROUTES) -> Callable[[Callable[[Request], Reply]], Callable[[Request], Reply]]:
+def route(
+    method: str, pattern: str, table: list[Route] = ROUTES
+) -> Callable[[Callable[[Request], Reply]], Callable[[Request], Reply]]:
     """Register ``handler`` for ``method`` and a path pattern like ``/v1/responses/{id}``."""
     regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
 
@@ -62,7 +64,9 @@ def paginate(items: list[dict[str, Any]], query: dict[str, str], default_order: 
     try:
         limit = int(query.get("limit", 20))
     except ValueError:
-        raise ApiError(400, "Invalid value for 'limit': expected an integer.", param="limit", code="invalid_type") from None
+        raise ApiError(
+            400, "Invalid value for 'limit': expected an integer.", param="limit", code="invalid_type"
+        ) from None
     limit = max(1, min(limit, 100))
     ordered = list(items) if order == "asc" else list(reversed(items))
     after = query.get("after")
@@ -121,7 +125,9 @@ def _start_background(state: State, turn, fault: Fault | None) -> dict[str, Any]
     return queued
 
 
-def _run_background(state: State, turn, cancel: threading.Event, fault: Fault | None, response_id: str, created_at: int) -> None:
+def _run_background(
+    state: State, turn, cancel: threading.Event, fault: Fault | None, response_id: str, created_at: int
+) -> None:
     """queued -> in_progress -> completed, taking ``chunk_delay`` per delta; stops when cancelled."""
     config = state.config
     if cancel.wait(config.background_delay):
@@ -144,7 +150,9 @@ def _run_background(state: State, turn, cancel: threading.Event, fault: Fault | 
 @route("GET", "/v1/responses/{id}")
 def retrieve_response(request: Request) -> Reply:
     if request.query.get("stream") in ("true", "1"):
-        raise ApiError(400, "The offline server cannot stream a stored response again; retrieve it without stream.", param="stream")
+        raise ApiError(
+            400, "The offline server cannot stream a stored response again; retrieve it without stream.", param="stream"
+        )
     with request.state.lock:
         return Reply(json=dict(_stored(request.state, request.params["id"]).response))
 
@@ -199,10 +207,36 @@ def compact(request: Request) -> Reply:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": turn.input_tokens,
     }
-    compacted = {"id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()), "output": [item], "usage": compact_usage}
+    compacted = {
+        "id": new_id("resp"),
+        "object": "response.compaction",
+        "created_at": int(time.time()),
+        "output": [item],
+        "usage": compact_usage,
+    }
     output = Output([item], [], 0)
-    stored_turn = type(turn)(turn.body, turn.model, turn.instructions, [], [], render_context(turn.instructions, [item]), turn.input_tokens, 0)
-    remember(state, stored_turn, response_object(stored_turn, id=compacted["id"], created_at=compacted["created_at"], status="completed", output=[item], usage=usage(turn, output)))
+    stored_turn = type(turn)(
+        turn.body,
+        turn.model,
+        turn.instructions,
+        [],
+        [],
+        render_context(turn.instructions, [item]),
+        turn.input_tokens,
+        0,
+    )
+    remember(
+        state,
+        stored_turn,
+        response_object(
+            stored_turn,
+            id=compacted["id"],
+            created_at=compacted["created_at"],
+            status="completed",
+            output=[item],
+            usage=usage(turn, output),
+        ),
+    )
     return Reply(json=compacted)
 
 
@@ -298,4 +332,3 @@ def retrieve_model(request: Request) -> Reply:
     if not request.state.knows_model(request.params["id"]):
         raise model_not_found(request.params["id"])
     return Reply(json=_model(request.params["id"]))
-

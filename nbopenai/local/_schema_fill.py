@@ -26,12 +26,27 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _URL = re.compile(r"https?://[^\s,;)\"']+")
 _ISO_DATETIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
-_MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 _MONTH = r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 _DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+(\d{{4}})\b", re.I)
 _MONTH_DAY_YEAR = re.compile(rf"\b{_MONTH}\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.I)
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
-_NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:[A-Z][\w'’-]*|de|van|von|da|di|del|la|le)(?=\s+[A-Z]|\b))*(?:\s+[A-Z][\w'’-]*)?")
+_NAME = re.compile(
+    r"\b[A-Z][\w'’-]*(?:\s+(?:[A-Z][\w'’-]*|de|van|von|da|di|del|la|le)(?=\s+[A-Z]|\b))*(?:\s+[A-Z][\w'’-]*)?"
+)
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _NEGATION = re.compile(r"\b(not|no|never|false|none|without)\b|n't\b", re.I)
 _YES = re.compile(r"\b(yes|true|yep|sure|correct|indeed)\b", re.I)
@@ -47,7 +62,9 @@ _NAME_KEYS = frozenset(
     "name names author authors person people who city cities country countries place location company "
     "organisation organization owner customer user speaker sender recipient title".split()
 )
-_TEXT_KEYS = frozenset("summary description text content answer reason comment note notes message sentence explanation".split())
+_TEXT_KEYS = frozenset(
+    "summary description text content answer reason comment note notes message sentence explanation".split()
+)
 _DATE_KEYS = frozenset("date day birthday born deadline due when dob since until start end".split())
 _TAG_KEYS = frozenset("tags tag keywords keyword topics topic labels".split())
 _MAX_DEPTH = 12
@@ -188,7 +205,11 @@ class _Filler:
             merged: dict[str, Any] = {}
             for part in schema["allOf"]:
                 part = self.resolve(part)
-                merged = {**merged, **part, "properties": {**merged.get("properties", {}), **part.get("properties", {})}}
+                merged = {
+                    **merged,
+                    **part,
+                    "properties": {**merged.get("properties", {}), **part.get("properties", {})},
+                }
             return self.fill({k: v for k, v in merged.items() if v or k != "properties"}, source, key, depth + 1)
         kind = schema.get("type")
         if isinstance(kind, list):
@@ -247,7 +268,9 @@ class _Filler:
             values = unique
         return values, found
 
-    def _objects(self, item_schema: dict[str, Any], source: _Text, key: str | None, depth: int) -> tuple[list[Any], bool]:
+    def _objects(
+        self, item_schema: dict[str, Any], source: _Text, key: str | None, depth: int
+    ) -> tuple[list[Any], bool]:
         lines = [line.strip(" -*•\t") for line in source.text.splitlines() if line.strip(" -*•\t")]
         segments = lines if len(lines) > 1 else source.sentences
         scored = [self.fill(item_schema, _Text(segment), key, depth + 1) for segment in segments]
@@ -257,7 +280,9 @@ class _Filler:
             return values, True
         return [self.fill(item_schema, _Text(source.text), key, depth + 1)[0]], False
 
-    def _scalars(self, item_schema: dict[str, Any], source: _Text, key: str | None, singular: str | None, depth: int) -> tuple[list[Any], bool]:
+    def _scalars(
+        self, item_schema: dict[str, Any], source: _Text, key: str | None, singular: str | None, depth: int
+    ) -> tuple[list[Any], bool]:
         kind = item_schema.get("type")
         words = set(_key_words(key)) | set(_key_words(singular))
         if "enum" in item_schema:
@@ -397,7 +422,9 @@ def _clamp(value: float, schema: dict[str, Any], integer: bool) -> float:
 
 
 def _default(schema: dict[str, Any]) -> Any:
-    return {"string": "", "integer": 0, "number": 0.0, "boolean": False, "array": [], "object": {}}.get(schema.get("type"), None)
+    return {"string": "", "integer": 0, "number": 0.0, "boolean": False, "array": [], "object": {}}.get(
+        schema.get("type"), None
+    )
 
 
 def fill_schema(schema: dict[str, Any], text: str, *, fallback_text: str | None = None) -> Any:

@@ -83,7 +83,9 @@ class LocalServer:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", *, allow_remote: bool = False, **config: Any) -> None:
         if not _is_loopback(host) and not allow_remote:
-            raise ValueError(f"refusing to bind {host!r}: the offline server serves loopback only unless allow_remote=True")
+            raise ValueError(
+                f"refusing to bind {host!r}: the offline server serves loopback only unless allow_remote=True"
+            )
         settings = Config()
         settings.update(**config)
         self.host = host
@@ -97,7 +99,9 @@ class LocalServer:
             return self
         self._httpd = LocalHTTPServer((self.host, self._port), self.state, lambda m, n, b: admin(self.state, m, n, b))
         self._port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="nbopenai-local", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="nbopenai-local", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -197,5 +201,14 @@ def start(
     **config
         Any other setting of ``LocalServer.configure``.
     """
-    server = LocalServer(port, host, allow_remote=allow_remote, latency=latency, chunk_delay=chunk_delay, chunk_size=chunk_size, seed=seed, **config)
+    server = LocalServer(
+        port,
+        host,
+        allow_remote=allow_remote,
+        latency=latency,
+        chunk_delay=chunk_delay,
+        chunk_size=chunk_size,
+        seed=seed,
+        **config,
+    )
     return server.start()

@@ -44,7 +44,13 @@ class ExtractProgressWidget:
         ``obj -> DisplayHandle``; by default ``IPython.display.display(obj, display_id=True)``.
     """
 
-    def __init__(self, *, rate: float = 10.0, clock: Callable[[], float] = time.monotonic, display: Callable[[Any], Any] = _display) -> None:
+    def __init__(
+        self,
+        *,
+        rate: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        display: Callable[[Any], Any] = _display,
+    ) -> None:
         import ipywidgets as w  # noqa: PLC0415 - ipywidgets loads when a view is built
 
         self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info")
@@ -80,7 +86,9 @@ class ExtractProgressWidget:
                 self._closed = True
                 return
             line = snapshot.line()
-            self._handle.update({"text/plain": line, "text/html": f'<div style="{_LINE_STYLE}">{html.escape(line)}</div>'}, raw=True)
+            self._handle.update(
+                {"text/plain": line, "text/html": f'<div style="{_LINE_STYLE}">{html.escape(line)}</div>'}, raw=True
+            )
             for widget in (self.bar, self.label, self.box):
                 for part in (getattr(widget, "layout", None), getattr(widget, "style", None), widget):
                     if part is not None:
