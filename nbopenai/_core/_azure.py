@@ -89,8 +89,13 @@ class TokenCache:
         self._known: tuple[str, ...] = ()
         self.fetches = 0
 
+    @property
+    def name(self) -> str:
+        """The provider's name, as displays show it (``get_token``)."""
+        return getattr(self.provider, "__name__", None) or type(self.provider).__name__
+
     def __repr__(self) -> str:
-        return f"<TokenCache of {getattr(self.provider, '__qualname__', type(self.provider).__name__)}>"
+        return f"<TokenCache of {self.name}>"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TokenCache) and other.provider is self.provider
@@ -187,7 +192,7 @@ def refresh_on_401(tokens: TokenCache) -> Any:
 
 
 def v1_base_url(endpoint: str) -> str:
-    """The v1 API's base URL of an Azure resource endpoint (``https://NAME.openai.azure.com/`` -> ``.../openai/v1/``)."""
+    """The v1 API's base URL of an Azure resource endpoint (``https://NAME.openai.azure.com`` -> ``.../openai/v1/``)."""
     endpoint = endpoint.rstrip("/")
     if endpoint.endswith("/openai/v1"):
         return endpoint + "/"
@@ -205,7 +210,7 @@ def azure_client_arguments(
     if tokens is None and key is None:
         raise ConfigurationError(
             "An Azure endpoint is set, but neither a token provider nor an API key.",
-            hint="Pass Session(token_provider=...) for Entra ID, or set AZURE_OPENAI_API_KEY (or Session(api_key=...)).",
+            hint="Pass Session(token_provider=...) for Entra ID, or set AZURE_OPENAI_API_KEY (or pass api_key=...).",
         )
     if settings.api_version:
         credential = {"azure_ad_token_provider": tokens} if tokens is not None else {"api_key": key}

@@ -74,8 +74,7 @@ def _status(m: AskMagics, args: argparse.Namespace) -> None:
 
 def _credential(settings: Any) -> str:
     if settings.token_provider is not None:
-        name = getattr(settings.token_provider.provider, "__name__", "the token provider")
-        return f"none: Entra ID tokens from {name}"
+        return f"none: Entra ID tokens from {settings.token_provider.name}"
     return settings.api_key.masked if settings.api_key else "not set"
 
 

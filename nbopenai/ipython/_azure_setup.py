@@ -49,9 +49,7 @@ def describe_azure(settings: Settings) -> str:
     """What the session now sends to Azure: where, which URL shape, with which credential."""
     shape = f"API version {settings.api_version}" if settings.api_version else "the v1 API (/openai/v1/)"
     if settings.token_provider is not None:
-        credential = (
-            f"Entra ID tokens from {getattr(settings.token_provider.provider, '__name__', 'the token provider')}"
-        )
+        credential = f"Entra ID tokens from {settings.token_provider.name}"
     elif settings.api_key is not None:
         credential = f"the key {settings.api_key.masked}"
     else:
