@@ -79,6 +79,9 @@ def test_the_kind_sticks_and_is_checked(local_server, make):
         session.compact("c")
     with pytest.raises(nbopenai.UsageError, match="cannot go with store=False"):
         session.ask("Hi", thread="d", thread_store="conversation", store=False)
+    session.configure(thread_store="conversation")  # a default: store=False threads keep their items here
+    session.ask("Hi", thread="e", store=False)
+    assert session.threads.get("e").kind == "items re-sent"
 
 
 def test_the_magic_and_the_threads_table(ip, local_server):

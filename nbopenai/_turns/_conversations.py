@@ -36,10 +36,10 @@ NEW_CONVERSATION = "(a new conversation, created when the turn is sent)"
 
 
 def choose_kind(thread: Thread, asked: str | None, default: str, *, store: bool) -> None:
-    """Where ``thread`` is kept: as ``asked`` (``--store``) or the ``default`` (the ``thread_store`` setting) while it has
-    no turns; after that it stays as it is, and asking for the other kind is refused."""
+    """Where ``thread`` is kept: as ``asked`` (``--store``) or the ``default`` (the ``thread_store`` setting, when
+    ``store`` allows it) while it has no turns; after that it stays, and asking for the other kind is refused."""
     if not thread.turns:
-        thread.conversation = (asked or default) == CONVERSATION
+        thread.conversation = asked == CONVERSATION or (asked is None and store and default == CONVERSATION)
     elif asked is not None and (asked == CONVERSATION) != thread.conversation:
         raise UsageError(f"thread {thread.name!r} is kept in a {thread.kind}; use --new or another -t to switch")
     if thread.conversation and not store:
