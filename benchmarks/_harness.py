@@ -8,15 +8,20 @@ Every timed figure interleaves "ours" and its baseline in the same run and repor
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import datetime as dt
 import importlib.metadata
+import json
 import os
 import platform
+import pstats
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,9 +108,6 @@ class Context:
 
 
 def _start_paced(**config: Any) -> Any:
-    import json
-    import threading
-
     from nbopenai.local import SubprocessServer
 
     command = [sys.executable, "-m", "benchmarks._paced_server", "--port", "0", "--config", json.dumps(config)]
@@ -127,8 +129,6 @@ def _warm_up(base_url: str) -> None:
     (The first requests build the o200k vocabulary; 50 concurrent first requests would each build
     it, see the report.)
     """
-    import json
-    import urllib.request
 
     for path, body in (
         ("/responses", {"model": "nbopenai-local", "input": "warm up", "store": False}),
@@ -335,8 +335,6 @@ def error_row(figure: str, error: BaseException) -> Row:
 
 def _profiled(fn: Callable[[], Any], repeat: int):
     """``pstats.Stats`` of ``fn`` called ``repeat`` times under cProfile."""
-    import cProfile
-    import pstats
 
     profiler = cProfile.Profile()
     profiler.enable()

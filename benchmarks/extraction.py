@@ -21,15 +21,17 @@ Client CPU per row is the whole client process's CPU time (all threads) divided 
 
 from __future__ import annotations
 
-INSTRUCTIONS = "Extract the person from the text."
-
 import asyncio
+import cProfile
+import json
+import pstats
 import threading
 import time
 
 from ._harness import Context, Row, fmt_ms, fmt_ratio, fmt_s, median, verdict
 from ._texts import extraction_texts
 
+INSTRUCTIONS = "Extract the person from the text."
 NAME = "extraction"
 TITLE = "5. Extraction throughput"
 GOAL = 1.05
@@ -99,7 +101,6 @@ class _Baseline:
 
     async def _run_post(self, texts: list[str]) -> list:
         """The same through ``client.post`` and ``json.loads``, the request path nbopenai uses."""
-        import json
 
         import httpx2
 
@@ -221,8 +222,6 @@ def _measure(ctx: Context, session, baseline: _Baseline, model, texts: list[str]
 
 def _where(session, fn, repeat: int = 1) -> str:
     """cProfile of ``fn`` in the caller's thread and in the session's loop thread (where rows run)."""
-    import cProfile
-    import pstats
 
     loop = session.loop.loop
     profiler = cProfile.Profile()

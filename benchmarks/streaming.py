@@ -26,6 +26,7 @@ import hashlib
 import html
 import json
 import re
+import sys
 import time
 
 from . import peers
@@ -138,8 +139,6 @@ def _ours(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
 
 
 def _python() -> str:
-    import sys
-
     return sys.executable
 
 

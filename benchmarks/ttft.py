@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 
 from . import peers
@@ -302,6 +303,4 @@ def run(ctx: Context) -> list[Row]:
 
 
 def _python() -> str:
-    import sys
-
     return sys.executable

@@ -32,8 +32,8 @@ def run_notebook(sources: list[str], env: dict[str, str], folder: Path, name: st
 
     Returns the executed notebook and the path it was saved at.
     """
-    import nbformat
-    from nbclient import NotebookClient
+    import nbformat  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
+    from nbclient import NotebookClient  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
     NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(
@@ -48,7 +48,7 @@ class Kernel:
     """A kernel driven the way JupyterLab drives it: execute requests carry the cell's id."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        from jupyter_client.manager import start_new_kernel
+        from jupyter_client.manager import start_new_kernel  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
         self.km, self.kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(cwd))
 

@@ -37,6 +37,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+import nbopenai
+from nbopenai.local import start
+
 SECRET_KEY = "sk-test-" + "S3cr3tN0tRealKey" * 2  # tests that want a key set it and assert it never shows
 
 
@@ -64,8 +67,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
 
 @pytest.fixture(scope="session")
 def _local_server_once():
-    from nbopenai.local import start
-
     server = start()
     yield server
     server.stop()
@@ -82,7 +83,6 @@ def local_server(_local_server_once):
 @pytest.fixture
 def session(local_server):
     """A fresh ``Session`` on ``local_server`` with an in-memory ledger."""
-    import nbopenai
 
     with nbopenai.Session(base_url=local_server.base_url, model="nbopenai-local", ledger_path=":memory:") as s:
         yield s
@@ -94,7 +94,6 @@ def make(local_server):
 
     ``make(**overrides)`` takes any ``Settings`` field, e.g. ``make(store=False, max_attempts=1)``.
     """
-    import nbopenai
 
     made = []
 
@@ -117,7 +116,7 @@ def make(local_server):
 @pytest.fixture
 def kernel_env(local_server) -> dict[str, str]:
     """A kernel's environment: the in-process server, a fake key that must never show, this checkout."""
-    from _kernels import local_kernel_env
+    from _kernels import local_kernel_env  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     return local_kernel_env(local_server, SECRET_KEY)
 
@@ -125,7 +124,7 @@ def kernel_env(local_server) -> dict[str, str]:
 @pytest.fixture
 def kernel(kernel_env, tmp_path):
     """A real kernel driven the way JupyterLab drives it (``_kernels.Kernel``)."""
-    from _kernels import Kernel
+    from _kernels import Kernel  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     k = Kernel(kernel_env, tmp_path)
     yield k
@@ -238,7 +237,7 @@ class CommRecorder:
 
 @pytest.fixture
 def recording_comm(monkeypatch: pytest.MonkeyPatch) -> CommRecorder:
-    import comm
+    import comm  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     recorder = CommRecorder()
     monkeypatch.setattr(comm, "create_comm", recorder.create)

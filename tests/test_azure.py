@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import json
 
+import httpx2
 import pytest
+from IPython.utils.capture import capture_output
 from pydantic import BaseModel
 
 import nbopenai
 from nbopenai._core._azure import (
     TokenCache,
     TokenProviderError,
+    TokenScrubber,
     token_expiry,
     v1_base_url,
 )
@@ -190,8 +193,6 @@ def test_a_token_provider_that_is_not_callable_is_refused():
 
 
 def test_the_scrubber_follows_the_tokens_as_they_change():
-    from nbopenai._core._azure import TokenScrubber
-
     tokens = iter(["first-token-0123456789", "second-token-0123456789"])
     cache = TokenCache(lambda: next(tokens))
     scrubber = TokenScrubber(("sk-fixed-secret-0123",), cache)
@@ -206,7 +207,6 @@ def test_the_magic_sets_azure_up(ip, local_server):
     local_server.configure(token_lifetime=3600)
     ip.user_ns["get_token"] = Provider(local_server)
     ip.user_ns["get_token"].__name__ = "get_token"
-    from IPython.utils.capture import capture_output
 
     with capture_output() as captured:
         ip.run_cell(
@@ -232,8 +232,6 @@ def test_the_magic_sets_azure_up(ip, local_server):
 
 
 def test_a_server_in_another_process_issues_and_ends_tokens_through_its_admin_routes(local_server, azure):
-    import httpx2
-
     def provider():
         return httpx2.post(f"{local_server.url}/_nbopenai/issue_token").json()["token"]
 

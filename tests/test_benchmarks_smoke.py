@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._shells import CellStopped, Kernel
+
 REPO = Path(__file__).resolve().parent.parent
 TITLES = (
     "1. Magic overhead",
@@ -67,7 +69,6 @@ def test_only_runs_the_named_figure(tmp_path: Path) -> None:
 def test_a_cell_that_floods_the_kernel_gets_a_bounded_wait_and_says_what_happened(tmp_path: Path) -> None:
     """chatlab's 20,000-delta cell once made the harness wait out 600 s and drop its row: a cell still
     running at its bound is interrupted, the error says what it sent, and the kernel serves the next cell."""
-    from benchmarks._shells import CellStopped, Kernel
 
     flood = "while True:\n    print('x' * 10_000, flush=True)"
     with Kernel(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, tmp_path, "flood") as kernel:

@@ -290,7 +290,7 @@ _RUN_STATE = r"""
 @contextmanager
 def chromium() -> Iterator:
     """A page in Debian's headless Chromium, closed on exit."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -307,7 +307,7 @@ def run_all(page, url: str) -> dict:
 
     Returns what the output watcher saw while the cells ran.
     """
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     page.goto(url)
     # The notebook says "Idle" before any kernel exists; Run All then opens a kernel picker that
@@ -346,7 +346,7 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
     """As on Binder: /lab opens the quickstart (binder/workspace.json), Run All, and the page shows
     the streamed answers, their usage footers and the usage DataFrame. Then one cell runs again, as
     a user would re-run it: JupyterLab's cell id makes its turn be replaced, not appended."""
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     started = time.monotonic()
     with jupyterlab(tmp_path) as lab, chromium() as page:

@@ -1,5 +1,7 @@
 import pytest
+from IPython.utils.capture import capture_output
 
+import nbopenai
 from nbopenai._core._errors import BudgetExceeded
 from nbopenai._ledger._budget import Budget
 from nbopenai._ledger._prices import PriceTable
@@ -74,8 +76,6 @@ def test_negative_cap_is_rejected():
 
 
 def test_the_token_budget_refusal_names_the_token_setting(ip, local_server):
-    from IPython.utils.capture import capture_output
-
     ip.run_cell("%config AskMagics.budget_tokens = 1")
     with capture_output(), pytest.raises(BudgetExceeded) as caught:
         ip.run_cell("%ask Hello, how are you today?")
@@ -88,8 +88,6 @@ def test_the_token_budget_refusal_names_the_token_setting(ip, local_server):
 
 
 def test_the_check_before_each_ask_reads_running_totals_that_match_the_ledger(local_server, tmp_path):
-    import nbopenai
-
     path = tmp_path / "usage.sqlite3"
     with nbopenai.Session(
         base_url=local_server.base_url, model="nbopenai-local", ledger_path=str(path), budget_tokens=10**9

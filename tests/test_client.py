@@ -4,20 +4,27 @@ Real SDK, real HTTP, the package's own server on 127.0.0.1.
 """
 
 import contextlib
+import http.server
 import json
 import random
 import subprocess
 import sys
+import threading
 import time
+import types
+from functools import partial
 
+import httpx2
 import openai
 import pytest
 from _byte_server import ByteServer
 from _proxies import http, response_json
+from openai._models import TypeAdapter
 
 import nbopenai
 from nbopenai import Session, Settings, Timeouts
-from nbopenai._core._retry import RetryPolicy, is_retryable
+from nbopenai._core._client import _refuse_non_api, prepare_streaming
+from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS, RetryPolicy, is_retryable
 
 
 def test_import_loads_neither_ipython_widgets_nor_pandas():
@@ -27,8 +34,6 @@ def test_import_loads_neither_ipython_widgets_nor_pandas():
 
 
 def test_all_is_complete_and_importable():
-    import types
-
     public = {
         name
         for name, value in vars(nbopenai).items()
@@ -53,9 +58,7 @@ def test_the_warm_up_leaves_the_sdk_stream_validator_built_for_the_first_stream(
     """The first streamed response of a kernel spent ~0.7 s building the SDK's validator of stream
     events before any text showed; ``prepare_streaming`` (run by the warm-up) builds the very one
     the stream uses, so the stream builds none (if the SDK changes its cache key, this says so)."""
-    from openai._models import TypeAdapter
 
-    from nbopenai._core._client import prepare_streaming
 
     TypeAdapter.cache_clear()
     prepare_streaming()
@@ -155,8 +158,6 @@ def test_a_web_page_instead_of_the_api_is_one_clear_error_and_not_retried(local_
 
 
 def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>", *, sent: bytes = b'{"model":"m"}', **kwargs):
-    import httpx2
-
     request = httpx2.Request(
         "POST",
         "https://proxy.example:8443/v1/responses?key=secret",
@@ -168,8 +169,6 @@ def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>
 
 
 def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_alone():
-    from nbopenai._core._client import _refuse_non_api
-
     _refuse_non_api(_answer(502, "text/html"))  # a gateway's bad minute: left to be retried as a 5xx
     _refuse_non_api(_answer(200, "application/json", b'{"id": "resp_1"}'))
     _refuse_non_api(
@@ -181,9 +180,7 @@ def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_
 
 
 def test_web_page_check_names_the_server_and_path_but_not_the_query():
-    import httpx2
 
-    from nbopenai._core._client import _refuse_non_api
 
     with pytest.raises(nbopenai.UnexpectedResponse) as missing:
         _refuse_non_api(_answer(404, "text/html; charset=utf-8"))
@@ -250,10 +247,6 @@ def test_an_event_stream_where_json_was_asked_for_is_not_the_api(raw_session, pa
 
 @pytest.mark.parametrize("path", ["stream", "no-stream", "background"])
 def test_a_plain_web_server_refusing_post_is_not_the_api_and_not_retried(make, tmp_path, path):
-    import http.server
-    import threading
-    from functools import partial
-
     refused = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -329,8 +322,6 @@ def test_explicit_base_url_wins_over_the_environment():
 
 
 def test_rate_limits_that_say_when_to_return_get_their_own_larger_budget(local_server, make):
-    from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS
-
     session = make(max_attempts=2)
     local_server.inject("rate_limit", count=RATE_LIMIT_ATTEMPTS - 1, retry_after=0)
     assert session.ask("hello").status == "completed"  # waiting as told costs nothing

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import SECRET_KEY
 
-from nbopenai._turns._context import bounded, pick, strip_ansi
-from nbopenai._turns._prompt import fill, interpolate
+from nbopenai import UsageError
+from nbopenai._core._tokens import count_tokens
+from nbopenai._turns._context import bounded, pick, strip_ansi, variables_summary
+from nbopenai._turns._prompt import fill, interpolate, preview
 
 
 def _asks(server) -> list[dict]:
@@ -132,8 +138,6 @@ def test_explain_sends_the_last_error_and_its_cell(ip, local_server, capsys):
 
 
 def test_explain_with_no_error_says_so_and_sends_nothing(ip, local_server):
-    from nbopenai import UsageError
-
     with pytest.raises(UsageError, match="no cell has failed yet"):
         ip.run_cell("%ask --explain")
     assert not _asks(local_server)
@@ -163,12 +167,8 @@ def test_fix_in_a_terminal_prints_the_code_it_would_queue(ip, local_server, caps
 
 
 def test_variables_summary_skips_private_modules_callables_and_secrets():
-    import os
 
-    import numpy as np
-    import pandas as pd
 
-    from nbopenai._turns._context import variables_summary
 
     class Weird:  # nothing of it is read: not its repr, not its attributes
         def __repr__(self):
@@ -197,9 +197,6 @@ def test_variables_summary_skips_private_modules_callables_and_secrets():
 
 
 def test_variables_summary_is_bounded_in_tokens_and_keeps_the_newest():
-    from nbopenai._core._tokens import count_tokens
-    from nbopenai._turns._context import variables_summary
-
     ns = {f"value_{n}": f"text number {n} " * 5 for n in range(500)}
     summary = variables_summary(ns, budget=300)
     assert count_tokens(summary) <= 320
@@ -207,9 +204,7 @@ def test_variables_summary_is_bounded_in_tokens_and_keeps_the_newest():
 
 
 def test_previews_show_a_series_as_a_series_round_floats_and_keep_head_and_tail():
-    import pandas as pd
 
-    from nbopenai._turns._prompt import preview
 
     series = pd.Series([n / 3 for n in range(1000)], name="price")
     text = preview(series)

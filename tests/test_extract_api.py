@@ -9,6 +9,9 @@ import pytest
 from pydantic import BaseModel
 
 import nbopenai
+from nbopenai._core._settings import Settings
+from nbopenai._extract._cache import request_scope
+from nbopenai.local import start
 
 
 class Person(BaseModel):
@@ -58,8 +61,6 @@ def _extract(session, **options):
 
 
 def test_a_second_endpoint_never_gets_the_first_ones_cached_answer(session, local_server):
-    from nbopenai.local import start
-
     assert not _extract(session)["_from_cache"].any()
     other = start()
     try:
@@ -90,9 +91,6 @@ def test_a_cached_answer_is_served_only_to_the_same_request(session, local_serve
 
 
 def test_the_key_tells_azure_resources_and_deployments_apart():
-    from nbopenai._core._settings import Settings
-    from nbopenai._extract._cache import request_scope
-
     params = {"model": "my-gpt", "instructions": "Extract."}
     scopes = {
         request_scope(Settings(), params),

@@ -11,7 +11,11 @@ import os
 import signal
 import socket
 import threading
+import time
+from email.utils import formatdate
 
+import httpx2
+import openai
 import pytest
 from _byte_server import ByteServer, json_reply
 from conftest import SECRET_KEY
@@ -62,9 +66,6 @@ def test_durations_in_every_shape_servers_send(text, seconds):
 
 
 def test_an_http_date_is_seconds_from_now():
-    import time
-    from email.utils import formatdate
-
     assert 50 < parse_duration(formatdate(time.time() + 60, usegmt=True)) <= 60
 
 
@@ -203,9 +204,6 @@ class Clock:
 
 
 def _server_error():
-    import httpx2
-    import openai
-
     request = httpx2.Request("POST", "http://127.0.0.1/v1/responses")
     return openai.InternalServerError("down", response=httpx2.Response(503, request=request), body=None)
 
@@ -289,8 +287,6 @@ def _interrupt_after(server, requests: int) -> threading.Thread:
     main = threading.main_thread().ident
 
     def press() -> None:
-        import time
-
         while len(model_requests(server)) < requests:
             time.sleep(0.01)
         assert threading.main_thread().ident == main

@@ -8,10 +8,10 @@ from typing import Literal
 
 import pandas as pd
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from nbopenai._extract import strict_format
-from nbopenai._extract._frame import build_frame, columns_for, source_positions, splice
+from nbopenai._extract._frame import Column, _typed, build_frame, columns_for, source_positions, splice
 from nbopenai._extract._rows import RowResult
 
 
@@ -148,8 +148,6 @@ def test_many_explodes_to_source_and_item_rows():
 
 
 def test_root_model_values_get_a_value_column():
-    from pydantic import RootModel
-
     class Scores(RootModel[list[int]]):
         pass
 
@@ -159,8 +157,6 @@ def test_root_model_values_get_a_value_column():
 
 
 def test_values_that_do_not_fit_the_dtype_fall_back_to_object():
-    from nbopenai._extract._frame import Column, _typed
-
     assert _typed(["x", 1], Column("a", ("a",), "int")).dtype == object
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +35,7 @@ bios = pd.Series(["Ada Lovelace is 36.", "Alan Turing is 41.", "Grace Hopper is 
 
 
 def test_extract_and_the_magic_in_a_live_kernel(local_server, tmp_path):
-    from nbclient import NotebookClient
+    from nbclient import NotebookClient  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     env = dict(os.environ)  # NBOPENAI_HOME is already a fresh temporary folder
     env.update(
@@ -72,10 +77,9 @@ def test_extract_and_the_magic_in_a_live_kernel(local_server, tmp_path):
 
 def test_the_stop_button_stops_run_all_after_binding_the_partial_frame(local_server, tmp_path):
     """Run All queues the cells; the stop button during ``%%extract`` must abort the ones after it."""
-    import time
 
-    from _kernels import kernel_env
-    from jupyter_client.manager import start_new_kernel
+    from _kernels import kernel_env  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
+    from jupyter_client.manager import start_new_kernel  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     env = kernel_env(OPENAI_BASE_URL=local_server.base_url, NBOPENAI_MODEL="nbopenai-local")
     km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
@@ -121,8 +125,6 @@ def test_the_stop_button_stops_run_all_after_binding_the_partial_frame(local_ser
 
 def _cached_ages(folder: Path) -> dict[int, str]:
     """The extraction cache's answers (by the age extracted) and their response ids, read as another process would."""
-    import json
-    import sqlite3
 
     if not (folder / "extract.sqlite3").exists():
         return {}
@@ -136,13 +138,9 @@ def _cached_ages(folder: Path) -> dict[int, str]:
 
 def test_a_kernel_killed_mid_run_keeps_its_answers_and_the_rerun_pays_only_for_the_rest(local_server, tmp_path):
     """SIGKILL in the middle of ``%%extract``: what finished is in the cache (and billed in the ledger), the re-run sends only the rest."""
-    import re
-    import signal
-    import sqlite3
-    import time
 
-    from _kernels import kernel_env
-    from jupyter_client.manager import start_new_kernel
+    from _kernels import kernel_env  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
+    from jupyter_client.manager import start_new_kernel  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     rows = 60
     folder = Path(os.environ["NBOPENAI_HOME"])  # both kernels' data folder

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from nbopenai import SchemaError, UsageError
 from nbopenai._core._strict import MAX_DEPTH, MAX_PROPERTIES
-from nbopenai._extract import lint_schema, strict_format
+from nbopenai._extract import extract, lint_schema, strict_format
 
 
 def errors_of(model: type[BaseModel], **kwargs: Any) -> dict[str, str]:
@@ -294,8 +294,6 @@ def test_not_a_pydantic_class_is_a_usage_error():
 
 
 def test_lint_failure_spends_nothing(session, local_server):
-    from nbopenai._extract import extract
-
     class Bad(BaseModel):
         counts: dict[str, int]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from traitlets import TraitError
 
 import nbopenai
-from nbopenai import SchemaError
+from nbopenai import SchemaError, UsageError
 
 SETUP = '''
 from typing import Optional
@@ -67,8 +68,6 @@ def test_a_schema_error_names_the_fields_before_sending(shell, local_server):
 
 
 def test_unknown_names_are_usage_errors(shell):
-    from nbopenai import UsageError
-
     with pytest.raises(UsageError):
         shell.run_cell("%%extract Nobody --over df.bio\nExtract.")
     with pytest.raises(UsageError):
@@ -94,8 +93,6 @@ def test_batch_and_no_wait(shell):
 
 
 def test_configuration_is_validated(shell):
-    from traitlets import TraitError
-
     shell.run_cell("%config ExtractMagics.concurrency = 4")
     assert shell.magics_manager.registry["ExtractMagics"].concurrency == 4
     with pytest.raises(TraitError):

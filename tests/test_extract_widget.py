@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import threading
 from typing import Any
 
 import pytest
 
 from nbopenai._extract._progress import CallbackProgress, NoProgress, Snapshot, TextProgress, choose_view
+from nbopenai.widgets._progress import ExtractProgressWidget
 
 
 def snapshot(done: int, total: int = 10, failed: int = 0, **fields: Any) -> Snapshot:
@@ -26,8 +29,6 @@ class Handle:
 
 @pytest.fixture
 def widget(recording_comm):
-    from nbopenai.widgets._progress import ExtractProgressWidget
-
     now = [0.0]
     shown: list[Any] = []
     handle = Handle()
@@ -73,8 +74,6 @@ def test_close_twice_is_harmless(widget):
 
 
 def test_text_progress_rewrites_one_line(capsys):
-    import io
-
     stream = io.StringIO()
     view = TextProgress(stream)
     view.update(snapshot(3))
@@ -98,8 +97,6 @@ def test_choose_view():
 
 
 def test_a_background_close_keeps_the_filled_in_widget(widget):
-    import threading
-
     view, now, shown, handle = widget
     view.show()
     worker = threading.Thread(target=view.close, args=(snapshot(10, finished=True),))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,9 @@ from IPython.utils.capture import capture_output
 
 import nbopenai
 from nbopenai._turns._prompt import interpolate
+from nbopenai.ipython._args import parse_ask, parse_line
+from nbopenai.ipython._extract_magic import ExtractMagics
+from nbopenai.ipython._magics import AskMagics
 
 SECRET = "TOPSECRET-f00d"  # a value the template never names
 ENV_SECRET = "ENVSECRET-beef"  # an environment variable's value
@@ -149,8 +153,6 @@ def test_objects_are_not_asked_for_attributes_items_or_formats():
 
 
 def test_dataframe_cells_are_previewed_not_interpolated():
-    import pandas as pd
-
     frame = pd.DataFrame({"note": ["{secret}", f"${ENV_NAME}"]})
     text = interpolate("{frame}", {"frame": frame, "secret": SECRET})
     assert "{secret}" in text and SECRET not in text
@@ -160,10 +162,6 @@ def test_dataframe_cells_are_previewed_not_interpolated():
 
 
 def _parse(magic_name: str, line: str):
-    from nbopenai.ipython._args import parse_ask, parse_line
-    from nbopenai.ipython._extract_magic import ExtractMagics
-    from nbopenai.ipython._magics import AskMagics
-
     if magic_name == "ask":
         return parse_ask(AskMagics.ask, line)
     if magic_name == "extract":

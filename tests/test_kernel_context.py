@@ -6,6 +6,10 @@ import pytest
 from _kernels import Kernel, run_notebook
 from conftest import SECRET_KEY
 
+import nbopenai
+from nbopenai._core._tokens import count_tokens
+from nbopenai._turns._context import VARS_TOKEN_BUDGET
+
 pytestmark = pytest.mark.kernel
 pytest.importorskip("ipykernel")
 
@@ -52,9 +56,6 @@ def test_errors_explanations_and_code_into_the_next_cell(kernel: Kernel, local_s
 
 
 def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_server):
-    from nbopenai._core._tokens import count_tokens
-    from nbopenai._turns._context import VARS_TOKEN_BUDGET
-
     assert kernel.execute("%load_ext nbopenai")[0] == "ok"
     setup = "".join(f"note_{n} = 'a note about thing {n} ' * 3\n" for n in range(300)) + (
         "import numpy as np, pandas as pd\n"
@@ -79,8 +80,6 @@ def test_vars_stays_small_beside_a_ten_million_row_frame(kernel: Kernel, local_s
 
 
 def test_saved_answers_carry_their_provenance_and_read_back(local_server, kernel_env, tmp_path):
-    import nbopenai
-
     sources = ["%load_ext nbopenai", "%%ask\nMy name is Ada.", "%%ask -t other -o reply\nWhat is my name?", "reply"]
     nb, path = run_notebook(sources, kernel_env, tmp_path, "answered.ipynb")
 
@@ -99,8 +98,6 @@ def test_saved_answers_carry_their_provenance_and_read_back(local_server, kernel
 
 
 def test_run_all_twice_with_replay_sends_nothing_the_second_time(local_server, kernel_env, tmp_path):
-    import nbopenai
-
     sources = [
         "%load_ext nbopenai\n%config AskMagics.replay = True",
         "%%ask\nMy name is Ada.",

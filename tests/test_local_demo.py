@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import jsonschema
 import pytest
 
+import nbopenai.local as local
 from nbopenai.local._demo import MARKER, long_answer, reply
 from nbopenai.local._faults import FaultQueue, parse_fault_header
 from nbopenai.local._items import decode_compaction, encode_compaction, normalize_input, render_context
@@ -126,10 +130,7 @@ def test_compaction_round_trip_and_rendering():
 
 
 def test_public_surface_is_complete_and_light():
-    import subprocess
-    import sys
 
-    import nbopenai.local as local
 
     public = {
         name for name in vars(local) if not name.startswith("_") and not isinstance(getattr(local, name), type(local))

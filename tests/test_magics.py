@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import _thread
 import io
+import itertools
+import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import SECRET_KEY
 from IPython.utils.capture import capture_output
@@ -19,6 +24,8 @@ from IPython.utils.capture import capture_output
 import nbopenai
 from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS
 from nbopenai.ipython._errors import TITLES
+from nbopenai.ipython._render import answer_bundle
+from nbopenai.local import start
 
 
 def asks(server) -> list[dict]:
@@ -216,8 +223,6 @@ def test_options_reach_the_request(ip, local_server):
 
 
 def test_interpolation_is_one_pass_from_the_namespace(ip, local_server):
-    import pandas as pd
-
     ip.user_ns.update(name="Ada", secret="{name}", df=pd.DataFrame({"a": [1, 2]}))
     run(ip, "%%ask\nI am {name}; {secret}; {{name}}; {name.upper}; {missing}\n{df}")
     text = asks(local_server)[0]["input"][-1]["content"]
@@ -275,15 +280,11 @@ def test_help_has_examples(ip):
 
 @pytest.mark.parametrize("fmt, expected", [("json", '```json\n{\n  "a": 1\n}\n```'), ("text", "```text\n")])
 def test_formats(fmt, expected):
-    from nbopenai.ipython._render import answer_bundle
-
     answer = nbopenai.Answer(text='{"a": 1}', model="m")
     assert expected in answer_bundle(answer, fmt)["text/markdown"]
 
 
 def test_code_format_keeps_only_the_code_blocks():
-    from nbopenai.ipython._render import answer_bundle
-
     answer = nbopenai.Answer(text="Here:\n```python\nprint(1)\n```\nand\n```\nx = 2\n```\nDone.", model="m")
     bundle = answer_bundle(answer, "code")
     assert bundle["text/markdown"].startswith("```python\nprint(1)\n```\n\n```\nx = 2\n```")
@@ -291,8 +292,6 @@ def test_code_format_keeps_only_the_code_blocks():
 
 
 def test_json_format_that_does_not_parse_says_so():
-    from nbopenai.ipython._render import answer_bundle
-
     bundle = answer_bundle(nbopenai.Answer(text="not json", model="m"), "json")
     assert "not valid JSON" in bundle["text/markdown"] and "application/json" not in bundle
 
@@ -538,10 +537,10 @@ def test_notebook_view_is_removed_when_the_ask_fails_early(ip, local_server, rec
 
 
 def test_tools_and_figures_from_the_namespace_reach_the_request(ip, local_server):
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - the Agg backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use("Agg")
 
     def get_weather(city: str) -> str:
         """The weather in a city."""
@@ -586,8 +585,6 @@ def test_a_key_fixed_in_the_kernel_after_a_401_is_used_without_a_restart(ip, loc
 
 
 def test_a_base_url_changed_in_the_kernel_is_used_by_the_next_ask(ip, local_server):
-    from nbopenai.local import start
-
     with start() as other:
         ip.run_cell(f"import os\nos.environ['OPENAI_BASE_URL'] = {other.base_url!r}")
         assert other.base_url in run(ip, "%nbopenai status")
@@ -639,7 +636,7 @@ def test_a_question_in_the_cell_that_loads_the_extension_asks(shell, local_serve
 
 
 def test_ipython_runs_a_script_that_loads_the_extension_and_asks(local_server, tmp_path):
-    from _kernels import kernel_env
+    from _kernels import kernel_env  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     script = tmp_path / "ask.ipy"
     script.write_text("%load_ext nbopenai\n%ask My name is Ada. What is my name?\n")
@@ -667,9 +664,6 @@ def test_a_prompt_larger_than_the_window_is_refused_before_sending(ip, local_ser
 
 
 def test_the_demo_servers_calls_stay_out_of_the_ledger_on_disk(ip):
-    import os
-    from pathlib import Path
-
     said = run(ip, "%nbopenai local")
     assert "kept in memory, for this session only, not in your usage ledger" in said
     run(ip, "%ask Hi")
@@ -698,8 +692,6 @@ invoices = pd.DataFrame({"text": ["2 pencils, 3.50; 1 notebook, 4.00", "1 staple
 
 def help_examples(doc: str) -> list[str]:
     """The cells of a magic's ``Examples`` section: a ``%%`` block is one cell, other lines one each."""
-    import itertools
-    import textwrap
 
     lines = doc.split("Examples\n", 1)[1].split("::\n", 1)[1].splitlines()
     indented = list(itertools.takewhile(lambda line: not line.strip() or line[0].isspace(), lines))

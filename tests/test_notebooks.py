@@ -17,12 +17,15 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from _kernels import REPO, kernel_env
 from conftest import SECRET_KEY
+
+from nbopenai.datasets import COMPLAINTS, PRODUCTS, product_reviews
 
 pytestmark = pytest.mark.kernel
 
@@ -91,7 +94,7 @@ EXPECTED: dict[str, list[str]] = {
 
 def _execute(name: str, folder: Path, env: dict[str, str]) -> tuple[object, str]:
     """Run ``notebooks/name`` in a fresh kernel (working directory ``folder``); the notebook and its saved text."""
-    from nbclient import NotebookClient
+    from nbclient import NotebookClient  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     resources = {"metadata": {"path": str(folder)}}
@@ -225,7 +228,6 @@ def test_quickstart_with_a_key_uses_it_and_saves_none(local_server, tmp_path):
 
 def test_the_review_data_set_is_the_same_on_every_machine():
     """``extraction.ipynb`` analyses ``product_reviews()``: generated from a seed, never downloaded."""
-    from nbopenai.datasets import COMPLAINTS, PRODUCTS, product_reviews
 
     reviews = product_reviews(labels=True)
     assert len(reviews) == 300 and reviews["review_id"].is_unique and reviews["date"].is_monotonic_increasing
@@ -262,7 +264,6 @@ def test_binder_installs_this_checkout_and_opens_the_quickstart_with_no_key():
 
 def test_the_readmes_first_command_leaves_the_data_folder_untouched(tmp_path):
     """`python -m nbopenai.demo` as a new user runs it: a fresh HOME, no NBOPENAI_HOME; the demo's rows stay out of it."""
-    import subprocess
 
     home = tmp_path / "home"
     home.mkdir()

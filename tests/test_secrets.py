@@ -14,17 +14,24 @@ import io
 import logging
 import os
 import pickle
+import sys
 import warnings
 from pathlib import Path
 
+import openai
 import pytest
 from _byte_server import ByteServer
 from _kernels import REPO, kernel_env, local_kernel_env
 from _proxies import ECHOES, authorization, echo_proxy
 from conftest import SECRET_KEY
+from IPython.core.ultratb import VerboseTB
+from IPython.utils.capture import capture_output
+from pydantic import BaseModel
 
 import nbopenai
 from nbopenai import Secret, Session, Settings
+from nbopenai._core._client import _AsyncKey, _credentials, _Key
+from nbopenai._core._errors import Scrubber
 
 OPAQUE_KEY = "azure0f3c9b27d4e8a1650b9c2f7e3d4a1b8c"  # no sk- prefix: no pattern can know it
 KEYS = [SECRET_KEY, OPAQUE_KEY]
@@ -159,8 +166,6 @@ def test_retried_echoes_leave_no_key_in_the_ledger(keyed, key, local_server):
 
 
 def test_background_and_extraction_errors_are_scrubbed(keyed, key, local_server):
-    from pydantic import BaseModel
-
     class Person(BaseModel):
         name: str
 
@@ -253,8 +258,6 @@ def test_an_echoed_key_in_any_shape_reaches_no_output_ledger_or_file(
 
 
 def test_a_failed_response_in_extraction_leaves_no_key_in_the_error_column(proxied, key, proxy):
-    from pydantic import BaseModel
-
     class Person(BaseModel):
         name: str
 
@@ -306,12 +309,8 @@ def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(
 def test_a_verbose_traceback_through_the_sdk_shows_the_key_masked(key, asynchronous):
     """The key reaches the SDK wrapped: an error inside ``OpenAI.__init__`` (whose frame ``%xmode Verbose``
     prints with its arguments) shows ``Secret('...abcd')``."""
-    import sys
 
-    import openai
-    from IPython.core.ultratb import VerboseTB
 
-    from nbopenai._core._client import _AsyncKey, _credentials, _Key
 
     settings = Settings(api_key=key, base_url="http://127.0.0.1:9/v1")
     build = openai.AsyncOpenAI if asynchronous else openai.OpenAI
@@ -327,8 +326,6 @@ def test_a_verbose_traceback_through_the_sdk_shows_the_key_masked(key, asynchron
 
 
 def test_the_scrubber_catches_a_secret_cut_across_chunks_at_every_place():
-    from nbopenai._core._errors import Scrubber
-
     secret = "azure0f3c9b27d4e8a1650b9c2f7e3d4a1b8c"
     scrubber = Scrubber([secret, "short"])  # a short one would rewrite ordinary words: left alone
     body = f"data: proxy saw Bearer {secret} and short words\n\n".encode()
@@ -347,8 +344,6 @@ def test_the_scrubber_catches_a_secret_cut_across_chunks_at_every_place():
 
 
 def _run(ip, source: str) -> str:
-    from IPython.utils.capture import capture_output
-
     with capture_output() as captured:
         try:
             ip.run_cell(source)
@@ -486,7 +481,7 @@ HOSTILE_CELLS = [
 def _execute(path_or_cells, env: dict[str, str], tmp_path: Path) -> str:
     """Run a notebook as Run All does (errors allowed), save it, return the saved file's text."""
     nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
+    from nbclient import NotebookClient  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     if isinstance(path_or_cells, Path):
         nb = nbformat.read(path_or_cells, as_version=4)

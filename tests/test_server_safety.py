@@ -32,6 +32,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbopenai
+from nbopenai._core import _store
+from nbopenai._core._store import Migrations, open_database
+from nbopenai._extract._cache import ExtractStore
+from nbopenai._ledger._usage import Ledger, UsageRecord
 from nbopenai.local import LocalServer, start
 from nbopenai.local._state import Config
 
@@ -292,7 +296,6 @@ def test_a_writer_killed_mid_write_leaves_whole_rows_only(tmp_path):
     finally:
         writer.kill()  # SIGKILL: no cleanup, possibly inside a transaction
         writer.wait(timeout=30)
-    from nbopenai._ledger._usage import Ledger
 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -306,8 +309,6 @@ def test_a_writer_killed_mid_write_leaves_whole_rows_only(tmp_path):
 
 
 def test_one_bad_row_does_not_block_the_rows_after_it(tmp_path):
-    from nbopenai._ledger._usage import Ledger, UsageRecord
-
     path = tmp_path / "usage.sqlite3"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -355,8 +356,6 @@ def test_extraction_run_first_keeps_the_data_folder_and_its_cache_private(tmp_pa
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_a_cache_an_older_version_left_readable_is_made_private(tmp_path):
-    from nbopenai._extract._cache import ExtractStore
-
     path = tmp_path / "extract.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.execute(
@@ -376,9 +375,6 @@ def test_a_cache_an_older_version_left_readable_is_made_private(tmp_path):
 
 
 def test_the_extraction_cache_waits_while_another_kernel_sets_the_file_up(tmp_path, monkeypatch):
-    from nbopenai._core import _store
-    from nbopenai._extract._cache import ExtractStore
-
     path = tmp_path / "extract.sqlite3"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute(
@@ -402,8 +398,6 @@ def test_the_extraction_cache_waits_while_another_kernel_sets_the_file_up(tmp_pa
 
 
 def test_a_corrupt_extraction_cache_is_moved_aside_and_a_fresh_one_started(tmp_path):
-    from nbopenai._extract._cache import ExtractStore
-
     path = tmp_path / "extract.sqlite3"
     garbage = b"not a database at all " * 400
     path.write_bytes(garbage)
@@ -420,8 +414,6 @@ def test_a_corrupt_extraction_cache_is_moved_aside_and_a_fresh_one_started(tmp_p
 
 
 def test_migrations_run_once_each_in_order_and_a_newer_files_extra_ones_are_left_alone(tmp_path):
-    from nbopenai._core._store import Migrations, open_database
-
     ran = []
     schema = Migrations()
 

@@ -18,7 +18,10 @@ import pytest
 from IPython.utils.capture import capture_output
 
 import nbopenai
+from nbopenai._core._request import RequestOptions
 from nbopenai._core._settings import REASONING_EFFORTS, Settings, default_data_dir, setting_fields
+from nbopenai.ipython._admin import COMMANDS
+from nbopenai.ipython._args import REQUEST_FLAGS
 
 # (setting, a value its rule refuses, the words of the one message that says so)
 BAD = [
@@ -166,7 +169,6 @@ def test_help_lists_every_option_of_every_magic(ip):
     with capture_output() as captured:
         ip.run_cell("%nbopenai help")
     shown = captured.stdout
-    from nbopenai.ipython._admin import COMMANDS
 
     magics = ip.magics_manager.magics
     for kind, name in [("cell", "ask"), ("cell", "extract"), ("line", "nbopenai")]:
@@ -181,9 +183,6 @@ def test_help_lists_every_option_of_every_magic(ip):
 
 
 def test_a_new_request_setting_reaches_both_magics_flags():
-    from nbopenai._core._request import RequestOptions
-    from nbopenai.ipython._args import REQUEST_FLAGS
-
     names = {f.name for f in dataclasses.fields(RequestOptions)} - {"model", "instructions"}
     assert set(REQUEST_FLAGS) == names
 

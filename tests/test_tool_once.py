@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
 import nbopenai
+from nbopenai._extract import extract
 from nbopenai._turns._recorder import NullSink
 from nbopenai._turns._tool_ledger import ALREADY_DONE, STARTED_BEFORE, ToolLedger
 from nbopenai._turns._tools import Toolbox, ToolCall
@@ -133,9 +135,7 @@ def test_a_create_carries_one_idempotency_key_for_all_its_attempts(local_server,
 
 
 def test_extraction_rows_carry_their_own_keys(local_server, make):
-    from pydantic import BaseModel
 
-    from nbopenai._extract import extract
 
     class City(BaseModel):
         name: str

@@ -9,8 +9,10 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
+from openai.types.responses import ResponseUsage
 
 from nbopenai._core._errors import UsageError
 from nbopenai._ledger import _usage
@@ -226,8 +228,6 @@ def build(usage=None, **fields):
 
 
 def test_build_reads_an_openai_usage_object():
-    from openai.types.responses import ResponseUsage
-
     usage = ResponseUsage(
         input_tokens=1_000,
         input_tokens_details={"cached_tokens": 400, "cache_write_tokens": 0},
@@ -270,7 +270,6 @@ def test_build_without_usage():
 
 def test_a_new_optional_column_gets_a_dtype():
     # Keyed by type, not by annotation text: `int | None` or `bool` columns need no new entry.
-    import numpy as np
 
     def dtype(values, hint):
         return str(_usage._pandas_column(pd, np.array(values, dtype=object), hint).dtype)

@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
+import nbopenai.widgets as widgets
 from nbopenai import Answer, Usage
 from nbopenai._turns._streaming import StreamState
-from nbopenai.widgets import Throttle
+from nbopenai.widgets import AnswerView, Throttle
+from nbopenai.widgets._answer_widget import AnswerWidget
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -62,8 +64,6 @@ def _answer(text: str, **fields) -> Answer:
 
 
 def _view(recording_comm, **kwargs):
-    from nbopenai.widgets import AnswerView
-
     handles: list[FakeHandle] = []
 
     def display(obj):
@@ -211,8 +211,6 @@ def test_queued_then_finished_fills_in_and_keeps_the_widget_for_background(recor
 
 
 def test_without_the_widget_front_end_the_live_view_says_what_it_needs():
-    from nbopenai.widgets._answer_widget import AnswerWidget
-
     widget = AnswerWidget(header="⏳ m · thread t")
     try:
         bundle, _ = widget._repr_mimebundle_()
@@ -223,8 +221,6 @@ def test_without_the_widget_front_end_the_live_view_says_what_it_needs():
 
 
 def test_the_package_exports_its_views_lazily():
-    import nbopenai.widgets as widgets
-
     for name in widgets.__all__:
         assert getattr(widgets, name).__name__ == name
 
