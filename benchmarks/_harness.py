@@ -235,7 +235,9 @@ def _cpu_model() -> str:
 
 def _git_revision() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "nbopenai"], cwd=REPO, capture_output=True, text=True, timeout=10
         )
@@ -349,13 +351,13 @@ def profile_top(fn: Callable[[], Any], *, repeat: int = 3, top: int = 8, only: t
     stats = _profiled(fn, repeat)
     total = sum(entry[2] for entry in stats.stats.values()) or 1.0  # own time of everything
     rows = []
-    for (filename, line, name), (cc, nc, tt, ct, callers) in stats.stats.items():
+    for (filename, line, name), (_cc, _nc, tt, ct, _callers) in stats.stats.items():
         if only and not any(part in filename for part in only):
             continue
         rows.append((tt, ct, filename, line, name))
     rows.sort(reverse=True)
     lines = []
-    for tt, ct, filename, line, name in rows[:top]:
+    for tt, ct, filename, _line, name in rows[:top]:
         short = _short_path(filename)
         lines.append(
             f"- `{short}:{name}` — {tt / total:.1%} own time ({ct / repeat * 1000:.2f} ms cumulative per call)"
@@ -369,7 +371,7 @@ def cumulative_top(
     """The top functions by cumulative time per call (within ``only``), for a "where does it go" note."""
     stats = _profiled(fn, repeat)
     rows = []
-    for (filename, line, name), (cc, nc, tt, ct, callers) in stats.stats.items():
+    for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
         if only and not any(part in filename for part in only):
             continue
         rows.append((ct, filename, name))
@@ -415,7 +417,7 @@ def profile_diff(ours: Callable[[], Any], baseline: Callable[[], Any], *, repeat
 
     def by(stats, key):
         out: dict[Any, float] = {}
-        for (filename, line, name), (_, _, tt, _, _) in stats.stats.items():
+        for (filename, _line, name), (_, _, tt, _, _) in stats.stats.items():
             k = key(filename, name)
             out[k] = out.get(k, 0.0) + tt / repeat
         return out

@@ -44,7 +44,7 @@ def _ours(server, prompts: list[str], store: bool) -> dict:
             answer = session.ask(prompt, thread="bench")
             per_turn.append({"input": answer.usage.input, "cached": answer.usage.cached, "text": answer.text})
     requests = [r for r in server.requests if r.method == "POST" and r.path == "/v1/responses"]
-    for turn, request in zip(per_turn, requests):
+    for turn, request in zip(per_turn, requests, strict=False):
         turn["bytes"] = request.raw_size
     return {"turns": per_turn, "recalls": _NAME_RECALLED in per_turn[-1]["text"]}
 
@@ -75,7 +75,7 @@ def _peer(ctx: Context, server, driver: str, args: dict) -> dict:
         raise RuntimeError(f"{driver}: expected {len(args['prompts'])} requests, the server saw {len(requests)}")
     server.reset()  # the replay rebuilds the prompt cache exactly as the peer's own requests did
     turns = []
-    for request, answer in zip(requests, result["answers"]):
+    for request, answer in zip(requests, result["answers"], strict=False):
         tokens, cached = _replay_usage(server.base_url, request.body)
         turns.append({"bytes": request.raw_size, "input": tokens, "cached": cached, "text": answer})
     return {"turns": turns, "recalls": _NAME_RECALLED in (result["answers"][-1] or "")}

@@ -162,7 +162,7 @@ _FAILURES: dict[str, int] = {}
 
 def _ok_ours(frame) -> int:  # noqa: ANN001
     failed = frame[frame["_status"] != "ok"]
-    for status, error in zip(failed["_status"], failed["_error"]):
+    for status, error in zip(failed["_status"], failed["_error"], strict=False):
         key = f"{status}: {str(error)[:160]}"
         _FAILURES[key] = _FAILURES.get(key, 0) + 1
     return int((frame["_status"] == "ok").sum())
@@ -212,7 +212,7 @@ def _measure(ctx: Context, session, baseline: _Baseline, model, texts: list[str]
                 wall, cpu, frame = _timed(ours)
                 out["ours_ok"].append(_ok_ours(frame))
             else:
-                wall, cpu, results = _timed(lambda: contenders[who](texts))
+                wall, cpu, results = _timed(lambda who=who: contenders[who](texts))
                 out[f"{who}_ok"].append(_ok_raw(results))
             out[who].append(wall)
             out[f"{who}_cpu"].append(cpu)

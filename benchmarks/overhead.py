@@ -78,7 +78,10 @@ def run(ctx: Context) -> list[Row]:
             result = _measure(ctx, shell, recorder, server, words=words, runs=runs)
             ours_s, raw_s = median(result["times"]["ours"]), median(result["times"]["raw"])
             ratio = ours_s / raw_s
-            label = f"{realistic['latency'] * 1000:.0f} ms to first byte, {words} deltas {realistic['chunk_delay'] * 1000:.0f} ms apart"
+            label = (
+                f"{realistic['latency'] * 1000:.0f} ms to first byte, "
+                f"{words} deltas {realistic['chunk_delay'] * 1000:.0f} ms apart"
+            )
             rows.append(
                 Row(
                     TITLE,

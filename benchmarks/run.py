@@ -5,7 +5,8 @@
     python -m benchmarks.run --only startup --only tokens
 
 Figures: overhead (1), streaming (2), conversation (3), ttft (4), extraction (5), startup (6),
-tokens (7), pacing (8), ledger (9). Peers (jupyter-ai-magics, chatlab) run from ``benchmarks/.peers/venv`` when it exists
+tokens (7), pacing (8), ledger (9). Peers (jupyter-ai-magics, chatlab) run from ``benchmarks/.peers/venv``
+when it exists
 (``python -m benchmarks.peers install`` creates it from ``benchmarks/requirements.txt``).
 """
 

@@ -106,7 +106,8 @@ class SoakReport:
             [
                 f"soak: {self.asks:,} asks on {self.threads} threads + {self.rows:,} extraction rows at concurrency "
                 f"{self.concurrency}, fault_rate {self.fault_rate} (seed {self.seed})",
-                f"  time        {self.seconds:.1f} s (asks {self.ask_seconds:.1f} s, extraction {self.extract_seconds:.1f} s)",
+                f"  time        {self.seconds:.1f} s "
+                f"(asks {self.ask_seconds:.1f} s, extraction {self.extract_seconds:.1f} s)",
                 f"  RSS         {self.rss_before_mb:.0f} MB before, {self.rss_after_mb:.0f} MB after "
                 f"({self.rss_growth_mb:+.0f} MB; limit {self.max_growth_mb:.0f} MB)",
                 f"  requests    {self.requests:,} seen by the server, {self.ledger_rows:,} ledger rows "
@@ -281,7 +282,7 @@ def _check_books(report: SoakReport, session: Any, server: Any, expected_prev: d
         held = [t.response_id for t in session.threads.get(thread).turns]
         if held != [rid for _, rid in turns]:
             report.errors.append(f"thread {thread} holds {len(held)} turns; {len(turns)} answers were committed")
-        for (_, previous), (marker, _) in zip(turns, turns[1:]):
+        for (_, previous), (marker, _) in zip(turns, turns[1:], strict=False):
             if expected_prev[marker] != previous:
                 report.errors.append(f"{marker} in {thread} did not follow {previous}")
 

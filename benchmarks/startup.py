@@ -37,7 +37,8 @@ sys.stderr.write("@@load_ext@@\\n"); sys.stderr.flush()
 started, cpu = time.perf_counter(), time.process_time()
 shell.run_line_magic("load_ext", "nbopenai")
 elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-print(json.dumps({{"seconds": elapsed, "cpu": cpu, "loaded": {{m: m in sys.modules and m not in before for m in {_HEAVY!r}}}}}))
+loaded = {{m: m in sys.modules and m not in before for m in {_HEAVY!r}}}
+print(json.dumps({{"seconds": elapsed, "cpu": cpu, "loaded": loaded}}))
 """
 
 
@@ -58,7 +59,8 @@ def _wall(argv: list[str], env: dict[str, str], label: str = "") -> tuple[float,
     _CPU.setdefault(label, []).append(_children_cpu() - cpu)
     if done.returncode != 0:
         raise RuntimeError(
-            f"{' '.join(argv[:3])}... failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+            f"{' '.join(argv[:3])}... failed: "
+            f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
         )
     return elapsed, done.stdout
 
@@ -118,7 +120,8 @@ def run(ctx: Context) -> list[Row]:
             TITLE,
             "`import nbopenai`: added wall time over `python -c pass`",
             fmt_ms(added_import),
-            f"bare interpreter {fmt_ms(median(bare))}; added CPU {fmt_ms(median(_CPU['import']) - median(_CPU['bare']))}",
+            f"bare interpreter {fmt_ms(median(bare))}; "
+            f"added CPU {fmt_ms(median(_CPU['import']) - median(_CPU['bare']))}",
             goal="",
             data={"bare": bare, "import": imported},
         ),
@@ -134,7 +137,8 @@ def run(ctx: Context) -> list[Row]:
             TITLE,
             "`%load_ext nbopenai`: added wall time (fresh InteractiveShell)",
             fmt_ms(load_ext),
-            f"CPU {fmt_ms(median(_CPU['load_ext']))}; loads first: {', '.join(loaded_now) or 'none of ' + ', '.join(_HEAVY)}",
+            f"CPU {fmt_ms(median(_CPU['load_ext']))}; "
+            f"loads first: {', '.join(loaded_now) or 'none of ' + ', '.join(_HEAVY)}",
             goal="< 300 ms",
             met=verdict(load_ext < 0.300),
             data={"load_ext": loaded},

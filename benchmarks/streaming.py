@@ -300,7 +300,8 @@ def _bytes_rows(ctx: Context) -> list[Row]:
                 "(+ the final static Markdown, sent once as before)",
                 f"{fmt_bytes(m['widget'])} (+ {fmt_bytes(m['final'])} = {fmt_ratio(total)} of the answer); "
                 f"{m['updates']} updates, {rate:.1f}/s; final text {'identical' if m['identical'] else '**differs**'}",
-                f"answer {fmt_bytes(m['answer'])}; whole text per update (the previous view): {fmt_bytes(m['previous_view'])}",
+                f"answer {fmt_bytes(m['answer'])}; "
+                f"whole text per update (the previous view): {fmt_bytes(m['previous_view'])}",
                 fmt_ratio(live) + " of the answer",
                 goal="live view <= 3x the answer, <= ~20 updates/s, identical",
                 met=verdict(live <= 3 and rate <= 20.5 and m["identical"]),

@@ -45,7 +45,10 @@ _prof.disable()
 _wall = _t.perf_counter() - _started
 _stats = _ps.Stats(_prof).stats
 _imports = max((v[3] for k, v in _stats.items() if k[2] == "_find_and_load"), default=0.0)
-_ours = sorted(((v[3], k[0].split("nbopenai/", 1)[-1] + ":" + k[2]) for k, v in _stats.items() if "/nbopenai/" in k[0]), reverse=True)[:12]
+_ours = sorted(
+    ((v[3], k[0].split("nbopenai/", 1)[-1] + ":" + k[2]) for k, v in _stats.items() if "/nbopenai/" in k[0]),
+    reverse=True,
+)[:12]
 _bench_profile = {"wall": _wall, "imports": _imports, "ours": _ours}
 """
 _TEXT_MARK = "(nbopenai"  # every demo answer starts with "(nbopenai offline demo model)", its first delta "(nbopenai "
@@ -207,7 +210,10 @@ def run(ctx: Context) -> list[Row]:
                 rows.append(Row(TITLE, f"`%%ask` vs jupyter-ai; {span}", "", f"jupyter-ai could not run: {error}"))
         if "chatlab" in available:
             ctx.log(f"{TITLE}: chatlab in a kernel")
-            cell = f"from chatlab import Chat\nawait Chat(model='gpt-4o-mini', base_url={server.base_url!r}, api_key='dummy')({prompt!r})"
+            cell = (
+                "from chatlab import Chat\n"
+                f"await Chat(model='gpt-4o-mini', base_url={server.base_url!r}, api_key='dummy')({prompt!r})"
+            )
             try:
                 with Kernel(str(peers.python()), peer_env, ctx.scratch, "chatlab-ttft") as kernel:
                     warm = cell.replace(prompt, "warm up")

@@ -284,7 +284,7 @@ _RUN_STATE = r"""
   const done = prompts.length > 0 && prompts.every((p) => /^\[\d+\]:$/.test(p));
   return (done || errors.length) ? { done, errors } : null;
 }
-"""
+"""  # noqa: E501 - the page script, verbatim
 
 
 @contextmanager
@@ -365,7 +365,8 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
             footer = answer.locator("sub")
             expect(footer).to_have_text(
                 re.compile(
-                    r"nbopenai-local · \d+ in \(\d+ cached\) / \d+ out \(\d+ reasoning\) · [\d.]+ s \(first token [\d.]+ s\)"
+                    r"nbopenai-local · \d+ in \(\d+ cached\) / \d+ out \(\d+ reasoning\)"
+                    r" · [\d.]+ s \(first token [\d.]+ s\)"
                     r" · \$[\d.]+ · thread default turn 2"
                 )
             )

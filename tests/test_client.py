@@ -4,7 +4,7 @@ Real SDK, real HTTP, the package's own server on 127.0.0.1.
 """
 
 import contextlib
-import http.server
+import http.server as http_server
 import json
 import random
 import subprocess
@@ -157,7 +157,9 @@ def test_a_web_page_instead_of_the_api_is_one_clear_error_and_not_retried(local_
     assert list(session.usage()["status"]) == ["error"]  # it reached a server: in the ledger
 
 
-def _answer(status: int, content_type: str, body: bytes = b"<html>Sign in</html>", *, sent: bytes = b'{"model":"m"}', **kwargs):
+def _answer(
+    status: int, content_type: str, body: bytes = b"<html>Sign in</html>", *, sent: bytes = b'{"model":"m"}', **kwargs
+):
     request = httpx2.Request(
         "POST",
         "https://proxy.example:8443/v1/responses?key=secret",
@@ -181,11 +183,11 @@ def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_
 
 def test_web_page_check_names_the_server_and_path_but_not_the_query():
 
-
     with pytest.raises(nbopenai.UnexpectedResponse) as missing:
         _refuse_non_api(_answer(404, "text/html; charset=utf-8"))
     assert str(missing.value).splitlines()[0] == (
-        "https://proxy.example:8443 answered POST /v1/responses with a web page (HTTP 404, text/html), not the API's JSON."
+        "https://proxy.example:8443 answered POST /v1/responses with a web page (HTTP 404, text/html), "
+        "not the API's JSON."
     )
     first = _answer(302, "text/plain", b"")
     login = httpx2.Request("GET", "https://proxy.example:8443/login")
@@ -249,11 +251,11 @@ def test_an_event_stream_where_json_was_asked_for_is_not_the_api(raw_session, pa
 def test_a_plain_web_server_refusing_post_is_not_the_api_and_not_retried(make, tmp_path, path):
     refused = []
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
+    class Handler(http_server.SimpleHTTPRequestHandler):
         def log_message(self, format, *args):  # noqa: A002 - the standard library's name
             refused.append(format % args)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp_path)))
+    server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         session = make(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", max_attempts=4)

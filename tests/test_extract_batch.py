@@ -159,7 +159,8 @@ def test_cached_rows_are_not_sent_again(session, local_server):
 
 def test_the_server_routes_pass_the_sdks_strict_validation(local_server):
     client = OpenAI(api_key="x", base_url=local_server.base_url, _strict_response_validation=True)
-    line = {"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": {"model": "nbopenai-local", "input": "Hi"}}
+    body = {"model": "nbopenai-local", "input": "Hi"}
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": body}
     uploaded = client.files.create(
         file=("in.jsonl", (json.dumps(line) + "\n").encode(), "application/jsonl"), purpose="batch"
     )

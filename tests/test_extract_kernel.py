@@ -137,7 +137,8 @@ def _cached_ages(folder: Path) -> dict[int, str]:
 
 
 def test_a_kernel_killed_mid_run_keeps_its_answers_and_the_rerun_pays_only_for_the_rest(local_server, tmp_path):
-    """SIGKILL in the middle of ``%%extract``: what finished is in the cache (and billed in the ledger), the re-run sends only the rest."""
+    """SIGKILL in the middle of ``%%extract``: what finished is in the cache (and billed in the ledger), the re-run
+    sends only the rest."""
 
     from _kernels import kernel_env  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
     from jupyter_client.manager import start_new_kernel  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser

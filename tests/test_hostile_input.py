@@ -198,7 +198,8 @@ def test_other_magic_lines_parse_or_fail_with_a_usage_error(magic, line):
 @pytest.mark.parametrize("source", ["%nbopenai usage --since '1h", '%%extract Person --over "df.bio\nExtract.'])
 def test_an_unbalanced_quote_is_a_usage_error_in_the_magics_that_take_only_options(ip, local_server, source):
     ip.run_cell("from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str")
-    with pytest.raises(nbopenai.UsageError, match=r"could not read the options: No closing quotation \(check the quotes\)"):
+    unreadable = r"could not read the options: No closing quotation \(check the quotes\)"
+    with pytest.raises(nbopenai.UsageError, match=unreadable):
         ip.run_cell(source)
     assert local_server.requests == []
 

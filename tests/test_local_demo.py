@@ -136,7 +136,10 @@ def test_public_surface_is_complete_and_light():
         name for name in vars(local) if not name.startswith("_") and not isinstance(getattr(local, name), type(local))
     }
     assert public - {"annotations"} == set(local.__all__)
-    probe = "import sys, nbopenai.local; print(sorted(m for m in ('IPython', 'ipywidgets', 'pandas', 'aiohttp', 'flask') if m in sys.modules))"
+    probe = (
+        "import sys, nbopenai.local; "
+        "print(sorted(m for m in ('IPython', 'ipywidgets', 'pandas', 'aiohttp', 'flask') if m in sys.modules))"
+    )
     assert (
         subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )

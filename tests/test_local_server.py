@@ -445,7 +445,7 @@ class Team(BaseModel):
 TEAM_TEXT = """Team name: Apollo. Priority is high.
 Ada Lovelace is an engineer aged 36, born 10 December 1815, email ada@example.com, lives in London, England. She is active.
 Grace Hopper is a manager, 85 years old, born 1906-12-09, in Arlington. She is not active.
-"""
+"""  # noqa: E501 - one person a line, as pasted
 
 
 def test_parse_structured_output(client):

@@ -190,7 +190,8 @@ def test_answers_are_saved_as_static_markdown(executed, name):
             continue
         data = output.get("data", {})
         assert WIDGET_VIEW not in data, f"a widget was left in the output of:\n{source}"
-        assert not re.search(r"\b(?:(?:VBox|HTML)\((?:children|value)=|AnswerWidget\()", data.get("text/plain", "")), source
+        widget_repr = r"\b(?:(?:VBox|HTML)\((?:children|value)=|AnswerWidget\()"
+        assert not re.search(widget_repr, data.get("text/plain", "")), source
         if source.startswith("%%ask") and "--dry-run" not in source:
             assert re.search(
                 r"<sub>nbopenai-local · \d+ in .* · thread \S+ turn \d+</sub>", data.get("text/markdown", "")
@@ -263,7 +264,8 @@ def test_binder_installs_this_checkout_and_opens_the_quickstart_with_no_key():
 
 
 def test_the_readmes_first_command_leaves_the_data_folder_untouched(tmp_path):
-    """`python -m nbopenai.demo` as a new user runs it: a fresh HOME, no NBOPENAI_HOME; the demo's rows stay out of it."""
+    """`python -m nbopenai.demo` as a new user runs it: a fresh HOME, no NBOPENAI_HOME; the demo's rows stay
+    out of it."""
 
     home = tmp_path / "home"
     home.mkdir()

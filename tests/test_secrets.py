@@ -131,7 +131,9 @@ def _error_texts(error: BaseException) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["bad_request", "context_length_exceeded", "unauthorized"])
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
-def test_errors_that_echo_the_request_headers_are_scrubbed(keyed, key, local_server, everything_logged, capsys, kind, stream):
+def test_errors_that_echo_the_request_headers_are_scrubbed(
+    keyed, key, local_server, everything_logged, capsys, kind, stream
+):
     keyed.ask("My name is Ada.", echo=True)
     params = {"message": echo(key)} if kind == "bad_request" else {}
     local_server.inject(kind, **params)
@@ -309,8 +311,6 @@ def test_credentials_in_the_base_url_are_never_shown_and_their_echo_is_scrubbed(
 def test_a_verbose_traceback_through_the_sdk_shows_the_key_masked(key, asynchronous):
     """The key reaches the SDK wrapped: an error inside ``OpenAI.__init__`` (whose frame ``%xmode Verbose``
     prints with its arguments) shows ``Secret('...abcd')``."""
-
-
 
     settings = Settings(api_key=key, base_url="http://127.0.0.1:9/v1")
     build = openai.AsyncOpenAI if asynchronous else openai.OpenAI

@@ -195,7 +195,9 @@ response_keys = st.sampled_from(["model", "input", "instructions", "previous_res
 
 @FUZZ
 @given(body=st.one_of(json_values, st.dictionaries(response_keys, json_values, max_size=6)),
-       path=st.sampled_from(["/v1/responses", "/v1/responses/input_tokens", "/v1/chat/completions", "/v1/conversations"]))
+       path=st.sampled_from(
+           ["/v1/responses", "/v1/responses/input_tokens", "/v1/chat/completions", "/v1/conversations"]
+       ))
 def test_random_json_gets_an_answer_in_the_api_shape(local_server, body, path):
     with httpx.Client(base_url=local_server.url, timeout=10) as client:
         reply = client.post(path, json=body)

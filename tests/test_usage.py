@@ -160,7 +160,10 @@ def test_dataframe_filters(ledger):
 
 
 def test_summary_groups_by_model_and_thread(ledger):
-    ledger.record(rec(model="m1", thread="t", input_tokens=10, output_tokens=1, total_tokens=11, cost_usd=0.1, latency_s=1.0, ttft_s=0.2))
+    ledger.record(
+        rec(model="m1", thread="t", input_tokens=10, output_tokens=1, total_tokens=11, cost_usd=0.1, latency_s=1.0,
+            ttft_s=0.2)
+    )
     ledger.record(
         rec(model="m1", thread="t", input_tokens=20, output_tokens=2, total_tokens=22, cost_usd=0.2, latency_s=3.0)
     )

@@ -58,7 +58,8 @@ def idempotency_headers() -> dict[str, str]:
 
 
 def with_idempotency(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` for ``responses.create`` carrying a new ``idempotency_headers()`` (besides their own extra headers)."""
+    """``params`` for ``responses.create`` carrying a new ``idempotency_headers()`` (besides their own extra
+    headers)."""
     return {**params, "extra_headers": {**idempotency_headers(), **(params.get("extra_headers") or {})}}
 
 

@@ -345,7 +345,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
-        """Settings from ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and ``NBOPENAI_MODEL``; ``overrides`` win."""
+        """Settings from ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and
+        ``NBOPENAI_MODEL``; ``overrides`` win."""
         values = environment_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls().replace(**values)
@@ -427,7 +428,7 @@ class EnvironmentWatch:
         now = self._read()  # a few dict lookups: cheap enough for every request
         if now == self._seen:
             return {}
-        changed = [name for name, old, new in zip(self._fields, self._seen, now) if old != new]
+        changed = [name for name, old, new in zip(self._fields, self._seen, now, strict=False) if old != new]
         self._seen = now
         values = environment_values(fields=changed)
         return {name: values.get(name) for name in changed}
@@ -435,7 +436,7 @@ class EnvironmentWatch:
     def forget(self, fields: Iterable[str]) -> None:
         """Stop watching ``fields`` (the user set them explicitly)."""
         dropped = set(fields)
-        kept = [(name, seen) for name, seen in zip(self._fields, self._seen) if name not in dropped]
+        kept = [(name, seen) for name, seen in zip(self._fields, self._seen, strict=False) if name not in dropped]
         self._fields = tuple(name for name, _ in kept)
         self._seen = tuple(seen for _, seen in kept)
 

@@ -86,7 +86,8 @@ class Migrations:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (the write lock up front, so it waits rather than deadlocks); rolled back on any failure."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (the write lock up front, so it waits rather than deadlocks); rolled back
+    on any failure."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -156,7 +157,8 @@ class Database:
         return self.run(in_transaction)
 
     def read_or(self, operation: Callable[[sqlite3.Connection], T], fallback: T, consequence: str) -> T:
-        """``run(operation)``, or ``fallback`` with a warning (once) when the disk fails: bookkeeping never stops the work."""
+        """``run(operation)``, or ``fallback`` with a warning (once) when the disk fails: bookkeeping never stops
+        the work."""
         try:
             return self.run(operation)
         except (sqlite3.Error, OSError) as exc:

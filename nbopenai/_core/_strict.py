@@ -144,7 +144,12 @@ class _Walker:
         if "object" in _types(node) or "properties" in node:
             depth += 1
             if depth > MAX_DEPTH:
-                self.error(node, path, "depth", f"objects nested more than {MAX_DEPTH} levels deep (strict mode allows {MAX_DEPTH})")
+                self.error(
+                    node,
+                    path,
+                    "depth",
+                    f"objects nested more than {MAX_DEPTH} levels deep (strict mode allows {MAX_DEPTH})",
+                )
                 return
             for key, sub in (node.get("properties") or {}).items():
                 if not NAME.match(key):
@@ -189,7 +194,8 @@ class _Walker:
                     node,
                     path,
                     "oneOf",
-                    "a union whose branches are not told apart by a constant tag (oneOf) is not supported; add a Literal tag field to each branch and use Field(discriminator=...)",
+                    "a union whose branches are not told apart by a constant tag (oneOf) is not supported; "
+                    "add a Literal tag field to each branch and use Field(discriminator=...)",
                 )
         if isinstance(node.get("format"), str) and node["format"] not in _FORMATS:
             fmt = node.pop("format")
@@ -216,7 +222,8 @@ class _Walker:
                     node,
                     path,
                     "extra",
-                    'extra="allow" (or a typed __pydantic_extra__) is not supported: strict mode needs additionalProperties false; use extra="ignore" or "forbid"',
+                    'extra="allow" (or a typed __pydantic_extra__) is not supported: '
+                    'strict mode needs additionalProperties false; use extra="ignore" or "forbid"',
                 )
             else:
                 self.error(

@@ -186,7 +186,9 @@ class Prepared:
     def todo(self) -> list[int]:
         return [i for i, r in enumerate(self.results) if r.status == "pending"]
 
-    def attrs(self, session: Session, totals: dict[str, Any], *, interrupted: bool = False, **more: Any) -> dict[str, Any]:
+    def attrs(
+        self, session: Session, totals: dict[str, Any], *, interrupted: bool = False, **more: Any
+    ) -> dict[str, Any]:
         return {
             "model": self.model,
             "schema": self.fmt.model.__name__,

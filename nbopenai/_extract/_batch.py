@@ -99,7 +99,8 @@ def _lines(prepared: Prepared, positions: list[int]) -> list[tuple[int, str]]:
     return [
         (
             p,
-            f'{{"custom_id":"row-{p}","method":"POST","url":"/v1/responses","body":{shared},"input":{json.dumps(prepared.inputs.texts[p], ensure_ascii=False)}}}}}',
+            f'{{"custom_id":"row-{p}","method":"POST","url":"/v1/responses","body":{shared},'
+            f'"input":{json.dumps(prepared.inputs.texts[p], ensure_ascii=False)}}}}}',
         )
         for p in positions
     ]
@@ -128,7 +129,8 @@ class BatchJob:
 
     @property
     def status(self) -> str:
-        """``submitting``, ``running``, ``completed`` (every part), or ``ended`` (some part failed, expired or was cancelled)."""
+        """``submitting``, ``running``, ``completed`` (every part), or ``ended`` (some part failed, expired or was
+        cancelled)."""
         if any(p.batch_id is None for p in self.parts):
             return "submitting"
         if not all(p.done for p in self.parts):
@@ -193,7 +195,7 @@ class BatchJob:
         self._save()
 
     async def _submit(self, texts: list[list[tuple[int, str]]]) -> None:
-        for part, lines in zip(self.parts, texts):
+        for part, lines in zip(self.parts, texts, strict=False):
             if part.batch_id is None:
                 await self._create(part, "".join(line + "\n" for _, line in lines).encode("utf-8"))
 
@@ -293,7 +295,7 @@ class BatchJob:
             for part in self.parts:
                 if part.done or part.batch_id is None:
                     continue
-                batch = await self._call(lambda: client.batches.retrieve(part.batch_id), idempotent=True)
+                batch = await self._call(lambda part=part: client.batches.retrieve(part.batch_id), idempotent=True)
                 counts = batch.request_counts
                 part.status = batch.status
                 part.completed, part.failed = (counts.completed, counts.failed) if counts else (0, 0)
@@ -396,7 +398,10 @@ class BatchJob:
                 for position in part.positions:
                     result = self.prepared.results[position]
                     if result.status == "pending":
-                        result.error = f"batch {part.batch_id or '(not created)'} still running; collect with nbopenai.collect_batch({self.id!r}, ...)"
+                        result.error = (
+                            f"batch {part.batch_id or '(not created)'} still running; "
+                            f"collect with nbopenai.collect_batch({self.id!r}, ...)"
+                        )
         snapshot = self.snapshot()
         totals = {
             "rows": snapshot.total,
@@ -420,7 +425,7 @@ class BatchJob:
             client = self.session.async_client
             for part in self.parts:
                 if part.batch_id and part.status not in TERMINAL:
-                    await self._call(lambda: client.batches.cancel(part.batch_id), idempotent=True)
+                    await self._call(lambda part=part: client.batches.cancel(part.batch_id), idempotent=True)
 
         self.session.loop.run(cancel_all())
         return self
@@ -438,7 +443,7 @@ class BatchJob:
                 todo = {f"row-{p}" for p in part.positions if self.prepared.results[p].status == "cancelled"}
                 if not todo:
                     continue
-                content = await self._call(lambda: client.files.content(part.input_file_id), idempotent=True)
+                content = await self._call(lambda part=part: client.files.content(part.input_file_id), idempotent=True)
                 lines = [
                     line for line in content.text.splitlines() if line.strip() and json.loads(line)["custom_id"] in todo
                 ]
@@ -479,7 +484,8 @@ class BatchJob:
         html = (
             f"<div><b>batch job {self.id}</b> — {self.status}: {snapshot.line()}"
             f"<table><tr><th>part</th><th>batch</th><th>status</th><th>rows</th></tr>{rows}</table>"
-            f"<small>collect later with <code>nbopenai.collect_batch({self.id!r}, {self.prepared.fmt.model.__name__})</code></small></div>"
+            f"<small>collect later with <code>nbopenai.collect_batch({self.id!r}, "
+            f"{self.prepared.fmt.model.__name__})</code></small></div>"
         )
         return {"text/plain": repr(self), "text/html": html}
 
@@ -559,7 +565,8 @@ def collect_batch(session: Session, job_id: str, schema: Any, *, wait: bool = Tr
     fmt = strict_format(schema, many=record["many"])
     if fmt.schema_hash != record["schema_hash"]:
         raise UsageError(
-            f"{schema.__name__} is not the schema batch job {job_id} was started with ({record['schema']}, hash {record['schema_hash']})"
+            f"{schema.__name__} is not the schema batch job {job_id} was started with "
+            f"({record['schema']}, hash {record['schema_hash']})"
         )
     prepared = Prepared.from_record(session, fmt, record, progress=progress, wait=wait)
     cached_positions = record.get("cached", [])

@@ -1,11 +1,13 @@
 """What extraction remembers between runs: answers that validated, and the batch jobs it started.
 
 The cache is content-addressed: a row's key is the SHA-256 of the endpoint (base URL, organisation,
-project; Azure's resource, API version and the deployment's model), every request field that shapes the answer (model, instructions, schema, temperature,
+project; Azure's resource, API version and the deployment's model), every request field that shapes the
+answer (model, instructions, schema, temperature,
 reasoning, output limits, ...: the exact request, less the fields that cannot change an answer) and
 the row's input. Re-running a cell pays only for rows whose answer could differ; another endpoint or
 another temperature is asked afresh. Only ``ok`` answers are kept (their JSON and response id), written
-as they arrive; anything that failed is asked again. Batch records keep enough (batch ids, row keys, the index) for a restarted kernel to collect
+as they arrive; anything that failed is asked again. Batch records keep enough (batch ids, row keys, the
+index) for a restarted kernel to collect
 the results.
 
 It lives in SQLite next to the usage ledger (``extract.sqlite3``), or in memory when the ledger is
@@ -43,7 +45,8 @@ _SCHEMA = Migrations()
 def m001_answers_and_batch_jobs(conn: sqlite3.Connection) -> None:
     # IF NOT EXISTS: files made before named migrations already have both tables.
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS answers "
+        "(key TEXT PRIMARY KEY, text TEXT NOT NULL, response_id TEXT, created REAL NOT NULL)"
     )
     conn.execute(
         "CREATE TABLE IF NOT EXISTS batch_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL)"
@@ -158,7 +161,8 @@ class ExtractStore:
         def write(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 conn.executemany(
-                    "INSERT OR REPLACE INTO answers (key, text, response_id, created, model, schema) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO answers (key, text, response_id, created, model, schema) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     values,
                 )
 

@@ -227,9 +227,11 @@ def build_frame(
     data["_error"] = pd.array(error, dtype="string")
     data["_attempts"] = pd.array([r.attempts for r in rows], dtype="Int64")
     for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
-        data[f"_{name}"] = pd.array([getattr(r, name) if f else 0 for r, f in zip(rows, first)], dtype="Int64")
+        values = [getattr(r, name) if f else 0 for r, f in zip(rows, first, strict=False)]
+        data[f"_{name}"] = pd.array(values, dtype="Int64")
     data["_cost_usd"] = pd.array(
-        [(r.cost_usd if f else 0.0) if r.cost_usd is not None else None for r, f in zip(rows, first)], dtype="float64"
+        [(r.cost_usd if f else 0.0) if r.cost_usd is not None else None for r, f in zip(rows, first, strict=False)],
+        dtype="float64",
     )
     data["_response_id"] = pd.array([r.response_id for r in rows], dtype="string")
     data["_latency_s"] = pd.array([r.latency_s for r in rows], dtype="float64")

@@ -603,7 +603,8 @@ class Runner:
 
     def _finish(self, position: int, row_started: float | None, outcome: Outcome) -> None:
         result = self.results[position]
-        result.status, result.value, result.text, result.error = outcome.status, outcome.value, outcome.text, outcome.error
+        result.status, result.value = outcome.status, outcome.value
+        result.text, result.error = outcome.text, outcome.error
         result.latency_s = time.perf_counter() - row_started if row_started is not None else None
         self.tally.finish(result)
         if self.on_row_done is not None:

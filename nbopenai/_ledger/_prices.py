@@ -133,7 +133,8 @@ class PriceTable:
         return PriceTable({**self._entries, **_parse(data, origin="with_prices()")})
 
     def with_deployments(self, deployments: Mapping[str, str]) -> PriceTable:
-        """This table where each Azure deployment name costs what the model it runs costs (``{"my-gpt": "gpt-4.1-mini"}``).
+        """This table where each Azure deployment name costs what the model it runs costs
+        (``{"my-gpt": "gpt-4.1-mini"}``).
 
         A deployment whose model has no price stays unpriced, as an unknown model does.
         """
@@ -224,7 +225,8 @@ def _parse(data: Mapping, *, origin: str) -> dict[str, list[Price]]:
     if not isinstance(data, Mapping) or not isinstance(data.get("models"), Mapping):
         raise ConfigurationError(
             f"{origin}: expected an object with a 'models' mapping",
-            hint='Shape: {"models": {"my-model": {"input": 1.0, "cached_input": 0.1, "output": 4.0}}} (USD per 1M tokens).',
+            hint='Shape: {"models": {"my-model": {"input": 1.0, "cached_input": 0.1, "output": 4.0}}} '
+            "(USD per 1M tokens).",
         )
     defaults = {"as_of": data.get("as_of"), "source": data.get("source")}
     table: dict[str, list[Price]] = {}
@@ -238,7 +240,8 @@ def _parse_entry(model: str, entry: Mapping, defaults: Mapping, origin: str) -> 
     def fail(problem: str) -> ConfigurationError:
         return ConfigurationError(
             f"{origin}: price of {model!r} {problem}",
-            hint="Each entry needs 'input' and 'output' (USD per 1M tokens); 'cached_input' and 'effective' (YYYY-MM-DD) are optional.",
+            hint="Each entry needs 'input' and 'output' (USD per 1M tokens); "
+            "'cached_input' and 'effective' (YYYY-MM-DD) are optional.",
         )
 
     if not isinstance(entry, Mapping):

@@ -169,7 +169,7 @@ class Totals:
         if not isinstance(other, Totals):
             return NotImplemented
         return Totals(
-            *(a + b for a, b in zip(astuple(self)[:-1], astuple(other)[:-1])),
+            *(a + b for a, b in zip(astuple(self)[:-1], astuple(other)[:-1], strict=False)),
             cost_complete=self.cost_complete and other.cost_complete,
         )
 
@@ -398,7 +398,9 @@ class Ledger:
         table["cost_complete"] = table["priced_calls"] == table["calls"]
         table["cost_usd"] = table["cost_usd"].astype("Float64").where(table["cost_complete"])
         table["calls"] = table["calls"].astype("Int64")
-        columns = ["model", "thread", "calls", *_TOKEN_FIELDS, "cost_usd", "cost_complete", "mean_latency_s", "mean_ttft_s"]
+        columns = [
+            "model", "thread", "calls", *_TOKEN_FIELDS, "cost_usd", "cost_complete", "mean_latency_s", "mean_ttft_s"
+        ]
         return table[columns]
 
     def plot(self, **filters: Any) -> Figure:

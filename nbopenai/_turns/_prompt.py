@@ -126,7 +126,7 @@ def _table(parts: list[Any], columns: int) -> str:
         if number:
             lines.append("| " + " | ".join(["…"] * len(header)) + " |")
         part = part.iloc[:, :columns]
-        for index, row in zip(part.index, part.itertuples(index=False)):
+        for index, row in zip(part.index, part.itertuples(index=False), strict=False):
             cells = [short(index), *map(short, row), *(["…"] if len(header) > len(row) + 1 else [])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

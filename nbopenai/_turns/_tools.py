@@ -179,7 +179,7 @@ def _field(
     has_default = parameter.default is not inspect.Parameter.empty
     none_means_default = has_default and not _admits_none(annotation)
     if none_means_default:  # strict mode requires every field: null stands for "the default"
-        annotation = typing.Optional[annotation]
+        annotation = typing.Optional[annotation]  # noqa: UP045 - also for a string annotation, where `| None` fails
         description = f"{description} (null: the default, {parameter.default!r})".strip()
     field = pydantic.Field(default=None if has_default else ..., alias=parameter.name, description=description or None)
     passed = _Parameter(

@@ -142,7 +142,8 @@ def _cancel(m: AskMagics, args: argparse.Namespace) -> None:
 
 def _usage(m: AskMagics, args: argparse.Namespace) -> Any:
     session = m.session
-    filters = {name: value for name, value in [("since", args.since), ("model", args.model), ("thread", args.thread)] if value}
+    given = [("since", args.since), ("model", args.model), ("thread", args.thread)]
+    filters = {name: value for name, value in given if value}
     if not args.all:
         filters["session_id"] = session.session_id
     if args.plot:

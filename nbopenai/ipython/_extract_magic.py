@@ -195,7 +195,10 @@ def _is_result(value: Any) -> bool:
 
 def _stopped_note(frame: Any) -> str:
     if job := frame.attrs.get("batch_job"):
-        return f"Stopped waiting: batch job {job} keeps running; collect it with nbopenai.collect_batch({job!r}, {frame.attrs['schema']})."
+        return (
+            f"Stopped waiting: batch job {job} keeps running; "
+            f"collect it with nbopenai.collect_batch({job!r}, {frame.attrs['schema']})."
+        )
     finished = int((frame["_status"] != "cancelled").sum())
     return (
         f"Stopped: {finished:,} of {len(frame):,} rows finished and are kept; the rest are 'cancelled'. "

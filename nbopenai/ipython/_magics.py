@@ -213,7 +213,8 @@ class AskMagics(SessionSettings):
     )
     @line_magic
     def nbopenai(self, line: str) -> Any:
-        """Look after nbopenai: threads, history, reset, compact, explain, status, local, azure, jobs, cancel, usage, cache, help.
+        """Look after nbopenai: threads, history, reset, compact, explain, status, local, azure, jobs, cancel, usage,
+        cache, help.
 
         ``%nbopenai azure [ENDPOINT] [--api-version V] [--token-provider NAME] [--model DEPLOYMENT]
         [--deployment DEPLOYMENT=MODEL]`` points the session at an Azure OpenAI resource (the endpoint defaults

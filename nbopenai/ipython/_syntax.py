@@ -66,7 +66,7 @@ def _misread_asks(shell: Any, raw_cell: str) -> dict[int, tuple[str, str]]:
     if len(as_run) != len(as_meant):  # the lines no longer correspond: leave the cell as it is
         return {}
     misread = {}
-    for number, (ran, meant) in enumerate(zip(as_run, as_meant), start=1):
+    for number, (ran, meant) in enumerate(zip(as_run, as_meant, strict=False), start=1):
         if ran != meant and (helped := _magic_call(ran)) and (asked := _magic_call(meant)):
             if helped[0] in _HELP_MAGICS and asked[0] == "ask":
                 misread[number] = (helped[0], asked[1])

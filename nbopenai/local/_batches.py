@@ -162,7 +162,8 @@ def file_content(request: Request) -> Reply:
     resource = _file(request)
     with controls(request.state).lock:
         content = controls(request.state).contents[resource["id"]]
-    return Reply(content=content, content_type="application/jsonl" if resource["filename"].endswith(".jsonl") else "application/octet-stream")
+    jsonl = resource["filename"].endswith(".jsonl")
+    return Reply(content=content, content_type="application/jsonl" if jsonl else "application/octet-stream")
 
 
 @route("DELETE", "/v1/files/{id}", ROUTES)

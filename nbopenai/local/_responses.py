@@ -29,7 +29,7 @@ from ._wire import DROP, Event
 __all__ = ["Turn", "Output", "prepare", "run_model", "response_object", "stream_events", "generate", "DROP", "Event"]
 
 # Reasoning tokens the demo model "spends" per effort: none 0, minimal 8, then doubling up to max.
-_EFFORT_TOKENS = dict(zip(REASONING_EFFORTS, (0, *(8 * 2**i for i in range(len(REASONING_EFFORTS) - 1)))))
+_EFFORT_TOKENS = dict(zip(REASONING_EFFORTS, (0, *(8 * 2**i for i in range(len(REASONING_EFFORTS) - 1))), strict=False))
 _CHUNK = re.compile(r"\S+\s*|\s+")
 
 

@@ -45,7 +45,8 @@ class AnswerView:
     ----------
     render
         ``Answer -> mime bundle`` (or ``(bundle, metadata)``, as IPython's ``_repr_mimebundle_``
-        may return) for the static output that replaces the widget when the answer ends. ``None`` keeps the widget as the final display.
+        may return) for the static output that replaces the widget when the answer ends. ``None`` keeps the widget
+        as the final display.
     rate
         Front-end updates per second at most while streaming (the final update is always exact).
     clock
