@@ -207,13 +207,20 @@ class RetryPolicy:
             try:
                 return fn()
             except Exception as exc:
-                wait = self.delay(attempt, exc, idempotent=idempotent)
-                if on_failure is not None:
-                    on_failure(exc, attempt, wait is not None)
+                wait = self._after_failure(attempt, exc, on_failure, idempotent)
                 if wait is None:
                     raise
             time.sleep(wait)
             attempt += 1
+
+    def _after_failure(
+        self, attempt: int, exc: Exception, on_failure: FailureHook | None, idempotent: bool
+    ) -> float | None:
+        """The wait before attempt ``attempt + 1`` after ``exc`` (``None``: give up), told to ``on_failure``."""
+        wait = self.delay(attempt, exc, idempotent=idempotent)
+        if on_failure is not None:
+            on_failure(exc, attempt, wait is not None)
+        return wait
 
     async def acall(
         self, fn: Callable[[], Awaitable[T]], *, on_failure: FailureHook | None = None, idempotent: bool = False
@@ -224,9 +231,7 @@ class RetryPolicy:
             try:
                 return await fn()
             except Exception as exc:
-                wait = self.delay(attempt, exc, idempotent=idempotent)
-                if on_failure is not None:
-                    on_failure(exc, attempt, wait is not None)
+                wait = self._after_failure(attempt, exc, on_failure, idempotent)
                 if wait is None:
                     raise
             await asyncio.sleep(wait)

@@ -460,25 +460,11 @@ def _run(state: State, store: BatchControls, batch: _Batch) -> None:
         with store.lock:
             counts = batch.resource["request_counts"]
             counts["completed" if succeeded else "failed"] += 1
-    if batch.cancel.is_set():
-        _set(
-            store,
-            batch,
-            **_write_files(store, batch, outputs, errors),
-            status="cancelled",
-            cancelled_at=int(time.time()),
-            usage=usage,
-        )
-        return
-    if kind == "expired":
-        _set(
-            store,
-            batch,
-            **_write_files(store, batch, outputs, errors),
-            status="expired",
-            expired_at=int(time.time()),
-            usage=usage,
-        )
+    # A cancelled or expired batch ends here, with the files of what it finished and its own `*_at` time.
+    ended = "cancelled" if batch.cancel.is_set() else "expired" if kind == "expired" else None
+    if ended is not None:
+        files = _write_files(store, batch, outputs, errors)
+        _set(store, batch, **files, status=ended, **{f"{ended}_at": int(time.time())}, usage=usage)
         return
     _set(store, batch, status="finalizing", finalizing_at=int(time.time()))
     time.sleep(delay)
