@@ -9,20 +9,24 @@ Every captured output is scanned for the whole key and for its secret middle.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
+import json
 import logging
 import os
 import pickle
+import re
 import sys
 import warnings
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import openai
 import pytest
 from _byte_server import ByteServer
 from _kernels import REPO, kernel_env, local_kernel_env
-from _proxies import ECHOES, authorization, echo_proxy
+from _proxies import ECHOES, authorization, echo_proxy, http, response_json
 from conftest import SECRET_KEY
 from IPython.core.ultratb import VerboseTB
 from IPython.utils.capture import capture_output
@@ -338,6 +342,44 @@ def test_the_scrubber_catches_a_secret_cut_across_chunks_at_every_place():
         assert out == b"data: proxy saw Bearer *** and short words\n\n", cut
     assert scrubber.split(b"event: x\n\n") == (b"event: x\n\n", b"")  # a whole event is never held back
     assert secret not in repr(scrubber)
+
+
+BASE64_KEY = "Zx9/Qm+Lk3Vt8Rw2aB7cPq4/Ns1Ye6=="  # a gateway's key in base64: '/', '+' and '=' change when echoed
+
+
+def _echoed(form: str, header: str) -> str:
+    """``header`` as a proxy may quote it: in a JSON string that escapes '/', percent-encoded, or in base64."""
+    return {
+        "json_slash": header.replace("/", "\\/"),
+        "percent": quote(header, safe=""),
+        "base64": base64.b64encode(header.encode()).decode(),
+        "base64url": base64.urlsafe_b64encode(f"user:{header}".encode()).decode(),
+    }[form]
+
+
+@pytest.mark.parametrize("form", ["json_slash", "percent", "base64", "base64url"])
+def test_a_key_echoed_escaped_encoded_or_in_base64_is_scrubbed(form):
+    def proxy(request):
+        failed = response_json("failed", error={"code": "server_error", "message": "proxy saw " + "@ECHO@"})
+        body = json.dumps(failed).replace("@ECHO@", _echoed(form, authorization(request)))
+        return http(200, "application/json", body)
+
+    with ByteServer(proxy) as server, \
+            Session(Settings(base_url=server.base_url, api_key=BASE64_KEY, model="m"), max_attempts=1,
+                    ledger_path=":memory:") as session:
+        with pytest.raises(nbopenai.StreamError) as raised:
+            session.ask("hello", stream=False)
+        said = [*_exception_texts(raised.value), *(record.error or "" for record in session.ledger.records())]
+    header = f"Bearer {BASE64_KEY}"
+    for text in said:
+        decoded = [unquote(text), text.replace("\\/", "/")]
+        for word in re.findall(r"[A-Za-z0-9+/_=-]{16,}", text):
+            decoded += [base64.b64decode(word + "==", altchars=alt, validate=False).decode("latin-1")
+                        for alt in (b"+/", b"-_")]
+        for seen in decoded:
+            assert_no_key(seen, BASE64_KEY)
+        assert _echoed(form, header)[12:-12] not in text
+    assert "proxy saw" in raised.value.message
 
 
 # ---- the magics --------------------------------------------------------------------------------------

@@ -29,9 +29,10 @@ None of these subclass ``BaseException`` directly, so ``except Exception`` catch
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 from ._waits import ANSWERED, describe_wait, retry_after, unreadable_answer
 
@@ -95,6 +96,17 @@ def url_credentials(url: str | None) -> tuple[str, ...]:
     )
 
 
+def echo_forms(secret: str) -> set[str]:
+    """``secret`` in every form a server may quote it in: as is, in a JSON string that escapes '/', percent-encoded,
+    and inside base64 (standard or URL-safe) at each of its three alignments (the groups it fills whole)."""
+    forms = {secret, json.dumps(secret)[1:-1].replace("/", "\\/"), quote(secret, safe=""), quote_plus(secret, safe="")}
+    for offset in range(3):
+        padded = b"\0" * offset + secret.encode()
+        whole = base64.b64encode(padded)[4 if offset else 0 : len(padded) // 3 * 4].decode()
+        forms |= {whole, whole.replace("+", "-").replace("/", "_")}
+    return forms
+
+
 class Scrubber:
     """A session's own secrets, and the one rule that keeps them out of what a server sends.
 
@@ -113,9 +125,8 @@ class Scrubber:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first: a secret that contains another (user:password, password) goes whole.
-        kept = sorted(
-            {secret for secret in secrets if secret and len(secret) >= self.MIN_LENGTH}, key=len, reverse=True
-        )
+        forms = {form for secret in secrets if secret for form in echo_forms(secret)}
+        kept = sorted({form for form in forms if len(form) >= self.MIN_LENGTH}, key=len, reverse=True)
         self._texts = tuple(kept)
         self._bytes = tuple(secret.encode() for secret in kept)
 
