@@ -137,8 +137,12 @@ class Session:
             for name in ("ledger", "extract_store", "tool_ledger"):
                 if (stale := self.__dict__.pop(name, None)) is not None:
                     stale.close()
-        if (new.prices_path, new.deployments) != (self.settings.prices_path, self.settings.deployments):
-            self.__dict__.pop("prices", None)
+        if (new.prices_path, new.deployments, new.base_url) != (
+            self.settings.prices_path,
+            self.settings.deployments,
+            self.settings.base_url,
+        ):
+            self.__dict__.pop("prices", None)  # the demo server's base URL makes every model free
         if (new.rpm, new.tpm) != (self.settings.rpm, self.settings.tpm):
             self._pacer = None
         self.__dict__.pop("accounts", None)  # its budget follows the settings
@@ -278,7 +282,10 @@ class Session:
 
     @cached_property
     def prices(self) -> PriceTable:
-        return PriceTable.load(self.settings.prices_path).with_deployments(self.settings.deployments)
+        """The price table for this session's calls: free while it talks to its own demo server, whatever the model."""
+        table = PriceTable.load(self.settings.prices_path).with_deployments(self.settings.deployments)
+        on_demo_server = self.local_server is not None and self.settings.base_url == self.local_server.base_url
+        return table.free() if on_demo_server else table
 
     @cached_property
     def context_windows(self) -> ContextWindows:

@@ -671,6 +671,16 @@ def test_the_demo_servers_calls_stay_out_of_the_ledger_on_disk(ip):
     assert not (Path(os.environ["NBOPENAI_HOME"]) / "usage.sqlite3").exists()
 
 
+def test_the_demo_servers_calls_are_free_whatever_the_model(ip):
+    run(ip, "%nbopenai local")
+    said = run(ip, "%ask -m gpt-4.1 Hi")  # the demo server answers OpenAI's model names too
+    usage = magics_of(ip).session.usage()
+    assert list(usage["model"]) == ["gpt-4.1"] and list(usage["cost_usd"]) == [0.0]
+    assert "$0.000000" in said
+    run(ip, f"%config AskMagics.base_url = {'http://127.0.0.1:9/v1'!r}")  # away from the demo server: priced again
+    assert magics_of(ip).session.prices.cost("gpt-4.1", 1_000_000) > 0
+
+
 # ---- every example in the magics' help runs on the demo server ---------------------------------
 
 EXAMPLE_NAMESPACE = """

@@ -147,6 +147,11 @@ class PriceTable:
         }
         return PriceTable({**self._entries, **aliases})
 
+    def free(self) -> PriceTable:
+        """This table's models at no cost (the offline demo server answers OpenAI's model names too, for free)."""
+        source = "nbopenai's offline demo server: free"
+        return PriceTable({name: [Price(name, 0.0, 0.0, 0.0, source=source)] for name in self._entries})
+
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self._lookup_name(model) is not None
 
