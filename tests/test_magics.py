@@ -361,6 +361,13 @@ def test_status_masks_the_key(ip):
     assert "nbopenai-local" in out
 
 
+def test_status_counts_each_threads_turns_in_words(ip):
+    run(ip, "%ask -t a Hi")
+    run(ip, "%ask -t b Hi")
+    run(ip, "%ask -t b Again")
+    assert "a (1 turn), b (2 turns)" in run(ip, "%nbopenai status")
+
+
 def test_help_and_usage(ip):
     assert "%%ask" in run(ip, "%nbopenai")
     run(ip, "%ask Hi")

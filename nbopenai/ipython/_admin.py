@@ -55,7 +55,8 @@ def _status(m: AskMagics, args: argparse.Namespace) -> None:
     m.session.follow_environment()  # show the key the next ask will use
     s = m.session.settings
     server = m.session.local_server
-    threads = ", ".join(f"{r['thread']} ({r['turns']} turns)" for r in m.session.threads.summary_rows()) or "none yet"
+    counts = [(r["thread"], r["turns"]) for r in m.session.threads.summary_rows()]
+    threads = ", ".join(f"{name} ({n} turn{'s' if n != 1 else ''})" for name, n in counts) or "none yet"
     running = sum(1 for job in m.session.jobs if not job.done())
     t = s.timeouts
     lines = [
