@@ -128,3 +128,20 @@ def test_the_magic_takes_rpm_and_tpm(ip, local_server):
     assert (frame["_status"] == "ok").all() and rejected(local_server) <= 1
     with pytest.raises(Exception, match="rpm"):
         ip.run_cell("%%extract Person --over bios --rpm 0\nExtract the person.")
+
+
+def test_a_held_back_pace_longer_than_the_cap_ends_the_next_run_saying_how_long(local_server, make):
+    # A 429 asking for an hour ends its run (issue 13 item 8) and holds the session's pacer for that hour:
+    # the next run sat silent for the hour, sending nothing, until the stop button.
+    local_server.configure(rpm=6000)
+    session = make()
+    extract(session, Person, ROWS[:3], progress=False, cache=False)  # the limits are learned
+    local_server.inject("rate_limit", retry_after=3600)
+    with pytest.raises(nbopenai.RateLimitError):
+        extract(session, Person, ROWS[3:6], progress=False, cache=False)
+    sent = len(model_requests(local_server))
+    with pytest.raises(nbopenai.RateLimitError) as caught:
+        extract(session, Person, ROWS[6:9], progress=False, cache=False)
+    assert len(model_requests(local_server)) == sent
+    assert "60 min" in caught.value.message and "longer than the 2 min" in caught.value.message
+    assert list(caught.value.partial["_status"]) == ["cancelled"] * 3

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._breaker import SUCCESS
 from .._core._client import create_response_dict, idempotency_headers
-from .._core._errors import NbOpenAIError, translate
+from .._core._errors import NbOpenAIError, RateLimitError, translate
 from .._core._pacing import rate_limit_kind
 from .._core._retry import (
     RetryPolicy,
@@ -478,6 +478,9 @@ class Runner:
             return True
         async with self._pace_queue:
             while (wait := pacer.wait_for(tokens)) > 0:
+                if wait > self.request.retry.max_wait:  # a 429's hour (held for the next run too): stop, don't sit
+                    self._stop(self._held_too_long(wait))
+                    return False
                 await self._until(self._stopped, wait)
                 if self._stopped.is_set():
                     return False
@@ -527,6 +530,13 @@ class Runner:
                               f"{describe_wait(self.request.retry.max_wait)} nbopenai waits (Settings.max_retry_wait).")
             error.args = (error.message,)
         return error
+
+    def _held_too_long(self, wait: float) -> RateLimitError:
+        """The error that ends a run the account's limits would hold back longer than ``max_retry_wait``."""
+        cap = self.request.retry.max_wait
+        return RateLimitError(f"The account's rate limits hold the next request back for {describe_wait(wait)}, longer "
+                              f"than the {describe_wait(cap)} nbopenai waits (Settings.max_retry_wait).",
+                              hint="Re-run the cell once that wait is over; the finished rows are kept.")
 
     def _stop(self, error: NbOpenAIError) -> None:
         """End the run: nothing new is sent; requests in flight finish; ``error`` is what the caller raises."""
