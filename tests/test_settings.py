@@ -132,9 +132,10 @@ def test_config_refuses_a_bad_value_with_the_rule_message(name, value, message, 
 @pytest.mark.parametrize("magic", ["%%ask --temperature 5\nHi", "%%extract Person --temperature 5\nAda"])
 def test_magic_flags_give_the_same_error(magic, ip, local_server):
     ip.user_ns["Person"] = Person
-    with pytest.raises(nbopenai.UsageError, match="temperature must be a number from 0 to 2, not 5.0"):
+    with pytest.raises(nbopenai.UsageError) as refused:
         with capture_output():
             ip.run_cell(magic)
+    assert str(refused.value) == "temperature must be a number from 0 to 2, not 5"  # as Session(temperature=5) says
     assert bodies(local_server) == []
 
 

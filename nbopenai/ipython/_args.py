@@ -91,6 +91,14 @@ def _flag_type(options: type, name: str) -> Any:
     return hint
 
 
+def number(value: str) -> int | float:
+    """A number flag's value as typed (``5`` stays 5), so a refusal quotes it as ``Session(...)`` and ``%config`` do."""
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)
+
+
 def option_arguments(options: type, names: Iterable[str]) -> list[Callable]:
     """``--flag`` arguments for the fields ``names`` of the options dataclass ``options``.
 
@@ -115,7 +123,7 @@ def option_arguments(options: type, names: Iterable[str]) -> list[Callable]:
         extra: dict[str, Any] = {"choices": rule.choices} if rule is not None and rule.choices else {}
         if not extra:
             extra["metavar"] = "N" if kind in (int, float) else "TEXT"
-        made.append(argument(flag, type=text if kind is str else kind, help=help_text, **extra))
+        made.append(argument(flag, type={str: text, float: number}.get(kind, kind), help=help_text, **extra))
     return made
 
 
