@@ -20,6 +20,7 @@ import pytest
 from _byte_server import ByteServer
 from _proxies import http, response_json
 from openai._models import TypeAdapter
+from pydantic import BaseModel
 
 import nbopenai
 from nbopenai import Session, Settings, Timeouts
@@ -172,7 +173,7 @@ def _answer(
 
 def test_web_page_check_leaves_json_streams_gateway_errors_and_mislabelled_json_alone():
     _refuse_non_api(_answer(502, "text/html"))  # a gateway's bad minute: left to be retried as a 5xx
-    _refuse_non_api(_answer(200, "application/json", b'{"id": "resp_1"}'))
+    _refuse_non_api(_answer(200, "application/json", b'{"id": "resp_1", "status": "completed"}'))
     _refuse_non_api(
         _answer(200, "text/event-stream", b"event: response.created\ndata: {}\n\n", sent=b'{"stream":true}')
     )
@@ -287,6 +288,27 @@ def test_json_that_is_not_a_response_where_events_were_asked_for_is_not_the_api(
     with pytest.raises(nbopenai.UnexpectedResponse):
         session.ask("hello")
     assert len(server.requests) == 1
+
+
+class Person(BaseModel):
+    name: str
+
+
+@pytest.mark.parametrize("path", ["stream", "no-stream", "background", "extract"])
+@pytest.mark.parametrize("body", [b"{}", b'{"error": {"message": "quota gone", "code": "insufficient_quota"}}'])
+def test_a_200_of_json_that_is_not_a_response_is_not_the_api_on_every_path(raw_session, path, body):
+    # A gateway's error under a 200 (or an empty object): --no-stream answered nothing with status None and the
+    # ledger refused its row; extraction re-asked every row as an empty answer, never failing fast.
+    server, session = raw_session(lambda request: http(200, "application/json", body))
+    with pytest.raises(nbopenai.UnexpectedResponse) as raised:
+        if path == "extract":
+            nbopenai.extract(Person, [f"Person {i}" for i in range(20)], session=session, progress=False, cache=False)
+        else:
+            _ask_by(session, path)
+    assert "answered POST /v1/responses with JSON that is not a response (HTTP 200" in raised.value.message
+    assert len(server.requests) == 1
+    [row] = session.ledger.records()  # (a stream's is "failed", as any stream that never completed)
+    assert row.status == ("failed" if path == "stream" else "error") and row.response_id is None
 
 
 def test_full_jitter_stays_within_the_exponential_envelope():

@@ -297,6 +297,18 @@ def _api_body(response: httpx2.Response) -> bool:
     return events and _asked_for_events(response.request)
 
 
+def is_response(data: Any) -> bool:
+    """The API's ``response`` object; a 200 of ``{}`` or a gateway's ``{"error": ...}`` is not (one rule, all paths)."""
+    return isinstance(data, dict) and data.get("object", "response") == "response" and "status" in data
+
+
+def _creates_a_response(response: httpx2.Response) -> bool:
+    """A 2xx JSON answer to ``POST .../responses`` (not events): its body must be a response object."""
+    request = response.request
+    return (response.is_success and request.method == "POST" and request.url.path.endswith("/responses")
+            and _content_type(response).endswith("json") and not _asked_for_events(request))
+
+
 def _not_the_api(response: httpx2.Response) -> UnexpectedResponse:
     original = response.history[0].request if response.history else response.request
     url = original.url
@@ -304,6 +316,8 @@ def _not_the_api(response: httpx2.Response) -> UnexpectedResponse:
     redirected = f" after a redirect to {response.request.url.path}" if response.history else ""
     kind = _content_type(response) or "no content type"
     what = {"text/html": "a web page", "text/event-stream": "an event stream"}.get(kind, "something that is not JSON")
+    if kind.endswith("json") and response.is_success and response.is_stream_consumed:
+        what = "JSON that is not a response" if isinstance(_parsed(response), dict) else what
     return UnexpectedResponse(
         f"{where} answered {original.method} {url.path} with {what} (HTTP {response.status_code}{redirected}, "
         f"{kind}), not the API's JSON.",
@@ -331,6 +345,10 @@ def _refuse_non_api(response: httpx2.Response) -> None:
     a wrong content-type, so a body of readable size is read and refused only if it is not JSON.
     """
     _note_status(response)
+    if _creates_a_response(response) and _readable(response):  # the SDK would build a Response of anything
+        response.read()
+        if not is_response(_parsed(response)):
+            raise _not_the_api(response)
     if not _suspect(response):
         return
     if _readable(response):
@@ -338,6 +356,14 @@ def _refuse_non_api(response: httpx2.Response) -> None:
         if _api_body(response):
             return
     raise _not_the_api(response)
+
+
+def _parsed(response: httpx2.Response) -> Any:
+    """The body read as JSON (``None`` if it is not)."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
 
 
 async def _refuse_non_api_async(response: httpx2.Response) -> None:
@@ -366,7 +392,7 @@ def whole_response(stream: Any) -> Any | None:
         data = json.loads(http.content)
     except ValueError:
         data = None
-    if not isinstance(data, dict) or data.get("object", "response") != "response" or "status" not in data:
+    if not is_response(data):
         raise _not_the_api(http)
 
     return Response.construct(**data)
@@ -444,4 +470,6 @@ async def create_response_dict(
         response = None
     if not isinstance(response, dict):
         raise openai.APIResponseValidationError(raw, raw.text, message="The server's answer was not a JSON object.")
+    if not is_response(response):
+        raise _not_the_api(raw)
     return response, raw.headers
