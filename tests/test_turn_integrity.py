@@ -142,8 +142,13 @@ def test_a_stream_held_open_after_completion_ends_at_completion(raw, ping):
 # ---- item 9: usage the server left out is unknown, not 0 --------------------------------------
 
 
-@pytest.mark.parametrize("usage", [{}, {"input_tokens": None, "output_tokens": None}, {"output_tokens": 3}],
-                         ids=["empty", "nulls", "no-input"])
+@pytest.mark.parametrize("usage", [
+    {}, {"input_tokens": None, "output_tokens": None}, {"output_tokens": 3},
+    # counts no API sends: a negative one let the budget shrink, a string one raised TypeError out of the ask,
+    # and 1e30 was stored and broke session.usage() (OverflowError) for good
+    {"input_tokens": -1_000_000, "output_tokens": -1_000_000}, {"input_tokens": "5", "output_tokens": "x"},
+    {"input_tokens": 1e30, "output_tokens": True},
+], ids=["empty", "nulls", "no-input", "negative", "strings", "huge-and-bool"])
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 def test_missing_usage_counts_are_estimated_and_a_token_budget_still_trips(raw, usage, stream):
     whole = lambda request: json_reply(200, _response("Hello there", usage))  # noqa: E731

@@ -46,10 +46,10 @@ class Usage:
         details_in = get(usage, "input_tokens_details", None)
         details_out = get(usage, "output_tokens_details", None)
         return cls(
-            input=get(usage, "input_tokens", None) or 0,
-            cached=(get(details_in, "cached_tokens", None) or 0) if details_in is not None else 0,
-            output=get(usage, "output_tokens", None) or 0,
-            reasoning=(get(details_out, "reasoning_tokens", None) or 0) if details_out is not None else 0,
+            input=_count(get(usage, "input_tokens", None)) or 0,
+            cached=(_count(get(details_in, "cached_tokens", None)) or 0) if details_in is not None else 0,
+            output=_count(get(usage, "output_tokens", None)) or 0,
+            reasoning=(_count(get(details_out, "reasoning_tokens", None)) or 0) if details_out is not None else 0,
         )
 
     @classmethod
@@ -61,8 +61,8 @@ class Usage:
         then (counting tokens offline is not free).
         """
         get = dict.get if isinstance(usage, dict) else getattr
-        reported_input = get(usage, "input_tokens", None) if usage is not None else None
-        reported_output = get(usage, "output_tokens", None) if usage is not None else None
+        reported_input = _count(get(usage, "input_tokens", None)) if usage is not None else None
+        reported_output = _count(get(usage, "output_tokens", None)) if usage is not None else None
         if reported_input is not None and reported_output is not None:
             return cls.from_api(usage)
         known, guess = cls.from_api(usage), estimate()
@@ -73,6 +73,19 @@ class Usage:
             reasoning=known.reasoning,
             estimated=True,
         )
+
+
+_MAX_COUNT = 10**12  # more tokens than any call has: a server's number past it is not a count
+
+
+def _count(value: Any) -> int | None:
+    """A token count a server reported, or ``None`` (unknown) for what no count is: a negative, huge, fractional,
+    boolean or non-numeric value. (A negative count would shrink the budget; a huge one broke ``usage()``.)"""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if value != value or not 0 <= value < _MAX_COUNT or value != int(value):
+        return None
+    return int(value)
 
 
 def _now() -> str:
