@@ -546,6 +546,19 @@ def test_usage_frame_has_nullable_dtypes_by_column_type_and_unsaved_rows_in_time
         },
         **{name: "Int64" for name in (*_usage._TOKEN_FIELDS, "attempt")},
         **{name: "Float64" for name in ("latency_s", "ttft_s", "cost_usd")},
+        "estimated": "boolean",
     }
     assert str(frame["time"].dt.tz) == "UTC" and frame["time"].iloc[0].timestamp() == T0 + 1
     assert frame["cost_usd"].isna().tolist() == [False, True] and frame["latency_s"].tolist()[1] == 1.5
+
+
+def test_a_row_says_when_its_tokens_are_nbopenais_estimate(tmp_path):
+    """A call whose server reported no token counts is marked, in the file and in the frame."""
+    ledger = Ledger(tmp_path / "usage.sqlite3")
+    prices = PriceTable.load()
+    for usage in (Usage(input=10, output=5), Usage(input=10, output=5, estimated=True)):
+        ledger.record(UsageRecord.build(prices=prices, session_id="s", kind="ask", model="gpt-4.1-mini",
+                                        status="completed", usage=usage))
+    assert [r.estimated for r in ledger.records()] == [False, True]
+    assert ledger.to_dataframe()["estimated"].tolist() == [False, True]
+    ledger.close()

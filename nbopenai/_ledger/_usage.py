@@ -46,6 +46,7 @@ class TokenCounts(Protocol):
     cached: int
     output: int
     reasoning: int
+    estimated: bool
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class UsageRecord:
     ``cancelled``, ``interrupted``. ``cached_tokens`` is part of ``input_tokens`` and
     ``reasoning_tokens`` part of ``output_tokens``, as the API reports them. ``cost_usd`` is
     ``None`` when the model has no known price, or when a stopped call reported no usage: never a
-    guessed number.
+    guessed number. ``estimated`` is true when the server reported no (or not every) token count and the
+    counts are nbopenai's offline estimate (an unreadable answer, a stream cut short, ``"usage": {}``).
     """
 
     time: float
@@ -78,6 +80,7 @@ class UsageRecord:
     cost_usd: float | None = None
     attempt: int = 1
     error: str | None = None
+    estimated: bool = False
 
     @classmethod
     def build(
@@ -120,6 +123,7 @@ class UsageRecord:
         else:
             tokens = (usage.input, usage.cached, usage.output, usage.reasoning)
             unknown = False
+            fields.setdefault("estimated", bool(usage.estimated))
         cost = None if unknown else prices.cost(model, tokens[0], tokens[1], tokens[2], at=when)
         return cls(
             time=when,
@@ -213,6 +217,12 @@ def m001_usage_table(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     if conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
         conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+
+
+@_SCHEMA
+def m002_estimated_tokens(conn: sqlite3.Connection) -> None:
+    # A DEFAULT keeps older nbopenai (which names its columns when inserting) able to write this file.
+    conn.execute("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0")
 
 
 class Ledger:
@@ -317,7 +327,7 @@ class Ledger:
             ``"2d"``, ``"1w"``.
         """
         wanted = _Filter.build(session_id=session_id, model=model, thread=thread, since=since, kind=kind)
-        return [UsageRecord(*row) for row in self._rows(wanted)]
+        return [_record_of(row) for row in self._rows(wanted)]
 
     def _rows(self, wanted: _Filter) -> list[tuple]:
         """The matching calls as tuples in ``_COLUMNS`` order, oldest first, unsaved ones included."""
@@ -485,6 +495,11 @@ def _insert(conn: sqlite3.Connection, rows: list[UsageRecord]) -> None:
 _COLUMN_TYPES = typing.get_type_hints(UsageRecord)
 
 
+def _record_of(row: tuple) -> UsageRecord:
+    """A stored row back as a ``UsageRecord`` (SQLite keeps a bool as 0 or 1)."""
+    return UsageRecord(*(bool(v) if _COLUMN_TYPES[c] is bool else v for c, v in zip(_COLUMNS, row, strict=True)))
+
+
 def _pandas_column(pd: Any, values: numpy.ndarray, annotation: Any) -> Any:
     """An object array of one column's values as the nullable pandas array for its type."""
     arguments = typing.get_args(annotation)
@@ -495,8 +510,8 @@ def _pandas_column(pd: Any, values: numpy.ndarray, annotation: Any) -> Any:
     if base is int:
         # NOT NULL integers convert in one C loop; a nullable one takes pandas' slower, general path.
         return pd.array(values if nullable else values.astype("int64"), dtype="Int64")
-    if base is bool:
-        return pd.array(values, dtype="boolean")
+    if base is bool:  # SQLite keeps a bool as 0 or 1
+        return pd.array(values if nullable else values.astype("bool"), dtype="boolean")
     if base is str:
         return pd.array(values, dtype="string")
     raise TypeError(f"no pandas dtype for a ledger column of type {annotation}")
