@@ -297,14 +297,14 @@ def _bytes_rows(ctx: Context) -> list[Row]:
             Row(
                 TITLE,
                 f"bytes sent to the front-end, {words:,}-word answer streamed over {seconds:g} s: live view "
-                "(+ the final static Markdown, sent once as before)",
-                f"{fmt_bytes(m['widget'])} (+ {fmt_bytes(m['final'])} = {fmt_ratio(total)} of the answer); "
+                "+ the final static output (Markdown, and its text/plain preview), sent once",
+                f"{fmt_bytes(m['widget'])} + {fmt_bytes(m['final'])} = {fmt_bytes(m['total'])}; "
                 f"{m['updates']} updates, {rate:.1f}/s; final text {'identical' if m['identical'] else '**differs**'}",
                 f"answer {fmt_bytes(m['answer'])}; "
                 f"whole text per update (the previous view): {fmt_bytes(m['previous_view'])}",
-                fmt_ratio(live) + " of the answer",
-                goal="live view <= 3x the answer, <= ~20 updates/s, identical",
-                met=verdict(live <= 3 and rate <= 20.5 and m["identical"]),
+                f"{fmt_ratio(total)} of the answer (live view alone {fmt_ratio(live)})",
+                goal="all of it <= 3x the answer, <= ~20 updates/s, identical",
+                met=verdict(total <= 3 and rate <= 20.5 and m["identical"]),
                 data=m,
             )
         )

@@ -24,7 +24,7 @@ from IPython.utils.capture import capture_output
 import nbopenai
 from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS
 from nbopenai.ipython._errors import TITLES
-from nbopenai.ipython._render import answer_bundle
+from nbopenai.ipython._render import PLAIN_PREVIEW_CHARS, answer_bundle
 from nbopenai.local import start
 
 
@@ -295,6 +295,21 @@ def test_json_format_that_does_not_parse_says_so():
     bundle = answer_bundle(nbopenai.Answer(text="not json", model="m"), "json")
     assert "not valid JSON" in bundle["text/markdown"] and "application/json" not in bundle
 
+
+
+def test_a_long_answer_is_sent_once_as_markdown_and_previewed_as_text():
+    """The final output must not carry the answer twice: text/plain is a bounded preview that says so."""
+    long_text = " ".join(f"word{i}" for i in range(2_000))
+    bundle = answer_bundle(nbopenai.Answer(text=long_text, model="m", status="incomplete", error="max tokens"))
+    assert long_text in bundle["text/markdown"]
+    plain = bundle["text/plain"]
+    assert len(plain) < PLAIN_PREVIEW_CHARS + 300 and plain.startswith("word0 word1 ")
+    shown = plain.split("\n[…")[0]
+    assert long_text.startswith(shown) and long_text[len(shown)] == " "  # cut between words
+    assert f"{len(long_text) - len(shown):,} more characters" in plain
+    assert "[incomplete: max tokens]" in plain and "-- m ·" in plain  # the status and footer stay whole
+    short = answer_bundle(nbopenai.Answer(text="A short answer.", model="m"))
+    assert short["text/plain"].startswith("A short answer.\n-- m")
 
 # ---- configuration ---------------------------------------------------------------------------
 

@@ -1,7 +1,11 @@
 """Static renderings: the mime bundle a finished answer leaves in the notebook, and ``DryRun``.
 
 Every bundle has ``text/markdown`` and ``text/plain``, so a saved notebook shows the answer in
-nbviewer, GitHub and VS Code with no widget state. ``--format`` chooses how the body is shown:
+nbviewer, GitHub and VS Code with no widget state. The Markdown is the answer; ``text/plain`` is the
+fallback a front-end that renders no Markdown shows (IPython's own ``Markdown`` display puts only its
+class name there): the whole answer up to ``PLAIN_PREVIEW_CHARS``, a preview of longer ones that says
+so. The answer is sent to the browser once as it streams and once as Markdown; a second whole copy
+would make every long answer cost three times its size. ``--format`` chooses how the body is shown:
 
 - ``markdown``: the answer as Markdown (the front-end highlights its code blocks);
 - ``text``: verbatim, in a plain fenced block (nothing interpreted as Markdown);
@@ -23,7 +27,9 @@ if TYPE_CHECKING:
     from .._turns._answer import Answer
     from .._turns._ask import PreparedAsk
 
-__all__ = ["DryRun", "answer_bundle", "answer_output", "fenced", "first_code_block"]
+__all__ = ["PLAIN_PREVIEW_CHARS", "DryRun", "answer_bundle", "answer_output", "fenced", "first_code_block", "preview"]
+
+PLAIN_PREVIEW_CHARS = 1_500
 
 _FENCED_BLOCK = re.compile(
     r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M
@@ -37,6 +43,16 @@ def fenced(body: str, lang: str = "") -> str:
     longest = max((len(run) for run in _BACKTICKS.findall(body)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{lang}\n{body.rstrip(chr(10))}\n{fence}"
+
+
+def preview(text: str, limit: int = PLAIN_PREVIEW_CHARS) -> str:
+    """``text`` up to ``limit`` characters; beyond it, its start (cut at a space or line end) and what is left."""
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind("\n", 0, limit), text.rfind(" ", 0, limit))
+    head = text[: cut if cut > limit // 2 else limit].rstrip()
+    rest = len(text) - len(head)
+    return f"{head}\n[… {rest:,} more characters: the whole answer is this output's Markdown, and `-o NAME` keeps it]"
 
 
 def _code_blocks(text: str) -> list[tuple[str, str]]:
@@ -87,7 +103,7 @@ def answer_bundle(answer: Answer, fmt: str = "markdown") -> dict[str, Any]:
     markdown, plain, extra = _FORMATS[fmt](answer.text)
     bundle = {
         "text/markdown": dataclasses.replace(answer, text=markdown)._repr_markdown_(),
-        "text/plain": dataclasses.replace(answer, text=plain).mime_bundle()["text/plain"],
+        "text/plain": dataclasses.replace(answer, text=preview(plain)).mime_bundle()["text/plain"],
         **extra,
     }
     if answer.notice:
