@@ -99,8 +99,8 @@ class Session:
         self.loop = LoopThread(name=f"nbopenai-{self.session_id}")
         self.local_server = None
         self._clients_lock = threading.Lock()
-        self._client: openai.OpenAI | None = None
-        self._async_client: openai.AsyncOpenAI | None = None
+        self._clients: _Clients | None = None  # the clients new work gets
+        self._retired_held: set[_Clients] = set()  # replaced while work held them: closed when it lets go
         self._breaker: CircuitBreaker | None = None
         self._pacer: Pacer | None = None
         self.jobs: list[Job] = []
@@ -131,8 +131,7 @@ class Session:
 
     def _apply(self, changes: dict[str, Any]) -> Settings:
         new = self.settings.replace(**changes)
-        if any(getattr(new, f) != getattr(self.settings, f) for f in _NETWORK_FIELDS):
-            self._drop_clients()
+        network_changed = any(getattr(new, f) != getattr(self.settings, f) for f in _NETWORK_FIELDS)
         if new.ledger_path != self.settings.ledger_path:
             for name in ("ledger", "extract_store", "tool_ledger"):
                 if (stale := self.__dict__.pop(name, None)) is not None:
@@ -148,6 +147,8 @@ class Session:
         self.__dict__.pop("accounts", None)  # its budget follows the settings
         self.threads.default_store = new.store
         self.settings = new
+        if network_changed:  # after the new settings are in place: clients built from here on use them
+            self._drop_clients()
         return new
 
     def use_local(self, *, model: str | None = None, **server_config: Any) -> str:
@@ -209,24 +210,44 @@ class Session:
 
     # ---- clients: built once, reused (one connection pool each) ---------------------------
 
+    def _current_clients(self, *, hold: bool = False) -> _Clients:
+        """The clients new work gets (built on first use); ``hold``: counted as held (see ``holding_clients``)."""
+        with self._clients_lock:
+            if self._clients is None:
+                self._clients = _Clients(self.settings)
+            self._clients.holders += hold
+            return self._clients
+
     @property
     def client(self) -> openai.OpenAI:
-        with self._clients_lock:
-            if self._client is None:
-                from ._core._client import build_sync_client  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
-
-                self._client = _built(build_sync_client, self.settings)
-            return self._client
+        return self._current_clients().client()
 
     @property
     def async_client(self) -> openai.AsyncOpenAI:
         """The async client; use it only on ``self.loop``."""
-        with self._clients_lock:
-            if self._async_client is None:
-                from ._core._client import build_async_client  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+        return self._current_clients().async_client()
 
-                self._async_client = _built(build_async_client, self.settings)
-            return self._async_client
+    def holding_clients(self) -> _Holding:
+        """The clients new work gets now, kept open until the block ends whatever the settings do meanwhile:
+        ``with session.holding_clients() as clients:`` (``async with`` on the session's loop).
+
+        For work of several requests (an extraction's rows, a batch's polls, an ask's stream and its
+        retries): a network setting changed from another thread (``configure(api_key=...)``) gives new
+        work new clients, while this work finishes on the key and endpoint it started with (an
+        extraction's rows, cache scope and provenance are theirs), and nothing it sent is cut off or
+        sent again. Replaced clients are closed by the last block holding them, as it ends (or with
+        the session).
+        """
+        return _Holding(self)
+
+    def _let_go(self, held: _Clients) -> bool:
+        """One holder of ``held`` is done; True when it was the last of retired clients (the caller closes them)."""
+        with self._clients_lock:
+            held.holders -= 1
+            last = held.holders == 0 and held in self._retired_held
+            if last:
+                self._retired_held.discard(held)
+            return last
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -244,19 +265,21 @@ class Session:
                 self._pacer = Pacer(self.settings.rpm, self.settings.tpm)
             return self._pacer
 
-    def _drop_clients(self) -> None:
+    def _drop_clients(self, *, held_too: bool = False) -> None:
+        """Retire the clients (new work gets new ones); those work still holds close when it lets go,
+        unless ``held_too`` (the session closes)."""
         with self._clients_lock:
             self._breaker = self._pacer = None
-            old, self._client = self._client, None
-            old_async, self._async_client = self._async_client, None
-        if old is not None:
-            old.close()
-        if old_async is not None and self.loop.running:
-            # The async client's pool lives on our loop: close it there, and wait so that nothing
-            # is left un-awaited when the loop itself stops.
-            closing = self.loop.submit(old_async.close())
-            if not self.loop.in_loop_thread():
-                closing.result(timeout=5)
+            retired, self._clients = self._clients, None
+            if retired is not None and retired.holders:
+                self._retired_held.add(retired)
+                retired = None
+            closing = [retired] if retired is not None else []
+            if held_too:
+                closing += self._retired_held
+                self._retired_held.clear()
+        for clients in closing:
+            clients.close(self.loop)
 
     # ---- ledger, prices, budget -----------------------------------------------------------
 
@@ -319,6 +342,7 @@ class Session:
             async_client=lambda: self.async_client,
             breaker=lambda: self.breaker,
             context_windows=lambda: self.context_windows,
+            holding_clients=self.holding_clients,
         )
 
     def usage_record(self, **fields: Any) -> UsageRecord:
@@ -457,7 +481,7 @@ class Session:
 
     def close(self) -> None:
         _current.closed(self)
-        self._drop_clients()
+        self._drop_clients(held_too=True)
         self.loop.close()
         if self.local_server is not None:
             self.local_server.stop()
@@ -479,6 +503,84 @@ class Session:
         s = self.settings
         key = s.api_key.masked if s.api_key else "none"
         return f"<nbopenai.Session {self.session_id} model={s.model!r} base_url={shown_url(s.base_url)!r} key={key}>"
+
+
+class _Clients:
+    """The client pair built for one set of network settings (each client on first use), and the work holding it.
+
+    ``Session.holding_clients`` counts the holders; a network setting's change retires the pair, which
+    is closed at once if nobody holds it, else when the last holder lets go.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.holders = 0
+        self._lock = threading.Lock()
+        self._sync: openai.OpenAI | None = None
+        self._async: openai.AsyncOpenAI | None = None
+
+    def client(self) -> openai.OpenAI:
+        with self._lock:
+            if self._sync is None:
+                from ._core._client import build_sync_client  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+
+                self._sync = _built(build_sync_client, self.settings)
+            return self._sync
+
+    def async_client(self) -> openai.AsyncOpenAI:
+        """The async client; use it only on the session's loop."""
+        with self._lock:
+            if self._async is None:
+                from ._core._client import build_async_client  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+
+                self._async = _built(build_async_client, self.settings)
+            return self._async
+
+    def _taken(self) -> openai.AsyncOpenAI | None:
+        """Forget both clients and close the sync one; the async one is returned, to be closed on the loop."""
+        with self._lock:
+            sync, asynchronous, self._sync, self._async = self._sync, self._async, None, None
+        if sync is not None:
+            sync.close()
+        return asynchronous
+
+    async def aclose(self) -> None:
+        """Close both, on the session's loop."""
+        if (asynchronous := self._taken()) is not None:
+            await asynchronous.close()
+
+    def close(self, loop: LoopThread) -> None:
+        """Close both, from any thread."""
+        asynchronous = self._taken()
+        if asynchronous is not None and loop.running:
+            # The async client's pool lives on our loop: close it there, and wait (unless called on that loop)
+            # so that nothing is left un-awaited when the loop itself stops.
+            closing = loop.submit(asynchronous.close())
+            if not loop.in_loop_thread():
+                closing.result(timeout=5)
+
+
+class _Holding:
+    """``Session.holding_clients()``: a context manager for ``with`` and for ``async with`` (on the session's loop)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._held: _Clients | None = None
+
+    def __enter__(self) -> _Clients:
+        self._held = self._session._current_clients(hold=True)
+        return self._held
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held is not None and self._session._let_go(self._held):
+            self._held.close(self._session.loop)
+
+    async def __aenter__(self) -> _Clients:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._held is not None and self._session._let_go(self._held):
+            await self._held.aclose()
 
 
 def _built(build: Any, settings: Settings) -> Any:

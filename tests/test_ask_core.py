@@ -1,8 +1,12 @@
 """Session.ask against the local server: what is sent, what the thread and ledger become."""
 
 import io
+import json
+import threading
 
 import pytest
+from _byte_server import ByteServer, json_reply
+from _proxies import response_json
 
 import nbopenai
 from nbopenai._turns._printer import StdoutSink
@@ -215,6 +219,55 @@ def test_settings_from_the_environment_follow_it_explicit_ones_do_not(local_serv
     finally:
         followed.close()
         explicit.close()
+
+
+def test_a_key_changed_mid_stream_leaves_the_stream_its_client(local_server):
+    """``configure(api_key=...)`` from another thread while an answer streams: the stream ends on the client it began
+    on (closed once it is done), and the next ask uses the new key. Before, that client was closed under the stream,
+    which broke off mid-answer (billed, and recorded as failed)."""
+    first_key, second_key = "sk-test-" + "first" * 5, "sk-test-" + "second" * 4
+    begun, go_on = threading.Event(), threading.Event()
+    answer = response_json("completed", text="Hello from the raw server.")
+    events = [
+        {"type": "response.created", "response": {**answer, "status": "in_progress", "output": []},
+         "sequence_number": 0},
+        {"type": "response.output_text.delta", "delta": "Hello from ", "item_id": "msg_raw1", "output_index": 0,
+         "content_index": 0, "sequence_number": 1},
+        {"type": "response.output_text.delta", "delta": "the raw server.", "item_id": "msg_raw1", "output_index": 0,
+         "content_index": 0, "sequence_number": 2},
+        {"type": "response.completed", "response": answer, "sequence_number": 3},
+    ]
+    frames = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+
+    def hold(connection) -> None:
+        begun.set()
+        go_on.wait(timeout=30)
+
+    def streamed(request):
+        if not request.body.get("stream"):
+            return json_reply(200, answer)
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        return [head + frames[0] + frames[1], hold, frames[2] + frames[3]]
+
+    with ByteServer(streamed) as server, nbopenai.Session(base_url=server.base_url, model="nbopenai-local",
+                                                         ledger_path=":memory:", api_key=first_key) as session:
+        answers: list = []
+        asking = threading.Thread(target=lambda: answers.append(session.ask("Hello?", stream=True)))
+        asking.start()
+        try:
+            assert begun.wait(timeout=30)
+            streaming_on = session.client
+            session.configure(api_key=second_key)
+            assert not streaming_on.is_closed()
+        finally:
+            go_on.set()
+            asking.join(timeout=60)
+        assert answers and answers[0].status == "completed" and answers[0].text == "Hello from the raw server."
+        assert streaming_on.is_closed()
+        assert len(server.requests) == 1  # nothing sent again
+        session.ask("And now?", stream=False)
+        assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {first_key}", f"Bearer {second_key}"]
+        assert list(session.usage()["status"]) == ["completed", "completed"]
 
 
 def test_a_fresh_thread_refused_for_its_length_is_not_told_to_start_fresh(local_server, make):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pandas as pd
 import pytest
+from _byte_server import ByteServer, json_reply
 from pydantic import BaseModel, field_validator
 
+import nbopenai
 from nbopenai import UsageError
 from nbopenai._extract import extract
 from nbopenai._extract._runner import AdaptiveLimit
@@ -440,3 +443,61 @@ def test_answers_reach_the_cache_while_the_run_goes_on(session, local_server):
     assert (frame["_status"] == "ok").all() and len(session.extract_store) == 150
     assert any(0 < stored < 150 for _, stored in seen), seen
     assert all(stored <= done for done, stored in seen)  # only finished rows, never ahead of them
+
+
+# ---- a settings change while a run goes on ------------------------------------------------------
+
+
+class HeldAnswers:
+    """Answers every request as the API would, holding the first one until ``release()``; ``arrived`` is set
+    once it waits (extraction sends one request for a new model first, so the run is under way then)."""
+
+    ANSWER = {
+        "id": "resp_1", "object": "response", "created_at": 0, "status": "completed", "model": "nbopenai-local",
+        "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": '{"name": "Ada", "age": 36}', "annotations": []}]}],
+        "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+    }
+
+    def __init__(self) -> None:
+        self.arrived, self._released, self._first = threading.Event(), threading.Event(), threading.Lock()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __call__(self, request) -> bytes:
+        if self._first.acquire(blocking=False):  # the first request only: the lock is never given back
+            self.arrived.set()
+            self._released.wait(timeout=30)
+        return json_reply(200, self.ANSWER)
+
+
+def test_a_key_changed_mid_run_leaves_the_run_its_client_and_new_work_gets_the_new_one():
+    """``configure(api_key=...)`` from another thread while rows run: the run keeps the client it started with
+    (its key and endpoint: its rows, cache scope and provenance are that endpoint's), which is closed once the run
+    lets go; what starts afterwards uses the new key. Before, the run's client was closed under it and every row
+    after the change failed with "client has been closed"."""
+    first_key, second_key = "sk-test-" + "first" * 5, "sk-test-" + "second" * 4
+    held = HeldAnswers()
+    texts = [f"Ada Lovelace is {30 + i} years old." for i in range(20)]
+    with ByteServer(held) as server, nbopenai.Session(base_url=server.base_url, model="nbopenai-local",
+                                                      ledger_path=":memory:", api_key=first_key) as session:
+        frames: list = []
+        running = threading.Thread(target=lambda: frames.append(run(session, texts, cache=False, concurrency=4)))
+        running.start()
+        try:
+            assert held.arrived.wait(timeout=30)
+            started_with = session.async_client
+            session.configure(api_key=second_key)  # the run's first request is out, the others not yet sent
+            assert not started_with.is_closed()  # the run still holds it
+        finally:
+            held.release()
+            running.join(timeout=60)
+        assert frames and list(frames[0]["_status"]) == ["ok"] * 20
+        assert started_with.is_closed()  # the run has let go: nothing uses it any more
+        sent = list(server.requests)
+        assert len(sent) == 20  # one request per row: none sent again
+        assert {r.headers["authorization"] for r in sent} == {f"Bearer {first_key}"}
+        run(session, texts[:1], cache=False)  # new work: the new key
+        assert server.requests[-1].headers["authorization"] == f"Bearer {second_key}"
+        assert session.async_client is not started_with

@@ -101,7 +101,7 @@ def test_the_warm_up_runs_between_cells_and_the_next_cell_waits_for_it(shell, lo
         assert "nbopenai-warm-up" not in shell.user_ns["_during"]
         shell.run_cell("_after = [t.name for t in threading.enumerate()]")
         assert "nbopenai-warm-up" not in shell.user_ns["_after"]  # the cell started once it was done
-        assert session._client is not None
+        assert session._clients is not None and session._clients._sync is not None
     finally:
         shell.run_cell("%unload_ext nbopenai")
 

@@ -178,8 +178,7 @@ class BatchJob:
         except Exception as exc:  # every batch call ends in one of our errors (cancel, resubmit, polling)
             raise translate(exc) from None
 
-    async def _create(self, part: Part, data: bytes) -> None:
-        client = self.session.async_client
+    async def _create(self, client: Any, part: Part, data: bytes) -> None:
         name = f"nbopenai-{self.id}-part{part.number}.jsonl"
         uploaded = await self._call(
             lambda: client.files.create(file=(name, data, "application/jsonl"), purpose="batch")
@@ -195,21 +194,22 @@ class BatchJob:
         self._save()
 
     async def _submit(self, texts: list[list[tuple[int, str]]]) -> None:
-        for part, lines in zip(self.parts, texts, strict=False):
-            if part.batch_id is None:
-                await self._create(part, "".join(line + "\n" for _, line in lines).encode("utf-8"))
+        async with self.session.holding_clients() as clients:  # see _poll
+            for part, lines in zip(self.parts, texts, strict=False):
+                if part.batch_id is None:
+                    await self._create(clients.async_client(), part,
+                                       "".join(line + "\n" for _, line in lines).encode("utf-8"))
 
-    async def _download(self, file_id: str | None) -> list[dict[str, Any]]:
+    async def _download(self, client: Any, file_id: str | None) -> list[dict[str, Any]]:
         if not file_id:
             return []
-        client = self.session.async_client
         content = await self._call(lambda: client.files.content(file_id), idempotent=True)
         return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
     async def _collect(
-        self, part: Part, output_file_id: str | None, error_file_id: str | None, write_ledger: bool
+        self, client: Any, part: Part, output_file_id: str | None, error_file_id: str | None, write_ledger: bool
     ) -> None:
-        lines = await self._download(output_file_id) + await self._download(error_file_id)
+        lines = await self._download(client, output_file_id) + await self._download(client, error_file_id)
         seen = set()
         for line in lines:
             position = _position(line.get("custom_id"))
@@ -275,13 +275,21 @@ class BatchJob:
             self._ledger.add(row)
 
     async def _poll(self, once: bool = False) -> None:
-        """Poll every part until each has ended and been collected (``once``: one round only)."""
-        client = self.session.async_client
+        """Poll every part until each has ended and been collected (``once``: one round only).
+
+        On the clients it started with: a key changed meanwhile (from another thread) is for the next
+        call, and does not close them under a poll that may run for hours (``Session.holding_clients``).
+        """
+        async with self.session.holding_clients() as clients:
+            await self._polling(clients.async_client(), once)
+
+    async def _polling(self, client: Any, once: bool) -> None:
         ledgered = self.record.setdefault("ledgered", [])  # batch ids whose lines are in the ledger
         for part in self.parts:  # attempts replaced by resubmit(): read once, before the current one
             for earlier in part.earlier:
                 if not earlier.get("read"):
                     await self._collect(
+                        client,
                         part,
                         earlier.get("output_file_id"),
                         earlier.get("error_file_id"),
@@ -304,7 +312,8 @@ class BatchJob:
                     part.error = "; ".join(e.message or e.code or "error" for e in batch.errors.data[:3])
                 if part.status in TERMINAL:
                     await self._collect(
-                        part, part.output_file_id, part.error_file_id, write_ledger=part.batch_id not in ledgered
+                        client, part, part.output_file_id, part.error_file_id,
+                        write_ledger=part.batch_id not in ledgered,
                     )
                     if part.batch_id not in ledgered:
                         ledgered.append(part.batch_id)
@@ -422,10 +431,11 @@ class BatchJob:
         """Ask the API to cancel every running part (their finished rows are still collected)."""
 
         async def cancel_all() -> None:
-            client = self.session.async_client
-            for part in self.parts:
-                if part.batch_id and part.status not in TERMINAL:
-                    await self._call(lambda part=part: client.batches.cancel(part.batch_id), idempotent=True)
+            async with self.session.holding_clients() as clients:
+                client = clients.async_client()
+                for part in self.parts:
+                    if part.batch_id and part.status not in TERMINAL:
+                        await self._call(lambda part=part: client.batches.cancel(part.batch_id), idempotent=True)
 
         self.session.loop.run(cancel_all())
         return self
@@ -436,7 +446,10 @@ class BatchJob:
             raise UsageError("the job is still being polled in the background; wait for it first")
 
         async def again() -> None:
-            client = self.session.async_client
+            async with self.session.holding_clients() as clients:
+                await resubmit_parts(clients.async_client())
+
+        async def resubmit_parts(client: Any) -> None:
             for part in self.parts:
                 if not (part.done and part.status in ("failed", "expired", "cancelled")):
                     continue
@@ -461,7 +474,7 @@ class BatchJob:
                         self.prepared.results[position] = RowResult()
                 part.status, part.error, part.collected, part.completed, part.failed = "new", None, False, 0, 0
                 part.output_file_id = part.error_file_id = None
-                await self._create(part, "".join(line + "\n" for line in lines).encode("utf-8"))
+                await self._create(client, part, "".join(line + "\n" for line in lines).encode("utf-8"))
 
         self.session.loop.run(again())
         return self

@@ -317,7 +317,10 @@ class Runner:
         """Run every row in ``positions``; returns when all have ended (or raises when cancelled)."""
         if not positions:
             return
-        client = self.session.async_client
+        async with self.session.holding_clients() as clients:  # a key changed meanwhile is for the next run
+            await self._run(clients.async_client(), positions)
+
+    async def _run(self, client: Any, positions: Sequence[int]) -> None:
         rows = iter(positions)
 
         async def worker() -> None:

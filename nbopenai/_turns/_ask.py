@@ -14,7 +14,7 @@ printer, or nothing). Rules kept by this module (with ``TurnRecorder``, which fi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,8 +210,16 @@ def send(recorder: TurnRecorder, prepared: PreparedAsk, params: Mapping[str, Any
 
     The stream is read up to its end event (``response.completed`` and the like) and closed there.
     A failure or interruption is recorded and the sink gets the partial answer before the error
-    (or ``KeyboardInterrupt``) is raised; the thread never moves then.
+    (or ``KeyboardInterrupt``) is raised; the thread never moves then. Its attempts and its stream use
+    the clients held when it began: a key changed from another thread meanwhile is for the next request.
     """
+    with recorder.services.holding_clients() as clients:
+        return _send(recorder, prepared, params, kind, clients.client)
+
+
+def _send(
+    recorder: TurnRecorder, prepared: PreparedAsk, params: Mapping[str, Any], kind: str, client: Callable[[], Any]
+) -> Sent:
     # The SDK's module: wanted by now, this request goes out (not imported with nbopenai).
     from .._core._client import with_idempotency  # noqa: PLC0415
 
@@ -223,7 +231,7 @@ def send(recorder: TurnRecorder, prepared: PreparedAsk, params: Mapping[str, Any
     keyed = with_idempotency(dict(params))  # one key for every attempt at this request
     try:
         result = services.retry.call(
-            lambda: services.breaker().call(lambda: services.client().responses.create(**keyed, stream=stream_wanted)),
+            lambda: services.breaker().call(lambda: client().responses.create(**keyed, stream=stream_wanted)),
             on_failure=attempts,
         )
     except Exception as exc:

@@ -118,18 +118,23 @@ def submit(
 
 
 async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves: int, on_done) -> None:
-    """Poll ``job`` until it ends, then finish it as a turn (it joins its thread only if that did not move)."""
+    """Poll ``job`` until it ends, then finish it as a turn (it joins its thread only if that did not move).
+
+    On the clients held when polling began: the job lives on that endpoint, and a key changed meanwhile
+    (from another thread) must not close them under a poll.
+    """
     started = clock()
     delay = _POLL_FIRST
     response = None
     try:
-        while not job.done():
-            await asyncio.sleep(delay)
-            delay = min(_POLL_MAX, delay * 1.5)
-            response = await services.retry.acall(
-                lambda: services.async_client().responses.retrieve(job.response_id), idempotent=True
-            )
-            job.status = response.status
+        async with services.holding_clients() as clients:
+            while not job.done():
+                await asyncio.sleep(delay)
+                delay = min(_POLL_MAX, delay * 1.5)
+                response = await services.retry.acall(
+                    lambda: clients.async_client().responses.retrieve(job.response_id), idempotent=True
+                )
+                job.status = response.status
     except Exception as exc:  # polling failed for good: keep the job, say why
         job.error = translate(exc)
         job.status = "error"

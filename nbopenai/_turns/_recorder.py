@@ -88,6 +88,8 @@ class TurnServices:
 
     ``client``, ``async_client``, ``breaker`` and ``context_windows`` are read on use: the session
     builds its clients on first use and rebuilds them (and the breaker) when a network setting changes.
+    Work of several requests takes its clients from ``holding_clients()`` instead (``Session.holding_clients``):
+    a setting changed meanwhile neither closes them under it nor moves it to another key or endpoint.
     """
 
     settings: Settings
@@ -99,6 +101,7 @@ class TurnServices:
     async_client: Callable[[], openai.AsyncOpenAI]
     breaker: Callable[[], CircuitBreaker]
     context_windows: Callable[[], ContextWindows]
+    holding_clients: Callable[[], Any]
 
 
 @dataclass(frozen=True)
