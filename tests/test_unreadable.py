@@ -16,6 +16,7 @@ from conftest import SECRET_KEY
 from pydantic import BaseModel
 
 import nbopenai
+from nbopenai._core._retry import UNREADABLE_IN_A_ROW
 from nbopenai._extract import extract
 
 ANSWER = {
@@ -70,3 +71,36 @@ def test_an_extraction_row_with_an_unreadable_answer_is_billed_once(answer):
     assert "could not be read" in frame.loc[0, "_error"]
     assert list(ledger["status"]) == ["unreadable", "unreadable"]
     assert (frame["_input_tokens"] > 0).all() and list(frame["_attempts"]) == [1, 1]
+
+
+@pytest.mark.parametrize("answer", [cut_short, bad_gzip])
+def test_an_extraction_whose_every_answer_is_unreadable_stops_after_a_few(answer):
+    """Something between us and the API corrupting every body: each answer is billed and lost, so the run stops
+    after ``UNREADABLE_IN_A_ROW`` of them, as it stops for an answer no row can get past, instead of paying for
+    every row. The unreadable ones are kept (rows ``error``, ledger ``unreadable``, none re-sent); the rest are
+    ``cancelled``, for ``retry_failed``. Before, all 40 rows were sent, billed and lost."""
+    texts = [f"Person {i} is {20 + i} years old." for i in range(40)]
+    with ByteServer(answer) as server, _session(server) as session:
+        with pytest.raises(nbopenai.UnreadableAnswer) as caught:
+            extract(session, Person, texts, progress=False, cache=False, concurrency=8)
+        sent = len(server.requests)
+        ledger = session.usage()
+    assert sent == UNREADABLE_IN_A_ROW  # one at a time: an unreadable answer does not show the model can answer
+    assert list(ledger["status"]) == ["unreadable"] * sent and (ledger["input_tokens"] > 0).all()
+    frame = caught.value.partial
+    assert (frame["_status"] == "error").sum() == sent and (frame["_status"] == "cancelled").sum() == 40 - sent
+    assert f"{sent} answers in a row" in caught.value.message and "--retry-failed" in caught.value.message
+
+
+def test_an_unreadable_answer_among_readable_ones_costs_only_its_row():
+    """Scattered unreadable answers (a bad moment of the network) are each their row's error; the run goes on."""
+    count = iter(range(1000))
+
+    def every_third_cut(request) -> bytes:
+        return cut_short(request) if next(count) % 3 == 1 else http_reply(200, BODY)
+
+    with ByteServer(every_third_cut) as server, _session(server) as session:
+        frame = extract(session, Person, [f"Person {i}." for i in range(12)], progress=False, cache=False,
+                        concurrency=1)
+        assert len(server.requests) == 12
+    assert list(frame["_status"]).count("error") == 4 and list(frame["_status"]).count("ok") == 8

@@ -147,8 +147,9 @@ class CircuitBreaker:
                describe: Callable[[BaseException], str] | None = None) -> str:
         """Take the outcome of one attempt (``exc`` None: an answer); returns its ``verdict``."""
         kind = verdict(exc)
-        # The first contact is over once an answer shows requests for the model can succeed (a 429 does too).
-        proven = kind != FAILURE and (exc is None or not _fails_every_request(exc))
+        # The first contact is over once an answer shows requests for the model can succeed (a 429 does too);
+        # one lost on the way (unreadable: billed, its body corrupt or cut short) shows nothing of the kind.
+        proven = kind != FAILURE and (exc is None or not (_fails_every_request(exc) or unreadable_answer(exc)))
         with self._lock:
             if model is not None:
                 self._trying.discard(model)

@@ -28,6 +28,7 @@ __all__ = [
     "RetryPolicy", "is_retryable", "retry_after", "asked_wait", "fails_every_request", "parse_duration",
     "describe_wait", "too_long_to_wait",
     "reached_server", "retry_policy", "unreadable_answer", "failed_attempt_status", "ANSWERED", "RATE_LIMIT_ATTEMPTS",
+    "UNREADABLE_IN_A_ROW",
 ]
 
 T = TypeVar("T")
@@ -135,6 +136,11 @@ def too_long_to_wait(exc: BaseException, cap: float = MAX_HONOURED_RETRY_AFTER) 
     asked = retry_after(exc)
     return asked if asked is not None and asked > cap and is_retryable(exc) else None
 
+
+# Unreadable answers in a row (each billed: ``unreadable_answer``) that end an extraction, as an answer no row can
+# get past does: one is the network's bad moment, a few in a row are a proxy or VPN corrupting every body, and
+# every further row would be paid for and lost the same way.
+UNREADABLE_IN_A_ROW = 3
 
 FailureHook = Callable[[BaseException, int, bool], None]
 

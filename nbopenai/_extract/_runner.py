@@ -14,7 +14,8 @@
 - Results live in ``RowResult`` objects created by the caller: if the run is interrupted, what
   finished is already there. ``on_row_done(position, result)`` is called (on the loop) as each row ends.
 - **Fail fast**: the first answer no row can get past (``_retry.fails_every_request``: a refused key,
-  an unknown model, a closed port, not the API, a wait longer than allowed) stops the run: nothing
+  an unknown model, a closed port, not the API, a wait longer than allowed), or ``UNREADABLE_IN_A_ROW``
+  billed answers in a row whose bodies were lost (a proxy corrupting every answer), stops the run: nothing
   new is sent, requests in flight finish, rows not begun stay ``pending`` (``cancelled`` in the
   frame) and ``stop_error`` holds the typed error for the caller to raise.
 - **Circuit breaker** (``session.breaker``): every attempt reports to it; while it is open rows wait
@@ -40,9 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._breaker import SUCCESS
 from .._core._client import create_response_dict, idempotency_headers
-from .._core._errors import NbOpenAIError, RateLimitError, translate
+from .._core._errors import NbOpenAIError, RateLimitError, UnreadableAnswer, translate
 from .._core._pacing import rate_limit_kind
 from .._core._retry import (
+    UNREADABLE_IN_A_ROW,
     RetryPolicy,
     describe_wait,
     failed_attempt_status,
@@ -50,6 +52,7 @@ from .._core._retry import (
     reached_server,
     retry_after,
     too_long_to_wait,
+    unreadable_answer,
 )
 from .._core._tokens import count_tokens
 from .._turns._answer import Usage
@@ -308,6 +311,7 @@ class Runner:
         self.breaker = session.breaker
         self.outage_timeout = session.settings.outage_timeout
         self.stop_error: NbOpenAIError | None = None  # set by the first answer that ends the run
+        self._unreadable_in_a_row = 0  # billed answers lost since the last one read (see UNREADABLE_IN_A_ROW)
         self._stopped = asyncio.Event()
         self._news = asyncio.Event()  # replaced after every answer: rows held back for the breaker look again
         self._parked: set[asyncio.Future[None]] = set()  # rows waiting out a retry in tasks of their own
@@ -410,11 +414,12 @@ class Runner:
                 self._settled(exc, probe)
                 wait = self._failed(exc, epoch, row, result, started, started_wall)
                 self._heard_refusal(exc)
-                ends_the_run = fails_every_request(exc, max_wait=request.retry.max_wait)
+                lost = self._unreadable_in_a_row >= UNREADABLE_IN_A_ROW
+                ends_the_run = lost or fails_every_request(exc, max_wait=request.retry.max_wait)
                 if wait is None or ends_the_run:
                     error = translate(exc, attempts=row.tries)
                     if ends_the_run:
-                        self._stop(self._run_ender(exc, error))
+                        self._stop(self._lost_answers(exc) if lost else self._run_ender(exc, error))
                     self._finish(row.position, row.started, Outcome("error", error=error.message))
                     return
                 if not parked and len(self._parked) < self.concurrency:
@@ -512,7 +517,12 @@ class Runner:
         self.tally.pace = pacer.describe()
 
     def _settled(self, exc: BaseException | None, probe: bool) -> None:
-        """Tell the breaker how an attempt went, and wake the rows waiting for news."""
+        """Tell the breaker how an attempt went, count unreadable answers in a row, and wake the rows waiting for
+        news."""
+        if exc is not None and unreadable_answer(exc):
+            self._unreadable_in_a_row += 1
+        elif exc is None or getattr(exc, "status_code", None) is not None:  # an answer read: its body came through
+            self._unreadable_in_a_row = 0
         kind = self.breaker.settle(exc, model=self.request.model, probe=probe, describe=lambda e: translate(e).message)
         if kind == SUCCESS:
             self.tally.notice = None
@@ -533,6 +543,16 @@ class Runner:
                               f"{describe_wait(self.request.retry.max_wait)} nbopenai waits (Settings.max_retry_wait).")
             error.args = (error.message,)
         return error
+
+    def _lost_answers(self, exc: BaseException) -> UnreadableAnswer:
+        """The error that ends a run whose answers keep arriving unreadable (``UNREADABLE_IN_A_ROW``)."""
+        cause = type(exc.__cause__ or exc).__name__
+        return UnreadableAnswer(f"{self._unreadable_in_a_row} answers in a row could not be read: each was billed "
+                                f"(tokens estimated in the ledger) and lost (the last to {cause}), so the run stopped "
+                                "rather than pay for every row that way.",
+                                hint="Something between you and the API (a proxy, a VPN, the network) is cutting or "
+                                     "corrupting its answers: once that is fixed, re-run with --retry-failed "
+                                     "(retry_failed=True) to finish the rows.")
 
     def _held_too_long(self, wait: float) -> RateLimitError:
         """The error that ends a run the account's limits would hold back longer than ``max_retry_wait``."""
