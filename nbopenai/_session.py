@@ -16,10 +16,11 @@ import contextvars
 import functools
 import importlib
 import itertools
+import os
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from ._core._breaker import CircuitBreaker
 from ._core._errors import UsageError, translate
 from ._core._loop import LoopThread
 from ._core._pacing import Pacer
+from ._core._request import request_params
 from ._core._retry import RetryPolicy, retry_policy
 from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings, shown_url
 from ._core._tokens import encoding_for_model
@@ -174,9 +176,10 @@ class Session:
         self.configure(**changes)
         return self.local_server.base_url
 
-    def warm_up(self, modules: Iterable[str] = ()) -> threading.Thread:
-        """A thread, not started, that loads what the first ask needs: the SDK and its client, pydantic
-        (tools), the ledger's module, the tokenizer's vocabulary, and ``modules`` (e.g. the live view).
+    def warm_up(self, modules: Iterable[str] = (), steps: Iterable[Callable[[], object]] = ()) -> threading.Thread:
+        """A thread, not started, that loads what the first ask needs: the SDK, its client and what it
+        builds lazily on a first request, pydantic (tools), the ledger (its module and its file), the
+        tokenizer's vocabulary, ``modules`` (e.g. the live view), then ``steps`` (the front-end's own).
 
         The first ask otherwise pays for it (about a second, several on a busy machine) before any
         text appears. Start it only while no other code imports: importing one package from two
@@ -185,24 +188,33 @@ class Session:
         Nothing here is required: what fails is left for the first ask to do, and report.
         """
 
-        def stream_events() -> None:
-            from ._core._client import prepare_streaming  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
+        def first_request() -> None:
+            from ._core._client import prepare_sdk  # noqa: PLC0415 - the SDK stays out of `import nbopenai`
 
-            prepare_streaming()
+            body = request_params(self.settings, {"store": self.settings.store})
+            prepare_sdk({**body, "input": [{"role": "user", "content": "?"}], "previous_response_id": "resp"})
 
-        steps: list[Any] = [
+        loads: list[Callable[[], object]] = [
             lambda: self.client.responses,  # the SDK, its client, its lazily imported Responses resource
-            stream_events,
+            first_request,
             *(functools.partial(importlib.import_module, name) for name in _WARM_MODULES + tuple(modules)),
+            self._open_existing_ledger,
             lambda: encoding_for_model(self.settings.model),
+            *steps,
         ]
 
         def load() -> None:
-            for step in steps:
+            for step in loads:
                 with contextlib.suppress(Exception):
                     step()
 
         return threading.Thread(target=load, name="nbopenai-warm-up", daemon=True)
+
+    def _open_existing_ledger(self) -> None:
+        """Open the ledger now if its file exists (a returning user); only a first answer creates one."""
+        path = self.settings.resolved_ledger_path
+        if path == ":memory:" or os.path.exists(path):
+            self.ledger  # noqa: B018 - opened (and migrated) now, not under the first answer
 
     @property
     def retry(self) -> RetryPolicy:

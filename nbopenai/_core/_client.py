@@ -24,7 +24,9 @@ from typing import Any
 import httpx2
 import openai
 from openai._models import construct_type
-from openai.types.responses import Response, ResponseStreamEvent
+from openai._utils import maybe_transform
+from openai.types.responses import Response, ResponseOutputMessage, ResponseStreamEvent
+from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
 
 from ._azure import TokenScrubber, azure_client_arguments, refresh_on_401
 from ._errors import ConfigurationError, Scrubber, UnexpectedResponse, translate
@@ -431,16 +433,20 @@ def build_sync_client(settings: Settings, *, strict: bool = False) -> openai.Ope
     return client_class(**arguments, http_client=http_client, _strict_response_validation=strict)
 
 
-def prepare_streaming() -> None:
-    """Build the SDK's validator of Responses stream events now, in a warm-up.
+def prepare_sdk(body: dict[str, Any]) -> None:
+    """Build now, in a warm-up, what the SDK builds lazily on a kernel's first streamed ask.
 
-    Its first streamed response otherwise spends about 0.7 s (more on a busy machine) generating
-    pydantic schemas for the union of every event type before the first text shows. The SDK caches
-    that validator, so one event built the way its stream builds them (``openai._models.construct_type``,
-    not public API: an SDK without it is simply not warmed) leaves it ready.
+    Each costs the first ask of a fresh kernel before its first text shows, and nothing after:
+    the validator of Responses stream events (about 0.7 s generating pydantic schemas for the union
+    of every event type), the type hints behind its transform of ``body`` (about 15 ms), and the
+    serializer of an output message (the ledger's copy of the answer). The SDK caches each; building
+    them the way it does (``construct_type`` and ``maybe_transform``, not public API: an SDK without
+    them is simply not warmed) leaves them ready. ``body`` is a request as an ask would send it.
     """
-
     construct_type(type_=ResponseStreamEvent, value={"type": "response.output_text.delta", "delta": ""})
+    maybe_transform({**body, "stream": True}, ResponseCreateParamsStreaming)
+    message = {"type": "message", "id": "msg", "role": "assistant", "status": "completed", "content": []}
+    construct_type(type_=ResponseOutputMessage, value=message).model_dump(exclude_none=True)
 
 
 def build_async_client(settings: Settings, *, strict: bool = False) -> openai.AsyncOpenAI:

@@ -64,7 +64,9 @@ def _warm_start(ipython: Any, session: Any) -> None:
     """
 
     kernel = getattr(ipython, "kernel", None) is not None
-    worker = session.warm_up(("nbopenai.widgets._answer_view", "nbopenai.widgets._answer_widget") if kernel else ())
+    live_view = ("nbopenai.widgets._answer_view", "nbopenai.widgets._answer_widget") if kernel else ()
+    # The shell builds its display formatters on the first display: the live view's, under the first answer.
+    worker = session.warm_up(live_view, steps=[lambda: ipython.display_formatter.formatters])
 
     def start(result: Any = None) -> None:
         ipython.events.unregister("post_run_cell", start)
