@@ -29,24 +29,29 @@ def run_notebook(
     ``kernel_options`` are passed on the kernel's command line (e.g. ``--IPKernelApp.exec_lines=...``).
     """
     import nbformat  # noqa: PLC0415 - optional (nbopenai[demo])
+    from jupyter_client import KernelManager  # noqa: PLC0415 - optional (nbopenai[demo])
     from nbclient import NotebookClient  # noqa: PLC0415 - optional (nbopenai[demo])
 
     notebook = nbformat.read(source, as_version=4)
     env = dict(os.environ)
-    client = NotebookClient(
-        notebook,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(source.parent)}},
-        extra_arguments=list(kernel_options or ()),
-    )
-    if real:
-        client.execute(env=env)  # passed on to the kernel manager: the child's environment only
-    else:
+    if not real:
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             env.pop(name, None)
-        with tempfile.TemporaryDirectory(prefix="nbopenai-demo-") as home:
-            client.execute(env={**env, "NBOPENAI_HOME": home})
+    with tempfile.TemporaryDirectory(prefix="nbopenai-demo-") as scratch:
+        # The kernel talks to us over Unix sockets in our private folder: a demo has no reason to open
+        # TCP ports (over which ipykernel warns that code and outputs travel unencrypted).
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(scratch, "kernel"))
+        client = NotebookClient(
+            notebook,
+            km=kernel,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(source.parent)}},
+            extra_arguments=list(kernel_options or ()),
+        )
+        if not real:  # a data folder that is removed afterwards (a --real run keeps the user's own ledger)
+            env["NBOPENAI_HOME"] = os.path.join(scratch, "home")
+        client.execute(env=env)  # passed on to the kernel manager: the child's environment only
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, target)
     return target

@@ -283,6 +283,7 @@ def test_the_readmes_first_command_leaves_the_data_folder_untouched(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Your name is Ada." in done.stdout and (tmp_path / "out" / "quickstart.ipynb").exists()
     assert not (home / ".local" / "share" / "nbopenai").exists()
+    assert "without encryption" not in done.stderr  # the demo's kernel listens on no TCP port
 
 
 def test_the_readme_shows_what_the_notebooks_print(executed):
