@@ -39,8 +39,9 @@ def run_notebook(
             env.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="nbopenai-demo-") as scratch:
         # The kernel talks to us over Unix sockets in our private folder: a demo has no reason to open
-        # TCP ports (over which ipykernel warns that code and outputs travel unencrypted).
-        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(scratch, "kernel"))
+        # TCP ports (over which ipykernel warns that code and outputs travel unencrypted). Windows has none.
+        sockets = {"transport": "ipc", "ip": os.path.join(scratch, "kernel")} if os.name == "posix" else {}
+        kernel = KernelManager(kernel_name="python3", **sockets)
         client = NotebookClient(
             notebook,
             km=kernel,
