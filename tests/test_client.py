@@ -308,8 +308,10 @@ def test_a_200_of_json_that_is_not_a_response_is_not_the_api_on_every_path(raw_s
             _ask_by(session, path)
     assert "answered POST /v1/responses with JSON that is not a response (HTTP 200" in raised.value.message
     assert len(server.requests) == 1
-    [row] = session.ledger.records()  # (a stream's is "failed", as any stream that never completed)
-    assert row.status == ("failed" if path == "stream" else "error") and row.response_id is None
+    # One status on every path (failed_attempt_status): no response began, so it is a request refused, not a
+    # response that failed; nothing was reported, so 0 tokens (a stream's was "failed" with estimated tokens).
+    [row] = session.ledger.records()
+    assert (row.status, row.response_id, row.input_tokens, row.cost_usd) == ("error", None, 0, 0)
 
 
 def test_full_jitter_stays_within_the_exponential_envelope():

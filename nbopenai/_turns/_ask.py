@@ -243,9 +243,12 @@ def _send(
     else:
         from .._core._client import whole_response  # noqa: PLC0415 - the SDK is loaded by now (it answered)
 
+        answered = False  # until the answer is known to be events or a response (see below)
         try:
             with result as stream:
-                if (whole := whole_response(stream)) is not None:  # the server ignored stream=true
+                whole = whole_response(stream)  # a whole response if the server ignored stream=true, else None
+                answered = True
+                if whole is not None:
                     state = state_of(whole, clock())
                     sink.text(state.text, state)
                 for event in stream if whole is None else ():
@@ -257,6 +260,9 @@ def _send(
         except KeyboardInterrupt:  # finish delivers the partial answer, then re-raises
             recorder.finish(state, started, interrupted=True, **ending)
         except Exception as exc:  # the nested `error` event, a dropped connection, a read timeout
+            if not answered:  # JSON that is no response, or a body lost: a refused attempt, as without a stream
+                attempts(exc, attempts.count + 1, False)
+                raise _translated(exc, prepared, attempts=attempts.count) from None
             error = _translated(exc, prepared, partial_text=state.text)
             state.fail(error.message, getattr(error, "code", None))
             recorder.finish(state, started, error=error, **ending)
