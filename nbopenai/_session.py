@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from ._extract._cache import ExtractStore
     from ._ledger._usage import Ledger, UsageRecord
+    from ._turns._replay_store import ReplayStore
     from ._turns._tool_ledger import ToolLedger
 
 __all__ = ["Session", "current_session", "use_session"]
@@ -57,6 +58,8 @@ __all__ = ["Session", "current_session", "use_session"]
 # Modules the first ask imports besides the client's: the tool loop (pydantic), the ledger, and the SDK's
 # streaming helpers (imported by its first streamed response; a name this SDK lacks is skipped).
 _WARM_MODULES = ("nbopenai._turns._tools", "nbopenai._ledger._usage", "openai.lib.streaming.responses")
+# The stores kept next to the ledger (cached properties): reopened where it moves, closed with the session.
+_BESIDE_THE_LEDGER = ("ledger", "extract_store", "tool_ledger", "replay_store")
 # Settings whose change needs new clients (the pool is rebuilt; threads and ledger stay).
 _NETWORK_FIELDS = frozenset({
     "api_key", "base_url", "organization", "project", "timeouts", "concurrency", "azure_endpoint", "api_version",
@@ -135,7 +138,7 @@ class Session:
         new = self.settings.replace(**changes)
         network_changed = any(getattr(new, f) != getattr(self.settings, f) for f in _NETWORK_FIELDS)
         if new.ledger_path != self.settings.ledger_path:
-            for name in ("ledger", "extract_store", "tool_ledger"):
+            for name in _BESIDE_THE_LEDGER:
                 if (stale := self.__dict__.pop(name, None)) is not None:
                     stale.close()
         if (new.prices_path, new.deployments, new.base_url) != (
@@ -314,6 +317,13 @@ class Session:
         from ._turns._tool_ledger import ToolLedger, tool_ledger_path  # noqa: PLC0415 - sqlite3 stays out of `import nbopenai`
 
         return ToolLedger(tool_ledger_path(self.settings.resolved_ledger_path))
+
+    @cached_property
+    def replay_store(self) -> ReplayStore:
+        """The answers ``--replay`` reuses (``_turns/_replay``), next to the ledger (in memory with it)."""
+        from ._turns._replay_store import ReplayStore, replay_path  # noqa: PLC0415 - sqlite3 stays out of `import nbopenai`
+
+        return ReplayStore(replay_path(self.settings))
 
     @cached_property
     def prices(self) -> PriceTable:
@@ -498,7 +508,7 @@ class Session:
         if self.local_server is not None:
             self.local_server.stop()
             self.local_server = None
-        for name in ("ledger", "extract_store", "tool_ledger"):
+        for name in _BESIDE_THE_LEDGER:
             if (opened := self.__dict__.pop(name, None)) is not None:
                 opened.close()
 

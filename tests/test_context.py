@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ from nbopenai import UsageError
 from nbopenai._core._tokens import count_tokens
 from nbopenai._turns._context import bounded, pick, strip_ansi, variables_summary
 from nbopenai._turns._prompt import fill, interpolate, preview
+from nbopenai._turns._replay import Replays
 
 
 def _asks(server) -> list[dict]:
@@ -274,6 +277,32 @@ def test_a_conversation_thread_is_never_replayed(ip, local_server):
     asked = len(_asks(local_server))
     ip.run_cell("%%ask --replay -t talk2 --store conversation\nMy name is Ada.")
     assert len(_asks(local_server)) == asked + 1
+
+
+def _open_files(name: str) -> list[str]:
+    """The files named ``name`` this process holds open (its descriptors, as the OS lists them)."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # (the listing's own descriptor is gone by now)
+            found.append(os.readlink(fd))
+    return [target for target in found if Path(target).name == name]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files through /proc")
+def test_the_replay_store_is_closed_with_the_session_and_when_the_ledger_moves(make, tmp_path):
+    """It lives beside the ledger and is opened on first use, as the extraction cache is; it was closed neither when
+    the session closed nor when the ledger moved (each move left one more file open)."""
+    session = make(ledger_path=str(tmp_path / "one" / "usage.sqlite3"))
+    replays = Replays(session)
+    replays.ask("My name is Ada.", new=True)
+    assert _open_files("replay.sqlite3") == [str(tmp_path / "one" / "replay.sqlite3")]
+    session.configure(ledger_path=str(tmp_path / "two" / "usage.sqlite3"))
+    assert replays.ask("My name is Ada.", new=True).replayed is False  # a store of its own there
+    assert _open_files("replay.sqlite3") == [str(tmp_path / "two" / "replay.sqlite3")]
+    assert replays.ask("My name is Ada.", new=True).replayed is True
+    session.close()
+    assert _open_files("replay.sqlite3") == []
 
 
 def test_replay_follows_a_thread_kept_on_this_side(ip, local_server):

@@ -11,53 +11,26 @@ asks again too.
 Only completed, plain answers (no tool calls) are stored; a conversation thread (``--store
 conversation``) always asks, since the server's conversation object must hold every turn. A replayed
 answer costs nothing and writes no ledger row (nothing was billed); it is marked ``replayed`` and says
-so. The store is SQLite beside the ledger (in memory when the ledger is), opened by
-``_core._store.open_database``.
+so. The store (``_replay_store``) is SQLite beside the ledger (in memory when the ledger is); the session
+owns it (``Session.replay_store``), as it owns the ledger and the extraction cache.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer, Usage
 from ._ask import PreparedAsk, holding
 from ._conversation import Turn
 from ._recorder import AskSink, NullSink, TurnRecorder, TurnServices
+from ._replay_store import ReplayStore, replay_path
 from ._streaming import StreamState
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from .._core._settings import Settings
     from .._session import Session
 
 __all__ = ["ReplayStore", "Replays", "replay_key", "replay_path", "replayed"]
-
-
-
-def m001_replays(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, answer TEXT NOT NULL, created REAL NOT NULL)"
-    )
-
-
-def _schema() -> Any:
-    """The store's migrations (``_core._store`` and sqlite3 load on first use, not with the magics)."""
-    from .._core._store import Migrations  # noqa: PLC0415 - sqlite3 stays out of %load_ext
-
-    schema = Migrations()
-    for step in (m001_replays,):
-        schema(step)
-    return schema
-
-
-def replay_path(settings: Settings) -> str:
-    """The replay store's file: beside the ledger (in memory when the ledger is)."""
-    ledger = settings.resolved_ledger_path
-    return ":memory:" if ledger == ":memory:" else str(Path(ledger).expanduser().parent / "replay.sqlite3")
 
 
 def replay_key(settings: Settings, params: dict[str, Any]) -> str:
@@ -65,50 +38,6 @@ def replay_key(settings: Settings, params: dict[str, Any]) -> str:
     from .._extract._cache import cache_key, request_scope  # noqa: PLC0415 - extraction loads when used; one rule for an endpoint and a request
 
     return cache_key(request_scope(settings, params), [params.get("input"), params.get("store")])
-
-
-def _stored(answer: Answer) -> str:
-    u = answer.usage
-    return json.dumps({
-        "text": answer.text, "model": answer.model, "response_id": answer.response_id, "status": answer.status,
-        "usage": [u.input, u.cached, u.output, u.reasoning, u.estimated], "answered_at": answer.answered_at,
-    })
-
-
-class ReplayStore:
-    """Stored answers by ``replay_key``; a disk failure costs a fresh ask, never an error."""
-
-    def __init__(self, path: str = ":memory:") -> None:
-        from .._core._store import open_database  # noqa: PLC0415 - sqlite3 stays out of %load_ext
-
-        self._db = open_database(path, migrations=_schema(), label="replay store")
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The stored answer for ``key``, if any."""
-
-        def read(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT answer FROM replays WHERE key = ?", (key,)).fetchone()
-            return row[0] if row else None
-
-        found = self._db.read_or(read, None, "asking again")
-        return json.loads(found) if found else None
-
-    def put(self, key: str, answer: Answer) -> None:
-        """Keep ``answer`` for ``key`` if it can be replayed: completed, with a response id, no tool calls."""
-        if answer.status != "completed" or not answer.response_id or answer.tool_calls or answer.turn is None:
-            return
-        record = (key, _stored(answer), time.time())
-
-        from .._core._store import transaction  # noqa: PLC0415 - sqlite3 stays out of %load_ext
-
-        def write(conn: sqlite3.Connection) -> None:
-            with transaction(conn):
-                conn.execute("INSERT OR REPLACE INTO replays (key, answer, created) VALUES (?, ?, ?)", record)
-
-        self._db.read_or(write, None, "not keeping this answer for replay")
-
-    def close(self) -> None:
-        self._db.close()
 
 
 def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, Any], sink: AskSink | None) -> Answer:
@@ -157,18 +86,14 @@ def replayed(services: TurnServices, prepared: PreparedAsk, record: dict[str, An
 
 
 class Replays:
-    """A session's asks with replay: its store, opened on first use beside the ledger (again if that moves)."""
+    """A session's asks with replay, on its ``replay_store`` (which the session opens beside the ledger, reopens
+    where the ledger moves, and closes with itself)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._store: ReplayStore | None = None
-        self._path: str | None = None
 
     def store(self) -> ReplayStore:
-        path = replay_path(self.session.settings)
-        if self._store is None or path != self._path:
-            self._store, self._path = ReplayStore(path), path
-        return self._store
+        return self.session.replay_store
 
     def ask(self, prompt: str, *, sink: AskSink | None = None, confirm: Any = None, max_tool_rounds: int | None = None,
             **options: Any) -> Answer:
