@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 from .._core import _tokens
 from ._errors import ApiError
-from ._wire import DROP, Comment, Cut, Event, Pause, Reply, Request
+from ._wire import DROP, Comment, Cut, Event, Incoming, Pause, Reply
 
 __all__ = [
     "FAULTS",
@@ -112,7 +112,7 @@ class Fault:
         """The HTTP error this fault answers with before any body (also for a batch line), or None."""
         return None
 
-    def before_body(self, request: Request) -> Reply | None:
+    def before_body(self, request: Incoming) -> Reply | None:
         error = self.error(streaming=request.streaming, background=request.background, headers=request.headers)
         if error is not None:
             raise error
@@ -241,7 +241,7 @@ class Slow(Fault):
     name = "slow"
     summary = "sleep `delay` seconds before the headers"
 
-    def before_body(self, request: Request) -> Reply | None:
+    def before_body(self, request: Incoming) -> Reply | None:
         time.sleep(float(self.get("delay", 5.0)))
         return None
 
@@ -305,7 +305,7 @@ class Drop(_StreamBreak):
     name = "drop"
     summary = "the TCP connection is cut mid-stream (or before the body)"
 
-    def before_body(self, request: Request) -> Reply | None:
+    def before_body(self, request: Incoming) -> Reply | None:
         if not request.streaming:
             raise Cut()
         return None
@@ -334,7 +334,7 @@ class EchoAuthFailed(MidstreamErrorFlat):
               headers: dict[str, str] | None = None) -> ApiError | None:
         return None  # not an HTTP error: a 200 whose response failed
 
-    def before_body(self, request: Request) -> Reply | None:
+    def before_body(self, request: Incoming) -> Reply | None:
         self.params.setdefault("message", f"upstream failed; {_echo(request.headers)}")
         return None
 
@@ -398,7 +398,7 @@ class NotJson(Fault):
     body: ClassVar[bytes] = (b"<!doctype html><html><head><title>Sign in</title></head>"
                              b"<body>Please sign in.</body></html>")
 
-    def before_body(self, request: Request) -> Reply | None:
+    def before_body(self, request: Incoming) -> Reply | None:
         body = self.get("body")
         content = body.encode() if isinstance(body, str) else self.body
         return Reply(content=content, content_type=self.get("content_type") or self.content_type)

@@ -26,9 +26,9 @@ from ._azure import azure_path
 from ._errors import ApiError, error_body
 from ._faults import MODEL_ROUTES, Fault, parse_fault_header, unauthorized_error
 from ._items import normalize_input, render_context
-from ._routes import Route
+from ._routes import Request, Route
 from ._state import RecordedRequest, State
-from ._wire import DROP, Comment, Cut, Event, Pause, Reply, Request
+from ._wire import DROP, Comment, Cut, Event, Pause, Reply
 
 __all__ = ["LocalHTTPServer", "route_table"]
 

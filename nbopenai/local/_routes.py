@@ -28,9 +28,17 @@ from ._responses import (
     usage,
 )
 from ._state import DEMO_MODEL, State, new_id
-from ._wire import Reply, Request
+from ._wire import Incoming, Reply
 
 __all__ = ["Request", "Reply", "Route", "ROUTES", "route", "paginate"]
+
+
+@dataclass
+class Request(Incoming):
+    """What a route receives: the request, the server's state, and the fault chosen for this request."""
+
+    state: State
+    fault: Fault | None = None
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,18 @@
-"""What a route receives and what goes back on the wire: ``Request``, ``Reply`` and the items of a stream.
+"""What comes in and what goes back on the wire: ``Incoming``, ``Reply`` and the items of a stream.
 
 A stream (``Reply.events``) yields ``Event`` objects, and may also yield ``Comment`` (an SSE comment
 line, the keep-alive pings proxies send), ``Pause`` (flush, then wait) or ``DROP`` (cut the connection
-right there). Faults (``_faults``) shape replies with these, so they live apart from the routes.
+right there). Faults (``_faults``) read requests and shape replies with these, so they live apart from
+the routes; a route's ``Request`` (``_routes``) adds the server's state and the request's fault.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # annotations only: _state imports the faults, which import this module
-    from ._faults import Fault
-    from ._state import State
-
-__all__ = ["Comment", "Cut", "DROP", "Event", "Pause", "Reply", "Request"]
+__all__ = ["Comment", "Cut", "DROP", "Event", "Incoming", "Pause", "Reply"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +46,9 @@ class Cut(Exception):
 
 
 @dataclass
-class Request:
+class Incoming:
+    """A request as it arrived, before any route ran: what a fault may look at."""
+
     method: str
     path: str
     params: dict[str, str]  # named groups of the route pattern
@@ -57,8 +56,6 @@ class Request:
     headers: dict[str, str]  # lowercase names
     body: Any  # parsed JSON, or None
     raw: bytes
-    state: State
-    fault: Fault | None = None
 
     @property
     def streaming(self) -> bool:
