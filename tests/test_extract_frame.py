@@ -12,7 +12,7 @@ from pydantic import BaseModel, RootModel
 
 from nbopenai._extract import strict_format
 from nbopenai._extract._frame import Column, _typed, build_frame, columns_for, source_positions, splice
-from nbopenai._extract._rows import RowResult
+from nbopenai._extract._rows import BOOKKEEPING_COLUMNS, META_COLUMNS, RowResult
 
 
 class Color(enum.Enum):
@@ -70,6 +70,15 @@ def ok(value, **fields) -> RowResult:
         response_id="resp_1",
         **fields,
     )
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_the_bookkeeping_columns_are_the_ones_the_frame_adds(many):
+    # The schema lint refuses a field named like one of these (_format), so the list must be the frame's.
+    frame = frame_of([ok([Pet(name="Puff")] if many else Pet(name="Puff"))], model=Pet, many=many)
+    added = [name for name in frame.columns if name != "name"]
+    assert added == list(META_COLUMNS) + (["_n_items"] if many else [])
+    assert set(added) <= BOOKKEEPING_COLUMNS
 
 
 def test_nested_models_flatten_to_dotted_columns():

@@ -21,7 +21,7 @@ import pydantic
 
 from .._core._errors import SchemaError, UsageError, describe
 from .._core._strict import Finding, LintReport, lint_schema, strict_json_schema
-from ._frame import BOOKKEEPING_COLUMNS
+from ._rows import BOOKKEEPING_COLUMNS
 
 __all__ = ["StrictFormat", "strict_format"]
 

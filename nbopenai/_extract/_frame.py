@@ -38,24 +38,7 @@ if TYPE_CHECKING:
 
     from ._format import StrictFormat
 
-__all__ = ["Column", "columns_for", "build_frame", "BOOKKEEPING_COLUMNS", "META_COLUMNS"]
-
-META_COLUMNS = (
-    "_status",
-    "_error",
-    "_attempts",
-    "_input_tokens",
-    "_cached_tokens",
-    "_output_tokens",
-    "_reasoning_tokens",
-    "_cost_usd",
-    "_response_id",
-    "_latency_s",
-    "_from_cache",
-)
-
-# Every column the frame adds beside the model's fields: no field may take one of these names.
-BOOKKEEPING_COLUMNS = frozenset({*META_COLUMNS, "_n_items"})
+__all__ = ["Column", "columns_for", "build_frame"]
 
 _KIND_BY_TYPE = {"integer": "int", "number": "float", "boolean": "bool", "string": "string", "array": "object"}
 _KIND_BY_FORMAT = {"date-time": "datetime", "date": "datetime", "duration": "duration"}

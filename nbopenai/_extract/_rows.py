@@ -23,10 +23,31 @@ import pydantic
 
 from .._turns._answer import Usage
 
-__all__ = ["RowResult", "Outcome", "classify", "STATUSES", "FAILED", "validation_message"]
+__all__ = [
+    "RowResult", "Outcome", "classify", "STATUSES", "FAILED", "validation_message", "BOOKKEEPING_COLUMNS",
+    "META_COLUMNS",
+]
 
 STATUSES = ("ok", "refusal", "incomplete", "invalid", "error", "cancelled")
 FAILED = frozenset(STATUSES) - {"ok"}
+
+# The frame's columns for a RowResult (``_frame.build_frame`` fills them), beside the model's fields.
+META_COLUMNS = (
+    "_status",
+    "_error",
+    "_attempts",
+    "_input_tokens",
+    "_cached_tokens",
+    "_output_tokens",
+    "_reasoning_tokens",
+    "_cost_usd",
+    "_response_id",
+    "_latency_s",
+    "_from_cache",
+)
+
+# Every column the frame adds beside the model's fields: no field may take one of these names.
+BOOKKEEPING_COLUMNS = frozenset({*META_COLUMNS, "_n_items"})
 
 
 @dataclass(slots=True)
