@@ -5,6 +5,7 @@ session); the pieces, each usable alone:
 
 - ``_format`` (with ``_core._strict``): the strict schema, linted and fixed once, before anything is sent;
 - ``_inputs``: a text, a list, a dict or a Series to texts plus the index the frame keeps;
+- ``_prepared``: the options, schema, inputs and row keys of one extraction, before anything is sent;
 - ``_runner``: the bounded, adaptive, retrying async runner on the session's loop;
 - ``_rows``: one row's outcome, and how a response becomes one (``ok``, ``refusal``, ...);
 - ``_frame``: results to a DataFrame with typed, flattened columns;
@@ -14,9 +15,10 @@ session); the pieces, each usable alone:
 """
 
 from .._core._strict import Finding, LintReport, lint_schema
-from ._api import ExtractOptions, ExtractPlan, extract
+from ._api import ExtractPlan, extract
 from ._batch import BatchJob, batch_jobs, collect_batch
 from ._format import StrictFormat, strict_format
+from ._prepared import ExtractOptions
 from ._progress import Snapshot
 
 __all__ = [

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .._core._errors import UsageError, translate
 from .._turns._answer import Usage
 from ._format import strict_format
+from ._prepared import Prepared
 from ._progress import NoProgress, Snapshot, TextProgress, choose_view
 from ._rows import RowResult, classify
 from ._runner import LedgerBuffer, drive
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     import pandas
 
     from .._session import Session
-    from ._api import Prepared
 
 __all__ = ["BatchJob", "Part", "submit", "collect_batch", "batch_jobs", "split_lines", "MAX_LINES", "MAX_BYTES"]
 
@@ -569,7 +569,6 @@ def collect_batch(session: Session, job_id: str, schema: Any, *, wait: bool = Tr
     schema
         The same Pydantic class the job was started with (checked against the saved schema hash).
     """
-    from ._api import Prepared  # noqa: PLC0415 - _api imports this module at its top (batch submission)
 
     record = session.extract_store.load_batch(job_id)
     if record is None:
