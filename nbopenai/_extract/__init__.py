@@ -11,7 +11,8 @@ session); the pieces, each usable alone:
 - ``_frame``: results to a DataFrame with typed, flattened columns;
 - ``_cache``: validated answers by content address, and batch records;
 - ``_batch``: the Batch API path (JSONL out, JSONL back, same frame);
-- ``_progress``: snapshots and the text bar (the widget lives in ``nbopenai.widgets``).
+- ``_snapshot``, ``_progress``: a run's counts, the text bar and the choice of view (the widget lives in
+  ``nbopenai.widgets``).
 """
 
 from .._core._strict import Finding, LintReport, lint_schema
@@ -19,7 +20,7 @@ from ._api import ExtractPlan, extract
 from ._batch import BatchJob, batch_jobs, collect_batch
 from ._format import StrictFormat, strict_format
 from ._prepared import ExtractOptions
-from ._progress import Snapshot
+from ._snapshot import Snapshot
 
 __all__ = [
     "BatchJob",

@@ -20,7 +20,7 @@ from IPython.display import display
 from ._throttle import Throttle
 
 if TYPE_CHECKING:
-    from .._extract._progress import Snapshot
+    from .._extract._snapshot import Snapshot
 
 __all__ = ["ExtractProgressWidget"]
 
