@@ -1,20 +1,35 @@
-"""The subcommands of ``%nbopenai``: one small function each, ``(magics, args) -> value to show``."""
+"""The subcommands of ``%nbopenai``: one small function each, ``(magics, args) -> value to show``.
+
+``_magics.AskMagics`` runs them; they see it as a ``Host``, the little of it they use, so this table
+sits below the magics that dispatch to it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core._errors import UsageError
 from .._core._settings import shown_url
 from ._azure_setup import azure_changes, describe_azure
 
 if TYPE_CHECKING:
-    from ._magics import AskMagics
+    from .._session import Session
 
-__all__ = ["COMMANDS", "help_text"]
+__all__ = ["COMMANDS", "Host", "help_text"]
+
+
+class Host(Protocol):
+    """What a subcommand uses of the magics that run it (``AskMagics``)."""
+
+    session: Session
+    shell: Any  # the IPython shell, or None
+    model: Any  # the model trait: the session's model
+    ask: Any  # the %ask magic (a callable, with its ``parser``)
+    nbopenai: Any  # the %nbopenai magic, for its ``parser``
+
 
 _INTRO = """\
 nbopenai: the OpenAI Responses API in IPython.
@@ -29,7 +44,7 @@ _OUTRO = """\
 The API key comes from OPENAI_API_KEY only; `%nbopenai local` needs none (offline demo server)."""
 
 
-def help_text(magics: AskMagics) -> str:
+def help_text(magics: Host) -> str:
     """``%nbopenai help``: the magics' usage lines, generated from their parsers so they cannot go stale."""
     registered = magics.shell.magics_manager.magics if magics.shell is not None else {"line": {}, "cell": {}}
     parsers = [("%%ask", magics.ask), ("%nbopenai", magics.nbopenai)]
@@ -42,16 +57,16 @@ def help_text(magics: AskMagics) -> str:
     return "\n\n".join([_INTRO, *usages, _OUTRO])
 
 
-def _help(m: AskMagics, args: argparse.Namespace) -> None:
+def _help(m: Host, args: argparse.Namespace) -> None:
     print(help_text(m))
 
 
-def _explain(m: AskMagics, args: argparse.Namespace) -> None:
+def _explain(m: Host, args: argparse.Namespace) -> None:
     """``%nbopenai explain``: ``%ask --explain`` (on ``-t``'s thread if given)."""
     m.ask("--explain" + (f" -t {shlex.quote(args.thread)}" if args.thread else ""))
 
 
-def _status(m: AskMagics, args: argparse.Namespace) -> None:
+def _status(m: Host, args: argparse.Namespace) -> None:
     m.session.follow_environment()  # show the key the next ask will use
     s = m.session.settings
     server = m.session.local_server
@@ -90,48 +105,48 @@ def _ledger_place(settings: Any) -> str:
     return "in memory, for this session only" if path == ":memory:" else f"in {path}"
 
 
-def _local(m: AskMagics, args: argparse.Namespace) -> None:
+def _local(m: Host, args: argparse.Namespace) -> None:
     url = m.session.use_local()
     print(f"Using the offline demo server at {url} (model {m.model}): no key needed, nothing leaves this machine.")
     print(f"Its calls are free: they are kept {_ledger_place(m.session.settings)}, not in your usage ledger.")
 
 
-def _azure(m: AskMagics, args: argparse.Namespace) -> None:
+def _azure(m: Host, args: argparse.Namespace) -> None:
     """Point the session at an Azure OpenAI resource (see ``_core/_azure``); ``--model`` names a deployment."""
 
     m.session.configure(**azure_changes(m.session.settings, args, m.shell.user_ns if m.shell is not None else {}))
     print(describe_azure(m.session.settings))
 
 
-def _threads(m: AskMagics, args: argparse.Namespace) -> Any:
+def _threads(m: Host, args: argparse.Namespace) -> Any:
     import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     columns = ["thread", "kind", "turns", "store", "head", "input_tokens", "output_tokens"]
     return pd.DataFrame(m.session.threads.summary_rows(), columns=columns)
 
 
-def _history(m: AskMagics, args: argparse.Namespace) -> Any:
+def _history(m: Host, args: argparse.Namespace) -> Any:
     return m.session.history(args.thread or "default")
 
 
-def _reset(m: AskMagics, args: argparse.Namespace) -> None:
+def _reset(m: Host, args: argparse.Namespace) -> None:
     thread = None if args.all else (args.thread or "default")
     m.session.reset(thread)
     print("Forgot every thread." if thread is None else f"Forgot thread {thread}.")
 
 
-def _compact(m: AskMagics, args: argparse.Namespace) -> None:
+def _compact(m: Host, args: argparse.Namespace) -> None:
     print(m.session.compact(args.thread or "default", model=args.model))
 
 
-def _jobs(m: AskMagics, args: argparse.Namespace) -> Any:
+def _jobs(m: Host, args: argparse.Namespace) -> Any:
     import pandas as pd  # noqa: PLC0415 - pandas loads when a frame is made
 
     columns = ["job", "status", "thread", "model", "response_id", "prompt", "submitted"]
     return pd.DataFrame([job.row() for job in m.session.jobs], columns=columns)
 
 
-def _cancel(m: AskMagics, args: argparse.Namespace) -> None:
+def _cancel(m: Host, args: argparse.Namespace) -> None:
     if not args.target:
         raise UsageError("which job? `%nbopenai cancel job-1` (`%nbopenai jobs` lists them)")
     job = next((job for job in m.session.jobs if args.target in (job.id, job.response_id)), None)
@@ -141,7 +156,7 @@ def _cancel(m: AskMagics, args: argparse.Namespace) -> None:
     print(f"Asked the server to cancel {job.id}.")
 
 
-def _usage(m: AskMagics, args: argparse.Namespace) -> Any:
+def _usage(m: Host, args: argparse.Namespace) -> Any:
     session = m.session
     given = [("since", args.since), ("model", args.model), ("thread", args.thread)]
     filters = {name: value for name, value in given if value}
@@ -154,7 +169,7 @@ def _usage(m: AskMagics, args: argparse.Namespace) -> Any:
     return session.ledger.to_dataframe(**filters)
 
 
-def _cache(m: AskMagics, args: argparse.Namespace) -> None:
+def _cache(m: Host, args: argparse.Namespace) -> None:
     store = m.session.extract_store
     if args.target == "clear":
         removed = store.clear(schema=args.schema, model=args.model)
@@ -170,7 +185,7 @@ def _cache(m: AskMagics, args: argparse.Namespace) -> None:
         )
 
 
-COMMANDS: dict[str, Callable[[AskMagics, argparse.Namespace], Any]] = {
+COMMANDS: dict[str, Callable[[Host, argparse.Namespace], Any]] = {
     "azure": _azure,
     "cache": _cache,
     "cancel": _cancel,
