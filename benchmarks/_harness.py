@@ -89,6 +89,12 @@ class Context:
         env.update(extra)
         return env
 
+    def peer_env(self, base_url: str) -> dict[str, str]:
+        """The environment of a peer's process (its own venv): a dummy key, ``base_url`` under both names
+        the SDKs read (``OPENAI_API_BASE`` for older ones), and not our checkout on the path."""
+        env = self.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=base_url, OPENAI_API_BASE=base_url)
+        return {k: v for k, v in env.items() if k != "PYTHONPATH"}
+
     @contextlib.contextmanager
     def server(self, *, paced: bool = False, **config: Any) -> Iterator[Any]:
         """The offline server in its own process (its CPU is not ours), warmed up with one request.

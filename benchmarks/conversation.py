@@ -62,13 +62,7 @@ def _replay_usage(base_url: str, body: dict) -> tuple[int, int]:
 
 def _peer(ctx: Context, server, driver: str, args: dict) -> dict:
     server.reset()
-    env = {
-        k: v
-        for k, v in ctx.env(
-            OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url, OPENAI_API_BASE=server.base_url
-        ).items()
-        if k != "PYTHONPATH"
-    }
+    env = ctx.peer_env(server.base_url)
     result = peers.run_driver(driver, args, env)
     requests = [r for r in server.requests if r.method == "POST" and r.path == "/v1/chat/completions"]
     if len(requests) != len(args["prompts"]):

@@ -152,9 +152,7 @@ _bench_text = _bench_chat.messages[-1]["content"]
 
 
 def _chatlab(ctx: Context, server, prompt: str, expected: str, runs: int) -> dict:
-    env = {
-        k: v for k, v in ctx.env(OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url).items() if k != "PYTHONPATH"
-    }
+    env = ctx.peer_env(server.base_url)
     with Kernel(str(peers.python()), env, ctx.scratch, "chatlab-bench") as kernel:
         kernel.execute(_CHATLAB_CELL.format(base_url=server.base_url, prompt="warm up"), timeout=PEER_CELL_S)
         cpu, wall, counts, identical, sent, stopped = [], [], {}, True, 0, None

@@ -187,13 +187,7 @@ def run(ctx: Context) -> list[Row]:
         ctx.log(f"{TITLE}: core sink and raw SDK in process")
         reference = _in_process(server, prompt, runs)
         available = peers.versions() if ctx.peers else {}
-        peer_env = {
-            k: v
-            for k, v in ctx.env(
-                OPENAI_API_KEY="dummy", OPENAI_BASE_URL=server.base_url, OPENAI_API_BASE=server.base_url
-            ).items()
-            if k != "PYTHONPATH"
-        }
+        peer_env = ctx.peer_env(server.base_url)
         if "jupyter-ai-magics" in available:
             ctx.log(f"{TITLE}: jupyter-ai-magics %%ai in a kernel")
             try:

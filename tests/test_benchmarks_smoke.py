@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._harness import Context
 from benchmarks._shells import CellStopped, Kernel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,3 +80,12 @@ def test_a_cell_that_floods_the_kernel_gets_a_bounded_wait_and_says_what_happene
         assert sum(m.msg_type == "stream" for m in stopped.value.messages) > 10  # what it sent, counted
         assert "then it answered" in str(stopped.value)
         assert kernel.value("6 * 7") == 42
+
+
+def test_a_peer_runs_against_the_server_with_a_dummy_key_and_its_own_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "real-key-" + "x" * 8)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    env = Context(scratch=tmp_path, verbose=False).peer_env("http://127.0.0.1:9/v1")
+    assert env["OPENAI_API_KEY"] == "dummy"
+    assert env["OPENAI_BASE_URL"] == env["OPENAI_API_BASE"] == "http://127.0.0.1:9/v1"
+    assert "PYTHONPATH" not in env  # a peer's venv must not import our checkout
