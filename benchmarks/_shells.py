@@ -31,7 +31,13 @@ PEER_CELL_S = 120
 
 
 class RecordingComm:
-    """A widget comm that keeps what it would send (as ipywidgets' own tests do)."""
+    """A widget comm that keeps what it would send, timed (as ipywidgets' own tests do).
+
+    ``tests/conftest.py`` has its own: that one keeps the payloads the tests assert on, this one the
+    times, the open message and the close that the byte and timing figures count. They share only
+    the comm interface ipywidgets calls; the benchmarks do not import the tests, and a fake comm is
+    not product code, so it has no place in ``nbopenai/`` either: two on purpose.
+    """
 
     kernel = "recording"  # widgets only send when their comm has a kernel
 

@@ -186,7 +186,10 @@ def ip(shell, local_server, monkeypatch: pytest.MonkeyPatch):
 
 
 class RecordingComm:
-    """A comm that keeps what it is sent (model: ipywidgets' ``tests/utils.py`` ``DummyComm``)."""
+    """A comm that keeps what it is sent (model: ipywidgets' ``tests/utils.py`` ``DummyComm``).
+
+    ``benchmarks/_shells.py`` has a timed one for its figures; its docstring says why they stay two.
+    """
 
     kernel = "recording"  # widgets send only when their comm has a kernel
 

@@ -7,6 +7,13 @@ printer all share it; tests feed it recorded events.
 A failure can arrive three ways and all end in ``Failed``: the flat ``error`` event (yielded by the
 SDK), ``response.failed``, or the nested ``error`` event that the SDK raises as ``openai.APIError``
 while iterating (the driver passes that to :meth:`StreamState.fail`).
+
+The event names are the API's, spelled here and again, on purpose, where the offline server writes
+them (``local/_responses.py``, ``local/_faults.py``): the server is checked against OpenAI's OpenAPI
+description (``tests/test_local_openapi.py``) and this parser against the server, so a misspelling on
+either side fails a test; one shared constant would let both sides agree with each other and not with
+the API. The shapes differ too: these are what a stream means to a view, the server's ``_wire`` items
+are SSE frames to write.
 """
 
 from __future__ import annotations
