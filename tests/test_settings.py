@@ -154,6 +154,23 @@ def test_every_setting_is_a_trait_that_follows_the_session(ip, local_server):
     assert magics.base_url == magics.session.local_server.base_url and magics.model == "nbopenai-local"
 
 
+def test_config_shows_what_the_next_request_uses_after_the_environment_changed(ip, local_server, monkeypatch):
+    """Settings read from the environment follow it (the next request takes up a changed variable), so ``%config
+    AskMagics`` and the traits show the new value, as ``%nbopenai status`` does; they showed the value read at load."""
+    magics = magics_of(ip)
+    elsewhere = local_server.base_url.replace("127.0.0.1", "localhost")
+    monkeypatch.setenv("NBOPENAI_MODEL", "gpt-4.1-nano")
+    monkeypatch.setenv("OPENAI_BASE_URL", elsewhere)
+    assert (magics.model, magics.base_url) == ("gpt-4.1-nano", elsewhere)
+    with capture_output() as shown:
+        ip.run_cell("%config AskMagics")
+    assert "'gpt-4.1-nano'" in shown.stdout and repr(elsewhere) in shown.stdout
+    assert "'nbopenai-local'" not in shown.stdout and repr(local_server.base_url) not in shown.stdout
+    ip.run_cell("%ask --dry-run -o plan hello")  # and it is what the request would use
+    plan = ip.user_ns["plan"]
+    assert plan.params["model"] == "gpt-4.1-nano" and plan.url.startswith(elsewhere)
+
+
 def test_a_configured_value_equal_to_the_static_default_still_applies(shell, local_server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", local_server.base_url)
     shell.config.AskMagics.store = False

@@ -3,9 +3,10 @@
 Each trait is a *view* of the session's setting, not a copy: reading it reads
 ``session.settings``, setting it (``%config AskMagics.x = ...``, ``c.AskMagics.x`` in
 ``ipython_config.py``) calls ``session.configure``, where the setting's rule checks it. So the
-traits cannot drift from the session (``%nbopenai local`` or ``session.configure`` are seen at
-once), a bad value is refused with the same ``UsageError`` as ``Session(...)`` gives, and a new
-setting becomes a trait without a line here.
+traits cannot drift from the session (``%nbopenai local``, ``session.configure``, or a changed
+``OPENAI_BASE_URL`` or ``NBOPENAI_MODEL`` that the next request takes up, are seen at once), a bad
+value is refused with the same ``UsageError`` as ``Session(...)`` gives, and a new setting becomes a
+trait without a line here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class _FollowsSession:
     shown: Any = None  # what `%config AskMagics` may show of the value (a URL without its credentials)
 
     def get(self, obj: Any, cls: Any = None) -> Any:
+        # What the next request will use: settings read from the environment take up its changes first
+        # (as the request itself and `%nbopenai status` do), not the value read when the extension loaded.
+        obj.session.follow_environment()
         value = obj.session.settings.get(self.name)
         return self.shown(value) if self.shown is not None else value
 
