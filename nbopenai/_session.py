@@ -31,7 +31,7 @@ from ._core._pacing import Pacer
 from ._core._request import request_params
 from ._core._retry import RetryPolicy, retry_policy
 from ._core._settings import ENVIRONMENT, LOCAL_MODEL, EnvironmentWatch, Settings, shown_url
-from ._core._tokens import encoding_for_model
+from ._core._tokens import encoding_for_model, vocabulary_package
 from ._ledger._budget import Budget
 from ._ledger._prices import PriceTable
 from ._ledger._writer import LedgerWriter
@@ -65,6 +65,31 @@ _NETWORK_FIELDS = frozenset({
     "api_key", "base_url", "organization", "project", "timeouts", "concurrency", "azure_endpoint", "api_version",
     "token_provider",
 })
+
+
+class WarmUp(threading.Thread):
+    """``Session.warm_up``'s thread: runs ``imports``, sets ``imported``, then runs ``computations``.
+
+    Every step is optional: one that fails is skipped (the first ask does it, and reports it).
+    """
+
+    def __init__(self, imports: Iterable[Callable[[], object]], computations: Iterable[Callable[[], object]]) -> None:
+        super().__init__(name="nbopenai-warm-up", daemon=True)
+        self.imported = threading.Event()
+        self._imports, self._computations = list(imports), list(computations)
+
+    def run(self) -> None:
+        try:
+            self._steps(self._imports)
+        finally:
+            self.imported.set()
+        self._steps(self._computations)
+
+    @staticmethod
+    def _steps(steps: list[Callable[[], object]]) -> None:
+        for step in steps:
+            with contextlib.suppress(Exception):
+                step()
 
 
 class Session:
@@ -179,15 +204,17 @@ class Session:
         self.configure(**changes)
         return self.local_server.base_url
 
-    def warm_up(self, modules: Iterable[str] = (), steps: Iterable[Callable[[], object]] = ()) -> threading.Thread:
+    def warm_up(self, modules: Iterable[str] = (), steps: Iterable[Callable[[], object]] = ()) -> WarmUp:
         """A thread, not started, that loads what the first ask needs: the SDK, its client and what it
-        builds lazily on a first request, pydantic (tools), the ledger (its module and its file), the
-        tokenizer's vocabulary, ``modules`` (e.g. the live view), then ``steps`` (the front-end's own).
+        builds lazily on a first request, pydantic (tools), the ledger (its module and its file),
+        ``modules`` (e.g. the live view), ``steps`` (the front-end's own), then the tokenizer's vocabulary.
 
         The first ask otherwise pays for it (about a second, several on a busy machine) before any
         text appears. Start it only while no other code imports: importing one package from two
         threads at once can hand one of them a half-initialised module (packages with circular
-        imports), so the IPython extension runs it between cells and the next cell waits for it.
+        imports), so the IPython extension runs it between cells and the next cell waits for its
+        ``imported`` event. The vocabulary is built after that, beside the user's code: it imports
+        nothing, and an ask needs it only for a budget or a prompt the size of the window.
         Nothing here is required: what fails is left for the first ask to do, and report.
         """
 
@@ -197,21 +224,15 @@ class Session:
             body = request_params(self.settings, {"store": self.settings.store})
             prepare_sdk({**body, "input": [{"role": "user", "content": "?"}], "previous_response_id": "resp"})
 
-        loads: list[Callable[[], object]] = [
+        imports: list[Callable[[], object]] = [
             lambda: self.client.responses,  # the SDK, its client, its lazily imported Responses resource
             first_request,
             *(functools.partial(importlib.import_module, name) for name in _WARM_MODULES + tuple(modules)),
+            vocabulary_package,
             self._open_existing_ledger,
-            lambda: encoding_for_model(self.settings.model),
             *steps,
         ]
-
-        def load() -> None:
-            for step in loads:
-                with contextlib.suppress(Exception):
-                    step()
-
-        return threading.Thread(target=load, name="nbopenai-warm-up", daemon=True)
+        return WarmUp(imports, [lambda: encoding_for_model(self.settings.model)])
 
     def _open_existing_ledger(self) -> None:
         """Open the ledger now if its file exists (a returning user); only a first answer creates one."""

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 import nbopenai
 from nbopenai import Session, Settings, Timeouts
+from nbopenai._core import _tokens as tokens_module
 from nbopenai._core._client import _refuse_non_api
 from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS, RetryPolicy, is_retryable
 
@@ -68,6 +69,29 @@ def test_the_warm_up_leaves_what_the_sdk_builds_on_a_first_stream_built(local_se
     assert "demo model" in session.ask("Hello").text
     assert (TypeAdapter.cache_info().misses, transform_hints.cache_info().misses) == built
     assert "ledger" in session.__dict__  # an in-memory (or existing) ledger was opened by the warm-up
+
+
+def test_an_ask_counts_no_tokens_on_its_way_to_the_answer(local_server, make, monkeypatch):
+    """The warm-up builds the vocabulary (~0.4 s of CPU) beside the user's first ask, under a lock: an
+    ask that counted tokens before sending (the estimate, the window check) waited for the whole build.
+    With no budget and a prompt far smaller than the window, nothing needs the count, so the asking
+    thread must not touch the tokenizer (the in-process demo server counts on its own threads)."""
+    session = make()
+    counted_here: list[str | None] = []
+    original = tokens_module.encoding_for_model
+
+    def watched(model):  # noqa: ANN001, ANN202
+        if threading.current_thread() is threading.main_thread():
+            counted_here.append(model)
+        return original(model)
+
+    monkeypatch.setattr(tokens_module, "encoding_for_model", watched)
+    assert "demo model" in session.ask("Hello").text
+    assert counted_here == []
+    assert session.usage()["input_tokens"].iloc[0] > 0  # the server's count, recorded as ever
+    session.configure(budget_tokens=1_000_000)
+    session.ask("Hello again")  # a budget needs the estimate: counted, before sending
+    assert counted_here
 
 
 def test_granular_timeouts_reach_the_sdk_and_its_http_client(local_server, make):

@@ -43,13 +43,17 @@ class LedgerWriter:
         self.ledger().record(row)
         return row
 
-    def check_budget(self, model: str, estimated_input_tokens: int) -> None:
-        """Refuse (``BudgetExceeded``) a call that would pass the session's cap."""
+    def check_budget(self, model: str, estimated_input_tokens: int | Callable[[], int]) -> None:
+        """Refuse (``BudgetExceeded``) a call that would pass the session's cap.
+
+        The estimate may be a function: counting tokens is then left to sessions with a budget.
+        """
         if self.budget is None:
             return
+        estimate = estimated_input_tokens() if callable(estimated_input_tokens) else estimated_input_tokens
         self.budget.check(
             self.ledger().totals(session_id=self.session_id),
             model=model,
-            estimated_input_tokens=estimated_input_tokens,
+            estimated_input_tokens=estimate,
             prices=self.prices(),
         )

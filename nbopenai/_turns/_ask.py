@@ -20,7 +20,7 @@ from typing import Any
 
 from .._core._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UsageError, translate
 from .._core._request import RequestOptions, request_params
-from .._core._tokens import count_tokens
+from .._core._tokens import InputEstimate
 from ._answer import Answer
 from ._conversation import Plan, Thread
 from ._conversations import choose_kind
@@ -84,13 +84,18 @@ class PreparedAsk:
     thread: Thread
     plan: Plan
     params: dict[str, Any]
-    estimated_input_tokens: int
+    estimate: InputEstimate
     options: AskOptions
     moves: int = 0  # the thread's ``ThreadStore.moves`` when planned: another count means a stale plan
 
     @property
     def model(self) -> str:
         return self.params["model"]
+
+    @property
+    def estimated_input_tokens(self) -> int:
+        """tiktoken's count of what the request sends (and bills again), counted now if not yet."""
+        return self.estimate.tokens
 
     @property
     def place(self) -> TurnPlace:
@@ -102,7 +107,7 @@ class PreparedAsk:
             model=self.model,
             cell_id=self.options.cell_id,
             input_items=(self.params["input"][-1],),
-            estimated_input_tokens=self.estimated_input_tokens,
+            estimate=self.estimate,
         )
 
 
@@ -146,10 +151,9 @@ def prepare(services: TurnServices, prompt: str, options: AskOptions) -> Prepare
     kept = thread.turns[: plan.base]
     history = (kept[-1].input_tokens + kept[-1].output_tokens) if (kept and store) else 0
     replay_text = " ".join(str(item.get("content", "")) for item in plan.replay)
-    prompt_tokens = count_tokens(prompt, params["model"])  # counted once: for the window and the estimate
-    refuse_oversized_prompt(services.context_windows(), params["model"], prompt_tokens)
     context = f"{params.get('instructions') or ''} {replay_text}".strip()
-    estimate = history + prompt_tokens + (count_tokens(context, params["model"]) if context else 0)
+    estimate = InputEstimate(params["model"], prompt, context, known=history)
+    refuse_oversized_prompt(services.context_windows(), estimate)
     return PreparedAsk(prompt, thread, plan, params, estimate, options, moves)
 
 
@@ -183,7 +187,7 @@ def run(services: TurnServices, prepared: PreparedAsk, sink: AskSink | None = No
 
 def start(services: TurnServices, prepared: PreparedAsk, sink: AskSink | None) -> TurnRecorder:
     """Begin ``prepared``'s turn: check the budget, tell ``sink``, and return the recorder that finishes it."""
-    services.ledger.check_budget(prepared.model, prepared.estimated_input_tokens)
+    services.ledger.check_budget(prepared.model, lambda: prepared.estimated_input_tokens)
     recorder = TurnRecorder(services, prepared.place, sink)
     recorder.sink.started(prepared.model, prepared.thread.name, prepared.plan.notice(prepared.thread.name))
     return recorder

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core._errors import UsageError, translate
+from .._core._tokens import InputEstimate
 from ._answer import Usage
 from ._conversation import COMPACTED, Turn
 from ._recorder import TurnPlace, TurnRecorder, TurnServices, clock
@@ -112,7 +113,7 @@ def compact(services: TurnServices, thread: str = "default", *, model: str | Non
             params["previous_response_id"] = plan.previous_response_id
         if plan.replay:
             params["input"] = list(plan.replay)
-        place = TurnPlace(target, plan, "(compacted)", model, estimated_input_tokens=before)
+        place = TurnPlace(target, plan, "(compacted)", model, estimate=InputEstimate(model, known=before))
         recorder = TurnRecorder(services, place)
         attempts = recorder.attempts("compact", unless=_unavailable)
         started = clock()

@@ -93,7 +93,7 @@ def submit(
     if not prepared.params.get("store", True):
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")
     with holding(services, prepared) as prepared:
-        services.ledger.check_budget(prepared.model, prepared.estimated_input_tokens)
+        services.ledger.check_budget(prepared.model, lambda: prepared.estimated_input_tokens)
         params = with_idempotency({**prepared.params, "background": True})  # one key for every attempt
         recorder = TurnRecorder(services, prepared.place)
         # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.

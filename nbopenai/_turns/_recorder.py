@@ -27,7 +27,7 @@ from .._core._errors import NbOpenAIError, UnreadableAnswer, translate
 from .._core._loop import LoopThread
 from .._core._retry import RetryPolicy, failed_attempt_status, reached_server
 from .._core._settings import Settings
-from .._core._tokens import count_tokens
+from .._core._tokens import InputEstimate, count_tokens
 from .._ledger._prices import missing_price_note
 from .._ledger._writer import LedgerWriter
 from ._answer import Answer, Usage
@@ -114,7 +114,7 @@ class TurnPlace:
     model: str
     cell_id: str | None = None
     input_items: tuple[dict, ...] = ()  # what the turn adds before the answer (the user's message)
-    estimated_input_tokens: int = 0
+    estimate: InputEstimate = InputEstimate(None)  # counted only if the server does not say
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ class TurnRecorder:
 
     def estimate(self, text: str) -> Usage:
         """The usage of a request of this turn that wrote ``text``, estimated (the server did not say)."""
-        return Usage(self.place.estimated_input_tokens, output=count_tokens(text, self.place.model), estimated=True)
+        return Usage(self.place.estimate.tokens, output=count_tokens(text, self.place.model), estimated=True)
 
     def usage(self, state: StreamState) -> Usage:
         """What the response reported; counts it did not report are estimated (and marked so), never 0."""

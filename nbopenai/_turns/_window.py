@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 
 from .._core._errors import ContextLengthExceeded
+from .._core._tokens import InputEstimate
 from ._conversation import Thread
 
 __all__ = ["WARN_AT", "ContextWindows", "thread_tokens", "near_limit_warning", "refuse_oversized_prompt"]
@@ -84,11 +85,13 @@ def near_limit_warning(windows: ContextWindows, thread: Thread, model: str) -> s
     )
 
 
-def refuse_oversized_prompt(windows: ContextWindows, model: str, prompt_tokens: int) -> None:
-    """Refuse, before sending, a prompt that alone is larger than ``model``'s context window."""
+def refuse_oversized_prompt(windows: ContextWindows, estimate: InputEstimate) -> None:
+    """Refuse, before sending, a prompt that alone is larger than its model's context window."""
+    model = estimate.model or ""
     window = windows.window(model)
-    if window is not None and prompt_tokens > window:
+    if window is not None and estimate.prompt_exceeds(window):
         raise ContextLengthExceeded(
-            f"This prompt alone is {prompt_tokens:,} tokens; the window is {window:,} ({model}). Nothing was sent.",
+            f"This prompt alone is {estimate.prompt_tokens:,} tokens; the window is {window:,} ({model}). "
+            "Nothing was sent.",
             hint=ContextLengthExceeded.SHORTEN,
         )

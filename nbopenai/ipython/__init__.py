@@ -57,7 +57,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def _warm_start(ipython: Any, session: Any) -> None:
     """Load what the first ask needs while the user types: ``Session.warm_up`` in a thread that starts
-    when the loading cell ends, and that the next cell (an ask typed at once) waits for if still running.
+    when the loading cell ends, and whose imports the next cell (an ask typed at once) waits for.
 
     So nothing else imports while it does (see ``Session.warm_up``), and ``%load_ext`` itself stays
     cheap. In a kernel it also loads the live view (anywidget, ipywidgets).
@@ -77,8 +77,8 @@ def _warm_start(ipython: Any, session: Any) -> None:
         if worker.ident is None and current_session() is session:
             return  # loaded outside a cell: it starts when this cell ends
         ipython.events.unregister("pre_run_cell", wait)
-        if worker.ident is not None:
-            worker.join(_WARM_UP_WAIT_S)
+        if worker.ident is not None:  # its imports, not its computations (see Session.warm_up)
+            worker.imported.wait(_WARM_UP_WAIT_S)
 
     ipython.events.register("post_run_cell", start)
     ipython.events.register("pre_run_cell", wait)
