@@ -19,6 +19,7 @@
 ``recording_comm``
     Widgets get comms that record their messages instead of needing a front-end (as ipywidgets'
     own tests do): ``recording_comm.comms`` in creation order, ``recording_comm.messages`` all sent data.
+    The widgets still open on them are closed after the test (none lives on to interpreter exit).
 
 Autouse: ``OPENAI_*``, ``AZURE_OPENAI_*`` and ``NBOPENAI_MODEL`` are removed from the environment and ``NBOPENAI_HOME``
 points at a fresh temporary folder, so no test sees a real key or writes to the user's ledger. For
@@ -207,6 +208,7 @@ class RecordingComm:
         self.open_data = data
         self.messages: list[Any] = []
         self.closed = False
+        self.handler: Any = None
 
     def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
         self.messages.append(data)
@@ -218,7 +220,7 @@ class RecordingComm:
         pass
 
     def on_msg(self, callback: Any) -> None:
-        pass
+        self.handler = callback  # the widget's bound _handle_msg: how the recorder finds the widget to close
 
     def on_close(self, callback: Any) -> None:
         pass
@@ -237,11 +239,24 @@ class CommRecorder:
     def messages(self) -> list[Any]:
         return [message for comm in self.comms for message in comm.messages]
 
+    def close_widgets(self) -> None:
+        """Close every widget still open on these comms (layouts and styles too, which have comms of their own).
+
+        An open widget stays in ipywidgets' registry until the interpreter exits, and its ``__del__``
+        then fails noisily ("Exception ignored in: Widget.__del__ ... 'NoneType' object has no
+        attribute 'pop'"): a view a test leaves open on purpose (a kept background view) is closed here.
+        """
+        for recorded in self.comms:
+            widget = getattr(recorded.handler, "__self__", None)
+            if widget is not None and not recorded.closed:
+                widget.close()
+
 
 @pytest.fixture
-def recording_comm(monkeypatch: pytest.MonkeyPatch) -> CommRecorder:
+def recording_comm(monkeypatch: pytest.MonkeyPatch):
     import comm  # noqa: PLC0415 - Jupyter machinery loads only in the tests that start a kernel or a browser
 
     recorder = CommRecorder()
     monkeypatch.setattr(comm, "create_comm", recorder.create)
-    return recorder
+    yield recorder
+    recorder.close_widgets()
