@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import gc
+import signal
+import sys
 import threading
 
 import pandas as pd
@@ -341,6 +345,52 @@ def test_interrupt_returns_the_partial_frame_with_finished_rows(session, local_s
     again = run(session, texts)  # the finished rows were cached: only the rest is paid for
     assert (again["_status"] == "ok").all()
     assert len(model_requests(local_server)) == (frame["_status"] == "cancelled").sum()
+
+
+class PressedWhileCollected:
+    """Garbage whose ``__del__`` runs when the stop button is pressed (as a widget's may, collected mid-run):
+    Python raises the ``KeyboardInterrupt`` inside it, prints "Exception ignored" and drops it."""
+
+    def __init__(self) -> None:
+        self.cycle = self  # only the garbage collector frees it: on the thread that happens to allocate
+
+    def __del__(self) -> None:
+        _thread.interrupt_main(signal.SIGINT)
+
+
+def test_a_press_lost_in_a_finalizer_still_stops_the_run(session, local_server, monkeypatch):
+    local_server.configure(latency=0.2)
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: ignored.append(unraisable.exc_type))
+
+    def collect_garbage_after_two(snapshot):  # called on the waiting thread, between polls
+        if snapshot.done >= 2 and not ignored:
+            PressedWhileCollected()
+            gc.collect()
+
+    texts = [f"Bob is {i} years old." for i in range(12)]
+    frame = run(session, texts, concurrency=1, cache=False, progress=collect_garbage_after_two)
+    assert ignored == [KeyboardInterrupt]  # the press went to the __del__, and Python dropped it there
+    assert frame.attrs["interrupted"] is True
+    assert list(frame["_status"]).count("ok") >= 2 and "cancelled" in set(frame["_status"])
+
+
+def test_a_progress_callback_that_fails_takes_the_run_down_with_it(session, local_server):
+    local_server.configure(latency=0.2)
+
+    def fail_after_one(snapshot):
+        if snapshot.done >= 1 and not snapshot.finished:
+            raise ValueError("a bug in the callback")
+
+    texts = [f"Bob is {i} years old." for i in range(12)]
+    with pytest.raises(ValueError, match="a bug in the callback"):
+        run(session, texts, concurrency=1, cache=False, progress=fail_after_one)
+
+    async def left_on_the_loop() -> list[asyncio.Task]:
+        return [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+    assert session.loop.run(left_on_the_loop()) == []  # no rows still being sent, with nobody to record them
+
 
 
 def test_a_second_run_is_served_from_the_cache(session, local_server):

@@ -7,19 +7,31 @@ and a plain script, and lives as long as the session, which matters because an `
 client (and its connection pool) is bound to the loop it first ran on: ``asyncio.run`` per call
 would build a fresh loop and strand the pool. The same loop polls background jobs while the kernel
 stays free for other cells.
+
+Waiting for a coroutine (``LoopThread.run``) is where the stop button must work, and Python does not
+make that automatic: ``_thread.interrupt_main`` (an in-process stop) and a SIGINT that the OS hands to
+another thread wake no thread blocked on a lock, so a wait that never wakes never stops; and
+the ``KeyboardInterrupt`` is raised in whatever code the main thread runs next, which may be a
+``__del__`` or a weakref callback of garbage collected mid-wait, where Python prints "Exception ignored"
+and drops it. So a wait sleeps in short slices, and while it waits it records each press
+(``_StopButton``) and raises the interrupt itself if the press never reached it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["LoopThread"]
 
 T = TypeVar("T")
+
+_SLICE_S = 0.1  # how long a wait sleeps before looking again: a press that woke nothing is seen within this
+_UNWIND_TIMEOUT_S = 30.0  # how long an interrupted wait gives the coroutine to unwind before re-raising anyway
 
 
 class LoopThread:
@@ -61,11 +73,20 @@ class LoopThread:
         """Schedule ``coro`` on the loop and return at once."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it.
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        tick: Callable[[], None] | None = None,
+        interval: float = _SLICE_S,
+    ) -> T:
+        """Run ``coro`` on the loop and wait for it, calling ``tick()`` every ``interval`` seconds from this thread.
 
-        On ``KeyboardInterrupt`` (Jupyter's stop button) the coroutine is cancelled, we wait until
-        it has finished unwinding (so whatever it completed is safely recorded), then re-raise.
+        On ``KeyboardInterrupt`` (Jupyter's stop button, or ``tick`` raising it) the coroutine is
+        cancelled, we wait until it has finished unwinding (so whatever it completed is safely
+        recorded), then re-raise; the same for any other error out of ``tick``, so no coroutine
+        goes on with nobody waiting for it. A press is seen within ``interval`` even when it woke
+        nothing or its interrupt was lost on the way (see the module docstring).
         """
         if self.in_loop_thread():
             raise RuntimeError("LoopThread.run called from its own loop; await the coroutine instead")
@@ -77,14 +98,26 @@ class LoopThread:
             finally:
                 unwound.set()
 
-        future = self.submit(tracked())
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            # The concurrent future reports "cancelled" at once; the task unwinds later.
-            future.cancel()
-            unwound.wait(timeout=30)
-            raise
+        with _StopButton() as button:
+            future = self.submit(tracked())
+            try:
+                button.armed = True  # a press before this line (the future not yet ours to cancel) waits for the check
+                while True:
+                    button.check()
+                    try:
+                        result = future.result(timeout=interval)
+                    except concurrent.futures.TimeoutError:
+                        if tick is not None:
+                            tick()
+                        continue
+                    button.check()  # pressed in its last slice and lost: the cell still stops (Run All)
+                    return result
+            except BaseException:
+                # Interrupted, or tick failed (when the coroutine itself failed, it has ended: both calls are no-ops).
+                # The concurrent future reports "cancelled" at once; the task unwinds later.
+                future.cancel()
+                unwound.wait(timeout=_UNWIND_TIMEOUT_S)
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -94,3 +127,49 @@ class LoopThread:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             loop.close()
+
+
+class _StopButton:
+    """While the main thread waits: remembers a press whose ``KeyboardInterrupt`` was raised but never arrived.
+
+    The SIGINT handler in place (ipykernel's ``default_int_handler`` while a cell runs, or the
+    user's own) is wrapped, not replaced: it still decides whether a press interrupts, and a press
+    counts only if it raised ``KeyboardInterrupt``. Until ``armed`` the interrupt is only recorded
+    (``check`` raises it), so it cannot come out between scheduling the coroutine and the wait that
+    cancels it. No handler is installed off the main thread (Python runs handlers only there) or when
+    SIGINT is ignored or left to the OS (then no press interrupts).
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.armed = False
+        self._previous: Callable[[int, Any], Any] | None = None
+
+    def __enter__(self) -> _StopButton:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                try:
+                    signal.signal(signal.SIGINT, self._handle)
+                except ValueError:  # signals are not ours to set here (a sub-interpreter): wait as Python would
+                    return self
+                self._previous = previous
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Only our own handler is put back: one set meanwhile (by code the wait ran, say) stays.
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        try:
+            self._previous(signum, frame)  # type: ignore[misc]
+        except KeyboardInterrupt:
+            self.pressed = True
+            if self.armed:
+                raise
+
+    def check(self) -> None:
+        """Raise the ``KeyboardInterrupt`` of a press that never reached the wait."""
+        if self.pressed:
+            raise KeyboardInterrupt

@@ -24,16 +24,14 @@
 
 ``drive`` runs the coroutine on ``session.loop`` and, while waiting, ticks the progress view and
 flushes the ledger from the calling thread. ``KeyboardInterrupt`` (Jupyter's stop button) cancels
-the run, waits for it to unwind, and re-raises.
+the run, waits for it to unwind, and re-raises (``LoopThread.run``, which owns that rule).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import json
-import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -66,8 +64,6 @@ if TYPE_CHECKING:
     from ._format import StrictFormat
 
 __all__ = ["AdaptiveLimit", "InputEstimate", "Tally", "Runner", "drive"]
-
-_UNWIND_TIMEOUT_S = 30.0
 
 
 class AdaptiveLimit:
@@ -685,28 +681,10 @@ def drive(
 ) -> Any:
     """Run ``coro`` on ``session.loop``, calling ``tick()`` every ``interval`` seconds from this thread.
 
-    Like ``LoopThread.run`` on ``KeyboardInterrupt``: cancel, wait for the coroutine to unwind (so its
-    finished rows are final), re-raise. ``tick`` may raise ``KeyboardInterrupt`` itself (a progress
-    callback that wants to stop), with the same effect.
+    ``LoopThread.run`` waits: on ``KeyboardInterrupt`` (the stop button, or ``tick`` raising it: a
+    progress callback that wants to stop) it cancels, waits for the coroutine to unwind (so its
+    finished rows are final) and re-raises.
     """
     if session.loop.in_loop_thread():
         raise RuntimeError("extract was called from the session's own event loop; call it from ordinary code")
-    unwound = threading.Event()
-
-    async def tracked() -> Any:
-        try:
-            return await coro
-        finally:
-            unwound.set()
-
-    future = session.loop.submit(tracked())
-    try:
-        while True:
-            try:
-                return future.result(timeout=interval)
-            except concurrent.futures.TimeoutError:
-                tick()
-    except KeyboardInterrupt:
-        future.cancel()
-        unwound.wait(timeout=_UNWIND_TIMEOUT_S)
-        raise
+    return session.loop.run(coro, tick=tick, interval=interval)

@@ -1,0 +1,93 @@
+"""The session's loop thread: a wait for a coroutine stops when the stop button is pressed, however it arrives."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import signal
+import threading
+
+import pytest
+
+from nbopenai._core._loop import LoopThread
+
+
+@pytest.fixture
+def loop_thread():
+    thread = LoopThread(name="test-loop")
+    yield thread
+    thread.close()
+
+
+class Sleeper:
+    """A coroutine that sleeps half a minute unless cancelled, and says which it was."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.outcome: str | None = None
+
+    async def __call__(self) -> str:
+        self.started.set()
+        try:
+            await asyncio.sleep(30)  # only a wait that missed the press sits this out
+        except asyncio.CancelledError:
+            self.outcome = "cancelled"
+            raise
+        self.outcome = "slept"
+        return "slept"
+
+
+def press_once_started(sleeper: Sleeper, press) -> threading.Thread:
+    """Press the stop button from another thread once ``sleeper`` runs."""
+
+    def run() -> None:
+        sleeper.started.wait()
+        press()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+PRESSES = {
+    # An in-process stop: it sets the flag Python checks, and wakes no thread blocked on a lock.
+    "interrupt_main": lambda: _thread.interrupt_main(signal.SIGINT),
+    # A real SIGINT the OS hands to a thread other than the main one: that thread's wait is the one cut short.
+    "SIGINT to another thread": lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT),
+}
+
+
+@pytest.mark.parametrize("press", PRESSES)
+def test_a_press_that_wakes_nothing_stops_the_wait_and_cancels_the_coroutine(loop_thread, press):
+    sleeper = Sleeper()
+    presser = press_once_started(sleeper, PRESSES[press])
+    with pytest.raises(KeyboardInterrupt):
+        loop_thread.run(sleeper())
+    presser.join()
+    assert sleeper.outcome == "cancelled"  # and it had unwound before the interrupt came out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the wait put the handler back
+
+
+def test_a_sigint_handler_that_does_not_interrupt_is_still_obeyed(loop_thread):
+    started, heard = threading.Event(), threading.Event()
+
+    async def until_heard() -> bool:
+        started.set()
+        return await asyncio.to_thread(heard.wait, 30)
+
+    def listen(signum, frame) -> None:
+        heard.set()
+
+    def press() -> None:
+        started.wait()
+        _thread.interrupt_main(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, listen)
+    try:
+        presser = threading.Thread(target=press, daemon=True)
+        presser.start()
+        assert loop_thread.run(until_heard()) is True  # the handler ran during the wait, which it chose not to stop
+        assert signal.getsignal(signal.SIGINT) is listen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    presser.join()
