@@ -57,7 +57,7 @@ __all__ = ["Session", "current_session", "use_session"]
 
 # Modules the first ask imports besides the client's: the tool loop (pydantic), the ledger, and the SDK's
 # streaming helpers (imported by its first streamed response; a name this SDK lacks is skipped).
-_WARM_MODULES = ("nbopenai._turns._tools", "nbopenai._ledger._usage", "openai.lib.streaming.responses")
+_WARM_MODULES = ("nbopenai._turns._tools", "nbopenai._ledger._usage", "openai.lib.streaming.responses", "tiktoken")
 # The stores kept next to the ledger (cached properties): reopened where it moves, closed with the session.
 _BESIDE_THE_LEDGER = ("ledger", "extract_store", "tool_ledger", "replay_store")
 # Settings whose change needs new clients (the pool is rebuilt; threads and ledger stay).

@@ -15,8 +15,10 @@ import hashlib
 import importlib.resources
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import tiktoken
+if TYPE_CHECKING:
+    import tiktoken
 
 __all__ = ["InputEstimate", "count_tokens", "encoding_for_model", "get_encoding"]
 
@@ -110,6 +112,8 @@ def _build(name: str) -> tiktoken.Encoding:
         base64.b64decode(token): int(rank)
         for token, rank in (line.split() for line in _vocab_bytes(name).splitlines() if line)
     }
+    import tiktoken  # noqa: PLC0415 - its Rust core loads with the first count, not with `import nbopenai`
+
     spec = _SPECS[name]
     return tiktoken.Encoding(
         name=name,

@@ -8,7 +8,6 @@ neither imports the other for it. The SDK is imported inside the functions, as i
 from __future__ import annotations
 
 import datetime
-import email.utils
 import re
 import time
 from typing import Any
@@ -62,6 +61,8 @@ def parse_duration(value: str | None) -> float | None:
         return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
     if _DURATION.match(text):
         return sum(float(number) * _UNIT_SECONDS[unit.lower()] for number, unit in _DURATION_PART.findall(text))
+    import email.utils  # noqa: PLC0415 - only a gateway's HTTP date needs it: not loaded with `import nbopenai`
+
     try:
         parsed = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
