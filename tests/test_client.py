@@ -31,8 +31,8 @@ from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS, RetryPolicy, is_retryable
 
 
 def test_import_loads_neither_ipython_widgets_nor_pandas():
-    """Nor what only an ask needs (the SDK, the tokenizer, an HTTP-date parser): `%load_ext` stays quick."""
-    heavy = ("IPython", "ipywidgets", "pandas", "openai", "tiktoken", "email.utils")
+    """Nor what only an ask needs (the SDK, the tokenizer, an HTTP-date parser, asyncio): `%load_ext` stays quick."""
+    heavy = ("IPython", "ipywidgets", "pandas", "openai", "tiktoken", "email.utils", "asyncio")
     code = f"import sys, nbopenai; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

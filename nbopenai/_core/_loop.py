@@ -19,12 +19,14 @@ and drops it. So a wait sleeps in short slices, and while it waits it records ea
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import signal
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
 
 __all__ = ["LoopThread"]
 
@@ -45,6 +47,8 @@ class LoopThread:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        import asyncio  # noqa: PLC0415 - with the first loop, not with `import nbopenai` (~10 ms)
+
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 ready = threading.Event()
@@ -71,7 +75,10 @@ class LoopThread:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop and return at once."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        loop = self.loop
+        import asyncio  # noqa: PLC0415 - loaded by ``loop`` already
+
+        return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def run(
         self,
@@ -97,6 +104,8 @@ class LoopThread:
                 return await coro
             finally:
                 unwound.set()
+
+        import concurrent.futures  # noqa: PLC0415 - loaded with asyncio by the first loop; not with `import nbopenai`
 
         with _StopButton() as button:
             future = self.submit(tracked())

@@ -12,7 +12,6 @@ body could not be read (``unreadable_answer``: billed, like a create that timed 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -232,6 +231,8 @@ class RetryPolicy:
         self, fn: Callable[[], Awaitable[T]], *, on_failure: FailureHook | None = None, idempotent: bool = False
     ) -> T:
         """The ``async`` twin of :meth:`call`."""
+        import asyncio  # noqa: PLC0415 - loaded with the session's loop, which runs this; not with `import nbopenai`
+
         attempt = 1
         while True:
             try:

@@ -14,7 +14,6 @@ rewrites a conversation that went on without it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +122,8 @@ async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves:
     On the clients held when polling began: the job lives on that endpoint, and a key changed meanwhile
     (from another thread) must not close them under a poll.
     """
+    import asyncio  # noqa: PLC0415 - loaded with the session's loop, which runs this; not with `import nbopenai`
+
     started = clock()
     delay = _POLL_FIRST
     response = None
