@@ -29,8 +29,8 @@ def run_notebook(
     ``kernel_options`` are passed on the kernel's command line (e.g. ``--IPKernelApp.exec_lines=...``).
     """
     import nbformat  # noqa: PLC0415 - optional (nbopenai[demo])
-    from jupyter_client import KernelManager  # noqa: PLC0415 - optional (nbopenai[demo])
     from nbclient import NotebookClient  # noqa: PLC0415 - optional (nbopenai[demo])
+    from traitlets.config import Config  # noqa: PLC0415 - optional (nbopenai[demo]: nbclient's own)
 
     notebook = nbformat.read(source, as_version=4)
     env = dict(os.environ)
@@ -40,11 +40,12 @@ def run_notebook(
     with tempfile.TemporaryDirectory(prefix="nbopenai-demo-") as scratch:
         # The kernel talks to us over Unix sockets in our private folder: a demo has no reason to open
         # TCP ports (over which ipykernel warns that code and outputs travel unencrypted). Windows has none.
+        # Configured, not handed over: nbclient shuts down only a kernel manager it made, and drives its own
+        # (asynchronous) kind; a given one was left running after the run, its folder removed under it.
         sockets = {"transport": "ipc", "ip": os.path.join(scratch, "kernel")} if os.name == "posix" else {}
-        kernel = KernelManager(kernel_name="python3", **sockets)
         client = NotebookClient(
             notebook,
-            km=kernel,
+            config=Config({"KernelManager": sockets}),
             timeout=timeout,
             kernel_name="python3",
             resources={"metadata": {"path": str(source.parent)}},

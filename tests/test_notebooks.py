@@ -286,6 +286,31 @@ def test_the_readmes_first_command_leaves_the_data_folder_untouched(tmp_path):
     assert "without encryption" not in done.stderr  # the demo's kernel listens on no TCP port
 
 
+def _pid_notebook(folder: Path) -> Path:
+    """A one-cell notebook that prints its kernel's process id."""
+    source = folder / "pid.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.getpid())")]), source)
+    return source
+
+
+def _still_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # a kernel that was shut down has been waited for: no such process
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_demo_shuts_its_kernel_down_when_the_notebook_ends(tmp_path):
+    """``run_notebook`` (docs/regenerate.py runs four in one process) stops the kernel it started, as nbclient
+    does for a kernel it made itself: one handed to it is left running, with its sockets' folder removed."""
+    from nbopenai.demo import run_notebook  # noqa: PLC0415 - Jupyter machinery loads only in kernel tests
+
+    ran = nbformat.read(run_notebook(_pid_notebook(tmp_path), tmp_path / "out" / "pid.ipynb", timeout=120), 4)
+    pid = int(ran.cells[0].outputs[0]["text"])
+    assert pid != os.getpid() and not _still_running(pid)
+
+
 def test_the_readme_shows_what_the_notebooks_print(executed):
     """Every output in README.md is a notebook's, from the current code (``python docs/regenerate.py``)."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
