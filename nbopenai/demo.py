@@ -38,14 +38,11 @@ def run_notebook(
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             env.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="nbopenai-demo-") as scratch:
-        # The kernel talks to us over Unix sockets in our private folder: a demo has no reason to open
-        # TCP ports (over which ipykernel warns that code and outputs travel unencrypted). Windows has none.
         # Configured, not handed over: nbclient shuts down only a kernel manager it made, and drives its own
         # (asynchronous) kind; a given one was left running after the run, its folder removed under it.
-        sockets = {"transport": "ipc", "ip": os.path.join(scratch, "kernel")} if os.name == "posix" else {}
         client = NotebookClient(
             notebook,
-            config=Config({"KernelManager": sockets}),
+            config=Config({"KernelManager": _unix_sockets(scratch)}),
             timeout=timeout,
             kernel_name="python3",
             resources={"metadata": {"path": str(source.parent)}},
@@ -57,6 +54,23 @@ def run_notebook(
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, target)
     return target
+
+
+def _unix_sockets(folder: str) -> dict[str, str]:
+    """The kernel manager's settings for Unix sockets in ``folder``; none (TCP) where they cannot be used.
+
+    A demo has no reason to open TCP ports (over which ipykernel warns that code and outputs travel
+    unencrypted), but Windows has no Unix sockets, and a socket's path must fit in ``sockaddr_un``
+    (zmq's ``IPC_PATH_MAX_LEN``, 107 bytes on Linux, 103 on macOS): under a deep ``TMPDIR`` the kernel
+    could not listen. jupyter_client names each channel's socket ``PATH-N`` (N from 1 up).
+    """
+    import zmq  # noqa: PLC0415 - optional (nbopenai[demo]: jupyter_client's own)
+
+    path = os.path.join(folder, "kernel")
+    room = getattr(zmq, "IPC_PATH_MAX_LEN", 0)
+    if os.name != "posix" or len(os.fsencode(path)) + len("-99") > room:
+        return {}
+    return {"transport": "ipc", "ip": path}
 
 
 def _answers(notebook_path: Path) -> list[str]:

@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -309,6 +310,18 @@ def test_the_demo_shuts_its_kernel_down_when_the_notebook_ends(tmp_path):
     ran = nbformat.read(run_notebook(_pid_notebook(tmp_path), tmp_path / "out" / "pid.ipynb", timeout=120), 4)
     pid = int(ran.cells[0].outputs[0]["text"])
     assert pid != os.getpid() and not _still_running(pid)
+
+
+def test_the_demo_runs_where_the_temporary_folder_is_too_deep_for_unix_sockets(tmp_path, monkeypatch):
+    """A socket's path has room for about 100 bytes (sockaddr_un); under a deeper TMPDIR (CI runners, macOS)
+    the kernel could not listen and the demo failed. It talks over TCP there instead."""
+    from nbopenai.demo import run_notebook  # noqa: PLC0415 - Jupyter machinery loads only in kernel tests
+
+    deep = tmp_path / ("t" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    ran = nbformat.read(run_notebook(_pid_notebook(tmp_path), tmp_path / "out" / "pid.ipynb", timeout=120), 4)
+    assert int(ran.cells[0].outputs[0]["text"]) != os.getpid()
 
 
 def test_the_readme_shows_what_the_notebooks_print(executed):
