@@ -206,16 +206,16 @@ class Session:
 
     def warm_up(self, modules: Iterable[str] = (), steps: Iterable[Callable[[], object]] = ()) -> WarmUp:
         """A thread, not started, that loads what the first ask needs: the SDK, its client and what it
-        builds lazily on a first request, pydantic (tools), the ledger (its module and its file),
-        ``modules`` (e.g. the live view), ``steps`` (the front-end's own), then the tokenizer's vocabulary.
+        builds lazily on a first request, pydantic (tools), the ledger (its module and its file), the
+        price and window tables, ``modules`` (e.g. the live view), ``steps`` (the front-end's own), and,
+        when a budget is set, the tokenizer's vocabulary.
 
         The first ask otherwise pays for it (about a second, several on a busy machine) before any
         text appears. Start it only while no other code imports: importing one package from two
         threads at once can hand one of them a half-initialised module (packages with circular
         imports), so the IPython extension runs it between cells and the next cell waits for its
         ``imported`` event. The vocabulary is built after that, beside the user's code: it imports
-        nothing, and an ask needs it only for a budget or a prompt the size of the window.
-        Nothing here is required: what fails is left for the first ask to do, and report.
+        nothing. Nothing here is required: what fails is left for the first ask to do, and report.
         """
 
         def first_request() -> None:
@@ -230,9 +230,14 @@ class Session:
             *(functools.partial(importlib.import_module, name) for name in _WARM_MODULES + tuple(modules)),
             vocabulary_package,
             self._open_existing_ledger,
+            lambda: (self.accounts, self.prices, self.context_windows),  # read files a first answer reads
             *steps,
         ]
-        return WarmUp(imports, [lambda: encoding_for_model(self.settings.model)])
+        # An ask counts tokens before its first text only to check a budget; otherwise the vocabulary
+        # is built by what needs it (an extraction, --dry-run, a missing usage): ~0.4 s of CPU, mostly
+        # in Rust holding the GIL, that would stall a first ask arriving meanwhile.
+        budgeted = self.settings.budget_usd is not None or self.settings.budget_tokens is not None
+        return WarmUp(imports, [lambda: encoding_for_model(self.settings.model)] if budgeted else [])
 
     def _open_existing_ledger(self) -> None:
         """Open the ledger now if its file exists (a returning user); only a first answer creates one."""

@@ -73,6 +73,16 @@ def test_the_warm_up_leaves_what_the_sdk_builds_on_a_first_stream_built(local_se
     assert "ledger" in session.__dict__  # an in-memory (or existing) ledger was opened by the warm-up
 
 
+def test_the_warm_up_builds_the_vocabulary_only_for_a_budget(make):
+    """Building it holds the GIL for ~0.25 s in Rust: a first ask arriving meanwhile stalls. Only a
+    budget needs it before a first text (an extraction or --dry-run builds it when it runs)."""
+    tokens_module._build.cache_clear()
+    make().warm_up().run()
+    assert tokens_module._build.cache_info().currsize == 0
+    make(budget_tokens=1_000_000).warm_up().run()
+    assert tokens_module._build.cache_info().currsize == 1
+
+
 def test_an_ask_counts_no_tokens_on_its_way_to_the_answer(local_server, make, monkeypatch):
     """The warm-up builds the vocabulary (~0.4 s of CPU) beside the user's first ask, under a lock: an
     ask that counted tokens before sending (the estimate, the window check) waited for the whole build.
