@@ -10,7 +10,7 @@ import tiktoken.load
 from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS
 
 from nbopenai._core import _tokens
-from nbopenai._core._tokens import count_tokens, encoding_for_model, get_encoding
+from nbopenai._core._tokens import InputEstimate, count_tokens, encoding_for_model, get_encoding
 
 ENCODINGS = ("o200k_base", "cl100k_base")
 MODEL_FOR = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4"}
@@ -104,3 +104,15 @@ def test_model_to_encoding(model, encoding):
 def test_unknown_model_gets_the_current_encoding():
     assert encoding_for_model("some-future-model").name == "o200k_base"
     assert encoding_for_model(None).name == "o200k_base"
+
+
+@pytest.mark.parametrize(
+    "unit", ["caf\udce9 ", "\ud83d\ude00", "\U0001f600", "naïve "], ids=["lone", "pair", "emoji", "text"]
+)
+def test_the_window_check_agrees_with_the_count_for_any_python_string(unit):
+    """``prompt_exceeds`` skips counting when the prompt has fewer bytes than the window (a token is at least
+    a byte). A lone surrogate (text read with errors='surrogateescape', a file name) has no UTF-8 bytes:
+    tiktoken counts it as U+FFFD, and the bound must not raise UnicodeEncodeError where counting did not."""
+    estimate = InputEstimate("gpt-4o", unit * 50)
+    tokens = estimate.prompt_tokens
+    assert estimate.prompt_exceeds(tokens - 1) and not estimate.prompt_exceeds(tokens)

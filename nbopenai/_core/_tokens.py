@@ -168,4 +168,6 @@ class InputEstimate:
 
     def prompt_exceeds(self, window: int) -> bool:
         """Whether the prompt alone is more than ``window`` tokens (counted only if it has more bytes than that)."""
-        return len(self.prompt.encode()) > window and self.prompt_tokens > window  # a token is at least a byte
+        # A token is at least a byte. A lone surrogate has no UTF-8: tiktoken counts it as U+FFFD (3 bytes),
+        # "surrogatepass" gives it 3 bytes too, where a plain encode() would raise.
+        return len(self.prompt.encode(errors="surrogatepass")) > window and self.prompt_tokens > window
