@@ -24,7 +24,7 @@ from IPython.utils.capture import capture_output
 import nbopenai
 from nbopenai._core._retry import RATE_LIMIT_ATTEMPTS
 from nbopenai.ipython._errors import TITLES
-from nbopenai.ipython._render import PLAIN_PREVIEW_CHARS, answer_bundle
+from nbopenai.ipython._render import PLAIN_PREVIEW_CHARS, answer_bundle, preview
 from nbopenai.local import start
 
 
@@ -310,6 +310,22 @@ def test_a_long_answer_is_sent_once_as_markdown_and_previewed_as_text():
     assert "[incomplete: max tokens]" in plain and "-- m ·" in plain  # the status and footer stay whole
     short = answer_bundle(nbopenai.Answer(text="A short answer.", model="m"))
     assert short["text/plain"].startswith("A short answer.\n-- m")
+
+@pytest.mark.parametrize(
+    "unit",
+    ["e\u0301", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f1eb\U0001f1f7", "\U0001f44b\U0001f3fd",
+     "\u2764\ufe0f", "\u0e01\u0e34\u0e48"],
+    ids=["accent", "zwj-family", "flag", "skin-tone", "variation", "thai-marks"],
+)
+def test_a_preview_cut_with_no_space_to_cut_at_keeps_each_character_whole(unit):
+    """An answer with no space or line end near the cut (Thai, emoji, text in decomposed form) is cut where the
+    limit falls; it must not part a letter from its marks, nor an emoji from its joined or modifying parts."""
+    for lead in range(len(unit)):  # the limit falls at every position inside a cluster
+        text = "x" * lead + unit * (2 * PLAIN_PREVIEW_CHARS // len(unit))
+        shown = preview(text).split("\n[…")[0]
+        assert text.startswith(shown) and len(shown) > PLAIN_PREVIEW_CHARS // 2
+        assert (len(shown) - lead) % len(unit) == 0, (lead, shown[-4:])
+
 
 # ---- configuration ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from .._core._settings import shown_url
@@ -35,6 +36,7 @@ _FENCED_BLOCK = re.compile(
     r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M
 )
 _BACKTICKS = re.compile(r"`+")
+_JOINING = "\u200d\ufe0e\ufe0f"  # a zero-width joiner, the text and emoji variation selectors
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -45,12 +47,38 @@ def fenced(body: str, lang: str = "") -> str:
     return f"{fence}{lang}\n{body.rstrip(chr(10))}\n{fence}"
 
 
+def _attached(text: str, i: int) -> bool:
+    """Whether ``text[i]`` belongs to the character before it: a mark, a joiner or what it joins, a modifier."""
+    char, before = text[i], text[i - 1]
+    return (
+        unicodedata.category(char) in ("Mn", "Mc", "Me")
+        or char in _JOINING
+        or before == "\u200d"
+        or "\U0001f3fb" <= char <= "\U0001f3ff"  # skin tones
+        or "\U000e0020" <= char <= "\U000e007f"  # the tags of a subdivision's flag
+    )
+
+
+def _whole_characters(text: str, i: int) -> int:
+    """``i``, moved back so that ``text[:i]`` ends with whole user-perceived characters (accents, emoji, flags)."""
+    while 0 < i < len(text) and _attached(text, i):
+        i -= 1
+    letters = 0  # a flag is two regional indicator letters, paired from the first: an odd run before the cut parts one
+    while letters < i and _flag_letter(text[i - letters - 1]):
+        letters += 1
+    return i - 1 if letters % 2 and i < len(text) and _flag_letter(text[i]) else i
+
+
+def _flag_letter(char: str) -> bool:
+    return "\U0001f1e6" <= char <= "\U0001f1ff"
+
+
 def preview(text: str, limit: int = PLAIN_PREVIEW_CHARS) -> str:
     """``text`` up to ``limit`` characters; beyond it, its start (cut at a space or line end) and what is left."""
     if len(text) <= limit:
         return text
     cut = max(text.rfind("\n", 0, limit), text.rfind(" ", 0, limit))
-    head = text[: cut if cut > limit // 2 else limit].rstrip()
+    head = text[: cut if cut > limit // 2 else (_whole_characters(text, limit) or limit)].rstrip()
     rest = len(text) - len(head)
     return f"{head}\n[… {rest:,} more characters: the whole answer is this output's Markdown, and `-o NAME` keeps it]"
 
