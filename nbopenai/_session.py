@@ -528,7 +528,9 @@ class Session:
     # ---- life cycle -----------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the session: work still on its loop ends first (a job still running is recorded, see ``_jobs``)."""
         _current.closed(self)
+        self.loop.drain()  # before its clients and stores close under it
         self._drop_clients(held_too=True)
         self.loop.close()
         if self.local_server is not None:

@@ -3,12 +3,14 @@
 import io
 import json
 import threading
+from contextlib import closing
 
 import pytest
 from _byte_server import ByteServer, json_reply
 from _proxies import response_json
 
 import nbopenai
+from nbopenai._ledger._usage import Ledger
 from nbopenai._turns._printer import StdoutSink
 
 
@@ -162,6 +164,28 @@ def test_background_job_completes_and_joins_its_thread(local_server, make):
     assert session.threads.get().head == job.response_id
     assert bodies(local_server)[0]["background"] is True
     assert list(session.usage()["kind"]) == ["background"]
+
+
+def test_closing_a_session_with_a_job_running_keeps_its_billed_response_in_the_ledger(local_server, make, tmp_path):
+    """The server still runs (and bills) a job the session stops polling: its row says so, estimated.
+
+    Closing used to stop the loop under the poll: no ledger row, a task destroyed pending, and
+    (closed before the poll's first step) "coroutine '_poll' was never awaited".
+    """
+    local_server.configure(background_delay=30)  # still queued when the session closes
+    path = tmp_path / "usage.sqlite3"
+    session, done = make(ledger_path=str(path)), []
+    job = session.submit("My name is Ada.", on_done=done.append)
+    session.close()
+    assert job.done() and job.status == "interrupted" and done == [job]
+    assert job._future.done()  # the poll ended: nothing left pending on a stopped loop
+    assert job.wait(timeout=0) is job.answer and job.answer.status == "interrupted"
+    assert "still runs it" in job.answer.error and job.response_id in job.answer.error
+    with closing(Ledger(path)) as ledger:  # the session closed its own
+        (row,) = ledger.records()
+    assert (row.kind, row.status, row.response_id) == ("background", "interrupted", job.response_id)
+    assert row.estimated and row.input_tokens > 0 and row.error == job.answer.error
+    assert session.threads.get().head is None  # nothing came back: the thread did not move
 
 
 def test_job_numbers_belong_to_their_session(local_server, make):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import gc
 import signal
 import threading
 
@@ -91,3 +92,48 @@ def test_a_sigint_handler_that_does_not_interrupt_is_still_obeyed(loop_thread):
     finally:
         signal.signal(signal.SIGINT, previous)
     presser.join()
+
+
+def test_close_unwinds_a_coroutine_submitted_just_before_it(recwarn):
+    """A coroutine submitted while the loop was busy, then the loop closed: it still runs and unwinds.
+
+    The loop is held by a callback until ``close`` has queued its first call, so the submitted
+    coroutine has not started when the loop is told to close. Stopping the loop there dropped the
+    task before its first step ("coroutine ... was never awaited", a job's poll and its ledger row lost).
+    """
+    thread = LoopThread(name="test-close")
+    loop, busy, gate, closing = thread.loop, threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        gate.wait()
+
+    loop.call_soon_threadsafe(hold)  # the loop is busy, as on a loaded machine
+    busy.wait(timeout=30)  # inside it: what is submitted now waits for the loop's next round
+    ran = []
+
+    async def poll() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            ran.append("unwound")
+
+    future = thread.submit(poll())
+    queue = loop.call_soon_threadsafe
+
+    def queued_by_close(callback, *args, **kwargs):
+        handle = queue(callback, *args, **kwargs)
+        closing.set()
+        return handle
+
+    loop.call_soon_threadsafe = queued_by_close  # tells us when close has queued its first call
+    closer = threading.Thread(target=thread.close)
+    closer.start()
+    closing.wait(timeout=30)
+    gate.set()
+    closer.join(timeout=60)
+    assert not closer.is_alive() and loop.is_closed()
+    assert ran == ["unwound"] and future.done()
+    del future, poll
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]

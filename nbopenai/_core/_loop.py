@@ -128,7 +128,36 @@ class LoopThread:
                 unwound.wait(timeout=_UNWIND_TIMEOUT_S)
                 raise
 
+    def drain(self, timeout: float = _UNWIND_TIMEOUT_S) -> None:
+        """Cancel every task on the loop and wait (up to ``timeout``) until each has unwound.
+
+        Stopping the loop under a task drops it: a poll sleeping between requests never runs its
+        ``except``/``finally`` (a background job's ledger row is lost, "Task was destroyed but it is
+        pending!"), and one submitted just before the stop, not yet started, is never run at all
+        ("coroutine ... was never awaited"). Draining first lets each one end as a cancelled task does.
+        """
+        if not self.running or self.in_loop_thread():  # never started, closed, or we would wait for ourselves
+            return
+        import asyncio  # noqa: PLC0415 - loaded by the running loop already
+        import concurrent.futures  # noqa: PLC0415 - the same
+
+        async def cancel_the_others() -> None:
+            # One round first: a task created just before this one takes its first step, so cancelling
+            # it raises inside its body (its handlers run) instead of discarding a coroutine never begun.
+            await asyncio.sleep(0)
+            me = asyncio.current_task()
+            while pending := [task for task in asyncio.all_tasks() if task is not me and not task.done()]:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)  # unwinding may start more: go again
+
+        try:
+            self.submit(cancel_the_others()).result(timeout=timeout)
+        except concurrent.futures.TimeoutError:  # a task that will not unwind: the loop is stopped under it anyway
+            pass
+
     def close(self) -> None:
+        self.drain()
         with self._lock:
             loop, self._loop = self._loop, None
         if loop is not None and not loop.is_closed():

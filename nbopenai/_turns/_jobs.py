@@ -10,6 +10,12 @@ was committed to it (an ask, another job, a compaction, a reset) and no foregrou
 written on it at that moment. Otherwise the answer is still returned (``job.answer``) and in the
 ledger, with ``turn=None`` and a ``notice`` saying it was not added: a background job never
 rewrites a conversation that went on without it.
+
+A session closed while a job still runs stops polling it (``LoopThread.drain`` cancels the poll) but
+does not cancel it on the server: the response is the user's, stored and retrievable by its id, and
+closing (an unload, a kernel shutdown) should not throw away paid work or wait for it. The server
+still finishes and bills it, so the job ends ``interrupted`` here with a ledger row that says so:
+its id, its input tokens estimated (the server has reported nothing), and how to retrieve it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from ._streaming import StreamState
 __all__ = ["Job", "submit", "TERMINAL"]
 
 TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
+# Where polling ended without a terminal status: it failed for good, or the session closed under it.
+_STOPPED_HERE = frozenset({"error", "interrupted"})
 _POLL_FIRST, _POLL_MAX = 0.2, 2.0
 
 
@@ -52,7 +60,7 @@ class Job:
         return f"job-{self.number}"
 
     def done(self) -> bool:
-        return self.status in TERMINAL or self.error is not None
+        return self.status in TERMINAL or self.status in _STOPPED_HERE or self.error is not None
 
     def wait(self, timeout: float | None = None) -> Answer | None:
         """Block until the job ends (for scripts and tests); returns its answer."""
@@ -127,6 +135,7 @@ async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves:
     started = clock()
     delay = _POLL_FIRST
     response = None
+    closed_at: str | None = None
     try:
         async with services.holding_clients() as clients:
             while not job.done():
@@ -136,6 +145,12 @@ async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves:
                     lambda: clients.async_client().responses.retrieve(job.response_id), idempotent=True
                 )
                 job.status = response.status
+    except asyncio.CancelledError:
+        # Only the session's close cancels a poll (``LoopThread.drain``). The task ends normally after
+        # recording, so ``job.wait()`` returns the interrupted answer instead of raising CancelledError.
+        # Cancelled after the last poll saw the end (letting go of the clients): that answer is whole.
+        if job.status not in TERMINAL:
+            closed_at, job.status = job.status, "interrupted"
     except Exception as exc:  # polling failed for good: keep the job, say why
         job.error = translate(exc)
         job.status = "error"
@@ -143,6 +158,11 @@ async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves:
     state.response_id = job.response_id
     if job.error is not None:
         state.fail(job.error.message)
+    elif closed_at is not None:
+        state.fail(
+            f"the session closed while {job.id} was {closed_at}: the server still runs it and bills it "
+            f"(input tokens here are estimated); retrieve {job.response_id} for its answer and usage"
+        )
     job.answer = recorder.finish(
         state, started, kind="background", status=job.status, if_unmoved_since=moves, moved_on=job.id
     )
