@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from conftest import SECRET_KEY
 
-from nbopenai import UsageError
+from nbopenai import PreviousResponseNotFound, UsageError
 from nbopenai._core._tokens import count_tokens
 from nbopenai._turns._context import bounded, pick, strip_ansi, variables_summary
+from nbopenai._turns._printer import StdoutSink
 from nbopenai._turns._prompt import fill, interpolate, preview
 from nbopenai._turns._replay import Replays
 
@@ -259,6 +260,71 @@ def test_replay_reuses_unchanged_turns_and_asks_from_the_first_change_on(ip, loc
 
     _, sent = run_all(cells, replay="")  # without --replay: every cell asks
     assert len(sent) == 3
+
+
+def _reopened_with_its_head_gone(make, local_server, tmp_path, how):
+    """A notebook asked once (replay on), then reopened in a new kernel after its stored response left the
+    server: the replayed first cell puts that response back at the head of the thread, unsent."""
+    path = str(tmp_path / "usage.sqlite3")
+    first = make(ledger_path=path)
+    answered = Replays(first).ask("My name is Ada.", new=True, cell_id="c1")
+    if how == "deleted":
+        first.client.responses.delete(answered.response_id)
+    else:  # expired: the offline server keeps only its newest responses
+        local_server.configure(max_responses=1)
+        first.ask("Something else.", thread="other")
+    first.close()
+    session = make(ledger_path=path)
+    replays = Replays(session)
+    assert replays.ask("My name is Ada.", new=True, cell_id="c1").replayed
+    return session, replays, answered.response_id
+
+
+@pytest.mark.parametrize("how", ["deleted", "expired"])
+def test_a_thread_whose_stored_response_is_gone_resends_its_turns_once(make, local_server, tmp_path, how, capsys):
+    session, replays, gone = _reopened_with_its_head_gone(make, local_server, tmp_path, how)
+    before = len(_asks(local_server))
+    answer = replays.ask("What is my name?", cell_id="c2", sink=StdoutSink())
+    refused, resent = _asks(local_server)[before:]
+    assert refused["previous_response_id"] == gone  # the 400 previous_response_not_found: refused, not billed
+    assert "previous_response_id" not in resent
+    assert [item["role"] for item in resent["input"]] == ["user", "assistant", "user"]
+    assert resent["input"][0]["content"] == "My name is Ada."
+    assert "Your name is Ada." in answer.text and answer.turn == 2
+    assert gone in answer.notice and "sent again as input" in answer.notice
+    assert f"({answer.notice})" in capsys.readouterr().out  # said once, before the answer
+    rows = session.usage()
+    assert list(rows["status"]) == ["error", "completed"] and rows["cost_usd"].iloc[0] == 0
+    follow_up = session.ask("And again?", cell_id="c3")  # chains on from the new response
+    assert _asks(local_server)[-1]["previous_response_id"] == answer.response_id and follow_up.notice is None
+
+
+def test_a_gone_chain_is_sent_again_by_a_tool_loop_and_a_background_job_too(make, local_server, tmp_path):
+    session, _, gone = _reopened_with_its_head_gone(make, local_server, tmp_path, "deleted")
+
+    def get_time(city: str) -> str:
+        """The time in a city."""
+        return "noon"
+
+    looped = session.ask("use get_time for Paris", tools=[get_time], cell_id="c2")
+    assert looped.tool_calls and gone in looped.notice and looped.turn == 2
+    local_server.clear_requests()
+    answer = session.submit("What is my name?", cell_id="c2").wait(timeout=30)  # the cell re-run: on the gone head
+    assert "Your name is Ada." in answer.text and answer.turn == 2
+    assert answer.notice.startswith("thread default: re-ran turn 2 of 2; ") and gone in answer.notice
+    first, second = _asks(local_server)
+    assert first["previous_response_id"] == gone and "previous_response_id" not in second and second["background"]
+
+
+def test_a_gone_response_is_not_resent_after_an_attempt_that_may_have_been_billed(make, local_server, tmp_path):
+    session, replays, gone = _reopened_with_its_head_gone(make, local_server, tmp_path, "deleted")
+    before = len(_asks(local_server))
+    local_server.inject("drop")  # cut after it was sent: the server may have started on it
+    with pytest.raises(PreviousResponseNotFound) as raised:
+        session.ask("What is my name?", cell_id="c2", stream=False)
+    assert [body.get("previous_response_id") for body in _asks(local_server)[before:]] == [gone, gone]
+    assert gone in raised.value.message and "--new" in raised.value.hint
+    assert session.threads.get().head == gone  # the thread stays as it was
 
 
 def test_replay_is_keyed_by_the_settings_and_the_endpoint(ip, local_server):

@@ -1,6 +1,6 @@
 """Thread planning: chains, re-runs rewinding, store=false replay."""
 
-from nbopenai._turns._conversation import Thread, Turn
+from nbopenai._turns._conversation import COMPACTED, Thread, Turn
 
 
 def turn(n, cell=None):
@@ -52,3 +52,19 @@ def test_store_false_replays_items_of_kept_turns_only():
     plan = thread.plan("c3")
     assert plan.previous_response_id is None
     assert [i["content"] for i in plan.replay] == ["p1", "a1", "p2", "a2"]
+
+
+def test_a_gone_chain_resends_the_turns_since_the_last_compaction():
+    thread = Thread("default")
+    grow(thread, ["c1", "c2"])
+    summary = Turn(prompt="(compacted)", answer="", response_id=None, model="m", status=COMPACTED,
+                   input_items=({"role": "user", "content": "summary"},))
+    thread.commit(thread.plan(None), summary)
+    thread.commit(thread.plan("c4"), turn(4, "c4"))
+    plan = thread.plan("c5", gone="resp_4")
+    assert plan.previous_response_id is None and plan.base == 4
+    assert [i["content"] for i in plan.replay] == ["summary", "p4", "a4"]  # not what the compaction replaced
+    assert plan.notice("default") == (
+        "thread default: resp_4 is no longer on the server (expired or deleted): 2 earlier turns sent again as input"
+    )
+    assert thread.plan("c5").previous_response_id == "resp_4"  # planned as usual, it chains

@@ -47,6 +47,7 @@ __all__ = [
     "RateLimitError",
     "BadRequestError",
     "ContextLengthExceeded",
+    "PreviousResponseNotFound",
     "ServerError",
     "APIUnavailable",
     "TimeoutError",
@@ -279,6 +280,23 @@ class ContextLengthExceeded(BadRequestError):
         return self
 
 
+class PreviousResponseNotFound(BadRequestError):
+    """The response a thread chains to (``previous_response_id``) is no longer on the server: stored
+    responses expire, and can be deleted. A refusal, so nothing was billed for it.
+
+    ``resendable`` is set by the ask that got it when every attempt of its request was refused with an
+    HTTP answer (none was cut after sending, which may have been billed): the turn may then be sent
+    once more with the thread's turns as input instead (``_turns._ask.chained``).
+    """
+
+    hint = (
+        "The thread's stored response is gone from the server (responses expire, or it was deleted). Re-run the "
+        "cell: an ask sends the thread's turns again as input when the server no longer has them. Or start the "
+        "thread over with --new."
+    )
+    resendable = False
+
+
 class ServerError(APIError):
     hint = "The server failed even after retries; try again in a moment."
 
@@ -403,6 +421,10 @@ def _translate(exc: BaseException, attempts: int) -> NbOpenAIError:
         text = f"{server_says} (HTTP {status}{tries})"
         if code == "context_length_exceeded":
             return ContextLengthExceeded(f"The input is longer than the model's context window: {text}", **fields)
+        # The API says 400 with this code; a 404 naming the parameter is the same refusal (compatible servers).
+        named = detail.get("param") == "previous_response_id"
+        if (code == "previous_response_not_found" and status in (400, 404)) or (named and status == 404):
+            return PreviousResponseNotFound(f"The API no longer has the thread's last response: {text}", **fields)
         if status in (401, 403):
             return AuthenticationError(f"The API refused the credentials: {text}", **fields)
         if status == 429:

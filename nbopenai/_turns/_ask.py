@@ -9,6 +9,8 @@ printer, or nothing). Rules kept by this module (with ``TurnRecorder``, which fi
 - The answer is complete at ``response.completed``: the stream is closed there, whatever the
   server sends (or does not send) after it.
 - One turn at a time per thread: a turn holds its thread from planning to commit (``holding``).
+- A chain the server no longer has (its stored response expired or was deleted) is planned again
+  without it and sent once more, only when the refusal is certain to have cost nothing (``chained``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from .._core._errors import ContextLengthExceeded, NbOpenAIError, StreamError, UsageError, translate
+from .._core._errors import (
+    ContextLengthExceeded,
+    NbOpenAIError,
+    PreviousResponseNotFound,
+    StreamError,
+    UsageError,
+    translate,
+)
 from .._core._request import RequestOptions, request_params
 from .._core._tokens import InputEstimate
 from ._answer import Answer
@@ -28,6 +37,7 @@ from ._conversations import ready as conversation_ready
 from ._conversations import request_fields as conversation_fields
 from ._recorder import (
     AskSink,
+    Attempts,
     NullSink,
     PriorRounds,
     Round,
@@ -49,6 +59,7 @@ __all__ = [
     "PriorRounds",
     "Round",
     "Sent",
+    "chained",
     "holding",
     "prepare",
     "run",
@@ -57,6 +68,9 @@ __all__ = [
     "state_of",
     "output_items",
 ]
+
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class AskOptions(RequestOptions):
@@ -117,8 +131,11 @@ def _user_item(prompt: str, content: Sequence[dict]) -> dict:
     return {"role": "user", "content": [{"type": "input_text", "text": prompt}, *content]}
 
 
-def prepare(services: TurnServices, prompt: str, options: AskOptions) -> PreparedAsk:
-    """Build the exact request for ``prompt`` (nothing is sent; ``--dry-run`` shows this)."""
+def prepare(services: TurnServices, prompt: str, options: AskOptions, *, gone: str | None = None) -> PreparedAsk:
+    """Build the exact request for ``prompt`` (nothing is sent; ``--dry-run`` shows this).
+
+    ``gone``: the server no longer has that response, the one the thread chained to (``Thread.plan``).
+    """
     if not prompt.strip():
         raise UsageError("The prompt is empty: write a question in the cell (or after %ask).")
     settings = services.settings
@@ -135,7 +152,7 @@ def prepare(services: TurnServices, prompt: str, options: AskOptions) -> Prepare
             f"thread {thread.name!r} was started with store={thread.store}; use --new or another -t to switch"
         )
     choose_kind(thread, options.thread_store, settings.thread_store, store=store)
-    plan = thread.plan(options.cell_id)
+    plan = thread.plan(options.cell_id, gone=gone)
     user_item = _user_item(prompt, options.content)
     params = request_params(settings, {**options.overrides(), "store": store})
     params["input"] = [*plan.replay, user_item]
@@ -147,9 +164,10 @@ def prepare(services: TurnServices, prompt: str, options: AskOptions) -> Prepare
     if thread.truncation:  # set when compaction was unavailable for this thread (see _compact)
         params["truncation"] = thread.truncation
     params.update(options.extra)
-    # The chain's earlier turns are billed as input again: estimate from what the thread holds.
+    # The chain's earlier turns are billed as input again: estimate from what the thread holds
+    # (when they are sent again instead, ``gone``, their text is counted with the replay).
     kept = thread.turns[: plan.base]
-    history = (kept[-1].input_tokens + kept[-1].output_tokens) if (kept and store) else 0
+    history = (kept[-1].input_tokens + kept[-1].output_tokens) if (kept and store and gone is None) else 0
     replay_text = " ".join(str(item.get("content", "")) for item in plan.replay)
     context = f"{params.get('instructions') or ''} {replay_text}".strip()
     estimate = InputEstimate(params["model"], prompt, context, known=history)
@@ -181,8 +199,34 @@ def run(services: TurnServices, prepared: PreparedAsk, sink: AskSink | None = No
     """
     with holding(services, prepared) as prepared:
         recorder = start(services, prepared, sink)
-        sent = send(recorder, prepared, prepared.params)
+        sent, prepared = chained(recorder, prepared, lambda asked: send(recorder, asked, asked.params))
         return recorder.finish(sent.state, sent.started, attempt=sent.attempt)
+
+
+def chained(
+    recorder: TurnRecorder, prepared: PreparedAsk, request: Callable[[PreparedAsk], T]
+) -> tuple[T, PreparedAsk]:
+    """``request(prepared)``, the turn's first request; the result and the ``PreparedAsk`` it sent.
+
+    If the server no longer has the response the thread chains to (expired, deleted: 400
+    ``previous_response_not_found``), the turn is planned again without the chain, its thread's turns
+    sent as input (``Thread.plan``), and sent once more, with a notice. Only when that refusal is
+    certain to have cost nothing: every attempt was refused with an HTTP answer (``resendable``).
+    After an attempt cut once sent, which may have been billed, the error is raised instead: what
+    may have been billed is never sent again on its own.
+    """
+    try:
+        return request(prepared), prepared
+    except PreviousResponseNotFound as gone:
+        head = prepared.plan.previous_response_id
+        if not gone.resendable or head is None or prepared.params.get("previous_response_id") != head:
+            raise
+    services = recorder.services
+    again = prepare(services, prepared.prompt, prepared.options, gone=head)
+    services.ledger.check_budget(again.model, lambda: again.estimated_input_tokens)  # it sends more than it did
+    recorder.place = again.place  # the turn's rows, estimate and commit follow what is sent now
+    recorder.sink.started(again.model, again.thread.name, again.plan.notice(again.thread.name))
+    return request(again), again
 
 
 def start(services: TurnServices, prepared: PreparedAsk, sink: AskSink | None) -> TurnRecorder:
@@ -202,10 +246,21 @@ class Sent:
     attempt: int
 
 
-def _translated(exc: BaseException, prepared: PreparedAsk, **details: Any) -> NbOpenAIError:
-    error = translate(exc, **details)
+def refused(
+    exc: BaseException, prepared: PreparedAsk, attempts: Attempts | None = None, **details: Any
+) -> NbOpenAIError:
+    """``exc``, a request of ``prepared`` that failed for good, as our error, told what its attempts were."""
+    error = translate(exc, attempts=attempts.count if attempts is not None else 1, **details)
     if isinstance(error, ContextLengthExceeded):
         error.name_thread(prepared.thread.name, fresh=prepared.plan.base == 0)
+    if isinstance(error, PreviousResponseNotFound):
+        error.resendable = attempts is not None and not attempts.maybe_billed
+        if attempts is not None and attempts.maybe_billed:
+            error.hint = (
+                "It was not sent again without the chain: an earlier attempt was cut after it was sent and may "
+                "have been billed (see `%nbopenai usage`). Re-run the cell to send the thread's turns again as "
+                "input, or start the thread over with --new."
+            )
     return error
 
 
@@ -239,7 +294,7 @@ def _send(
             on_failure=attempts,
         )
     except Exception as exc:
-        raise _translated(exc, prepared, attempts=attempts.count) from None
+        raise refused(exc, prepared, attempts) from None
     ending = {"attempt": attempts.count + 1, "kind": kind}
     if not stream_wanted:
         state = state_of(result, clock())
@@ -266,8 +321,8 @@ def _send(
         except Exception as exc:  # the nested `error` event, a dropped connection, a read timeout
             if not answered:  # JSON that is no response, or a body lost: a refused attempt, as without a stream
                 attempts(exc, attempts.count + 1, False)
-                raise _translated(exc, prepared, attempts=attempts.count) from None
-            error = _translated(exc, prepared, partial_text=state.text)
+                raise refused(exc, prepared, attempts) from None
+            error = refused(exc, prepared, partial_text=state.text)
             state.fail(error.message, getattr(error, "code", None))
             recorder.finish(state, started, error=error, **ending)
             raise error from None

@@ -8,6 +8,11 @@ A compaction (``Session.compact``) is a turn of its own with ``status="compacted
 compacted items and no response id. It stands for every turn before it, so later turns build on it
 (replaying its items, then chaining as usual) and never on what it replaced.
 
+If the server no longer has the response a thread chains to (stored responses expire, and can be
+deleted), ``plan(cell_id, gone=id)`` plans the turn without the chain: the thread's turns since its
+last compaction are sent as input, as ``store=False`` sends them, and the answer's new response
+carries the chain on (``_ask.chained`` decides when; the notice says it happened).
+
 Re-running a cell is an edit, not an append: the thread rewinds to the turn before that cell's
 last turn and the new answer replaces it (later turns are dropped, as editing a message does in a
 chat app). So *Run All* twice gives the same conversation, not a doubled one. Without a cell id
@@ -55,12 +60,18 @@ class Plan:
     total_before: int
     previous_response_id: str | None
     replay: tuple[dict, ...]
+    gone: str | None = None  # the response the chain lost: its turns (``resent`` of them) are in ``replay``
+    resent: int = 0
 
     def notice(self, thread: str) -> str | None:
-        if self.replaced is None:
-            return None
-        later = f", {self.dropped} later turn{'s' if self.dropped != 1 else ''} dropped" if self.dropped else ""
-        return f"thread {thread}: re-ran turn {self.replaced} of {self.total_before}{later}"
+        said = []
+        if self.replaced is not None:
+            later = f", {self.dropped} later turn{'s' if self.dropped != 1 else ''} dropped" if self.dropped else ""
+            said.append(f"re-ran turn {self.replaced} of {self.total_before}{later}")
+        if self.gone is not None:
+            turns = f"{self.resent} earlier turn{'s' if self.resent != 1 else ''}"
+            said.append(f"{self.gone} is no longer on the server (expired or deleted): {turns} sent again as input")
+        return f"thread {thread}: {'; '.join(said)}" if said else None
 
 
 COMPACTED = "compacted"
@@ -93,8 +104,12 @@ class Thread:
         """Response id the next turn chains to (``store=True``)."""
         return self.turns[-1].response_id if self.turns else None
 
-    def plan(self, cell_id: str | None) -> Plan:
-        """Where a turn asked from ``cell_id`` belongs; does not change the thread."""
+    def plan(self, cell_id: str | None, *, gone: str | None = None) -> Plan:
+        """Where a turn asked from ``cell_id`` belongs; does not change the thread.
+
+        ``gone``: the server no longer has that response (the one the plan chained to), so the turns
+        since the last compaction are sent again as input instead of chaining.
+        """
         base, replaced = len(self.turns), None
         if cell_id is not None:
             for index in range(len(self.turns) - 1, -1, -1):
@@ -107,7 +122,7 @@ class Thread:
         previous = None
         if self.conversation:  # the conversation holds every item: nothing to chain to, nothing to replay
             window = []
-        elif self.store:
+        elif self.store and gone is None:
             # Chain to the last stored response; replay only what came after it (a compaction).
             chained = [i for i, turn in enumerate(window) if turn.response_id]
             if chained:
@@ -120,6 +135,8 @@ class Thread:
             total_before=len(self.turns),
             previous_response_id=previous,
             replay=_items(window),
+            gone=gone,
+            resent=len(window) if gone is not None else 0,
         )
 
     def commit(self, plan: Plan, turn: Turn) -> int:

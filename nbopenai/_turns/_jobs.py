@@ -27,7 +27,7 @@ from typing import Any
 
 from .._core._errors import NbOpenAIError, UsageError, translate
 from ._answer import Answer
-from ._ask import PreparedAsk, holding
+from ._ask import PreparedAsk, chained, holding, refused
 from ._recorder import TurnRecorder, TurnServices, clock, state_of
 from ._streaming import StreamState
 
@@ -101,15 +101,19 @@ def submit(
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")
     with holding(services, prepared) as prepared:
         services.ledger.check_budget(prepared.model, lambda: prepared.estimated_input_tokens)
-        params = with_idempotency({**prepared.params, "background": True})  # one key for every attempt
         recorder = TurnRecorder(services, prepared.place)
-        # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
-        attempts = recorder.attempts("background")
-        try:
-            create = lambda: services.client().responses.create(**params)  # noqa: E731
-            response = services.retry.call(lambda: services.breaker().call(create), on_failure=attempts)
-        except Exception as exc:
-            raise translate(exc, attempts=attempts.count) from None
+
+        def create(asked: PreparedAsk) -> Any:
+            params = with_idempotency({**asked.params, "background": True})  # one key for every attempt
+            # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
+            attempts = recorder.attempts("background")
+            try:
+                send = lambda: services.client().responses.create(**params)  # noqa: E731
+                return services.retry.call(lambda: services.breaker().call(send), on_failure=attempts)
+            except Exception as exc:
+                raise refused(exc, asked, attempts) from None
+
+        response, prepared = chained(recorder, prepared, create)  # a chain the server lost: sent again without it
         moves = services.threads.moves(prepared.options.thread)
     job = Job(
         number=number,

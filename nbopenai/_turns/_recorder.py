@@ -186,16 +186,23 @@ class Attempts:
     """A request's attempts, counted; those that reached the server but failed are ledger rows.
 
     Pass one as ``RetryPolicy.call(on_failure=...)``. ``unless(exc)`` exempts a failure that is no
-    call at all (compaction's "no such endpoint").
+    call at all (compaction's "no such endpoint"). ``maybe_billed`` is true once an attempt reached the
+    server without an HTTP refusal (cut or timed out after sending, an answer that could not be read).
     """
 
     def __init__(self, recorder: TurnRecorder, kind: str, *, unless: Callable[[BaseException], bool] | None = None):
         self.recorder, self.kind, self.unless, self.count = recorder, kind, unless, 0
+        self.maybe_billed = False
 
     def __call__(self, exc: BaseException, attempt: int, will_retry: bool) -> None:
         self.count = attempt
-        if reached_server(exc) and not (self.unless is not None and self.unless(exc)):
-            status = failed_attempt_status(exc)
+        if not reached_server(exc):
+            return
+        status = failed_attempt_status(exc)
+        refused = getattr(exc, "status_code", None)
+        if status == "unreadable" or not (isinstance(refused, int) and refused >= 400):
+            self.maybe_billed = True
+        if not (self.unless is not None and self.unless(exc)):
             self.recorder.record(
                 kind=self.kind,
                 status=status,

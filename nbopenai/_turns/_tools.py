@@ -42,7 +42,7 @@ import pydantic
 from .._core._errors import SchemaError, UsageError
 from .._core._strict import lint_schema, strict_json_schema
 from ._answer import Answer
-from ._ask import PreparedAsk, holding, send, start
+from ._ask import PreparedAsk, chained, holding, send, start
 from ._prompt import preview
 from ._recorder import AskSink, TurnServices, output_items
 from ._tool_ledger import ALREADY_DONE, STARTED_BEFORE, ToolLedger, side_effects
@@ -629,7 +629,11 @@ def run_with_tools(
         params: Mapping[str, Any] = prepared.params
         kind, rounds_run = "ask", 0
         while True:
-            sent = send(recorder, prepared, params, kind=kind)
+            if kind == "ask":  # the turn's first request: the chain it is sent on may be gone from the server
+                sent, prepared = chained(recorder, prepared, lambda asked: send(recorder, asked, asked.params))
+                params = prepared.params
+            else:
+                sent = send(recorder, prepared, params, kind=kind)
             state = sent.state
             calls = _function_calls(state.final)
             if not calls or params.get("tool_choice") == "none":
