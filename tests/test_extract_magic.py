@@ -49,6 +49,22 @@ def test_the_cell_is_the_text_with_interpolation(shell, local_server):
     assert body["input"] == "Ada Lovelace is 36." and body["instructions"] == "Be exact."
 
 
+def test_a_name_that_names_nothing_is_left_as_written_and_said_once(shell, local_server, capsys):
+    """As in %%ask: a {name} naming nothing stays as typed, and the cell says so in one line before sending
+    (it stayed silent, so a typo in the instructions went to every row unnoticed)."""
+    shell.run_cell("%%extract Person --over df.bio -o people\nExtract {who} from {bio_text}, {who} again; {{x}}.")
+    shown = capsys.readouterr().out
+    assert shown.count("left as written") == 1  # once for the cell, not once a row
+    assert shown.splitlines()[0] == "left as written: {who}, {bio_text}"
+    instructions = {r.body["instructions"] for r in model_requests(local_server)}
+    assert instructions == {"Extract {who} from {bio_text}, {who} again; {x}."}
+    shell.user_ns["who"] = "Ada Lovelace"
+    shell.run_cell("%%extract Person --dry-run\n{who} is 36 and {age_here}.")
+    assert capsys.readouterr().out.splitlines()[0] == "left as written: {age_here}"
+    shell.run_cell("%%extract Person\n{who} is 36.")
+    assert "left as written" not in capsys.readouterr().out
+
+
 def test_many(shell):
     frame = shell.run_cell("%%extract Person --many\nAda Lovelace is 36.\nAlan Turing is 41.").result
     assert frame.index.names == ["source", "item"] and frame["name"].tolist() == ["Ada Lovelace", "Alan Turing"]

@@ -17,7 +17,7 @@ from .._core import _errors
 from .._core._request import RequestOptions
 from .._core._settings import Settings, check_setting
 from .._session import current_session
-from .._turns._prompt import interpolate
+from .._turns._prompt import fill
 from ._args import REQUEST_FLAGS, option_arguments, options_from, parse_line, text, variable_name, with_arguments
 from ._errors import interrupted, reported
 
@@ -103,7 +103,8 @@ class ExtractMagics(Magics):
         """Extract a Pydantic model from the cell's text, or from every text of ``--over``, into a DataFrame.
 
         Without ``--over`` the cell is the text; with it the cell holds the instructions and each
-        item of EXPR is one request. ``{name}`` in the cell inserts a variable, as in ``%%ask``.
+        item of EXPR is one request. ``{name}`` in the cell inserts a variable, as in ``%%ask``; one
+        that names nothing stays as typed, and the cell says so in one line before sending.
         The model is checked against the strict-schema rules before anything is sent. Each row
         has ``_status`` (ok, refusal, incomplete, invalid, error, cancelled), ``_error``, tokens,
         ``_cost_usd``; ``df.attrs`` has the totals. The stop button keeps the finished rows.
@@ -131,7 +132,10 @@ class ExtractMagics(Magics):
 
         with reported(*self._secrets()):
             args = parse_line(self.extract, line)
-            body = interpolate(cell, self.shell.user_ns).strip()
+            filled = fill(cell, self.shell.user_ns)
+            if note := filled.left_note():  # said once for the cell, before anything is sent (as %%ask does)
+                print(note)
+            body = filled.text.strip()
             schema = self._evaluate(args.schema, "the Pydantic class")
             texts, instructions = (self._evaluate(args.over, "--over"), body) if args.over else (body, args.system)
             try:
