@@ -188,6 +188,34 @@ def test_closing_a_session_with_a_job_running_keeps_its_billed_response_in_the_l
     assert session.threads.get().head is None  # nothing came back: the thread did not move
 
 
+def test_a_job_is_polled_on_the_clients_it_was_submitted_on(local_server, make):
+    """A network setting changed right after ``submit`` (the same thread, before the loop ran the poll's first
+    step): the job is still polled on the endpoint it was created on, and the billed answer comes back.
+
+    The poll took whatever clients were current when it began, so a ``configure(base_url=...)`` (or a new key)
+    in that gap sent every poll elsewhere: a 404, and the job recorded as an error with its answer lost.
+    """
+    session = make()
+    loop, busy, gate = session.loop.loop, threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        gate.wait(timeout=30)
+
+    loop.call_soon_threadsafe(hold)  # the loop is busy, as on a loaded machine: the poll has not begun
+    assert busy.wait(timeout=30)
+    with ByteServer(lambda request: json_reply(404, {"error": {"message": "No such response."}})) as elsewhere:
+        try:
+            job = session.submit("My name is Ada.")
+            session.configure(base_url=elsewhere.base_url)
+        finally:
+            gate.set()
+        answer = job.wait(timeout=30)
+        assert not elsewhere.requests  # no poll went to the other endpoint
+    assert job.status == "completed" and answer.status == "completed" and answer.text
+    assert list(session.usage()["status"]) == ["completed"]
+
+
 def test_job_numbers_belong_to_their_session(local_server, make):
     """`%nbopenai cancel job-1` names a job of this session: each session counts its own jobs from 1."""
     first, second = make(), make()

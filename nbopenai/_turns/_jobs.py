@@ -20,6 +20,7 @@ its id, its input tokens estimated (the server has reported nothing), and how to
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,40 +100,55 @@ def submit(
 
     if not prepared.params.get("store", True):
         raise UsageError("background mode needs store=True: the server must keep the response to be polled")
-    with holding(services, prepared) as prepared:
-        services.ledger.check_budget(prepared.model, lambda: prepared.estimated_input_tokens)
-        recorder = TurnRecorder(services, prepared.place)
+    # The job's clients, held from its create to its last poll (handed to ``_poll``, which lets go): the job
+    # lives on that endpoint, so a setting changed before the loop begins the poll must not move the polls.
+    held = services.holding_clients()
+    with contextlib.ExitStack() as letting_go:  # until the poll takes the clients over: let go on a failure
+        clients = letting_go.enter_context(held)
+        with holding(services, prepared) as prepared:
+            services.ledger.check_budget(prepared.model, lambda: prepared.estimated_input_tokens)
+            recorder = TurnRecorder(services, prepared.place)
 
-        def create(asked: PreparedAsk) -> Any:
-            params = with_idempotency({**asked.params, "background": True})  # one key for every attempt
-            # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
-            attempts = recorder.attempts("background")
-            try:
-                send = lambda: services.client().responses.create(**params)  # noqa: E731
-                return services.retry.call(lambda: services.breaker().call(send), on_failure=attempts)
-            except Exception as exc:
-                raise refused(exc, asked, attempts) from None
+            def create(asked: PreparedAsk) -> Any:
+                params = with_idempotency({**asked.params, "background": True})  # one key for every attempt
+                # Rejected attempts (429, 5xx, a cut connection) are ledger rows, as they are for a plain ask.
+                attempts = recorder.attempts("background")
+                try:
+                    send = lambda: clients.client().responses.create(**params)  # noqa: E731
+                    return services.retry.call(lambda: services.breaker().call(send), on_failure=attempts)
+                except Exception as exc:
+                    raise refused(exc, asked, attempts) from None
 
-        response, prepared = chained(recorder, prepared, create)  # a chain the server lost: sent again without it
-        moves = services.threads.moves(prepared.options.thread)
-    job = Job(
-        number=number,
-        response_id=response.id,
-        prompt=prepared.prompt,
-        thread=prepared.thread.name,
-        model=prepared.model,
-        status=response.status or "queued",
-        _services=services,
-    )
-    job._future = services.loop.submit(_poll(services, recorder, job, moves, on_done))
+            response, prepared = chained(recorder, prepared, create)  # a chain the server lost: sent again
+            moves = services.threads.moves(prepared.options.thread)
+        job = Job(
+            number=number,
+            response_id=response.id,
+            prompt=prepared.prompt,
+            thread=prepared.thread.name,
+            model=prepared.model,
+            status=response.status or "queued",
+            _services=services,
+        )
+        job._future = services.loop.submit(_poll(services, recorder, job, moves, on_done, clients, held))
+        letting_go.pop_all()
     return job
 
 
-async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves: int, on_done) -> None:
+async def _poll(
+    services: TurnServices,
+    recorder: TurnRecorder,
+    job: Job,
+    moves: int,
+    on_done: Callable[[Job], None] | None,
+    clients: Any,
+    held: Any,
+) -> None:
     """Poll ``job`` until it ends, then finish it as a turn (it joins its thread only if that did not move).
 
-    On the clients held when polling began: the job lives on that endpoint, and a key changed meanwhile
-    (from another thread) must not close them under a poll.
+    On ``clients``, held (``held``, a ``Session.holding_clients()`` entered) since the job was created: the
+    job lives on that endpoint, and a key changed meanwhile (from another thread, or just after ``submit``)
+    must neither close them under a poll nor send the polls elsewhere. Let go of when polling ends.
     """
     import asyncio  # noqa: PLC0415 - loaded with the session's loop, which runs this; not with `import nbopenai`
 
@@ -141,7 +157,7 @@ async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves:
     response = None
     closed_at: str | None = None
     try:
-        async with services.holding_clients() as clients:
+        try:
             while not job.done():
                 await asyncio.sleep(delay)
                 delay = min(_POLL_MAX, delay * 1.5)
@@ -149,6 +165,8 @@ async def _poll(services: TurnServices, recorder: TurnRecorder, job: Job, moves:
                     lambda: clients.async_client().responses.retrieve(job.response_id), idempotent=True
                 )
                 job.status = response.status
+        finally:  # on the loop: replaced clients are closed here, awaited (not left to a task a close would cancel)
+            await held.__aexit__(None, None, None)
     except asyncio.CancelledError:
         # Only the session's close cancels a poll (``LoopThread.drain``). The task ends normally after
         # recording, so ``job.wait()`` returns the interrupted answer instead of raising CancelledError.
