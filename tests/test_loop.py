@@ -137,3 +137,19 @@ def test_close_unwinds_a_coroutine_submitted_just_before_it(recwarn):
     del future, poll
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_a_press_the_instant_the_wrapper_is_installed_is_recorded(loop_thread, monkeypatch):
+    """A press can arrive between installing the wrapping handler and the next line: the wrapper must
+    already know the handler it wraps (it called None: TypeError, and the press was lost)."""
+    install = signal.signal
+
+    def install_then_press(signum, handler):  # noqa: ANN001, ANN202
+        previous = install(signum, handler)
+        if callable(handler) and getattr(handler, "__self__", None) is not None:  # our wrapper, just installed
+            handler(signum, None)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", install_then_press)
+    with pytest.raises(KeyboardInterrupt):  # recorded, then raised by the wait's first check
+        loop_thread.run(Sleeper()())

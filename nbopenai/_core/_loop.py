@@ -187,11 +187,11 @@ class _StopButton:
         if threading.current_thread() is threading.main_thread():
             previous = signal.getsignal(signal.SIGINT)
             if callable(previous):
+                self._previous = previous  # before the handler is in: a press may arrive the next instant
                 try:
                     signal.signal(signal.SIGINT, self._handle)
                 except ValueError:  # signals are not ours to set here (a sub-interpreter): wait as Python would
-                    return self
-                self._previous = previous
+                    self._previous = None
         return self
 
     def __exit__(self, *exc_info: object) -> None:
