@@ -6,8 +6,8 @@ comm messages, not 20,000), and each update sends only the text that arrived sin
 When the answer ends, the tail and the footer are sent, and then the view replaces itself, under
 the same display id, with a static mime bundle (``render(answer)``). The live notebook therefore
 shows the answer once, rendered by the front-end's own Markdown renderer (which highlights code
-blocks), and a saved notebook holds plain text/markdown + text/plain that nbviewer, GitHub and
-VS Code show without widget state.
+blocks), and a saved notebook holds plain text/markdown (the whole answer) + text/plain (a preview of a
+long one: ``_render.preview``) that nbviewer, GitHub and VS Code show without widget state.
 """
 
 from __future__ import annotations
