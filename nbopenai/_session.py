@@ -629,6 +629,10 @@ class _Holding:
         return self.__enter__()
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.let_go()
+
+    async def let_go(self) -> None:
+        """End the hold on the session's loop (work that took it over from the thread that entered it)."""
         if self._held is not None and self._session._let_go(self._held):
             await self._held.aclose()
 

@@ -64,6 +64,7 @@ __all__ = [
     "prepare",
     "run",
     "send",
+    "send_first",
     "start",
     "state_of",
     "output_items",
@@ -199,8 +200,13 @@ def run(services: TurnServices, prepared: PreparedAsk, sink: AskSink | None = No
     """
     with holding(services, prepared) as prepared:
         recorder = start(services, prepared, sink)
-        sent, prepared = chained(recorder, prepared, lambda asked: send(recorder, asked, asked.params))
+        sent, prepared = send_first(recorder, prepared)
         return recorder.finish(sent.state, sent.started, attempt=sent.attempt)
+
+
+def send_first(recorder: TurnRecorder, prepared: PreparedAsk) -> tuple[Sent, PreparedAsk]:
+    """Send a turn's first request (``send``), planned again once if its chain is gone (``chained``)."""
+    return chained(recorder, prepared, lambda asked: send(recorder, asked, asked.params))
 
 
 def chained(

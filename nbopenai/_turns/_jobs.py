@@ -166,7 +166,7 @@ async def _poll(
                 )
                 job.status = response.status
         finally:  # on the loop: replaced clients are closed here, awaited (not left to a task a close would cancel)
-            await held.__aexit__(None, None, None)
+            await held.let_go()
     except asyncio.CancelledError:
         # Only the session's close cancels a poll (``LoopThread.drain``). The task ends normally after
         # recording, so ``job.wait()`` returns the interrupted answer instead of raising CancelledError.

@@ -42,7 +42,7 @@ import pydantic
 from .._core._errors import SchemaError, UsageError
 from .._core._strict import lint_schema, strict_json_schema
 from ._answer import Answer
-from ._ask import PreparedAsk, chained, holding, send, start
+from ._ask import PreparedAsk, holding, send, send_first, start
 from ._prompt import preview
 from ._recorder import AskSink, TurnServices, output_items
 from ._tool_ledger import ALREADY_DONE, STARTED_BEFORE, ToolLedger, side_effects
@@ -630,7 +630,7 @@ def run_with_tools(
         kind, rounds_run = "ask", 0
         while True:
             if kind == "ask":  # the turn's first request: the chain it is sent on may be gone from the server
-                sent, prepared = chained(recorder, prepared, lambda asked: send(recorder, asked, asked.params))
+                sent, prepared = send_first(recorder, prepared)
                 params = prepared.params
             else:
                 sent = send(recorder, prepared, params, kind=kind)
